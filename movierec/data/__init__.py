@@ -1,0 +1,1 @@
+"""MovieLens data: the registry of releases, downloads, parsing, ratings matrices and splits."""

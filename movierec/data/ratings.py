@@ -1,0 +1,119 @@
+"""Ratings in movierec's index space, and the sparse matrices models read them through.
+
+Inside the library users and movies are contiguous indices ``0..n-1``; raw MovieLens ids live only in
+:class:`~movierec.data.movielens.Dataset` (``user_ids`` / ``item_ids``) and in CLI output.
+
+Models never see a dense users x movies matrix: :meth:`RatingMatrix.dense_rows` builds just the rows
+of one mini-batch, on the model's device, so ML-25M (162k x 59k) trains in a few GB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Ratings:
+    """A table of ratings: parallel arrays, one entry per rating."""
+
+    users: np.ndarray  # (N,) int32 user index
+    items: np.ndarray  # (N,) int32 movie index
+    ratings: np.ndarray  # (N,) float32 stars
+    timestamps: np.ndarray  # (N,) int64 seconds since the epoch
+    n_users: int
+    n_items: int
+
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+    def take(self, index: np.ndarray) -> Ratings:
+        """The ratings at ``index`` (a boolean mask or integer positions), same index space."""
+        return Ratings(
+            self.users[index], self.items[index], self.ratings[index], self.timestamps[index],
+            self.n_users, self.n_items,
+        )
+
+    def matrix(self, device: torch.device | str = "cpu") -> RatingMatrix:
+        """The users x movies matrix of these ratings, compressed by user rows."""
+        return RatingMatrix.from_coo(self.users, self.items, self.ratings, self.n_users, self.n_items, device)
+
+
+class RatingMatrix:
+    """A sparse (rows x cols) matrix in CSR form, as torch tensors on one device.
+
+    Rows are users and columns movies (or the other way round after :meth:`transpose`).
+    """
+
+    def __init__(self, indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, n_cols: int):
+        self.indptr = indptr  # (R+1,) int64
+        self.indices = indices  # (nnz,) int64 column of each entry
+        self.values = values  # (nnz,) float32
+        self.n_rows = int(indptr.shape[0] - 1)
+        self.n_cols = int(n_cols)
+
+    @classmethod
+    def from_coo(
+        cls, rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int, n_cols: int,
+        device: torch.device | str = "cpu",
+    ) -> RatingMatrix:
+        rows = np.asarray(rows, dtype=np.int64)
+        cols = np.asarray(cols, dtype=np.int64)
+        order = np.lexsort((cols, rows))
+        counts = np.bincount(rows, minlength=n_rows)
+        indptr = np.zeros(n_rows + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        return cls(
+            torch.from_numpy(indptr).to(device),
+            torch.from_numpy(cols[order]).to(device),
+            torch.from_numpy(np.asarray(values, dtype=np.float32)[order]).to(device),
+            n_cols,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
+    @property
+    def nnz(self) -> int:
+        return int(self.values.shape[0])
+
+    def to(self, device: torch.device | str) -> RatingMatrix:
+        return RatingMatrix(self.indptr.to(device), self.indices.to(device), self.values.to(device), self.n_cols)
+
+    def row_ids(self) -> torch.Tensor:
+        """The row of every stored entry, (nnz,) int64: the COO view."""
+        counts = self.indptr[1:] - self.indptr[:-1]
+        return torch.repeat_interleave(torch.arange(self.n_rows, device=self.device), counts)
+
+    def row_counts(self) -> torch.Tensor:
+        return self.indptr[1:] - self.indptr[:-1]
+
+    def transpose(self) -> RatingMatrix:
+        """The (cols x rows) matrix: movies x users from users x movies."""
+        rows = self.row_ids().cpu().numpy()
+        return RatingMatrix.from_coo(
+            self.indices.cpu().numpy(), rows, self.values.cpu().numpy(), self.n_cols, self.n_rows, self.device
+        )
+
+    def entries(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The stored entries of ``rows``: (position in ``rows``, column, value), each (n,)."""
+        rows = rows.to(self.device, torch.int64)
+        starts = self.indptr[rows]
+        lengths = self.indptr[rows + 1] - starts
+        batch_pos = torch.repeat_interleave(torch.arange(rows.shape[0], device=self.device), lengths)
+        first = torch.cumsum(lengths, 0) - lengths
+        offset = torch.arange(batch_pos.shape[0], device=self.device) - first[batch_pos]
+        flat = starts[batch_pos] + offset
+        return batch_pos, self.indices[flat], self.values[flat]
+
+    def dense_rows(self, rows: torch.Tensor, fill: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``rows`` as a dense (B, n_cols) float tensor, and the (B, n_cols) mask of stored entries."""
+        pos, cols, vals = self.entries(rows)
+        dense = torch.full((rows.shape[0], self.n_cols), fill, dtype=torch.float32, device=self.device)
+        mask = torch.zeros((rows.shape[0], self.n_cols), dtype=torch.bool, device=self.device)
+        dense[pos, cols] = vals
+        mask[pos, cols] = True
+        return dense, mask

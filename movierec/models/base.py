@@ -1,0 +1,140 @@
+"""What every model provides, and the config conventions the CLI builds its options from.
+
+A model is a ``torch.nn.Module`` whose parameters and buffers are its whole learned state (so a
+checkpoint is its ``state_dict`` plus its config). The one training loop in
+:mod:`movierec.training` calls :meth:`Recommender.fit_start` once, then
+:meth:`Recommender.train_epoch` per epoch; everything else reads predictions through
+:meth:`Recommender.score` / :meth:`Recommender.predict`.
+
+Conventions:
+- users and movies are contiguous indices; ``train`` is the users x movies :class:`RatingMatrix` of
+  the training ratings, on the model's device;
+- all randomness in training comes from the ``generator`` passed in (same seed, same numbers);
+- models never print; they return numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from movierec.data.ratings import RatingMatrix
+
+
+def option(default: Any, help: str, *flags: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A config field: its default, its one-line doc (the CLI's help text) and optional extra flags."""
+    return dataclasses.field(default=default, metadata={"help": help, "flags": flags, "choices": choices})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Base of every model's config. Subclasses are frozen dataclasses whose fields use :func:`option`
+    and include ``epochs``."""
+
+    epochs: int = option(20, "Passes over the training ratings.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+class Recommender(torch.nn.Module, ABC):
+    """Base class of the four models."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[ModelConfig]]
+
+    def __init__(self, config: ModelConfig, n_users: int, n_items: int, rating_values: tuple[float, ...]):
+        super().__init__()
+        self.config = config
+        self.n_users = int(n_users)
+        self.n_items = int(n_items)
+        self.rating_values = tuple(float(v) for v in rating_values)  # the star values, ascending
+
+    # -- what the model predicts ---------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        """``"rating"``: :meth:`score` returns stars; ``"like"``: it returns P(liked)."""
+        return "rating"
+
+    @property
+    def like_threshold(self) -> float | None:
+        """For ``"like"`` models: a rating of at least this many stars counts as liked."""
+        return None
+
+    @property
+    def rating_min(self) -> float:
+        return self.rating_values[0]
+
+    @property
+    def rating_max(self) -> float:
+        return self.rating_values[-1]
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    # -- training --------------------------------------------------------------------------------
+    def fit_start(self, train: RatingMatrix, generator: torch.Generator) -> None:  # noqa: B027
+        """Called once before the first epoch (e.g. to read the global mean). Default: nothing."""
+
+    @abstractmethod
+    def train_epoch(self, train: RatingMatrix, generator: torch.Generator) -> dict[str, float]:
+        """One pass over the training ratings; returns at least ``{"loss": ...}`` for that pass."""
+
+    # -- prediction ------------------------------------------------------------------------------
+    @abstractmethod
+    def score(self, users: torch.Tensor, train: RatingMatrix) -> torch.Tensor:
+        """Predictions for every movie, for a batch of users: (B,) user indices -> (B, n_items).
+
+        ``train`` holds the users' known ratings (models that read a user's ratings as input need it).
+        """
+
+    @torch.no_grad()
+    def predict(
+        self, users: torch.Tensor, items: torch.Tensor, train: RatingMatrix, batch_users: int = 1024
+    ) -> torch.Tensor:
+        """Predictions for (user, movie) pairs: (N,), (N,) -> (N,). Batched over distinct users."""
+        users = users.to(self.device, torch.int64)
+        items = items.to(self.device, torch.int64)
+        out = torch.empty(users.shape[0], dtype=torch.float32, device=self.device)
+        uniq, inverse = torch.unique(users, return_inverse=True)
+        for start in range(0, uniq.shape[0], batch_users):
+            stop = min(start + batch_users, uniq.shape[0])
+            scores = self.score(uniq[start:stop], train)  # (b, I)
+            sel = (inverse >= start) & (inverse < stop)
+            out[sel] = scores[inverse[sel] - start, items[sel]]
+        return out
+
+    @abstractmethod
+    def item_vectors(self) -> torch.Tensor:
+        """One vector per movie, (n_items, d), for cosine similarity between movies."""
+
+    @abstractmethod
+    def fold_in(self, items: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+        """Predictions for every movie for a user not seen in training, from their ratings alone.
+
+        ``items`` (n,) movie indices and ``ratings`` (n,) stars -> (n_items,). No retraining.
+        """
+
+    def clip(self, x: torch.Tensor) -> torch.Tensor:
+        """Clip predicted stars to the data set's rating scale."""
+        return x.clamp(self.rating_min, self.rating_max)
