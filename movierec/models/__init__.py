@@ -31,3 +31,15 @@ def model_class(name: str) -> type[Recommender]:
         raise MovierecError(f"Unknown model {name!r}; choose one of: {', '.join(MODELS)}.")
     module, cls, _ = MODELS[key]
     return getattr(importlib.import_module(module), cls)
+
+
+def build_model(
+    name: str, config: dict | None, n_users: int, n_items: int, rating_values: tuple[float, ...]
+) -> Recommender:
+    """A fresh model ``name`` from a config dict (defaults for missing fields), for training or loading."""
+    cls = model_class(name)
+    try:
+        cfg = cls.config_class.from_dict(dict(config or {}))
+    except (TypeError, ValueError) as exc:
+        raise MovierecError(f"Invalid {name} settings: {exc}.") from None
+    return cls(cfg, n_users, n_items, rating_values)

@@ -1,0 +1,48 @@
+"""`movierec models`: the saved checkpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from movierec.cli.app import app
+
+
+@app.command("models")
+def models_command(
+    json_output: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+    remove: Annotated[str | None, typer.Option("--remove", help="Delete the saved model with this name.")] = None,
+) -> None:
+    """List the saved models, newest last; the newest is what `evaluate` and `recommend` use by default."""
+    from movierec import checkpoint
+    from movierec.cli.console import console, print_json
+
+    if remove is not None:
+        path = checkpoint.resolve(remove)
+        path.unlink()
+        console.print(f"Removed {remove} ({path}).")
+        return
+    found = checkpoint.list_checkpoints()
+    if json_output:
+        print_json([
+            {"name": m.name, "model": m.model, "dataset": m.dataset, "split": m.split, "path": str(p),
+             "created": m.created, "epochs": m.epochs, "fit_seconds": m.fit_seconds, "metrics": m.metrics,
+             "config": m.config, "newest": i == len(found) - 1}
+            for i, (p, m) in enumerate(found)
+        ])
+        return
+    if not found:
+        console.print("No saved models yet; train one with `movierec train MODEL`.")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"Saved models ({checkpoint.paths.models_dir()})", title_justify="left")
+    for col in ("name", "model", "dataset", "split", "created", "epochs", "validation"):
+        table.add_column(col)
+    for i, (_, m) in enumerate(found):
+        valid = "  ".join(f"{k} {v:.4f}" for k, v in m.metrics.items() if isinstance(v, (int, float)))
+        style = "bold" if i == len(found) - 1 else None
+        table.add_row(m.name + (" (newest)" if style else ""), m.model, m.dataset, m.split,
+                      m.created.replace("T", " ")[:19], str(m.epochs), valid, style=style)
+    console.print(table)

@@ -1,0 +1,183 @@
+"""`movierec train MODEL`: one sub-command per model, its options generated from the model's config.
+
+The model modules (and torch) are imported only when a model's command is asked for, so
+`movierec --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from movierec.cli.app import app
+from movierec.errors import MovierecError
+from movierec.models import MODELS
+
+
+class _ModelCommands(TyperGroup):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(MODELS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in MODELS:
+            return None
+        return _model_command(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Listed from the registry: describing the models must not import them (and torch).
+        with formatter.section("Models"):
+            formatter.write_dl([(name, summary) for name, (_, _, summary) in MODELS.items()])
+
+
+train_app = typer.Typer(
+    cls=_ModelCommands,
+    no_args_is_help=True,
+    help="Train a model on a fetched dataset and save it. `movierec train MODEL --help` lists its options.",
+)
+app.add_typer(train_app, name="train")
+
+_COMMON: dict[str, tuple[Any, Any]] = {
+    "dataset": (str, typer.Option(help="Dataset to train on (fetch it first with `movierec fetch`).")),
+    "split": (
+        str | None,
+        typer.Option(help="Held-out split: u1..u5, ua, ub (ml-100k), random or temporal [default: u1 on ml-100k, "
+                          "else random]."),
+    ),
+    "test_fraction": (float, typer.Option(help="Share of ratings held out by the random and temporal splits.")),
+    "seed": (int, typer.Option(help="Random seed: same seed and device, same numbers.")),
+    "device": (str, typer.Option(help="auto (CUDA when present), cpu or cuda.")),
+    "patience": (
+        int | None,
+        typer.Option(help="Stop after this many epochs without a better validation metric, keeping the best "
+                          "epoch [default: off]."),
+    ),
+    "name": (str | None, typer.Option(help="Checkpoint name [default: MODEL-DATASET-SPLIT-TIME].")),
+    "json_output": (bool, typer.Option("--json", help="Print the result as JSON instead of tables.")),
+}
+_COMMON_DEFAULTS = {"dataset": "ml-100k", "split": None, "test_fraction": 0.1, "seed": 0, "device": "auto",
+                    "patience": None, "name": None, "json_output": False}
+
+
+def _config_parameters(config_class: type) -> list[inspect.Parameter]:
+    hints = typing.get_type_hints(config_class)
+    params = []
+    for f in dataclasses.fields(config_class):
+        meta = f.metadata
+        flag = "--" + f.name.replace("_", "-")
+        tp = hints[f.name]
+        if tp is bool:
+            decls = (f"{flag}/--no-{flag[2:]}",)
+        else:
+            decls = (flag, *meta.get("flags", ()))
+        extra = {}
+        if meta.get("choices"):
+            extra["click_type"] = click.Choice(list(meta["choices"]))
+            tp = str
+        opt = typer.Option(*decls, help=meta.get("help", ""), rich_help_panel="Model options", **extra)
+        params.append(
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=Annotated[tp, opt])
+        )
+    return params
+
+
+def _model_command(model: str) -> click.Command:
+    from movierec.models import model_class
+
+    cls = model_class(model)
+    config_fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    clash = config_fields & set(_COMMON)
+    assert not clash, f"{model} config fields clash with common options: {clash}"
+
+    def command(**kwargs: Any) -> None:
+        common = {k: kwargs.pop(k) for k in list(_COMMON)}
+        _run(model, kwargs, **common)
+
+    common_params = [
+        inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=_COMMON_DEFAULTS[k], annotation=Annotated[tp, opt])
+        for k, (tp, opt) in _COMMON.items()
+    ]
+    command.__signature__ = inspect.Signature(common_params + _config_parameters(cls.config_class))
+    command.__doc__ = (cls.__doc__ or MODELS[model][2]).strip()
+    single = typer.Typer()
+    single.command(model)(command)
+    return typer.main.get_command(single)
+
+
+def _run(model: str, config: dict[str, Any], *, dataset: str, split: str | None, test_fraction: float, seed: int,
+         device: str, patience: int | None, name: str | None, json_output: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from movierec.cli.console import console, err_console, print_json
+    from movierec.training import train_and_save
+
+    if not 0.0 < test_fraction < 1.0:
+        raise MovierecError("--test-fraction must be between 0 and 1.")
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"), console=err_console, transient=True, disable=json_output,
+    )
+    task = None
+
+    def on_start(m: Any, the_split: Any) -> None:
+        nonlocal task
+        task = progress.add_task(f"Training {model}", total=m.config.epochs, status="")
+        if not json_output:
+            console.print(
+                f"Training [bold]{model}[/] on {dataset} split {the_split.name}: {len(the_split.train):,} training and "
+                f"{len(the_split.test):,} held-out ratings, {m.n_users:,} users x {m.n_items:,} movies, device {m.device}."
+            )
+
+    def on_epoch(r: Any) -> None:
+        line = _epoch_line(r)
+        progress.update(task, completed=r.epoch, status=line)
+        if not json_output:
+            progress.console.print(line, highlight=False)
+
+    with progress:
+        outcome = train_and_save(
+            model, config, dataset=dataset, split=split, seed=seed, device=device, patience=patience, name=name,
+            test_fraction=test_fraction, on_start=on_start, on_epoch=on_epoch,
+        )
+    meta = outcome.meta
+    if json_output:
+        print_json({"name": meta.name, "model": meta.model, "dataset": meta.dataset, "split": meta.split,
+                    "path": str(outcome.path), "epochs": meta.epochs, "fit_seconds": meta.fit_seconds,
+                    "stopped_early": outcome.result.stopped_early, "train": meta.train_metrics,
+                    "metrics": meta.metrics, "config": meta.config})
+        return
+    _print_summary(outcome)
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+def _epoch_line(r: Any) -> str:
+    mark = " *" if r.improved else ""
+    return f"epoch {r.epoch:>3}/{r.epochs}  train: {_fmt(r.train)}  |  valid: {_fmt(r.valid)}  ({r.seconds:.2f}s){mark}"
+
+
+def _print_summary(outcome: Any) -> None:
+    from rich.table import Table
+
+    from movierec.cli.console import console
+
+    meta, result = outcome.meta, outcome.result
+    table = Table(title="Training summary", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("model", meta.model)
+    table.add_row("dataset", f"{meta.dataset} (split {meta.split})")
+    stop = f", stopped early; kept epoch {result.kept_epoch}" if result.stopped_early else ""
+    table.add_row("epochs", f"{meta.epochs}{stop}")
+    table.add_row("fit time", f"{meta.fit_seconds:.2f} s on {meta.device}")
+    table.add_row("train", _fmt(meta.train_metrics))
+    table.add_row("validation", _fmt(meta.metrics))
+    table.add_row("checkpoint", f"{meta.name}  ({outcome.path})")
+    console.print(table)
