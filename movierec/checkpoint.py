@@ -195,3 +195,37 @@ def resolve(name: str | None) -> Path:
         hint = f" Saved models: {', '.join(names[-10:])}." if names else " No models are saved yet."
         raise MovierecError(f"No saved model named {name!r}.{hint}")
     return path
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A checkpoint together with the dataset and split it was trained on: what later commands need."""
+
+    checkpoint: Checkpoint
+    dataset: Any  # movierec.data.movielens.Dataset
+    split: Any  # movierec.data.split.Split
+    train: Any  # RatingMatrix of the training ratings (users x movies), on the model's device
+
+    @property
+    def model(self) -> Recommender:
+        return self.checkpoint.model
+
+    @property
+    def meta(self) -> CheckpointMeta:
+        return self.checkpoint.meta
+
+
+def load_trained(name: str | None = None, device: torch.device | str = "cpu") -> Trained:
+    """Load a checkpoint (newest when ``name`` is None), its dataset and its training split."""
+    from movierec.data.movielens import load_dataset
+    from movierec.data.split import make_split
+
+    ckpt = load(resolve(name), device)
+    meta = ckpt.meta
+    data = load_dataset(meta.dataset)
+    if data.fingerprint != meta.fingerprint:
+        raise MovierecError(
+            f"The cached {meta.dataset} ratings differ from the ones {meta.name} was trained on; retrain it."
+        )
+    split = make_split(data, meta.split, seed=meta.seed, test_fraction=meta.test_fraction)
+    return Trained(ckpt, data, split, split.train.matrix(ckpt.model.device))

@@ -190,7 +190,9 @@ def train_and_save(
         rating_values=list(data.rating_values),
         metrics=result.final_valid,
         train_metrics=result.final_train,
-        history=[{"epoch": r.epoch, "train": r.train, "valid": r.valid, "seconds": r.seconds} for r in result.history],
+        history=[
+            {"epoch": r.epoch, "train": r.train, "valid": r.valid, "seconds": r.seconds} for r in result.history
+        ],
         fit_seconds=result.fit_seconds,
         epochs=len(result.history),
         device=str(torch_device),

@@ -130,7 +130,8 @@ def _run(model: str, config: dict[str, Any], *, dataset: str, split: str | None,
         if not json_output:
             console.print(
                 f"Training [bold]{model}[/] on {dataset} split {the_split.name}: {len(the_split.train):,} training and "
-                f"{len(the_split.test):,} held-out ratings, {m.n_users:,} users x {m.n_items:,} movies, device {m.device}."
+                f"{len(the_split.test):,} held-out ratings, {m.n_users:,} users x {m.n_items:,} movies, "
+                f"device {m.device}."
             )
 
     def on_epoch(r: Any) -> None:

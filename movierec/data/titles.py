@@ -1,0 +1,69 @@
+"""Finding a movie from what a person types: forgiving about case, punctuation, articles and the year."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import TYPE_CHECKING
+
+from movierec.errors import MovierecError
+
+if TYPE_CHECKING:
+    from movierec.data.movielens import Dataset
+
+_YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
+# MovieLens writes "Usual Suspects, The (1995)"; people type "The Usual Suspects".
+_TRAILING_ARTICLE = re.compile(r"^(.*), (the|a|an|les|la|le|l'|il|el|das|der|die)$", re.IGNORECASE)
+
+
+def normalize(title: str) -> tuple[str, int | None]:
+    """``"Usual Suspects, The (1995)"`` -> ``("the usual suspects", 1995)``."""
+    text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    year = None
+    m = _YEAR.search(text)
+    if m:
+        year, text = int(m.group(1)), text[: m.start()]
+    text = text.strip()
+    # Alternative titles in parentheses, e.g. "City of Lost Children, The (Cité des enfants perdus, La)".
+    text = re.sub(r"\s*\([^)]*\)\s*$", "", text) or text
+    m = _TRAILING_ARTICLE.match(text)
+    if m:
+        text = f"{m.group(2)} {m.group(1)}"
+    text = re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
+    return text, year
+
+
+class TitleIndex:
+    """Normalised titles of a dataset's rated movies, for :meth:`find`."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+        titles = dataset.movies["title"].reindex(dataset.item_ids).fillna("")
+        self.keys = [normalize(str(t)) for t in titles]
+
+    def find(self, query: str) -> int:
+        """The movie index ``query`` names (a title, or a MovieLens movie id); one clear error otherwise."""
+        q = query.strip()
+        if not q:
+            raise MovierecError("An empty movie title was given.")
+        if q.isdigit():
+            return self.dataset.item_index(int(q))
+        name, year = normalize(q)
+        if not name:
+            raise MovierecError(f"No movie matches {query!r}.")
+        exact = [i for i, (t, y) in enumerate(self.keys) if t == name and (year is None or y == year)]
+        if len(exact) == 1:
+            return exact[0]
+        if not exact:
+            words = name.split()
+            exact = [
+                i for i, (t, y) in enumerate(self.keys)
+                if (year is None or y == year) and all(w in t.split() for w in words)
+            ]
+            if len(exact) == 1:
+                return exact[0]
+        if not exact:
+            raise MovierecError(f"No movie matches {query!r}; try part of its title or its MovieLens id.")
+        shown = "; ".join(f"{self.dataset.title(i)} (id {int(self.dataset.item_ids[i])})" for i in exact[:8])
+        more = f" and {len(exact) - 8} more" if len(exact) > 8 else ""
+        raise MovierecError(f"{query!r} matches several movies: {shown}{more}. Add the year or use the id.")

@@ -1,0 +1,159 @@
+"""Top-N lists, similar movies, new users without retraining, explanations and movie clusters.
+
+Everything here works on movie indices and tensors; titles are attached by the CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from movierec.data.ratings import RatingMatrix
+from movierec.errors import MovierecError
+from movierec.models.base import Recommender
+
+
+def top_k(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` best columns of each row: (B, I) -> values (B, k), indices (B, k).
+
+    Excluded entries never appear (they may leave fewer than ``k`` finite values: -inf marks them).
+    Ties go to the lower movie index, so the same scores always give the same list.
+    """
+    if exclude is not None:
+        scores = scores.masked_fill(exclude, float("-inf"))
+    k = min(k, scores.shape[1])
+    # A stable descending sort keeps equal scores in index order, unlike topk.
+    values, indices = torch.sort(scores, dim=1, descending=True, stable=True)
+    return values[:, :k], indices[:, :k]
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item: int
+    score: float
+    because: int | None
+    """The movie the user rated highly that is most similar to this one (None if no such movie)."""
+
+
+@torch.no_grad()
+def recommend(
+    model: Recommender,
+    train: RatingMatrix,
+    user: int,
+    n: int = 10,
+    *,
+    include_seen: bool = False,
+    allowed: torch.Tensor | None = None,
+    liked_threshold: float = 4.0,
+) -> list[Recommendation]:
+    """Top-``n`` movies for a known user (index); the user's rated movies are excluded unless asked."""
+    users = torch.tensor([user], device=train.device)
+    scores = model.score(users, train)[0]  # (I,)
+    _, items, ratings = train.entries(users)
+    return _rank(model, scores, items, ratings, n, include_seen, allowed, liked_threshold)
+
+
+@torch.no_grad()
+def recommend_new_user(
+    model: Recommender,
+    items: torch.Tensor,
+    ratings: torch.Tensor,
+    n: int = 10,
+    *,
+    allowed: torch.Tensor | None = None,
+    liked_threshold: float = 4.0,
+) -> list[Recommendation]:
+    """Top-``n`` movies for someone who was not in the training data, from their ratings alone."""
+    device = model.device
+    items = items.to(device, torch.int64)
+    ratings = ratings.to(device, torch.float32)
+    scores = model.fold_in(items, ratings)  # (I,)
+    return _rank(model, scores, items, ratings, n, False, allowed, liked_threshold)
+
+
+def _rank(
+    model: Recommender, scores: torch.Tensor, rated: torch.Tensor, ratings: torch.Tensor, n: int,
+    include_seen: bool, allowed: torch.Tensor | None, liked_threshold: float,
+) -> list[Recommendation]:
+    exclude = torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
+    if not include_seen:
+        exclude[rated] = True
+    if allowed is not None:
+        exclude |= ~allowed.to(scores.device)
+    values, idx = top_k(scores[None, :], n, exclude[None, :])
+    keep = torch.isfinite(values[0])
+    picked, picked_scores = idx[0][keep], values[0][keep]
+    because = explain(model, picked, rated, ratings, liked_threshold)
+    return [Recommendation(int(i), float(s), b) for i, s, b in zip(picked.tolist(), picked_scores.tolist(), because)]
+
+
+def cosine_matrix(vectors: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of movies ``a`` (n,) against movies ``b`` (m,) -> (n, m)."""
+    unit = torch.nn.functional.normalize(vectors.float(), dim=1)  # (I, d)
+    return unit[a] @ unit[b].T
+
+
+def explain(
+    model: Recommender, recommended: torch.Tensor, rated: torch.Tensor, ratings: torch.Tensor,
+    liked_threshold: float = 4.0,
+) -> list[int | None]:
+    """For each recommended movie, the highly rated movie of the user most similar to it."""
+    if rated.numel() == 0 or recommended.numel() == 0:
+        return [None] * int(recommended.numel())
+    liked = rated[ratings >= liked_threshold]
+    if liked.numel() == 0:  # nobody-likes-anything users: fall back to their best-rated movies
+        liked = rated[ratings >= ratings.max()]
+    sims = cosine_matrix(model.item_vectors(), recommended, liked)  # (n, L)
+    return liked[sims.argmax(dim=1)].tolist()
+
+
+@torch.no_grad()
+def similar(model: Recommender, item: int, n: int = 10) -> tuple[list[int], list[float]]:
+    """The ``n`` movies whose item vectors are closest (cosine) to movie ``item``."""
+    vectors = model.item_vectors()
+    all_items = torch.arange(vectors.shape[0], device=vectors.device)
+    sims = cosine_matrix(vectors, torch.tensor([item], device=vectors.device), all_items)  # (1, I)
+    exclude = torch.zeros_like(sims, dtype=torch.bool)
+    exclude[0, item] = True
+    values, idx = top_k(sims, n, exclude)
+    return idx[0].tolist(), values[0].tolist()
+
+
+@torch.no_grad()
+def kmeans(
+    x: torch.Tensor, k: int, *, seed: int = 0, iters: int = 100, tol: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-means (Lloyd's, k-means++ start) on the rows of ``x`` (N, d) -> labels (N,), centroids (k, d)."""
+    n = x.shape[0]
+    if not 1 <= k <= n:
+        raise MovierecError(f"--k must be between 1 and the number of movies ({n}).")
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    x = x.float()
+    centroids = x[torch.randint(n, (1,), generator=gen).to(x.device)]  # (1, d)
+    for _ in range(1, k):  # k-means++: spread the starting centres out
+        d2 = torch.cdist(x, centroids).min(dim=1).values.pow(2)  # (N,)
+        probs = (d2 / d2.sum()).cpu() if d2.sum() > 0 else torch.full((n,), 1.0 / n)
+        nxt = torch.multinomial(probs, 1, generator=gen).to(x.device)
+        centroids = torch.cat([centroids, x[nxt]])
+    labels = torch.zeros(n, dtype=torch.int64, device=x.device)
+    for _ in range(iters):
+        labels = torch.cdist(x, centroids).argmin(dim=1)  # (N,)
+        sums = torch.zeros_like(centroids).index_add_(0, labels, x)
+        counts = torch.bincount(labels, minlength=k).clamp(min=1).unsqueeze(1).to(x.dtype)
+        new = torch.where(counts > 0, sums / counts, centroids)
+        empty = torch.bincount(labels, minlength=k) == 0
+        new[empty] = centroids[empty]  # an empty cluster keeps its centre
+        shift = (new - centroids).pow(2).sum()
+        centroids = new
+        if shift <= tol:
+            break
+    return labels, centroids
+
+
+@torch.no_grad()
+def cluster_movies(model: Recommender, k: int, *, seed: int = 0) -> torch.Tensor:
+    """Group movies by their item vectors: k-means on unit-length vectors (cosine geometry) -> labels (I,)."""
+    unit = torch.nn.functional.normalize(model.item_vectors().float(), dim=1)
+    labels, _ = kmeans(unit, k, seed=seed)
+    return labels
