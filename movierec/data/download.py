@@ -1,0 +1,800 @@
+"""Getting MovieLens releases onto disk: streamed, resumable, verified, atomic, safely unpacked.
+
+Per dataset, :func:`movierec.paths.dataset_dir` holds::
+
+    NAME.zip         the verified archive
+    NAME.zip.part    an incomplete download, kept so the next attempt resumes it with an HTTP Range
+    <info.folder>/   the unpacked release, parsed by :mod:`movierec.data.movielens`
+    download.json    where the zip came from, its sha256 / md5, whether it was verified, when
+
+A cached copy is only ever replaced after its successor has been downloaded, verified, unpacked and
+parsed, so a failed ``--force`` leaves the old copy usable. Library code never prints: progress and
+status go to optional callbacks, warnings come back in :class:`FetchResult`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import tempfile
+import time
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from movierec import __version__, paths
+from movierec.data.registry import BASE_URL, DATASETS, DatasetInfo, get_dataset_info
+from movierec.errors import MovierecError
+
+if TYPE_CHECKING:
+    import requests
+
+    from movierec.data.movielens import DatasetSummary
+
+log = logging.getLogger(__name__)
+
+ENV_MIRROR = "MOVIEREC_MIRROR"
+RECORD_NAME = "download.json"
+
+ProgressCallback = Callable[[int, "int | None"], None]
+"""Called as ``progress(bytes_so_far, total_bytes_or_None)`` while an archive is transferred."""
+StatusCallback = Callable[[str], None]
+"""Called with a short sentence when a slow step starts (waiting for a lock, verifying, unpacking...)."""
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """How patient a download is."""
+
+    connect_timeout: float = 15.0
+    """Seconds to wait for a TCP connection."""
+    read_timeout: float = 60.0
+    """Seconds to wait for the next bytes of a response before treating the connection as dead."""
+    retries: int = 4
+    """Extra attempts after a connection error, a dropped connection or a 5xx answer."""
+    backoff: float = 1.0
+    """Seconds before the first retry; doubled for each further one."""
+    chunk_size: int = 1 << 16
+    """Bytes read from the socket per write to disk."""
+
+
+DEFAULT_CONFIG = DownloadConfig()
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What :func:`fetch` left on disk."""
+
+    name: str
+    path: Path
+    """The dataset's folder (``paths.dataset_dir(name)``)."""
+    verified: bool
+    sha256: str
+    md5: str
+    source: str
+    """The URL or file the archive came from."""
+    already_cached: bool
+    """True when nothing was downloaded or imported because a verified copy was already there."""
+    summary: DatasetSummary
+    warnings: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "verified": self.verified,
+            "sha256": self.sha256,
+            "md5": self.md5,
+            "source": self.source,
+            "users": self.summary.users,
+            "items": self.summary.items,
+            "ratings": self.summary.ratings,
+            "already_cached": self.already_cached,
+        }
+
+
+@dataclass(frozen=True)
+class DatasetStatus:
+    """One registry entry as it stands on this machine (the ``datasets`` command's row)."""
+
+    name: str
+    description: str
+    cached: bool
+    path: Path
+    size_bytes: int | None
+    """Everything on disk for this dataset (archive, partial download, unpacked and parsed files)."""
+    users: int | None
+    items: int | None
+    ratings: int | None
+    verified: bool | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "cached": self.cached,
+            "verified": self.verified,
+            "users": self.users,
+            "items": self.items,
+            "ratings": self.ratings,
+            "size_bytes": self.size_bytes,
+            "path": str(self.path),
+        }
+
+
+class _Busy(Exception):
+    """The dataset's lock is held by someone else and we were asked not to wait."""
+
+
+class _Retryable(Exception):
+    """A failure worth another attempt: connection trouble, a cut transfer or a 5xx answer."""
+
+    def __init__(self, message: str, *, connect_failure: bool = False):
+        super().__init__(message)
+        self.connect_failure = connect_failure
+
+
+# --------------------------------------------------------------------------------------------- public
+
+
+def mirror_base(mirror: str | None = None) -> str:
+    """The base URL archives are fetched from: ``mirror``, then ``$MOVIEREC_MIRROR``, then GroupLens."""
+    base = (mirror or os.environ.get(ENV_MIRROR) or "").strip() or BASE_URL
+    if urlsplit(base).scheme not in ("http", "https"):
+        raise MovierecError(f"Mirror {base!r} is not an http:// or https:// URL.")
+    return base.rstrip("/")
+
+
+def fetch(
+    name: str,
+    *,
+    mirror: str | None = None,
+    from_file: str | Path | None = None,
+    verify: bool = True,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+    status: StatusCallback | None = None,
+    config: DownloadConfig | None = None,
+) -> FetchResult:
+    """Make sure release ``name`` is downloaded, verified, unpacked and parsed, and say what is there.
+
+    ``from_file`` imports a zip the user already has (it is copied, never moved or changed) instead of
+    downloading. ``verify=False`` accepts an archive whose checksum does not match or cannot be known;
+    the result then carries a warning and ``verified=False``. ``force`` replaces a cached copy, but
+    only once the new one is fully in place.
+    """
+    info = get_dataset_info(name)
+    config = config or DEFAULT_CONFIG
+    say = status or (lambda _msg: None)
+    if from_file is not None and mirror:
+        raise MovierecError("--from-file and --mirror cannot be used together; pick one source.")
+    source_file = _check_source_file(from_file) if from_file is not None else None
+    base = mirror_base(mirror) if source_file is None else ""
+    target = paths.dataset_dir(info.name)
+
+    with _locked(info.name, wait=True, on_wait=say):
+        target.mkdir(parents=True, exist_ok=True)
+        _clean_leftovers(target)
+        try:
+            if not force:
+                cached = _cached_result(info, say)
+                if cached is not None:
+                    return cached
+            if source_file is not None:
+                return _import_file(info, source_file, verify, progress, say)
+            return _download_release(info, base, verify, progress, say, config)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                target.rmdir()  # only succeeds when the failed attempt left nothing at all
+            raise
+
+
+def read_record(name: str) -> dict[str, Any] | None:
+    """The ``download.json`` of a dataset, or None when it was never fetched (or the file is unreadable)."""
+    info = get_dataset_info(name)
+    record_path = paths.dataset_dir(info.name) / RECORD_NAME
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def is_cached(name: str) -> bool:
+    """True when the archive was fetched and its unpacked folder is on disk (parsed or not)."""
+    info = get_dataset_info(name)
+    folder = paths.dataset_dir(info.name)
+    return read_record(info.name) is not None and (folder / info.folder).is_dir()
+
+
+def dataset_status(name: str) -> DatasetStatus:
+    """Cached or not, size on disk and, once parsed, how many users / movies / ratings."""
+    from movierec.data import movielens
+
+    info = get_dataset_info(name)
+    folder = paths.dataset_dir(info.name)
+    record = read_record(info.name)
+    cached = record is not None and (folder / info.folder).is_dir()
+    summary = movielens.summary(info.name) if cached else None
+    return DatasetStatus(
+        name=info.name,
+        description=info.description,
+        cached=cached,
+        path=folder,
+        size_bytes=disk_usage(folder) if folder.exists() else None,
+        users=summary.users if summary else None,
+        items=summary.items if summary else None,
+        ratings=summary.ratings if summary else None,
+        verified=bool(record.get("verified")) if record else None,
+    )
+
+
+def list_datasets() -> list[DatasetStatus]:
+    """:func:`dataset_status` of every release in the registry, in registry order."""
+    return [dataset_status(name) for name in DATASETS]
+
+
+def remove(name: str) -> int:
+    """Delete everything on disk for dataset ``name`` and return the bytes freed."""
+    info = get_dataset_info(name)
+    folder = paths.dataset_dir(info.name)
+    try:
+        with _locked(info.name, wait=False):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # an empty folder is not a cached dataset
+            if not folder.exists():
+                raise MovierecError(
+                    f"{info.name} is not cached in {paths.datasets_dir()}; there is nothing to remove."
+                )
+            freed = disk_usage(folder)
+            shutil.rmtree(folder)
+    except _Busy:
+        raise MovierecError(
+            f"{info.name} is being fetched by another movierec process; try again when it has finished."
+        ) from None
+    except OSError as exc:
+        raise MovierecError(f"Could not remove {folder}: {exc.strerror or exc}.") from exc
+    return freed
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes of all regular files under ``path`` (symlinks are not followed)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for filename in files:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(root, filename))
+                if stat.S_ISREG(st.st_mode):
+                    total += st.st_size
+    return total
+
+
+def file_hashes(path: Path, chunk_size: int = 1 << 20) -> tuple[str, str]:
+    """``(sha256, md5)`` of a file, read once."""
+    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            sha256.update(chunk)
+            md5.update(chunk)
+    return sha256.hexdigest(), md5.hexdigest()
+
+
+def download_file(
+    session: requests.Session,
+    url: str,
+    part: Path,
+    *,
+    progress: ProgressCallback | None = None,
+    config: DownloadConfig = DEFAULT_CONFIG,
+    dataset: str = "NAME",
+) -> None:
+    """Stream ``url`` into ``part``, resuming whatever ``part`` already holds, retrying transient failures.
+
+    On success ``part`` holds the whole response body. On failure ``part`` keeps the bytes received so
+    far (a correct prefix), so calling again resumes; the error is a one-sentence MovierecError.
+    """
+    attempt = 0
+    best = part.stat().st_size if part.exists() else 0
+    ever_connected = False
+    while True:
+        try:
+            _download_once(session, url, part, progress, config)
+            return
+        except _Retryable as exc:
+            ever_connected = ever_connected or not exc.connect_failure
+            have = part.stat().st_size if part.exists() else 0
+            # A transfer that got further than ever before earns a fresh set of retries; one that keeps
+            # dying at the same point (or a server that restarts from zero each time) does not.
+            if have > best:
+                best, attempt = have, 0
+            if attempt >= config.retries:
+                if not ever_connected:
+                    host = urlsplit(url).netloc
+                    raise MovierecError(
+                        f"Cannot reach {host} ({exc}); without network access, download the archive "
+                        f"elsewhere and run 'movierec fetch {dataset} --from-file PATH', or point --mirror "
+                        f"or ${ENV_MIRROR} at a reachable copy."
+                    ) from None
+                kept = f"; the {have:,} bytes received are kept and the next attempt resumes" if have else ""
+                raise MovierecError(f"Download of {url} failed: {exc}{kept}.") from None
+            delay = config.backoff * 2**attempt
+            attempt += 1
+            log.info("retrying %s in %.1fs (attempt %d): %s", url, delay, attempt + 1, exc)
+            time.sleep(delay)
+
+
+# ------------------------------------------------------------------------------------------- fetching
+
+
+def _check_source_file(from_file: str | Path) -> Path:
+    source = Path(from_file).expanduser()
+    if not source.is_file():
+        raise MovierecError(f"{source} does not exist or is not a file.")
+    return source.resolve()
+
+
+def _cached_result(info: DatasetInfo, say: StatusCallback) -> FetchResult | None:
+    """The result for a copy already in place, parsing it again if its parsed cache is missing."""
+    from movierec.data import movielens
+
+    folder = paths.dataset_dir(info.name)
+    record = read_record(info.name)
+    archive = folder / info.filename
+    if record is None or not archive.is_file() or not (folder / info.folder).is_dir():
+        return None
+    if archive.stat().st_size != record.get("size"):
+        return None
+    verified = bool(record.get("verified"))
+    warnings = () if verified else (
+        f"The cached {info.filename} was accepted unverified; use --force to fetch a verified copy.",
+    )
+    summary = movielens.summary(info.name)
+    if summary is None:
+        say(f"Parsing {info.name}")
+        summary = movielens.prepare(info.name)
+    return FetchResult(
+        name=info.name, path=folder, verified=verified,
+        sha256=str(record.get("sha256")), md5=str(record.get("md5")), source=str(record.get("source")),
+        already_cached=True, summary=summary, warnings=warnings,
+    )
+
+
+def _download_release(
+    info: DatasetInfo, base: str, verify: bool, progress: ProgressCallback | None,
+    say: StatusCallback, config: DownloadConfig,
+) -> FetchResult:
+    import requests
+
+    folder = paths.dataset_dir(info.name)
+    url = info.url(base)
+    part = folder / f"{info.filename}.part"
+    with requests.Session() as session:
+        session.headers["User-Agent"] = f"movierec/{__version__}"
+        # Byte ranges must address the file itself, not a compressed rendering of it.
+        session.headers["Accept-Encoding"] = "identity"
+        expected = None
+        if verify:
+            expected = _expected_checksum(info, session, base, config)
+        say(f"Downloading {url}")
+        download_file(session, url, part, progress=progress, config=config, dataset=info.name)
+
+    say(f"Verifying {info.filename}")
+    sha256, md5 = file_hashes(part)
+    try:
+        verified, warnings = _verify(info, expected, sha256, md5, verify, url)
+    except MovierecError:
+        # A complete file with the wrong bytes cannot be resumed into a right one.
+        part.unlink(missing_ok=True)
+        raise
+    try:
+        return _install(info, part, sha256, md5, url, verified, warnings, say)
+    except OSError as exc:
+        # The verified bytes stay as .part (the next attempt's Range request finds them complete).
+        raise _disk_error(exc, f"unpacking {info.filename} into {folder}") from exc
+    except Exception:
+        part.unlink(missing_ok=True)
+        raise
+
+
+def _import_file(
+    info: DatasetInfo, source: Path, verify: bool, progress: ProgressCallback | None, say: StatusCallback,
+) -> FetchResult:
+    folder = paths.dataset_dir(info.name)
+    expected = None
+    if verify:
+        expected = _expected_checksum_offline(info, source)
+    staged = folder / f"{info.filename}.import"
+    say(f"Copying {source}")
+    try:
+        sha256, md5 = _copy_hashing(source, staged, progress)
+        verified, warnings = _verify(info, expected, sha256, md5, verify, str(source))
+        return _install(info, staged, sha256, md5, str(source), verified, warnings, say)
+    except OSError as exc:
+        raise _disk_error(exc, f"importing {source} into {folder}") from exc
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def _expected_checksum(
+    info: DatasetInfo, session: requests.Session, base: str, config: DownloadConfig,
+) -> tuple[str, str]:
+    """``(algorithm, hex digest)`` the archive must match: the registry's, or the published ``.md5``."""
+    if info.sha256:
+        return "sha256", info.sha256
+    if info.md5:
+        return "md5", info.md5
+    md5_url = info.md5_url(base)
+    with tempfile.TemporaryDirectory() as tmp:
+        md5_file = Path(tmp) / f"{info.filename}.md5"
+        download_file(session, md5_url, md5_file, config=config, dataset=info.name)
+        return "md5", _parse_md5(md5_file.read_text(encoding="utf-8", errors="replace"), md5_url)
+
+
+def _expected_checksum_offline(info: DatasetInfo, source: Path) -> tuple[str, str]:
+    """The checksum for an imported file: the registry's, else a ``.md5`` file lying beside it."""
+    if info.sha256:
+        return "sha256", info.sha256
+    if info.md5:
+        return "md5", info.md5
+    sidecar = source.with_name(source.name + ".md5")
+    if sidecar.is_file():
+        return "md5", _parse_md5(sidecar.read_text(encoding="utf-8", errors="replace"), str(sidecar))
+    raise MovierecError(
+        f"{info.name} is re-published over time, so its checksum is not known offline; put "
+        f"{info.filename}.md5 from GroupLens next to {source}, or pass --no-verify to use the file unverified."
+    )
+
+
+def _parse_md5(text: str, where: str) -> str:
+    # GroupLens publishes "MD5 (name.zip) = hex"; md5sum writes "hex  name.zip". Accept either.
+    match = re.search(r"\b[0-9a-fA-F]{32}\b", text)
+    if not match:
+        raise MovierecError(f"{where} does not contain an md5 checksum.")
+    return match.group(0).lower()
+
+
+def _verify(
+    info: DatasetInfo, expected: tuple[str, str] | None, sha256: str, md5: str, verify: bool, source: str,
+) -> tuple[bool, tuple[str, ...]]:
+    """``(verified, warnings)``; a mismatch is an error unless ``verify`` is off."""
+    if expected is None:
+        known = info.sha256 or info.md5
+        actual = sha256 if info.sha256 else md5
+        if known and actual == known:
+            return True, ()
+        return False, (f"{info.filename} was not verified (--no-verify); recorded as unverified.",)
+    algorithm, want = expected
+    got = sha256 if algorithm == "sha256" else md5
+    if got == want.lower():
+        return True, ()
+    raise MovierecError(
+        f"Checksum mismatch for {info.filename} from {source}: expected {algorithm} {want} but got {got}; "
+        f"the archive was not installed (use another source, or --no-verify to accept it anyway)."
+    )
+
+
+# -------------------------------------------------------------------------------------- installation
+
+
+def _install(
+    info: DatasetInfo, archive: Path, sha256: str, md5: str, source: str, verified: bool,
+    warnings: tuple[str, ...], say: StatusCallback,
+) -> FetchResult:
+    """Unpack ``archive``, parse it and only then let it replace the cached copy (if any)."""
+    from movierec.data import movielens
+
+    folder = paths.dataset_dir(info.name)
+    live = folder / info.folder
+    say(f"Unpacking {info.filename}")
+    extracted = safe_extract(archive, folder, info.folder)
+    old: Path | None = None
+    moved_in = False
+    try:
+        if live.exists():
+            old = Path(tempfile.mkdtemp(prefix=".old-", dir=folder))
+            os.replace(live, old / info.folder)
+        os.replace(extracted / info.folder, live)
+        moved_in = True
+        say(f"Parsing {info.name}")
+        summary = movielens.prepare(info.name)
+    except BaseException:
+        # Put the previous copy back exactly as it was; the parsed cache is written atomically by
+        # movielens.prepare, so a failed parse left the old one alone.
+        if moved_in:
+            shutil.rmtree(live, ignore_errors=True)
+        if old is not None and (old / info.folder).exists():
+            os.replace(old / info.folder, live)
+            shutil.rmtree(old, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(extracted, ignore_errors=True)
+
+    os.replace(archive, folder / info.filename)
+    record = {
+        "name": info.name,
+        "file": info.filename,
+        "size": (folder / info.filename).stat().st_size,
+        "sha256": sha256,
+        "md5": md5,
+        "source": source,
+        "verified": verified,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "movierec": __version__,
+    }
+    _write_json_atomic(folder / RECORD_NAME, record)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    # A stale partial download of an older attempt would only be resumed into garbage later.
+    (folder / f"{info.filename}.part").unlink(missing_ok=True)
+    return FetchResult(
+        name=info.name, path=folder, verified=verified, sha256=sha256, md5=md5, source=source,
+        already_cached=False, summary=summary, warnings=warnings,
+    )
+
+
+def safe_extract(archive: Path, parent: Path, top_folder: str) -> Path:
+    """Unpack ``top_folder/`` of ``archive`` into a new temporary folder inside ``parent``; return it.
+
+    The whole archive is refused if any member is an absolute path, climbs out with ``..`` or is a
+    symbolic link, or if it lacks ``top_folder/``. Members outside ``top_folder/`` are not unpacked.
+    """
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise MovierecError(
+            f"{archive.name} is not a valid zip archive (truncated or corrupted: {exc}); fetch it again."
+        ) from None
+    with zf:
+        members = _safe_members(zf, archive.name, top_folder)
+        needed = sum(m.file_size for m in members)
+        free = shutil.disk_usage(parent).free
+        if needed > free:
+            raise OSError(errno.ENOSPC, f"{needed:,} bytes needed, {free:,} free")
+        tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=parent))
+        try:
+            root = tmp.resolve()
+            for member in members:
+                dest = (tmp / _member_name(member)).resolve()
+                if root not in dest.parents:  # belt and braces after _safe_members
+                    raise MovierecError(f"{archive.name} has a member escaping its folder; refusing to unpack.")
+                if member.is_dir():
+                    dest.mkdir(parents=True, exist_ok=True)
+                    continue
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(member) as src, open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise MovierecError(f"{archive.name} is corrupted ({exc}); fetch it again.") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return tmp
+
+
+def _member_name(member: zipfile.ZipInfo) -> str:
+    # Archives made on Windows may use backslashes; treat them as the separators they are meant as.
+    return member.filename.replace("\\", "/")
+
+
+def _safe_members(zf: zipfile.ZipFile, label: str, top_folder: str) -> list[zipfile.ZipInfo]:
+    members: list[zipfile.ZipInfo] = []
+    has_file = False
+    for member in zf.infolist():
+        name = _member_name(member)
+        parts = PurePosixPath(name).parts
+        if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in parts or "\0" in name:
+            raise MovierecError(f"{label} contains the unsafe path {member.filename!r}; refusing to unpack it.")
+        if stat.S_ISLNK(member.external_attr >> 16):
+            raise MovierecError(f"{label} contains the symbolic link {member.filename!r}; refusing to unpack it.")
+        if parts and parts[0] == top_folder:
+            members.append(member)
+            has_file = has_file or not member.is_dir()
+    if not has_file:
+        raise MovierecError(
+            f"{label} does not contain the expected folder {top_folder}/, so it is not this MovieLens release."
+        )
+    return members
+
+
+# ------------------------------------------------------------------------------------------ transfers
+
+
+def _download_once(
+    session: requests.Session, url: str, part: Path, progress: ProgressCallback | None, config: DownloadConfig,
+) -> None:
+    import requests
+
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    try:
+        response = session.get(
+            url, headers=headers, stream=True, timeout=(config.connect_timeout, config.read_timeout)
+        )
+    except requests.exceptions.ConnectionError as exc:  # refused, DNS, connect timeout
+        raise _Retryable(_reason(exc), connect_failure=True) from None
+    except requests.exceptions.RequestException as exc:
+        raise _Retryable(_reason(exc)) from None
+
+    with response:
+        code = response.status_code
+        if code == 416 and have:
+            # Nothing left after our offset: either the .part is already whole, or it is longer than
+            # the file now served (a different upload) and has to start over.
+            total = _total_from_content_range(response.headers.get("Content-Range", ""))
+            if total == have:
+                if progress:
+                    progress(have, have)
+                return
+            part.unlink()
+            raise _Retryable("the partial download did not match the file on the server; restarting")
+        if code == 404:
+            raise MovierecError(f"Not found (HTTP 404): {url}.")
+        if code >= 500:
+            raise _Retryable(f"HTTP {code} {response.reason or ''}".strip())
+        if code not in (200, 206):
+            raise MovierecError(f"Downloading {url} failed with HTTP {code} {response.reason or ''}".strip() + ".")
+
+        offset = 0
+        if code == 206:
+            offset = _start_from_content_range(response.headers.get("Content-Range", ""))
+            if offset != have:
+                part.unlink(missing_ok=True)
+                raise _Retryable(f"the server resumed at byte {offset} instead of {have}; restarting")
+        # 200 means the server ignored (or was not sent) the Range header: the body starts at byte 0.
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length and length.isdigit() else None
+        done = offset
+        if progress:
+            progress(done, total)
+        try:
+            with open(part, "ab" if offset else "wb") as out:
+                for chunk in response.iter_content(chunk_size=config.chunk_size):
+                    out.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+        # requests' exceptions derive from OSError, so they must be told apart from disk errors first.
+        except requests.exceptions.RequestException as exc:  # connection dropped or timed out mid-body
+            raise _Retryable(f"the connection broke after {done:,} bytes ({_reason(exc)})") from None
+        except OSError as exc:
+            raise _disk_error(exc, f"writing {part}", kept=part) from exc
+        if total is not None and done != total:
+            raise _Retryable(f"the connection broke after {done:,} of {total:,} bytes")
+
+
+def _start_from_content_range(value: str) -> int:
+    match = re.match(r"\s*bytes\s+(\d+)-\d+/(\d+|\*)", value)
+    return int(match.group(1)) if match else -1
+
+
+def _total_from_content_range(value: str) -> int | None:
+    match = re.match(r"\s*bytes\s+(?:\*|\d+-\d+)/(\d+)", value)
+    return int(match.group(1)) if match else None
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost, most specific cause of a requests / urllib3 error, on one line."""
+    inner: BaseException = exc
+    while inner.__context__ is not None and inner.__context__ is not inner:
+        inner = inner.__context__
+    text = str(inner) or type(inner).__name__
+    text = re.sub(r"<[^>]*>:?\s*", "", text)  # drop "<urllib3.connection.HTTPConnection object at 0x..>"
+    return " ".join(text.split()).rstrip(".")
+
+
+def _copy_hashing(source: Path, dest: Path, progress: ProgressCallback | None) -> tuple[str, str]:
+    """Copy ``source`` to ``dest`` and return ``(sha256, md5)`` of the bytes written, in one pass."""
+    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    total = source.stat().st_size
+    done = 0
+    with open(source, "rb") as src, open(dest, "wb") as out:
+        while chunk := src.read(1 << 20):
+            out.write(chunk)
+            sha256.update(chunk)
+            md5.update(chunk)
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+    return sha256.hexdigest(), md5.hexdigest()
+
+
+def _disk_error(exc: OSError, doing: str, kept: Path | None = None) -> MovierecError:
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        what = f"; the partial download is kept at {kept} and the next attempt resumes it" if kept else ""
+        return MovierecError(f"The disk is full while {doing}; free some space and try again{what}.")
+    return MovierecError(f"Error while {doing}: {exc.strerror or exc}.")
+
+
+# ------------------------------------------------------------------------------------ files and locks
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _clean_leftovers(folder: Path) -> None:
+    """Remove temporary folders a killed process left behind (we hold the lock, so none is in use)."""
+    for leftover in folder.glob(".extract-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in folder.glob(".old-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in folder.glob("*.zip.import"):
+        leftover.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _locked(name: str, *, wait: bool, on_wait: StatusCallback | None = None) -> Iterator[None]:
+    """Hold the dataset's lock; ``wait=False`` raises :class:`_Busy` instead of waiting.
+
+    The lock file lives beside (not inside) the dataset folder, so removing the folder never
+    pulls a lock out from under a waiting process.
+    """
+    lock_path = paths.datasets_dir() / f".{name}.lock"
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(lock_path, "a+b")  # noqa: SIM115 (closed by the with below)
+    except OSError as exc:
+        raise MovierecError(f"Cannot write to {lock_path.parent}: {exc.strerror or exc}.") from exc
+    with fh:
+        if not _try_lock(fh.fileno()):
+            if not wait:
+                raise _Busy(name)
+            if on_wait:
+                on_wait(f"Waiting for another movierec process to finish with {name}")
+            _lock_blocking(fh.fileno())
+        try:
+            yield
+        finally:
+            _unlock(fh.fileno())
+
+
+try:
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def _lock_blocking(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+except ImportError:  # Windows
+    import msvcrt
+
+    def _try_lock(fd: int) -> bool:
+        os.lseek(fd, 0, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+    def _lock_blocking(fd: int) -> None:
+        # msvcrt's blocking mode gives up after ten seconds; a big download takes longer.
+        while not _try_lock(fd):
+            time.sleep(0.2)
+
+    def _unlock(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)

@@ -1,0 +1,585 @@
+"""Downloading, verifying, unpacking and caching releases, against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import hashlib
+import io
+import json
+import os
+import socket
+import stat
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import ML100K_SHA256
+from httpserver import Cut, FileServer, Gate, IgnoreRange, Status
+
+from movierec import paths
+from movierec.data import download
+from movierec.data.registry import DATASETS
+from movierec.errors import MovierecError
+
+OFFICIAL_100K_SHA256 = DATASETS["ml-100k"].sha256
+FAST = download.DownloadConfig(connect_timeout=5, read_timeout=10, retries=3, backoff=0.001, chunk_size=1 << 14)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def make_zip(members: dict[str, bytes], symlinks: dict[str, str] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        for name, target in (symlinks or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.create_system = 3  # unix, so external_attr carries the file type
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+    return buf.getvalue()
+
+
+def csv_release(folder: str = "ml-latest-small", n_users: int = 4) -> bytes:
+    """A tiny release in the official csv layout (ratings.csv + movies.csv)."""
+    ratings = ["userId,movieId,rating,timestamp"]
+    for user in range(1, n_users + 1):
+        for movie in (1, 2, 3):
+            ratings.append(f"{user},{movie},{(user + movie) % 5 + 0.5},{964982703 + user * 10 + movie}")
+    movies = (
+        "movieId,title,genres\n1,Toy Story (1995),Adventure|Animation\n2,Jumanji (1995),Adventure\n"
+        "3,Heat (1995),Action\n"
+    )
+    return make_zip({
+        f"{folder}/": b"",
+        f"{folder}/ratings.csv": ("\n".join(ratings) + "\n").encode(),
+        f"{folder}/movies.csv": movies.encode(),
+    })
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tree(path: Path) -> dict[str, bytes]:
+    """Every file under ``path`` with its bytes, to compare states before and after."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(monkeypatch):
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    with FileServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def real_100k(monkeypatch, ml100k_zip) -> bytes:
+    """The real ml-100k archive, with the registry trusting its (rebuilt) sha256."""
+    monkeypatch.setitem(DATASETS, "ml-100k", dataclasses.replace(DATASETS["ml-100k"], sha256=ML100K_SHA256))
+    return ml100k_zip.read_bytes()
+
+
+@pytest.fixture
+def fast(monkeypatch):
+    monkeypatch.setattr(download, "DEFAULT_CONFIG", FAST)
+    return FAST
+
+
+def installed(name: str = "ml-100k") -> Path:
+    return paths.dataset_dir(name)
+
+
+# ------------------------------------------------------------------------------------------ downloads
+
+
+def test_full_download_verifies_unpacks_parses_and_records(home, server, real_100k):
+    server.serve("/ml-100k.zip", real_100k)
+    seen: list[tuple[int, int | None]] = []
+    messages: list[str] = []
+    result = download.fetch(
+        "ml-100k", mirror=server.url(), config=FAST, progress=lambda d, t: seen.append((d, t)),
+        status=messages.append,
+    )
+    folder = installed()
+    assert (result.summary.users, result.summary.items, result.summary.ratings) == (943, 1682, 100_000)
+    assert result.verified and not result.already_cached and result.warnings == ()
+    assert result.sha256 == ML100K_SHA256
+    assert (folder / "ml-100k.zip").read_bytes() == real_100k
+    assert (folder / "ml-100k" / "u.data").stat().st_size == 1_979_173
+    assert not (folder / "ml-100k.zip.part").exists()
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []
+    record = json.loads((folder / "download.json").read_text())
+    assert record["sha256"] == ML100K_SHA256 and record["verified"] is True
+    assert record["md5"] == hashlib.md5(real_100k).hexdigest()
+    assert record["source"] == server.url("/ml-100k.zip")
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[-1] == len(real_100k) and seen[-1][1] == len(real_100k)
+    assert any(m.startswith("Verifying") for m in messages)
+    assert "Range" not in server.requests_for("/ml-100k.zip")[0].headers
+
+    again = download.fetch("ml-100k", mirror=server.url(), config=FAST)
+    assert again.already_cached and again.summary.ratings == 100_000
+    assert len(server.requests_for("/ml-100k.zip")) == 1  # nothing downloaded the second time
+
+
+def test_mirror_from_environment(home, server, monkeypatch):
+    data = csv_release()
+    server.serve("/m/ml-latest-small.zip", data)
+    server.serve("/m/ml-latest-small.zip.md5", f"{hashlib.md5(data).hexdigest()}  ml-latest-small.zip\n".encode())
+    monkeypatch.setenv("MOVIEREC_MIRROR", server.url("/m/"))
+    result = download.fetch("ml-latest-small", config=FAST)
+    assert result.verified and result.source == server.url("/m/ml-latest-small.zip")
+
+
+def test_mirror_must_be_http(home):
+    with pytest.raises(MovierecError, match="not an http"):
+        download.fetch("ml-100k", mirror="ftp://example.org/movielens")
+
+
+def test_resume_within_one_fetch_after_the_connection_is_cut(home, server, real_100k):
+    half = len(real_100k) // 2
+    server.serve("/ml-100k.zip", real_100k)
+    server.fail("/ml-100k.zip", Cut(half))
+    result = download.fetch("ml-100k", mirror=server.url(), config=FAST)
+    requests = server.requests_for("/ml-100k.zip")
+    assert len(requests) == 2 and requests[1].status == 206
+    # urllib3 drops the chunk it was filling when the connection broke, so resume starts up to a chunk early.
+    start = int(requests[1].headers["Range"].removeprefix("bytes=").rstrip("-"))
+    assert half - FAST.chunk_size < start <= half
+    assert (installed() / "ml-100k.zip").read_bytes() == real_100k
+    assert result.verified and result.summary.ratings == 100_000
+
+
+def test_interrupted_download_resumes_on_the_next_fetch(home, server, real_100k):
+    cut = 1_234_567
+    server.serve("/ml-100k.zip", real_100k)
+    server.fail("/ml-100k.zip", Cut(cut))
+    no_retry = dataclasses.replace(FAST, retries=0)
+    with pytest.raises(MovierecError, match="next attempt resumes"):
+        download.fetch("ml-100k", mirror=server.url(), config=no_retry)
+    part = installed() / "ml-100k.zip.part"
+    kept = part.read_bytes()
+    assert cut - FAST.chunk_size < len(kept) <= cut and real_100k.startswith(kept)
+    assert not (installed() / "ml-100k.zip").exists() and not (installed() / "download.json").exists()
+
+    download.fetch("ml-100k", mirror=server.url(), config=no_retry)
+    second = server.requests_for("/ml-100k.zip")[1]
+    assert second.headers["Range"] == f"bytes={len(kept)}-" and second.status == 206
+    assert (installed() / "ml-100k.zip").read_bytes() == real_100k
+    assert not part.exists()
+
+
+def test_server_ignoring_range_restarts_from_zero(home, server):
+    data = csv_release()
+    server.serve("/ml-latest-small.zip", data)
+    server.serve("/ml-latest-small.zip.md5", f"MD5 (ml-latest-small.zip) = {hashlib.md5(data).hexdigest()}\n".encode())
+    folder = installed("ml-latest-small")
+    folder.mkdir(parents=True)
+    (folder / "ml-latest-small.zip.part").write_bytes(data[:100])
+    server.fail("/ml-latest-small.zip", IgnoreRange())
+    result = download.fetch("ml-latest-small", mirror=server.url(), config=FAST)
+    request = server.requests_for("/ml-latest-small.zip")[0]
+    assert request.headers["Range"] == "bytes=100-" and request.status == 200
+    assert (folder / "ml-latest-small.zip").read_bytes() == data  # not the 100 old bytes + the whole file
+    assert result.verified
+
+
+def test_complete_part_file_is_finished_with_a_416(home, server):
+    data = csv_release()
+    server.serve("/ml-latest-small.zip", data)
+    server.serve("/ml-latest-small.zip.md5", hashlib.md5(data).hexdigest().encode())
+    folder = installed("ml-latest-small")
+    folder.mkdir(parents=True)
+    (folder / "ml-latest-small.zip.part").write_bytes(data)
+    result = download.fetch("ml-latest-small", mirror=server.url(), config=FAST)
+    assert [r.status for r in server.requests_for("/ml-latest-small.zip")] == [416]
+    assert result.verified and result.summary.ratings == 12
+
+
+def test_part_file_longer_than_the_served_file_restarts(home, server):
+    data = csv_release()
+    server.serve("/ml-latest-small.zip", data)
+    server.serve("/ml-latest-small.zip.md5", hashlib.md5(data).hexdigest().encode())
+    folder = installed("ml-latest-small")
+    folder.mkdir(parents=True)
+    (folder / "ml-latest-small.zip.part").write_bytes(data + b"stale bytes of an older upload")
+    download.fetch("ml-latest-small", mirror=server.url(), config=FAST)
+    assert [r.status for r in server.requests_for("/ml-latest-small.zip")] == [416, 200]
+    assert (folder / "ml-latest-small.zip").read_bytes() == data
+
+
+def test_503_is_retried_with_backoff(home, server, monkeypatch):
+    data = csv_release()
+    server.serve("/ml-latest-small.zip", data)
+    server.serve("/ml-latest-small.zip.md5", hashlib.md5(data).hexdigest().encode())
+    server.fail("/ml-latest-small.zip", Status(503), Status(503))
+    sleeps: list[float] = []
+    monkeypatch.setattr(download.time, "sleep", sleeps.append)
+    config = dataclasses.replace(FAST, backoff=0.5)
+    result = download.fetch("ml-latest-small", mirror=server.url(), config=config)
+    assert [r.status for r in server.requests_for("/ml-latest-small.zip")] == [503, 503, 200]
+    assert sleeps == [0.5, 1.0]  # exponential
+    assert result.verified
+
+
+def test_persistent_503_gives_up_with_one_sentence(home, server):
+    server.serve("/ml-latest-small.zip.md5", b"0" * 32)
+    server.fail("/ml-latest-small.zip.md5", *[Status(503)] * 10)
+    with pytest.raises(MovierecError, match=r"HTTP 503") as err:
+        download.fetch("ml-latest-small", mirror=server.url(), config=FAST)
+    assert len(server.requests_for("/ml-latest-small.zip.md5")) == FAST.retries + 1
+    assert server.url("/ml-latest-small.zip.md5") in str(err.value)
+
+
+def test_stalled_response_hits_the_read_timeout_and_is_retried(home, server):
+    data = csv_release()
+    server.serve("/ml-latest-small.zip", data)
+    server.serve("/ml-latest-small.zip.md5", hashlib.md5(data).hexdigest().encode())
+    never = threading.Event()
+    server.fail("/ml-latest-small.zip", Gate(never))  # headers, then silence
+    try:
+        started = time.monotonic()
+        result = download.fetch(
+            "ml-latest-small", mirror=server.url(), config=dataclasses.replace(FAST, read_timeout=0.5)
+        )
+        assert time.monotonic() - started < 10
+    finally:
+        never.set()
+    assert [r.status for r in server.requests_for("/ml-latest-small.zip")] == [200, 200]
+    assert result.verified
+
+
+def test_404_names_the_url(home, server, real_100k):
+    with pytest.raises(MovierecError) as err:
+        download.fetch("ml-100k", mirror=server.url("/nothing"), config=FAST)
+    assert str(err.value) == f"Not found (HTTP 404): {server.url('/nothing/ml-100k.zip')}."
+    assert len(server.requests) == 1  # a 404 is not retried
+    assert not installed().exists()
+
+
+def test_no_network_says_what_to_do(home):
+    with pytest.raises(MovierecError) as err:
+        download.fetch("ml-100k", mirror=f"http://127.0.0.1:{free_port()}", config=FAST)
+    message = str(err.value)
+    assert message.startswith("Cannot reach 127.0.0.1")
+    assert "--from-file" in message and "MOVIEREC_MIRROR" in message and "\n" not in message
+    assert not installed().exists()
+
+
+# ------------------------------------------------------------------------------------------ checksums
+
+
+def test_checksum_mismatch_names_both_hashes_and_installs_nothing(home, server, ml100k_zip):
+    server.serve("/ml-100k.zip", ml100k_zip.read_bytes())  # registry still has the official sha256
+    with pytest.raises(MovierecError) as err:
+        download.fetch("ml-100k", mirror=server.url(), config=FAST)
+    assert f"expected sha256 {OFFICIAL_100K_SHA256} but got {ML100K_SHA256}" in str(err.value)
+    assert not installed().exists()  # no .part (a complete bad file cannot be resumed), no zip, no record
+
+
+def test_checksum_mismatch_leaves_the_cached_copy_intact(home, server, real_100k, ml100k_zip):
+    download.fetch("ml-100k", from_file=ml100k_zip)
+    before = tree(installed())
+    server.serve("/ml-100k.zip", real_100k[:-10] + b"0123456789")
+    with pytest.raises(MovierecError, match=f"expected sha256 {ML100K_SHA256} but got"):
+        download.fetch("ml-100k", mirror=server.url(), force=True, config=FAST)
+    assert tree(installed()) == before
+    assert download.fetch("ml-100k").already_cached
+
+
+def test_md5_file_is_used_for_changing_releases(home, server):
+    data = csv_release()
+    digest = hashlib.md5(data).hexdigest()
+    server.serve("/ml-latest-small.zip", data)
+    server.serve("/ml-latest-small.zip.md5", f"MD5 (ml-latest-small.zip) = {digest}\n".encode())
+    result = download.fetch("ml-latest-small", mirror=server.url(), config=FAST)
+    assert result.verified and result.md5 == digest
+    assert [r.path for r in server.requests] == ["/ml-latest-small.zip.md5", "/ml-latest-small.zip"]
+    assert (result.summary.users, result.summary.items, result.summary.ratings) == (4, 3, 12)
+
+
+def test_changing_release_with_wrong_md5_is_rejected(home, server):
+    data = csv_release()
+    server.serve("/ml-latest-small.zip", data)
+    server.serve("/ml-latest-small.zip.md5", b"d41d8cd98f00b204e9800998ecf8427e  ml-latest-small.zip\n")
+    with pytest.raises(MovierecError, match=f"expected md5 d41d8cd98f00b204e9800998ecf8427e but got "
+                                            f"{hashlib.md5(data).hexdigest()}"):
+        download.fetch("ml-latest-small", mirror=server.url(), config=FAST)
+    assert not installed("ml-latest-small").exists()
+
+
+def test_changing_release_without_published_md5(home, server):
+    server.serve("/ml-latest-small.zip", csv_release())
+    with pytest.raises(MovierecError, match=r"Not found \(HTTP 404\): .*/ml-latest-small\.zip\.md5"):
+        download.fetch("ml-latest-small", mirror=server.url(), config=FAST)
+    assert [r.path for r in server.requests] == ["/ml-latest-small.zip.md5"]  # failed before the big file
+    result = download.fetch("ml-latest-small", mirror=server.url(), config=FAST, verify=False)
+    assert not result.verified and "not verified" in result.warnings[0]
+
+
+# ---------------------------------------------------------------------------------------- --from-file
+
+
+def test_from_file_is_verified_and_copied_not_moved(home, tmp_path, real_100k, ml100k_zip):
+    source = tmp_path / "my copy.zip"
+    source.write_bytes(real_100k)
+    os.chmod(source, 0o444)
+    mtime = source.stat().st_mtime_ns
+    result = download.fetch("ml-100k", from_file=source)
+    assert result.verified and result.source == str(source) and result.summary.users == 943
+    assert source.read_bytes() == real_100k and source.stat().st_mtime_ns == mtime
+    assert (installed() / "ml-100k.zip").read_bytes() == real_100k
+
+
+def test_from_file_mismatch_is_an_error_and_keeps_the_source(home, ml100k_zip):
+    with pytest.raises(MovierecError) as err:
+        download.fetch("ml-100k", from_file=ml100k_zip)
+    assert f"expected sha256 {OFFICIAL_100K_SHA256} but got {ML100K_SHA256}" in str(err.value)
+    assert ml100k_zip.is_file() and sha256(ml100k_zip.read_bytes()) == ML100K_SHA256
+    assert not installed().exists()
+
+
+def test_from_file_no_verify_accepts_with_a_warning(home, ml100k_zip):
+    result = download.fetch("ml-100k", from_file=ml100k_zip, verify=False)
+    assert not result.verified and result.warnings and "not verified" in result.warnings[0]
+    assert json.loads((installed() / "download.json").read_text())["verified"] is False
+    assert result.summary.ratings == 100_000
+    assert download.dataset_status("ml-100k").verified is False
+
+
+def test_from_file_changing_release_uses_a_sidecar_md5(home, tmp_path):
+    data = csv_release()
+    source = tmp_path / "ml-latest-small.zip"
+    source.write_bytes(data)
+    with pytest.raises(MovierecError, match="--no-verify"):
+        download.fetch("ml-latest-small", from_file=source)
+    Path(f"{source}.md5").write_text(f"{hashlib.md5(data).hexdigest()}  ml-latest-small.zip\n")
+    assert download.fetch("ml-latest-small", from_file=source).verified
+
+
+def test_from_file_missing(home, tmp_path):
+    with pytest.raises(MovierecError, match="does not exist"):
+        download.fetch("ml-100k", from_file=tmp_path / "nope.zip")
+
+
+# ------------------------------------------------------------------------------------- bad archives
+
+
+@pytest.mark.parametrize(
+    ("members", "symlinks", "message"),
+    [
+        ({"ml-latest-small/ratings.csv": b"x", "ml-latest-small/../../escaped.txt": b"x"}, None, "unsafe path"),
+        ({"ml-latest-small/ratings.csv": b"x", "/tmp/escaped-absolute.txt": b"x"}, None, "unsafe path"),
+        ({"ml-latest-small/ratings.csv": b"x", "ml-latest-small\\..\\..\\escaped.txt": b"x"}, None, "unsafe"),
+        ({"ml-latest-small/ratings.csv": b"x"}, {"ml-latest-small/link": "/etc/passwd"}, "symbolic link"),
+    ],
+)
+def test_zip_slip_archives_are_refused(home, tmp_path, members, symlinks, message):
+    source = tmp_path / "evil.zip"
+    source.write_bytes(make_zip(members, symlinks))
+    with pytest.raises(MovierecError, match=message):
+        download.fetch("ml-latest-small", from_file=source, verify=False)
+    assert not list(tmp_path.rglob("escaped*")) and not Path("/tmp/escaped-absolute.txt").exists()
+    assert not installed("ml-latest-small").exists()
+
+
+def test_truncated_zip_is_refused(home, tmp_path, ml100k_zip):
+    source = tmp_path / "ml-100k.zip"
+    source.write_bytes(ml100k_zip.read_bytes()[:2_000_000])
+    with pytest.raises(MovierecError, match="not a valid zip archive"):
+        download.fetch("ml-100k", from_file=source, verify=False)
+    assert not installed().exists()
+
+
+def test_corrupted_zip_is_refused(home, tmp_path):
+    data = bytearray(make_zip({"ml-latest-small/ratings.csv": os.urandom(4000)}))
+    data[200:260] = bytes(60)  # damage the compressed data, keep the central directory
+    source = tmp_path / "ml-latest-small.zip"
+    source.write_bytes(bytes(data))
+    with pytest.raises(MovierecError, match="corrupted"):
+        download.fetch("ml-latest-small", from_file=source, verify=False)
+    assert not installed("ml-latest-small").exists()
+
+
+def test_wrong_layout_is_refused(home, tmp_path):
+    source = tmp_path / "ml-latest-small.zip"
+    source.write_bytes(make_zip({"ratings.csv": b"userId,movieId,rating,timestamp\n", "movies.csv": b""}))
+    with pytest.raises(MovierecError, match="expected folder ml-latest-small/"):
+        download.fetch("ml-latest-small", from_file=source, verify=False)
+    assert not installed("ml-latest-small").exists()
+
+
+def test_release_that_does_not_parse_is_not_installed(home, tmp_path):
+    source = tmp_path / "ml-latest-small.zip"
+    source.write_bytes(make_zip({"ml-latest-small/ratings.csv": b"not,a,movielens,file\n"}))
+    with pytest.raises(MovierecError):
+        download.fetch("ml-latest-small", from_file=source, verify=False)
+    assert not installed("ml-latest-small").exists()
+
+
+# ------------------------------------------------------------------------------------------- --force
+
+
+def test_force_failure_keeps_the_old_copy(home, server, real_100k, ml100k_zip):
+    download.fetch("ml-100k", from_file=ml100k_zip)
+    before = tree(installed())
+    # 1) the download itself fails
+    with pytest.raises(MovierecError, match="404"):
+        download.fetch("ml-100k", mirror=server.url(), force=True, config=FAST)
+    assert tree(installed()) == before
+    # 2) the new archive downloads and unpacks, but its ratings do not parse: rolled back after the swap
+    broken = make_zip({"ml-100k/u.data": b"this is not tab separated\n", "ml-100k/u.item": b"", "ml-100k/u.genre": b""})
+    server.serve("/ml-100k.zip", broken)
+    with pytest.raises(MovierecError):
+        download.fetch("ml-100k", mirror=server.url(), force=True, verify=False, config=FAST)
+    assert tree(installed()) == before
+    cached = download.fetch("ml-100k")
+    assert cached.already_cached and cached.summary.users == 943
+
+
+def test_force_replaces_the_cached_copy(home, server, real_100k, ml100k_zip):
+    download.fetch("ml-100k", from_file=ml100k_zip, verify=False)
+    server.serve("/ml-100k.zip", real_100k)
+    result = download.fetch("ml-100k", mirror=server.url(), force=True, config=FAST)
+    assert not result.already_cached and result.verified
+    assert json.loads((installed() / "download.json").read_text())["source"] == server.url("/ml-100k.zip")
+    assert not any(p.name.startswith((".old-", ".extract-")) for p in installed().iterdir())
+
+
+# -------------------------------------------------------------------------------------- disk and locks
+
+
+def test_disk_full_keeps_the_part_file_for_resume(home, server, real_100k, monkeypatch):
+    server.serve("/ml-100k.zip", real_100k)
+    limit = 1_000_000
+    real_open = open
+
+    class FullDisk(io.RawIOBase):
+        """A .part file on a disk that fills up after ``limit`` bytes."""
+
+        def __init__(self, path, mode):
+            self._f = real_open(path, mode)
+
+        def writable(self):
+            return True
+
+        def write(self, data):
+            room = limit - self._f.tell()
+            if room <= 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self._f.write(bytes(data[:room]))
+
+        def close(self):
+            self._f.close()
+            super().close()
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        if str(path).endswith(".part") and "b" in mode and ("a" in mode or "w" in mode):
+            return io.BufferedWriter(FullDisk(path, mode.replace("b", "") + "b"))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(download, "open", fake_open, raising=False)
+    with pytest.raises(MovierecError, match="disk is full.*partial download is kept"):
+        download.fetch("ml-100k", mirror=server.url(), config=FAST)
+    part = installed() / "ml-100k.zip.part"
+    kept = part.read_bytes()
+    assert 0 < len(kept) <= limit and real_100k.startswith(kept)
+    assert not (installed() / "ml-100k.zip").exists() and not (installed() / "download.json").exists()
+    assert len(server.requests) == 1  # a full disk is not retried
+
+    monkeypatch.delattr(download, "open")  # space freed
+    download.fetch("ml-100k", mirror=server.url(), config=FAST)
+    assert server.requests[1].headers["Range"] == f"bytes={len(kept)}-"
+    assert (installed() / "ml-100k.zip").read_bytes() == real_100k
+
+
+def test_concurrent_fetches_end_with_one_good_copy(home, server):
+    data = csv_release(n_users=50)
+    server.serve("/ml-latest-small.zip", data)
+    server.serve("/ml-latest-small.zip.md5", hashlib.md5(data).hexdigest().encode())
+    gate = threading.Event()
+    server.fail("/ml-latest-small.zip", Gate(gate))
+    second_waiting = threading.Event()
+    results: dict[str, download.FetchResult] = {}
+    errors: list[BaseException] = []
+
+    def run(tag: str, status) -> None:
+        try:
+            results[tag] = download.fetch("ml-latest-small", mirror=server.url(), config=FAST, status=status)
+        except BaseException as exc:  # surfaced by the assertions below
+            errors.append(exc)
+
+    first = threading.Thread(target=run, args=("first", lambda m: None))
+    first.start()
+    for _ in range(500):  # the first fetch holds the lock and is mid-download
+        if server.requests_for("/ml-latest-small.zip"):
+            break
+        time.sleep(0.01)
+    second = threading.Thread(
+        target=run, args=("second", lambda m: second_waiting.set() if m.startswith("Waiting") else None)
+    )
+    second.start()
+    assert second_waiting.wait(10), "the second fetch did not wait for the lock"
+    gate.set()
+    first.join(30)
+    second.join(30)
+    assert errors == []
+    assert not results["first"].already_cached and results["second"].already_cached
+    assert len(server.requests_for("/ml-latest-small.zip")) == 1
+    assert (installed("ml-latest-small") / "ml-latest-small.zip").read_bytes() == data
+    assert results["second"].summary.users == 50
+
+
+def test_remove_frees_the_space(home, ml100k_zip):
+    with pytest.raises(MovierecError, match="not cached"):
+        download.remove("ml-100k")
+    download.fetch("ml-100k", from_file=ml100k_zip, verify=False)
+    size = download.dataset_status("ml-100k").size_bytes
+    assert size and size > ml100k_zip.stat().st_size
+    assert download.remove("ml-100k") == size
+    assert not installed().exists() and not download.dataset_status("ml-100k").cached
+    with pytest.raises(MovierecError, match="Unknown dataset 'ml-7m'; choose one of: ml-100k, ml-1m"):
+        download.remove("ml-7m")
+
+
+def test_remove_refuses_while_a_fetch_holds_the_lock(home, ml100k_zip):
+    download.fetch("ml-100k", from_file=ml100k_zip, verify=False)
+    with download._locked("ml-100k", wait=False), pytest.raises(MovierecError, match="another movierec process"):
+        download.remove("ml-100k")
+    assert download.is_cached("ml-100k")
+
+
+def test_unwritable_home_is_a_one_sentence_error(home, tmp_path, monkeypatch):
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MOVIEREC_HOME", str(blocker))
+    with pytest.raises(MovierecError, match="Cannot write to"):
+        download.fetch("ml-100k", from_file=blocker)
+
+
+def test_one_source_at_a_time(home, ml100k_zip):
+    with pytest.raises(MovierecError, match="cannot be used together"):
+        download.fetch("ml-100k", from_file=ml100k_zip, mirror="http://127.0.0.1:1")
+
+
+def test_unknown_dataset_lists_valid_names(home):
+    with pytest.raises(MovierecError, match="choose one of: ml-100k, ml-1m, ml-10m"):
+        download.fetch("ml-3m")
+
+
+def test_status_of_every_registry_entry(home):
+    rows = download.list_datasets()
+    assert [r.name for r in rows] == list(DATASETS)
+    assert all(not r.cached and r.size_bytes is None and r.users is None for r in rows)
