@@ -1,0 +1,155 @@
+"""Train/test splits of a parsed release: the official ml-100k splits, seeded random and temporal holdout.
+
+Both halves of a :class:`Split` live in the dataset's index space (same ``n_users`` / ``n_items``), so a
+model trained on ``train`` scores ``test`` without any id translation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from movierec.data.movielens import Dataset, read_ratings_file
+from movierec.data.ratings import Ratings
+from movierec.data.registry import OFFICIAL_SPLITS, get_dataset_info
+from movierec.errors import MovierecError
+
+SPLIT_NAMES: dict[str, str] = {
+    "u1": "ml-100k's official 80/20 split u1.base/u1.test (five disjoint test folds u1..u5)",
+    "u2": "ml-100k's official 80/20 split u2.base/u2.test",
+    "u3": "ml-100k's official 80/20 split u3.base/u3.test",
+    "u4": "ml-100k's official 80/20 split u4.base/u4.test",
+    "u5": "ml-100k's official 80/20 split u5.base/u5.test",
+    "ua": "ml-100k's official split ua.base/ua.test: exactly 10 ratings of every user in test",
+    "ub": "ml-100k's official split ub.base/ub.test: another 10 ratings of every user in test",
+    "random": "a seeded random holdout of --test-fraction of all ratings",
+    "temporal": "each user's latest --test-fraction of ratings in test (at least one when they have two)",
+}
+"""Every split name and what it holds; :func:`valid_splits` says which apply to a dataset."""
+
+GENERATED_SPLITS = ("random", "temporal")
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """Training and test ratings of one dataset, in its index space."""
+
+    name: str
+    train: Ratings
+    test: Ratings
+    seed: int
+    """The seed that drew the split (recorded but unused by the official splits)."""
+
+
+def valid_splits(dataset_name: str) -> tuple[str, ...]:
+    """The split names that apply to ``dataset_name``: its official ones, then random and temporal."""
+    info = get_dataset_info(dataset_name)
+    return OFFICIAL_SPLITS.get(info.name, ()) + GENERATED_SPLITS
+
+
+def default_split(dataset_name: str) -> str:
+    """The split results are reported on: ``u1`` for ml-100k (as in the literature), else ``random``."""
+    info = get_dataset_info(dataset_name)
+    return "u1" if info.name == "ml-100k" else "random"
+
+
+def make_split(dataset: Dataset, name: str, seed: int = 0, test_fraction: float = 0.1) -> Split:
+    """Split ``dataset``'s ratings into train and test by the split called ``name``.
+
+    ``seed`` and ``test_fraction`` apply to ``random`` and ``temporal``; the same seed gives the same split.
+    """
+    key = name.strip().lower()
+    valid = valid_splits(dataset.name)
+    if key not in valid:
+        if key in SPLIT_NAMES:
+            raise MovierecError(
+                f"Split {name!r} is an official split of another dataset; for {dataset.name} choose one of: "
+                f"{', '.join(valid)}."
+            )
+        raise MovierecError(f"Unknown split {name!r}; for {dataset.name} choose one of: {', '.join(valid)}.")
+    if key in GENERATED_SPLITS and not 0.0 < test_fraction < 1.0:
+        raise MovierecError(f"The test fraction must be between 0 and 1 (exclusive), not {test_fraction}.")
+    if key == "random":
+        train, test = _random_holdout(dataset.ratings, seed, test_fraction)
+    elif key == "temporal":
+        train, test = _temporal_holdout(dataset.ratings, test_fraction)
+    else:
+        train, test = _official(dataset, key)
+    return Split(key, train, test, int(seed))
+
+
+def _random_holdout(ratings: Ratings, seed: int, fraction: float) -> tuple[Ratings, Ratings]:
+    n = len(ratings)
+    n_test = int(round(fraction * n))
+    rng = np.random.default_rng(seed)
+    in_test = np.zeros(n, dtype=bool)
+    in_test[rng.permutation(n)[:n_test]] = True
+    # Boolean masks keep both halves in the original order of the ratings file.
+    return ratings.take(~in_test), ratings.take(in_test)
+
+
+def _temporal_holdout(ratings: Ratings, fraction: float) -> tuple[Ratings, Ratings]:
+    n = len(ratings)
+    users = ratings.users.astype(np.int64)
+    order = _by_user_then_time(users, ratings.timestamps)  # (N,) positions, each user's ratings oldest first
+    counts = np.bincount(users, minlength=ratings.n_users)  # (U,)
+    # Round half up so 15 ratings at 10% give 2 test ratings, not banker's-rounded ones; keep >= 1 in train.
+    n_test = np.floor(fraction * counts + 0.5).astype(np.int64)
+    n_test = np.where(counts >= 2, np.clip(n_test, 1, counts - 1), 0)  # (U,)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))  # (U,) first slot of each user in ``order``
+    sorted_users = users[order]
+    rank_from_end = counts[sorted_users] - (np.arange(n) - starts[sorted_users])  # 1 = user's latest rating
+    in_test = np.zeros(n, dtype=bool)
+    in_test[order[rank_from_end <= n_test[sorted_users]]] = True
+    return ratings.take(~in_test), ratings.take(in_test)
+
+
+def _by_user_then_time(users: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
+    """Positions sorted by (user, timestamp), equal timestamps in file order (a stable sort)."""
+    t = timestamps.astype(np.int64)
+    t_min, t_span = (int(t.min()), int(t.max()) - int(t.min()) + 1) if len(t) else (0, 1)
+    if (int(users.max()) + 1 if len(users) else 1) <= np.iinfo(np.int64).max // t_span:
+        # One stable sort of a combined int64 key is several times faster than lexsort on two keys.
+        return np.argsort(users * t_span + (t - t_min), kind="stable")
+    return np.lexsort((t, users))
+
+
+def _official(dataset: Dataset, key: str) -> tuple[Ratings, Ratings]:
+    info = get_dataset_info(dataset.name)
+    folder = dataset.path / info.folder
+    return _read_official(dataset, folder / f"{key}.base"), _read_official(dataset, folder / f"{key}.test")
+
+
+def _read_official(dataset: Dataset, path: Path) -> Ratings:
+    if not path.is_file():
+        raise MovierecError(
+            f"{path} is missing: the official split files come with the extracted {dataset.name} release; "
+            f"run `movierec fetch {dataset.name}` again."
+        )
+    users, items, stars, times = read_ratings_file(path, "\t", header=False, scale=dataset.rating_values)
+    user_index = _ids_to_index(dataset.user_ids, users)
+    item_index = _ids_to_index(dataset.item_ids, items)
+    unknown = (user_index < 0) | (item_index < 0)
+    if unknown.any():
+        first = int(np.argmax(unknown))
+        raise MovierecError(
+            f"{path} has a rating by user {users[first]} of movie {items[first]}, which {dataset.name}'s "
+            "ratings do not have: the split files do not belong to this release."
+        )
+    return Ratings(
+        user_index.astype(np.int32),
+        item_index.astype(np.int32),
+        stars,
+        times,
+        dataset.n_users,
+        dataset.n_items,
+    )
+
+
+def _ids_to_index(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Index of each id in ``sorted_ids``, -1 where it is absent."""
+    pos = np.searchsorted(sorted_ids, ids)  # (N,)
+    clipped = np.minimum(pos, len(sorted_ids) - 1)
+    return np.where(sorted_ids[clipped] == ids, clipped, -1)
