@@ -11,21 +11,8 @@ import torch
 
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
+from movierec.metrics import top_k
 from movierec.models.base import Recommender
-
-
-def top_k(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` best columns of each row: (B, I) -> values (B, k), indices (B, k).
-
-    Excluded entries never appear (they may leave fewer than ``k`` finite values: -inf marks them).
-    Ties go to the lower movie index, so the same scores always give the same list.
-    """
-    if exclude is not None:
-        scores = scores.masked_fill(exclude, float("-inf"))
-    k = min(k, scores.shape[1])
-    # A stable descending sort keeps equal scores in index order, unlike topk.
-    values, indices = torch.sort(scores, dim=1, descending=True, stable=True)
-    return values[:, :k], indices[:, :k]
 
 
 @dataclass(frozen=True)
@@ -81,9 +68,9 @@ def _rank(
         exclude[rated] = True
     if allowed is not None:
         exclude |= ~allowed.to(scores.device)
-    values, idx = top_k(scores[None, :], n, exclude[None, :])
-    keep = torch.isfinite(values[0])
-    picked, picked_scores = idx[0][keep], values[0][keep]
+    idx = top_k(scores[None, :], n, exclude[None, :])[0]  # (n,), -1 where fewer than n are allowed
+    picked = idx[idx >= 0]
+    picked_scores = scores[picked]
     because = explain(model, picked, rated, ratings, liked_threshold)
     return [Recommendation(int(i), float(s), b) for i, s, b in zip(picked.tolist(), picked_scores.tolist(), because)]
 
@@ -116,8 +103,9 @@ def similar(model: Recommender, item: int, n: int = 10) -> tuple[list[int], list
     sims = cosine_matrix(vectors, torch.tensor([item], device=vectors.device), all_items)  # (1, I)
     exclude = torch.zeros_like(sims, dtype=torch.bool)
     exclude[0, item] = True
-    values, idx = top_k(sims, n, exclude)
-    return idx[0].tolist(), values[0].tolist()
+    idx = top_k(sims, n, exclude)[0]
+    idx = idx[idx >= 0]
+    return idx.tolist(), sims[0, idx].tolist()
 
 
 @torch.no_grad()

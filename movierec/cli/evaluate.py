@@ -1,0 +1,98 @@
+"""`movierec evaluate`: saved models side by side with the reference baselines."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from movierec.cli.app import app
+
+# (key template, header, lower is better); {k} is filled with --k.
+_COLUMNS = [
+    ("rmse", "RMSE", True), ("mae", "MAE", True), ("loss", "like loss", True), ("accuracy", "acc", False),
+    ("auc", "AUC", False), ("precision@{k}", "P@{k}", False), ("recall@{k}", "R@{k}", False),
+    ("ndcg@{k}", "NDCG@{k}", False), ("hit@{k}", "Hit@{k}", False), ("map@{k}", "MAP@{k}", False),
+    ("coverage@{k}", "Cov@{k}", False),
+]
+
+
+@app.command("evaluate")
+def evaluate_command(
+    checkpoints: Annotated[
+        list[str] | None, typer.Argument(help="Saved models (names or paths) [default: see below].", show_default=False)
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="A saved model's name, or a model (rbm, autoencoder, mf, als) for its newest "
+                                     "checkpoint; repeat for several."),
+    ] = None,
+    k: Annotated[int, typer.Option("--k", min=1, help="Length of the ranked lists (the K of P@K, NDCG@K...).")] = 10,
+    relevance: Annotated[
+        float, typer.Option(help="Held-out ratings with at least this many stars are relevant.")
+    ] = 4.0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    json_output: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+    csv_output: Annotated[bool, typer.Option("--csv", help="Print the rows as CSV.")] = False,
+) -> None:
+    """Metrics of saved models on their held-out split, next to popularity and global-mean baselines.
+
+    By default every model trained on the same dataset and split as the newest one. Rating metrics cover
+    every held-out rating; ranking metrics rank all movies a user has not rated in training, with held-out
+    ratings of at least --relevance stars as the relevant ones.
+    """
+    from movierec.device import resolve_device
+    from movierec.evaluate import evaluate_checkpoints
+
+    rows = evaluate_checkpoints([*(checkpoints or []), *(model or [])] or None, k=k, relevance=relevance,
+                                device=resolve_device(device))
+    if json_output:
+        from movierec.cli.console import print_json
+
+        print_json(rows)
+    elif csv_output:
+        import csv
+        import sys
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({key: "" if v is None else v for key, v in r.items()} for r in rows)
+    else:
+        _print_table(rows, k)
+
+
+def _print_table(rows: list[dict[str, Any]], k: int) -> None:
+    from rich.table import Table
+
+    from movierec.cli.console import console
+
+    columns = [(key.format(k=k), head.format(k=k), low) for key, head, low in _COLUMNS]
+    columns = [c for c in columns if any(r.get(c[0]) is not None for r in rows)]
+    first = rows[0]
+    table = Table(title=f"Evaluation on {first['dataset']} split {first['split']} (best per column in bold green)",
+                  title_justify="left")
+    table.add_column("model")
+    for _, head, _ in columns:
+        table.add_column(head, justify="right", no_wrap=True)
+    table.add_column("users", justify="right")
+    table.add_column("ratings", justify="right")
+    table.add_column("fit", justify="right")
+    best = {}
+    for key, _, low in columns:
+        values = [r[key] for r in rows if r.get(key) is not None and r.get("checkpoint") is not None]
+        values = values or [r[key] for r in rows if r.get(key) is not None]
+        best[key] = (min if low else max)(values)
+    for r in rows:
+        if r["checkpoint"] is None:
+            name = f"[italic]{r['model']} (baseline)[/]"
+        else:
+            name = f"{r['model']}\n[dim]{r['checkpoint']}[/]"
+        cells = [name]
+        for key, _, _ in columns:
+            v = r.get(key)
+            text = "-" if v is None else f"{v:.4f}"
+            cells.append(f"[bold green]{text}[/]" if v is not None and v == best[key] else text)
+        fit = r.get("fit_seconds")
+        cells += [f"{r['users']:,}", f"{r['ratings']:,}", "-" if fit is None else f"{fit:.1f}s"]
+        table.add_row(*cells)
+    console.print(table)

@@ -1,0 +1,349 @@
+"""Model x split -> metrics: one protocol for every model and for the reference baselines.
+
+:func:`evaluate` reads a model only through a small duck type (:class:`Scorer`): ``kind``,
+``like_threshold``, ``device`` and ``score(users, train) -> (B, n_items)``. Every
+:class:`~movierec.models.base.Recommender` has those, and so do the two baselines here, so one code path
+evaluates everything and a metric that does not apply to a model comes back as ``None``.
+
+The protocol, for a training :class:`RatingMatrix` and the held-out test :class:`Ratings`:
+
+- **Pointwise.** Every test rating is predicted from ``score`` (the user's row, at the movie).
+  ``rmse``/``mae`` compare predicted and true stars (models of kind ``"rating"`` only).
+  ``loss``/``accuracy``/``auc`` judge liked (true stars >= the like threshold) against the prediction:
+  ``"like"`` models give P(liked), called liked when >= 0.5; ``"rating"`` models call a movie liked when
+  the predicted stars reach the threshold, and their predicted stars are the AUC score. The threshold is
+  the model's own ``like_threshold`` when it has one, else the ``like_threshold`` argument.
+- **Ranking** (top-K). For each test user, every movie the user did *not* rate in the training split is
+  ranked by score (training movies can never be recommended); the relevant movies are the user's test
+  ratings of at least ``relevance`` stars; users with no relevant test movie are skipped; equal scores are
+  ordered by movie index, lower first, so results are deterministic. precision/recall/nDCG/hit/MAP are
+  averaged over the ranked users (definitions in :mod:`movierec.metrics`); coverage is the fraction of
+  all movies that appear in at least one user's list.
+
+Users are scored ``batch_users`` at a time, so memory is one (batch x movies) score block, never the
+whole users x movies matrix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import ClassVar, Protocol
+
+import torch
+
+from movierec import metrics
+from movierec.data.ratings import RatingMatrix, Ratings
+from movierec.errors import MovierecError
+
+__all__ = ["GlobalMeanBaseline", "PopularityBaseline", "Scorer", "evaluate", "heldout_metrics"]
+
+
+class Scorer(Protocol):
+    """What :func:`evaluate` needs from a model.
+
+    ``kind`` is ``"rating"`` (scores are stars), ``"like"`` (scores are P(liked)) or ``"rank"`` (scores
+    only order movies: no star or like predictions). An optional ``discriminates`` attribute set to False
+    says the scores are the same for every (user, movie) pair, so they can neither rank movies nor tell
+    liked from disliked; models without the attribute are taken to discriminate.
+    """
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def like_threshold(self) -> float | None: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def score(self, users: torch.Tensor, train: RatingMatrix) -> torch.Tensor: ...
+
+    def predict(self, users: torch.Tensor, items: torch.Tensor, train: RatingMatrix) -> torch.Tensor: ...
+
+
+# -- baselines ---------------------------------------------------------------------------------------
+class _Baseline:
+    """Shared plumbing of the baselines: built from the training matrix, on its device, nothing to learn."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    discriminates: ClassVar[bool] = True
+    like_threshold: ClassVar[float | None] = None
+
+    def __init__(self, train: RatingMatrix):
+        self.n_users = train.n_rows
+        self.n_items = train.n_cols
+        self.device = train.device
+
+    def _item_scores(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score(self, users: torch.Tensor, train: RatingMatrix) -> torch.Tensor:
+        """The same row for every user: (B,) -> (B, n_items)."""
+        return self._item_scores().unsqueeze(0).expand(users.shape[0], -1)
+
+    def predict(
+        self, users: torch.Tensor, items: torch.Tensor, train: RatingMatrix, batch_users: int = 1024
+    ) -> torch.Tensor:
+        """Scores for (user, movie) pairs: (N,), (N,) -> (N,)."""
+        return self._item_scores()[items.to(self.device, torch.int64)]
+
+
+class PopularityBaseline(_Baseline):
+    """Ranks movies by how many training ratings they have; predicts no stars and no likes."""
+
+    name = "popularity"
+    kind = "rank"
+
+    def __init__(self, train: RatingMatrix):
+        super().__init__(train)
+        self.counts = torch.bincount(train.indices, minlength=train.n_cols).float()  # (I,)
+
+    def _item_scores(self) -> torch.Tensor:
+        return self.counts
+
+
+class GlobalMeanBaseline(_Baseline):
+    """Predicts the mean training rating for every (user, movie); a constant ranks nothing."""
+
+    name = "global-mean"
+    kind = "rating"
+    discriminates = False
+
+    def __init__(self, train: RatingMatrix):
+        super().__init__(train)
+        mean = train.values.double().mean() if train.nnz else torch.tensor(math.nan)
+        self.mean = float(mean)
+        self._row = torch.full((train.n_cols,), self.mean, dtype=torch.float32, device=self.device)
+
+    def _item_scores(self) -> torch.Tensor:
+        return self._row
+
+
+# -- protocol ------------------------------------------------------------------------------------------
+def _liked_threshold(model: Scorer, fallback: float) -> float:
+    own = model.like_threshold
+    return float(own) if own is not None else float(fallback)
+
+
+def _check_shapes(model: Scorer, train: RatingMatrix, test: Ratings) -> None:
+    n_items = getattr(model, "n_items", train.n_cols)
+    if not (train.n_cols == test.n_items == n_items) or train.n_rows != test.n_users:
+        raise MovierecError(
+            f"The test split ({test.n_users} users x {test.n_items} movies) does not match the training "
+            f"data ({train.n_rows} x {train.n_cols}) or the model ({n_items} movies); evaluate a model on "
+            "the data set it was trained on."
+        )
+
+
+class _EvalMode:
+    """Puts an ``nn.Module`` in eval mode (dropout off) for the duration, then restores its mode."""
+
+    def __init__(self, model: object):
+        self.module = model if isinstance(model, torch.nn.Module) else None
+        self.was_training = False
+
+    def __enter__(self) -> None:
+        if self.module is not None:
+            self.was_training = self.module.training
+            self.module.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.module is not None and self.was_training:
+            self.module.train()
+
+
+def heldout_metrics(model: Scorer, train: RatingMatrix, test: Ratings) -> dict[str, float]:
+    """The quick validation the training loop runs after every epoch.
+
+    ``"rating"`` models -> ``{"rmse", "mae"}``; ``"like"`` models -> ``{"loss", "accuracy", "auc"}``
+    with liked = test stars >= ``model.like_threshold`` (``auc`` is NaN when the test ratings are all
+    liked or all disliked). Predictions come from ``model.predict``, batched over users.
+    """
+    kind = model.kind
+    if kind not in ("rating", "like"):
+        raise ValueError(f"heldout_metrics needs a rating or like model, not kind {kind!r}")
+    device = model.device
+    train = train.to(device)
+    users = torch.from_numpy(test.users).to(device, torch.int64)
+    items = torch.from_numpy(test.items).to(device, torch.int64)
+    truth = torch.from_numpy(test.ratings).to(device, torch.float32)
+    with torch.no_grad(), _EvalMode(model):
+        pred = model.predict(users, items, train)
+    if kind == "rating":
+        return {"rmse": metrics.rmse(pred, truth), "mae": metrics.mae(pred, truth)}
+    if model.like_threshold is None:
+        raise ValueError("a like model must define like_threshold")
+    liked = truth >= model.like_threshold
+    auc = metrics.roc_auc(pred, liked)
+    return {
+        "loss": metrics.like_loss(pred, liked),
+        "accuracy": metrics.accuracy(pred, liked),
+        "auc": math.nan if auc is None else auc,
+    }
+
+
+_PER_USER = {
+    "precision": metrics.precision_at_k,
+    "recall": metrics.recall_at_k,
+    "ndcg": metrics.ndcg_at_k,
+    "hit": metrics.hit_rate_at_k,
+    "map": metrics.average_precision_at_k,
+}
+
+
+def _rows_mask(
+    matrix: RatingMatrix, rows: torch.Tensor, keep: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> torch.Tensor:
+    """(B, n_cols) bool: the columns each of ``rows`` has stored (only entries passing ``keep``, if given)."""
+    pos, cols, vals = matrix.entries(rows)
+    if keep is not None:
+        sel = keep(vals)
+        pos, cols = pos[sel], cols[sel]
+    mask = torch.zeros((rows.shape[0], matrix.n_cols), dtype=torch.bool, device=matrix.device)
+    mask[pos, cols] = True
+    return mask
+
+
+def evaluate(
+    model: Scorer,
+    train: RatingMatrix,
+    test: Ratings,
+    k: int = 10,
+    relevance: float = 4.0,
+    like_threshold: float = 3.0,
+    batch_users: int = 512,
+) -> dict[str, float | None]:
+    """Every metric of ``model`` on ``test``, given the ``train`` ratings it learned from.
+
+    Keys (K = ``k``): ``rmse``, ``mae``, ``loss``, ``accuracy``, ``auc``, ``precision@K``, ``recall@K``,
+    ``ndcg@K``, ``hit@K``, ``map@K``, ``coverage@K``, ``users`` (int: test users with a relevant test
+    movie, the ones the ranking metrics average over), ``ratings`` (int: test ratings). A metric that does
+    not apply to the model -- or has nothing to average over -- is ``None``. See the module docstring for
+    the protocol.
+    """
+    if k < 1:
+        raise MovierecError(f"K must be at least 1 (got {k}).")
+    if batch_users < 1:
+        raise MovierecError(f"The user batch size must be at least 1 (got {batch_users}).")
+    _check_shapes(model, train, test)
+    kind = model.kind
+    if kind not in ("rating", "like", "rank"):
+        raise ValueError(f"unknown model kind {kind!r}")
+    discriminates = bool(getattr(model, "discriminates", True))
+    device = model.device
+    train = train.to(device)
+    test_matrix = test.matrix(device)  # users x movies, CSR: one user's test ratings are contiguous
+
+    test_users = torch.nonzero(test_matrix.row_counts() > 0).flatten()  # (U,) ascending
+    relevant_counts = torch.zeros(test_matrix.n_rows, dtype=torch.int64, device=device)
+    relevant_counts.index_add_(0, test_matrix.row_ids(), (test_matrix.values >= relevance).long())
+    n_ranked = int((relevant_counts > 0).sum())
+    rank = discriminates and n_ranked > 0
+
+    pred = torch.empty(test_matrix.nnz, dtype=torch.float32, device=device)  # in test_matrix entry order
+    sums = torch.zeros(len(_PER_USER), dtype=torch.float64, device=device)
+    lists: list[torch.Tensor] = []
+    offset = 0
+    with torch.no_grad(), _EvalMode(model):
+        for start in range(0, test_users.shape[0], batch_users):
+            users = test_users[start:start + batch_users]  # (B,)
+            scores = model.score(users, train).float()  # (B, I)
+            pos, cols, _ = test_matrix.entries(users)
+            pred[offset:offset + pos.shape[0]] = scores[pos, cols]
+            offset += pos.shape[0]
+            if not rank:
+                continue
+            ranked = relevant_counts[users] > 0  # (B,)
+            if not bool(ranked.any()):
+                continue
+            if not bool(ranked.all()):
+                users, scores = users[ranked], scores[ranked]
+            seen = _rows_mask(train, users)  # (b, I)
+            try:
+                topk = metrics.top_k(scores, k, exclude=seen)  # (b, K)
+            except ValueError as exc:  # the only ValueError left once k >= 1: NaN scores
+                raise MovierecError(
+                    "The model predicts NaN scores, so it cannot be ranked; it probably diverged in training."
+                ) from exc
+            relevant = _rows_mask(test_matrix, users, lambda v: v >= relevance)  # (b, I)
+            for j, fn in enumerate(_PER_USER.values()):
+                sums[j] += fn(topk, relevant).sum(dtype=torch.float64)
+            lists.append(topk)
+
+    out: dict[str, float | None] = {}
+    truth = test_matrix.values
+    out["rmse"] = metrics.rmse(pred, truth) if kind == "rating" and len(test) else None
+    out["mae"] = metrics.mae(pred, truth) if kind == "rating" and len(test) else None
+
+    liked = truth >= _liked_threshold(model, like_threshold)
+    judge = kind in ("rating", "like") and discriminates and len(test) > 0
+    # Like models' scores are P(liked), which the metrics call liked at >= 0.5.
+    pred_liked = pred >= _liked_threshold(model, like_threshold) if kind == "rating" else pred
+    out["loss"] = metrics.like_loss(pred_liked, liked) if judge else None
+    out["accuracy"] = metrics.accuracy(pred_liked, liked) if judge else None
+    # AUC only needs an ordering, so it is also defined for rank-only scores such as popularity.
+    out["auc"] = metrics.roc_auc(pred, liked) if discriminates and len(test) else None
+
+    means = (sums / n_ranked).tolist() if rank else [None] * len(_PER_USER)
+    for name, value in zip(_PER_USER, means, strict=True):
+        out[f"{name}@{k}"] = value
+    out[f"coverage@{k}"] = metrics.coverage(torch.cat(lists), train.n_cols) if rank else None
+    out["users"] = n_ranked
+    out["ratings"] = len(test)
+    return out
+
+
+def evaluate_checkpoints(
+    names: list[str] | None = None,
+    *,
+    k: int = 10,
+    relevance: float = 4.0,
+    device: torch.device | str = "cpu",
+    baselines: bool = True,
+    batch_users: int = 512,
+) -> list[dict[str, object]]:
+    """Evaluate saved models on their held-out splits, with the reference baselines of each split.
+
+    ``names`` are checkpoint names/paths or model names (``mf`` = the newest ``mf`` checkpoint of the chosen
+    data); by default every checkpoint trained on the newest checkpoint's dataset and split. One row per
+    model: ``model``, ``checkpoint``, ``dataset``, ``split``, ``fit_seconds`` and the metrics of :func:`evaluate`.
+    """
+    from movierec import checkpoint
+    from movierec.models import MODELS
+
+    found = checkpoint.list_checkpoints()
+    if not found:
+        raise MovierecError("No trained models yet; train one with `movierec train MODEL`.")
+    newest = found[-1][1]
+    same_data = [(p, m) for p, m in found if (m.dataset, m.split) == (newest.dataset, newest.split)]
+    chosen: list[str] = []
+    for name in names or [str(p) for p, _ in same_data]:
+        if name in MODELS:
+            of_model = [p for p, m in same_data if m.model == name] or [p for p, m in found if m.model == name]
+            if not of_model:
+                raise MovierecError(f"No saved {name} model; train one with `movierec train {name}`.")
+            chosen.append(str(of_model[-1]))
+        else:
+            chosen.append(str(checkpoint.resolve(name)))
+    chosen = list(dict.fromkeys(chosen))
+
+    rows: list[dict[str, object]] = []
+    baseline_done: set[tuple[str, str, int, float]] = set()
+    for path in chosen:
+        trained = checkpoint.load_trained(path, device)
+        meta = trained.meta
+        test = trained.split.test
+        group = (meta.dataset, meta.split, meta.seed, meta.test_fraction)
+        common = {"dataset": meta.dataset, "split": meta.split}
+        if baselines and group not in baseline_done:
+            baseline_done.add(group)
+            for name, cls in (("popularity", PopularityBaseline), ("global mean", GlobalMeanBaseline)):
+                scores = evaluate(cls(trained.train), trained.train, test, k=k, relevance=relevance,
+                                  batch_users=batch_users)
+                rows.append({"model": name, "checkpoint": None, **common, "fit_seconds": None, **scores})
+        scores = evaluate(trained.model, trained.train, test, k=k, relevance=relevance, batch_users=batch_users)
+        rows.append({"model": meta.model, "checkpoint": meta.name, **common, "fit_seconds": meta.fit_seconds,
+                     **scores})
+    return rows

@@ -1,0 +1,231 @@
+"""Evaluation metrics: pure functions on torch tensors, on whatever device the tensors live.
+
+Two families:
+
+- pointwise metrics over (prediction, truth) pairs -- :func:`rmse`, :func:`mae`, :func:`like_loss`,
+  :func:`accuracy`, :func:`roc_auc` -- return one Python number;
+- ranking metrics over a batch of users return one value per user, a ``(B,)`` float tensor, so a caller
+  can sum them batch by batch and average over users at the end. They all read the same two inputs:
+
+  ``topk``     (B, K) int64: each user's recommendation list, best first. ``-1`` marks an empty slot
+               (a user who has fewer than K movies left to recommend); it is never a hit.
+  ``relevant`` (B, I) bool: ``relevant[b, i]`` is True when movie ``i`` is one of user ``b``'s held-out
+               relevant movies.
+
+  Definitions, with ``R`` = number of relevant movies of the user and ``rel_i`` = 1 if the movie at rank
+  ``i`` is relevant:
+
+  - precision@K = hits / K (empty slots count as misses);
+  - recall@K    = hits / R (the common definition: it cannot reach 1 when R > K);
+  - nDCG@K      = sum_i rel_i / log2(i + 1)  /  sum_{i <= min(K, R)} 1 / log2(i + 1);
+  - hit@K       = 1 if any of the K movies is relevant;
+  - AP@K        = sum_i precision@i * rel_i / min(K, R)  (its mean over users is MAP@K).
+
+  For a user with no relevant movie, recall, nDCG and AP are undefined and come back as NaN; precision
+  and hit are 0. :func:`movierec.evaluate.evaluate` never asks about such users.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "accuracy",
+    "average_precision_at_k",
+    "coverage",
+    "hit_rate_at_k",
+    "like_loss",
+    "mae",
+    "ndcg_at_k",
+    "precision_at_k",
+    "recall_at_k",
+    "rmse",
+    "roc_auc",
+    "top_k",
+]
+
+
+# -- pointwise -----------------------------------------------------------------------------------
+def _pair(pred: torch.Tensor, true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if pred.shape != true.shape:
+        raise ValueError(f"shape mismatch: predictions {tuple(pred.shape)} vs truth {tuple(true.shape)}")
+    # float64 so that a million squared errors sum without float32 round-off.
+    return pred.detach().reshape(-1).to(torch.float64), true.detach().reshape(-1).to(torch.float64)
+
+
+def rmse(pred: torch.Tensor, true: torch.Tensor) -> float:
+    """Root mean squared error; NaN for no pairs."""
+    p, t = _pair(pred, true)
+    if p.numel() == 0:
+        return math.nan
+    return float(torch.sqrt(torch.mean((p - t) ** 2)))
+
+
+def mae(pred: torch.Tensor, true: torch.Tensor) -> float:
+    """Mean absolute error; NaN for no pairs."""
+    p, t = _pair(pred, true)
+    if p.numel() == 0:
+        return math.nan
+    return float(torch.mean(torch.abs(p - t)))
+
+
+def _as_liked(x: torch.Tensor) -> torch.Tensor:
+    """Bool "liked" from either bool predictions or probabilities of liking (liked when >= 0.5)."""
+    return x if x.dtype == torch.bool else x >= 0.5
+
+
+def like_loss(prob: torch.Tensor, liked: torch.Tensor) -> float:
+    """Mean |1[prob >= 0.5] - liked|: the fraction of like/dislike calls that are wrong (the RBM seed's loss).
+
+    ``prob`` is P(liked) or already-decided bool predictions; ``liked`` is bool or 0/1. NaN for no pairs.
+    """
+    if prob.shape != liked.shape:
+        raise ValueError(f"shape mismatch: predictions {tuple(prob.shape)} vs truth {tuple(liked.shape)}")
+    if prob.numel() == 0:
+        return math.nan
+    wrong = _as_liked(prob.detach()) != liked.detach().bool()
+    return float(wrong.double().mean())
+
+
+def accuracy(prob_or_pred_liked: torch.Tensor, liked: torch.Tensor) -> float:
+    """Fraction of like/dislike calls that are right: ``1 - like_loss``. NaN for no pairs."""
+    loss = like_loss(prob_or_pred_liked, liked)
+    return math.nan if math.isnan(loss) else 1.0 - loss
+
+
+def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """Area under the ROC curve: P(a random positive scores above a random negative), ties counting half.
+
+    Computed from ranks (Mann-Whitney U) with tied scores given their average rank, so it is exact and
+    O(N log N). ``None`` when ``labels`` holds only one class (AUC is undefined then).
+    """
+    if scores.shape != labels.shape:
+        raise ValueError(f"shape mismatch: scores {tuple(scores.shape)} vs labels {tuple(labels.shape)}")
+    s = scores.detach().reshape(-1).to(torch.float64)
+    y = labels.detach().reshape(-1).bool()
+    n_pos = int(y.sum())
+    n_neg = int(y.numel()) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    if torch.isnan(s).any():
+        raise ValueError("roc_auc: scores contain NaN")
+    sorted_s, order = torch.sort(s)
+    _, counts = torch.unique_consecutive(sorted_s, return_counts=True)
+    ends = torch.cumsum(counts, 0).to(torch.float64)  # 1-based rank of the last member of each tie group
+    average = ends - (counts.to(torch.float64) - 1) / 2  # mean of the ranks end-count+1 .. end
+    ranks = torch.repeat_interleave(average, counts)  # (N,) in sorted order
+    pos_rank_sum = float(ranks[y[order]].sum())
+    return (pos_rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+# -- ranking ---------------------------------------------------------------------------------------
+def top_k(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """The ``k`` best columns of each row, best first: (B, I) -> (B, k) int64.
+
+    Deterministic: equal scores are ordered by column, lower first (``torch.topk`` alone does not promise
+    any order among ties). Columns where ``exclude`` (B, I) bool is True are never returned; rows with
+    fewer than ``k`` eligible columns are padded with ``-1``. ``scores`` must not contain NaN.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    n_rows, n_cols = scores.shape
+    k_eff = min(k, n_cols)
+    if n_rows == 0 or k_eff == 0:
+        return torch.full((n_rows, k), -1, dtype=torch.int64, device=scores.device)
+    # Model scores of +-inf become the extreme finite values, so -inf can only mean "excluded". One new
+    # (B, I) tensor, filled in place: on CPU each fresh block of this size costs as much as the top-k.
+    big = torch.finfo(torch.float32).max
+    s = scores.detach().float().clamp(-big, big)
+    if exclude is not None:
+        s.masked_fill_(exclude, -math.inf)
+    vals, cols = torch.topk(s, k_eff, dim=1)  # (B, k_eff); which of several tied movies it keeps is arbitrary
+    if bool(torch.isnan(vals).any()):  # topk ranks NaN above everything, so any NaN shows up here
+        raise ValueError("top_k: scores contain NaN")
+    kth = vals[:, -1:]  # (B, 1) the k-th best score
+    # Only rows whose k-th score is shared with a movie left out of the list need the exact (slower) pick.
+    crossing = torch.count_nonzero(s == kth, 1) > torch.count_nonzero(vals == kth, 1)  # (B,)
+    if bool(crossing.any()):
+        rows = crossing.nonzero().flatten()
+        cols[rows] = _lowest_index_top_k(s[rows], kth[rows], k_eff)
+    cols = cols.sort(1).values  # ascending columns, so the stable sort below puts lower columns first
+    order = torch.sort(s.gather(1, cols), dim=1, descending=True, stable=True).indices
+    cols = cols.gather(1, order)
+    if exclude is not None:
+        cols = cols.masked_fill(exclude.gather(1, cols), -1)  # excluded columns sort last: padding
+    if k_eff < k:
+        pad = torch.full((n_rows, k - k_eff), -1, dtype=torch.int64, device=cols.device)
+        cols = torch.cat([cols, pad], 1)
+    return cols
+
+
+def _lowest_index_top_k(s: torch.Tensor, kth: torch.Tensor, k: int) -> torch.Tensor:
+    """The k best columns of each row of ``s`` (R, I) whose k-th best score is ``kth`` (R, 1), taking the
+    lowest-indexed columns among those tied at ``kth``: (R, k) in ascending column order."""
+    above = s > kth  # (R, I) all of these are in the list
+    tied = s == kth  # (R, I) the list takes the lowest-indexed of these
+    need = k - torch.count_nonzero(above, 1).unsqueeze(1)  # (R, 1)
+    chosen = above | (tied & (torch.cumsum(tied.to(torch.int32), 1) <= need))  # exactly k per row
+    return chosen.nonzero()[:, 1].view(s.shape[0], k)
+
+
+def _hits(topk: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """(B, K) bool: is the movie at each rank relevant? Empty slots (-1) are not."""
+    if topk.dim() != 2 or relevant.dim() != 2 or topk.shape[0] != relevant.shape[0]:
+        raise ValueError(f"expected topk (B, K) and relevant (B, I), got {tuple(topk.shape)} and "
+                         f"{tuple(relevant.shape)}")
+    filled = topk >= 0
+    return relevant.gather(1, topk.clamp(min=0)) & filled
+
+
+def _n_relevant(relevant: torch.Tensor) -> torch.Tensor:
+    return torch.count_nonzero(relevant, 1).float()  # (B,) without a (B, I) integer copy, unlike sum
+
+
+def _discounts(k: int, device: torch.device) -> torch.Tensor:
+    return 1.0 / torch.log2(torch.arange(2, k + 2, device=device, dtype=torch.float32))  # (K,) 1/log2(i+1)
+
+
+def precision_at_k(topk: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """Per user: relevant movies in the list / K. (B,)"""
+    return _hits(topk, relevant).float().sum(1) / topk.shape[1]
+
+
+def recall_at_k(topk: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """Per user: relevant movies in the list / all the user's relevant movies (NaN if none). (B,)"""
+    return _hits(topk, relevant).float().sum(1) / _n_relevant(relevant)
+
+
+def hit_rate_at_k(topk: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """Per user: 1 if the list holds at least one relevant movie, else 0. (B,)"""
+    return _hits(topk, relevant).any(1).float()
+
+
+def ndcg_at_k(topk: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """Per user: binary-gain DCG with a log2 discount over the ideal DCG of min(K, R) hits (NaN if R = 0)."""
+    k = topk.shape[1]
+    disc = _discounts(k, topk.device)  # (K,)
+    dcg = (_hits(topk, relevant).float() * disc).sum(1)  # (B,)
+    ideal_hits = torch.clamp(_n_relevant(relevant), max=k).long()  # (B,)
+    ideal = torch.cat([disc.new_zeros(1), torch.cumsum(disc, 0)])[ideal_hits]  # (B,) sum of first n discounts
+    return dcg / ideal
+
+
+def average_precision_at_k(topk: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """Per user: sum of precision@i at the ranks i that are hits, over min(K, R) (NaN if R = 0). (B,)"""
+    k = topk.shape[1]
+    hits = _hits(topk, relevant).float()  # (B, K)
+    ranks = torch.arange(1, k + 1, device=topk.device, dtype=torch.float32)  # (K,)
+    precision_at_i = torch.cumsum(hits, 1) / ranks  # (B, K)
+    return (precision_at_i * hits).sum(1) / torch.clamp(_n_relevant(relevant), max=k)
+
+
+def coverage(topk: torch.Tensor, n_items: int) -> float:
+    """Fraction of the catalogue (``n_items`` movies) that appears in at least one list."""
+    if n_items <= 0:
+        raise ValueError(f"n_items must be positive, got {n_items}")
+    listed = topk[topk >= 0]
+    seen = torch.zeros(n_items, dtype=torch.bool, device=topk.device)
+    seen[listed] = True
+    return float(seen.sum()) / n_items
