@@ -16,6 +16,13 @@ from movierec.errors import MovierecError
 class _App(TyperGroup):
     """Root group: a :class:`MovierecError` anywhere below becomes one sentence on stderr, exit 1."""
 
+    _ORDER = ("fetch", "datasets", "train", "models", "evaluate", "recommend", "similar", "clusters")
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        # The order of a session: get data, train, inspect, use.
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: self._ORDER.index(n) if n in self._ORDER else len(self._ORDER))
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)

@@ -130,6 +130,7 @@ def clusters_command(
     data = trained.dataset
     labels = rec.cluster_movies(trained.model, k, seed=seed).cpu()
     popularity = torch.bincount(torch.from_numpy(trained.split.train.items.astype("int64")), minlength=data.n_items)
+    all_genres = Counter(g for i in range(data.n_items) for g in _movie(data, i)["genres"])
     clusters = []
     for c in range(k):
         members = torch.nonzero(labels == c).flatten()
@@ -137,13 +138,17 @@ def clusters_command(
             continue
         order = members[torch.argsort(popularity[members], descending=True, stable=True)]
         genres = Counter(g for i in members.tolist() for g in _movie(data, i)["genres"])
+        # "Dominant" = over-represented here compared with the whole catalogue (lift), among genres
+        # common enough in the cluster to matter; raw counts would name Drama and Comedy everywhere.
+        size = int(members.numel())
+        lift = {g: (n / size) / (all_genres[g] / data.n_items) for g, n in genres.items() if n >= 0.1 * size}
         clusters.append({
-            "cluster": c + 1,
-            "size": int(members.numel()),
-            "genres": [g for g, _ in genres.most_common(3)],
+            "size": size,
+            "genres": sorted(lift, key=lambda g: -lift[g])[:3],
             "movies": [data.title(i) for i in order[:top].tolist()],
         })
     clusters.sort(key=lambda c: -c["size"])
+    clusters = [{"cluster": n, **c} for n, c in enumerate(clusters, 1)]
     if json_output:
         from movierec.cli.console import print_json
 
@@ -162,15 +167,17 @@ def clusters_command(
 
 
 def _movie(data: Any, item: int) -> dict[str, Any]:
+    import pandas as pd
+
     row = data.movies.loc[int(data.item_ids[item])]
     year = row["year"]
-    return {"title": str(row["title"]), "year": None if year is None or year != year else int(year),
-            "genres": list(row["genres"])}
+    return {"title": str(row["title"]), "year": None if pd.isna(year) else int(year), "genres": list(row["genres"])}
 
 
 def _allowed(data: Any, genres: list[str] | None, min_year: int | None, max_year: int | None) -> Any:
     if not genres and min_year is None and max_year is None:
         return None
+    import pandas as pd
     import torch
 
     movies = data.movies.reindex(data.item_ids)
@@ -186,7 +193,7 @@ def _allowed(data: Any, genres: list[str] | None, min_year: int | None, max_year
         keep = [k and bool(wanted & {g.lower() for g in gs}) for k, gs in zip(keep, movies["genres"])]
     for bound, ok in ((min_year, lambda y, b: y >= b), (max_year, lambda y, b: y <= b)):
         if bound is not None:
-            keep = [k and y is not None and y == y and ok(int(y), bound) for k, y in zip(keep, movies["year"])]
+            keep = [k and not pd.isna(y) and ok(int(y), bound) for k, y in zip(keep, movies["year"])]
     if not any(keep):
         raise MovierecError("No movie passes the --genre / --min-year / --max-year filters.")
     return torch.tensor(keep)
