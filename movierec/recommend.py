@@ -96,12 +96,16 @@ def explain(
 
 
 @torch.no_grad()
-def similar(model: Recommender, item: int, n: int = 10) -> tuple[list[int], list[float]]:
-    """The ``n`` movies whose item vectors are closest (cosine) to movie ``item``."""
+def similar(
+    model: Recommender, item: int, n: int = 10, *, allowed: torch.Tensor | None = None
+) -> tuple[list[int], list[float]]:
+    """The ``n`` movies whose item vectors are closest (cosine) to movie ``item``, among ``allowed`` (I,) bool."""
     vectors = model.item_vectors()
     all_items = torch.arange(vectors.shape[0], device=vectors.device)
     sims = cosine_matrix(vectors, torch.tensor([item], device=vectors.device), all_items)  # (1, I)
     exclude = torch.zeros_like(sims, dtype=torch.bool)
+    if allowed is not None:
+        exclude[0] = ~allowed.to(exclude.device)
     exclude[0, item] = True
     idx = top_k(sims, n, exclude)[0]
     idx = idx[idx >= 0]

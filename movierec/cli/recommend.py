@@ -82,6 +82,11 @@ def similar_command(
         str, typer.Argument(help="A title (forgiving: case, punctuation, year optional) or MovieLens id.")
     ],
     top: Annotated[int, typer.Option(min=1, help="How many movies to list.")] = 10,
+    min_ratings: Annotated[
+        int,
+        typer.Option(min=0, help="Only list movies with at least this many training ratings: the vectors of "
+                                 "rarely rated movies are mostly noise."),
+    ] = 20,
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
     json_output: JsonOpt = False,
@@ -95,7 +100,10 @@ def similar_command(
     trained = load_trained(model, resolve_device(device))
     data = trained.dataset
     item = TitleIndex(data).find(movie)
-    items, sims = rec.similar(trained.model, item, top)
+    counts = trained.train.row_counts().new_zeros(data.n_items).index_add_(
+        0, trained.train.indices, trained.train.indices.new_ones(trained.train.nnz)
+    )
+    items, sims = rec.similar(trained.model, item, top, allowed=counts >= min_ratings)
     rows = [
         {"rank": r + 1, "movie_id": int(data.item_ids[i]), **_movie(data, i), "score": round(s, 4)}
         for r, (i, s) in enumerate(zip(items, sims))
