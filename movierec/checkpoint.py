@@ -95,7 +95,9 @@ def save(
     """Write the checkpoint atomically (temp file in the same folder, then rename) and return its path."""
     path = Path(path) if path is not None else path_for(meta.name)
     if not meta.created:
-        meta = CheckpointMeta(**{**asdict(meta), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        # Microseconds: `resolve(None)` picks the newest by this stamp, and two saves can share a second.
+        created = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        meta = CheckpointMeta(**{**asdict(meta), "created": created})
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

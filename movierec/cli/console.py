@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from typing import Any
@@ -32,8 +33,19 @@ def print_warning(message: str) -> None:
 
 def print_json(data: Any) -> None:
     """Machine-readable output: plain JSON on stdout, nothing else."""
-    sys.stdout.write(json.dumps(data, indent=2, allow_nan=False, default=_jsonable) + "\n")
+    sys.stdout.write(json.dumps(_finite(data), indent=2, allow_nan=False, default=_jsonable) + "\n")
     sys.stdout.flush()
+
+
+def _finite(value: Any) -> Any:
+    # JSON has no NaN; an undefined number (e.g. the AUC of an all-liked validation split) becomes null.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _jsonable(value: Any) -> Any:

@@ -7,6 +7,7 @@ The model modules (and torch) are imported only when a model's command is asked 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import inspect
 import typing
 from typing import Annotated, Any
@@ -19,6 +20,8 @@ from movierec.cli.app import app
 from movierec.errors import MovierecError
 from movierec.models import MODELS
 
+_LISTING = "movierec.train.listing"
+
 
 class _ModelCommands(TyperGroup):
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -27,7 +30,18 @@ class _ModelCommands(TyperGroup):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in MODELS:
             return None
+        if ctx.meta.get(_LISTING):
+            # Typer's rich help asks for every command just to show its summary; building the real one
+            # would import the model module (and torch).
+            return click.Command(cmd_name, help=MODELS[cmd_name][2])
         return _model_command(cmd_name)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        ctx.meta[_LISTING] = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            ctx.meta.pop(_LISTING, None)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Listed from the registry: describing the models must not import them (and torch).
@@ -75,13 +89,14 @@ def _config_parameters(config_class: type) -> list[inspect.Parameter]:
             decls = (f"{flag}/--no-{flag[2:]}",)
         else:
             decls = (flag, *meta.get("flags", ()))
-        extra = {}
+        default = f.default
         if meta.get("choices"):
-            extra["click_type"] = click.Choice(list(meta["choices"]))
-            tp = str
-        opt = typer.Option(*decls, help=meta.get("help", ""), rich_help_panel="Model options", **extra)
+            # Typer shows an Enum as a list of choices and rejects anything else.
+            tp = enum.Enum(f"{config_class.__name__}_{f.name}", {c: c for c in meta["choices"]}, type=str)
+            default = tp(f.default)
+        opt = typer.Option(*decls, help=meta.get("help", ""), rich_help_panel="Model options")
         params.append(
-            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=Annotated[tp, opt])
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[tp, opt])
         )
     return params
 
@@ -96,7 +111,8 @@ def _model_command(model: str) -> click.Command:
 
     def command(**kwargs: Any) -> None:
         common = {k: kwargs.pop(k) for k in list(_COMMON)}
-        _run(model, kwargs, **common)
+        config = {k: v.value if isinstance(v, enum.Enum) else v for k, v in kwargs.items()}
+        _run(model, config, **common)
 
     common_params = [
         inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=_COMMON_DEFAULTS[k], annotation=Annotated[tp, opt])

@@ -28,8 +28,11 @@ def normalize(title: str) -> tuple[str, int | None]:
     text = re.sub(r"\s*\([^)]*\)\s*$", "", text) or text
     m = _TRAILING_ARTICLE.match(text)
     if m:
-        text = f"{m.group(2)} {m.group(1)}"
-    text = re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
+        article, rest = m.group(2), m.group(1)
+        text = article + rest if article.endswith("'") else f"{article} {rest}"  # "Enfant, L'" -> "L'Enfant"
+    # People drop apostrophes and dots ("Schindlers List", "LA Confidential"), so they join, not split, words.
+    text = re.sub(r"['.]", "", text.lower())
+    text = re.sub(r"[^a-z0-9]+", " ", text).strip()
     return text, year
 
 

@@ -1,0 +1,218 @@
+"""The one training loop: early stopping keeps the best epoch, divergence is one clear error, seeds repeat."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from movierec.data.ratings import RatingMatrix, Ratings
+from movierec.errors import MovierecError
+from movierec.evaluate import heldout_metrics
+from movierec.models import build_model
+from movierec.models.base import ModelConfig, Recommender
+from movierec.training import EpochReport, fit, monitored_metric, train_and_save
+from tests.synthetic import holdout, low_rank_ratings
+
+STARS = (1.0, 2.0, 3.0, 4.0, 5.0)
+
+
+class Scripted(Recommender):
+    """Predicts one number for every (user, movie); epoch ``e`` sets it to ``values[e - 1]``.
+
+    Against held-out ratings that are all 3 stars, the validation RMSE after epoch ``e`` is
+    ``|values[e - 1] - 3|``, so the best epoch is known in advance.
+    """
+
+    name = "scripted"
+    config_class = ModelConfig
+
+    def __init__(self, values: list[float], losses: list[float] | None = None, n_users: int = 4, n_items: int = 3,
+                 kind: str = "rating"):
+        super().__init__(ModelConfig(epochs=len(values)), n_users, n_items, STARS)
+        self.value = torch.nn.Parameter(torch.tensor(0.0), requires_grad=False)
+        self.values, self.losses, self.epoch, self._kind = values, losses, 0, kind
+
+    @property
+    def kind(self) -> str:
+        return self._kind
+
+    @property
+    def like_threshold(self) -> float | None:
+        return 4.0 if self._kind == "like" else None
+
+    def train_epoch(self, train: RatingMatrix, generator: torch.Generator) -> dict[str, float]:
+        v = self.values[self.epoch]
+        self.value.fill_(v)
+        loss = self.losses[self.epoch] if self.losses is not None else abs(v - 3.0)
+        self.epoch += 1
+        return {"loss": loss}
+
+    def score(self, users: torch.Tensor, train: RatingMatrix) -> torch.Tensor:
+        return self.value.detach().expand(users.shape[0], self.n_items).clone()  # (B, I)
+
+    def item_vectors(self) -> torch.Tensor:
+        return torch.ones(self.n_items, 1)
+
+    def fold_in(self, items: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+        return self.value.detach().expand(self.n_items).clone()
+
+
+def three_stars(n_users: int = 4, n_items: int = 3) -> Ratings:
+    users, items = np.meshgrid(np.arange(n_users), np.arange(n_items), indexing="ij")
+    n = users.size
+    return Ratings(users.ravel().astype(np.int32), items.ravel().astype(np.int32), np.full(n, 3.0, np.float32),
+                   np.arange(n, dtype=np.int64), n_users, n_items)
+
+
+SCRIPT = [1.0, 2.5, 2.9, 4.0, 5.0, 4.5]  # validation RMSE 2.0, 0.5, 0.1, 1.0, 2.0, 1.5: epoch 3 is best
+
+
+def test_patience_stops_and_keeps_the_best_epoch():
+    model = Scripted(SCRIPT)
+    seen: list[EpochReport] = []
+    result = fit(model, three_stars(), three_stars(), patience=2, on_epoch=seen.append)
+    assert result.stopped_early
+    assert len(result.history) == 5 and model.epoch == 5  # epochs 4 and 5 were not better: stop after 5
+    assert (result.best_epoch, result.kept_epoch) == (3, 3)
+    assert model.value.item() == pytest.approx(2.9)  # the best epoch's weights, not the last epoch's 5.0
+    assert result.final_valid["rmse"] == pytest.approx(0.1)
+    assert result.final_train == {"loss": pytest.approx(0.1)}
+    assert [r.improved for r in seen] == [True, True, True, False, False]
+    assert [r.epoch for r in seen] == [1, 2, 3, 4, 5] and all(r.epochs == 6 for r in seen)
+    assert result.monitor == "rmse"
+
+
+def test_patience_that_never_runs_out_still_keeps_the_best_epoch():
+    model = Scripted(SCRIPT)
+    result = fit(model, three_stars(), three_stars(), patience=10)
+    assert not result.stopped_early and len(result.history) == 6
+    assert result.kept_epoch == 3 and model.value.item() == pytest.approx(2.9)
+
+
+def test_without_patience_the_last_epoch_is_kept():
+    model = Scripted(SCRIPT)
+    result = fit(model, three_stars(), three_stars())
+    assert not result.stopped_early and len(result.history) == 6
+    assert (result.best_epoch, result.kept_epoch) == (3, 6)
+    assert model.value.item() == pytest.approx(4.5)
+    assert result.final_valid["rmse"] == pytest.approx(1.5)
+
+
+def test_epochs_argument_overrides_the_config():
+    model = Scripted(SCRIPT)
+    result = fit(model, three_stars(), three_stars(), epochs=2)
+    assert len(result.history) == 2 and model.epoch == 2
+    assert result.fit_seconds >= 0 and result.fit_seconds == pytest.approx(sum(r.seconds for r in result.history))
+
+
+def test_without_validation_the_training_loss_is_watched():
+    model = Scripted(SCRIPT, losses=[5.0, 4.0, 4.5, 4.2, 3.0])
+    result = fit(model, three_stars(), None, patience=2)
+    assert [r.valid for r in result.history] == [{}] * 4
+    assert result.stopped_early and result.kept_epoch == 2 and model.value.item() == pytest.approx(2.5)
+
+
+def test_like_models_are_watched_on_validation_loss():
+    model = Scripted([0.2, 0.9], kind="like")
+    assert monitored_metric(model) == "loss"
+    result = fit(model, three_stars(), three_stars())
+    assert set(result.history[0].valid) == {"loss", "accuracy", "auc"}
+    assert math.isnan(result.history[0].valid["auc"])  # every held-out rating is disliked: AUC undefined
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_loss_is_one_clear_error(bad):
+    model = Scripted([2.0, 2.5, 2.7], losses=[1.0, bad, 0.5])
+    with pytest.raises(MovierecError) as exc:
+        fit(model, three_stars(), three_stars())
+    text = str(exc.value)
+    assert text.startswith("Training diverged at epoch 2 (loss is not a finite number)")
+    assert "\n" not in text and text.endswith(".") and "learning rate" in text
+    assert model.epoch == 2  # stopped right there
+
+
+def test_non_finite_weights_are_one_clear_error():
+    model = Scripted([2.0, math.nan], losses=[1.0, 1.0])  # the loss looks fine, the weights are not
+    with pytest.raises(MovierecError, match=r"^Training diverged at epoch 2 \(value is not a finite number\)"):
+        fit(model, three_stars(), three_stars())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"epochs": 0}, "--epochs must be at least 1."), ({"patience": 0}, "--patience must be at least 1.")],
+)
+def test_bad_loop_settings(kwargs, message):
+    with pytest.raises(MovierecError) as exc:
+        fit(Scripted(SCRIPT), three_stars(), three_stars(), **kwargs)
+    assert str(exc.value) == message
+
+
+def test_empty_training_split():
+    empty = three_stars().take(np.zeros(12, dtype=bool))
+    with pytest.raises(MovierecError, match="no ratings"):
+        fit(Scripted(SCRIPT), empty, three_stars())
+
+
+# -- real models on a small synthetic matrix -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def data() -> tuple[Ratings, Ratings]:
+    return holdout(low_rank_ratings())
+
+
+def mf(data, **config):
+    train, _ = data
+    return build_model("mf", {"factors": 8, "epochs": 3, **config}, train.n_users, train.n_items, STARS)
+
+
+def test_absurd_learning_rate_diverges(data):
+    train, test = data
+    with pytest.raises(MovierecError) as exc:
+        fit(mf(data, lr=1e6, epochs=6), train, test)
+    text = str(exc.value)
+    assert text.startswith("Training diverged at epoch ") and "not a finite number" in text
+    assert "\n" not in text and text.endswith(".")
+
+
+def test_early_stopping_restores_the_weights_of_the_kept_epoch(data):
+    train, test = data
+    # No regularisation, many factors and a big Adam step: overfits this small matrix within a few epochs.
+    torch.manual_seed(0)
+    model = mf(data, factors=32, reg=0.0, optimizer="adam", lr=0.1, batch_size=2048, epochs=40)
+    result = fit(model, train, test, seed=0, patience=2)
+    assert result.stopped_early and len(result.history) < 40
+    assert result.kept_epoch == result.best_epoch < len(result.history)
+    rmses = [r.valid["rmse"] for r in result.history]
+    assert rmses[result.kept_epoch - 1] == min(rmses)
+    # The model now predicts exactly what the kept epoch reported.
+    assert heldout_metrics(model, train.matrix(), test) == result.final_valid
+
+
+@pytest.mark.parametrize("patience", [None, 2])
+def test_same_seed_same_history(data, patience):
+    train, test = data
+
+    def run(seed: int):
+        torch.manual_seed(1234)  # fit must re-seed: stray global RNG state cannot matter
+        model = mf(data, epochs=4)
+        result = fit(model, train, test, seed=seed, patience=patience)
+        history = [(r.train, r.valid) for r in result.history]
+        return history, {k: v.clone() for k, v in model.state_dict().items()}
+
+    first, state = run(3)
+    again, state_again = run(3)
+    assert first == again
+    assert all(torch.equal(state[k], state_again[k]) for k in state)
+    other, _ = run(4)
+    assert other != first
+
+
+def test_train_and_save_checks_the_name_before_any_work(home):
+    # The dataset is not fetched, but the bad name is what is reported: it is checked first.
+    with pytest.raises(MovierecError, match="Invalid model name"):
+        train_and_save("mf", {"epochs": 1}, name="../escape")
+    with pytest.raises(MovierecError) as exc:
+        train_and_save("mf", {"epochs": 1}, name="ok")
+    assert str(exc.value) == "Dataset ml-100k is not fetched yet; run `movierec fetch ml-100k`."
