@@ -189,7 +189,7 @@ def test_unknown_dataset(trained, runner):
 
 def test_unknown_model(trained, runner):
     result = runner.invoke(app, ["train", "nonsense"])
-    assert_usage_error(result, "No such command 'nonsense'")
+    assert_one_line_error(result, "Unknown model 'nonsense'", "rbm, autoencoder, mf, als")
 
 
 def test_cuda_without_a_gpu(trained, runner):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -18,12 +17,12 @@ class _App(TyperGroup):
 
     _ORDER = ("fetch", "datasets", "train", "models", "evaluate", "recommend", "similar", "clusters")
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: typer.Context) -> list[str]:
         # The order of a session: get data, train, inspect, use.
         names = super().list_commands(ctx)
         return sorted(names, key=lambda n: self._ORDER.index(n) if n in self._ORDER else len(self._ORDER))
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
         except MovierecError as exc:

@@ -12,9 +12,8 @@ import inspect
 import typing
 from typing import Annotated, Any
 
-import click
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from movierec.cli.app import app
 from movierec.errors import MovierecError
@@ -24,26 +23,26 @@ _LISTING = "movierec.train.listing"
 
 
 class _ModelCommands(TyperGroup):
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: typer.Context) -> list[str]:
         return list(MODELS)
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> TyperCommand | None:
         if cmd_name not in MODELS:
-            return None
+            raise MovierecError(f"Unknown model {cmd_name!r}; choose one of: {', '.join(MODELS)}.")
         if ctx.meta.get(_LISTING):
             # Typer's rich help asks for every command just to show its summary; building the real one
             # would import the model module (and torch).
-            return click.Command(cmd_name, help=MODELS[cmd_name][2])
+            return TyperCommand(cmd_name, help=MODELS[cmd_name][2])
         return _model_command(cmd_name)
 
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
         ctx.meta[_LISTING] = True
         try:
             super().format_help(ctx, formatter)
         finally:
             ctx.meta.pop(_LISTING, None)
 
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_commands(self, ctx: typer.Context, formatter: Any) -> None:
         # Listed from the registry: describing the models must not import them (and torch).
         with formatter.section("Models"):
             formatter.write_dl([(name, summary) for name, (_, _, summary) in MODELS.items()])
@@ -101,7 +100,7 @@ def _config_parameters(config_class: type) -> list[inspect.Parameter]:
     return params
 
 
-def _model_command(model: str) -> click.Command:
+def _model_command(model: str) -> TyperCommand:
     from movierec.models import model_class
 
     cls = model_class(model)

@@ -36,6 +36,10 @@ def normalize(title: str) -> tuple[str, int | None]:
     return text, year
 
 
+def _strip_article(text: str) -> str:
+    return re.sub(r"^(the|a|an) ", "", text)
+
+
 class TitleIndex:
     """Normalised titles of a dataset's rated movies, for :meth:`find`."""
 
@@ -55,6 +59,11 @@ class TitleIndex:
         if not name:
             raise MovierecError(f"No movie matches {query!r}.")
         exact = [i for i, (t, y) in enumerate(self.keys) if t == name and (year is None or y == year)]
+        if not exact:  # "Godfather" for "Godfather, The": the article is optional too
+            bare = _strip_article(name)
+            exact = [
+                i for i, (t, y) in enumerate(self.keys) if _strip_article(t) == bare and (year is None or y == year)
+            ]
         if len(exact) == 1:
             return exact[0]
         if not exact:
