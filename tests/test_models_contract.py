@@ -8,6 +8,7 @@ import torch
 
 from movierec import checkpoint
 from movierec.models import MODELS, build_model
+from movierec.recommend import recommend
 from movierec.training import fit
 from tests.synthetic import holdout, low_rank_ratings
 
@@ -77,6 +78,15 @@ def test_contract(model_name, case, data, home):
     assert folded.shape == (train.n_items,) and torch.isfinite(folded).all()
     if model.kind == "rating":
         assert scores.min() >= 1.0 and scores.max() <= 5.0
+
+    # Movies a user already rated can be left out of their list, and kept on request.
+    user = int(train.users[0])
+    seen = set(train.items[train.users == user].tolist())
+    recs = recommend(model, matrix, user, n=train.n_items)
+    assert recs and not {r.item for r in recs} & seen
+    assert len(recs) == train.n_items - len(seen)
+    with_seen = recommend(model, matrix, user, n=train.n_items, include_seen=True)
+    assert {r.item for r in with_seen} >= seen
 
 
 @pytest.mark.parametrize(("model_name", "case"), CASES, ids=[c for _, c in CASES])
