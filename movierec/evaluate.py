@@ -159,11 +159,15 @@ def heldout_metrics(model: Scorer, train: RatingMatrix, test: Ratings) -> dict[s
 
     ``"rating"`` models -> ``{"rmse", "mae"}``; ``"like"`` models -> ``{"loss", "accuracy", "auc"}``
     with liked = test stars >= ``model.like_threshold`` (``auc`` is NaN when the test ratings are all
-    liked or all disliked). Predictions come from ``model.predict``, batched over users.
+    liked or all disliked); ``"rank"`` models -> ``{"ndcg@10", "recall@10"}`` by the ranking protocol of
+    :func:`evaluate`. Predictions come from ``model.predict``, batched over users.
     """
     kind = model.kind
+    if kind == "rank":
+        full = evaluate(model, train, test, k=10)
+        return {key: math.nan if full[key] is None else float(full[key]) for key in ("ndcg@10", "recall@10")}
     if kind not in ("rating", "like"):
-        raise ValueError(f"heldout_metrics needs a rating or like model, not kind {kind!r}")
+        raise ValueError(f"heldout_metrics needs a rating, like or rank model, not kind {kind!r}")
     device = model.device
     train = train.to(device)
     users = torch.from_numpy(test.users).to(device, torch.int64)

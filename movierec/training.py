@@ -52,9 +52,9 @@ class FitResult:
         return self.history[self.kept_epoch - 1].train if self.history else {}
 
 
-def monitored_metric(model: Recommender) -> str:
-    """The validation number early stopping watches (lower is better for both)."""
-    return "rmse" if model.kind == "rating" else "loss"
+def monitored_metric(model: Recommender) -> tuple[str, bool]:
+    """The validation number early stopping watches, and whether higher is better."""
+    return {"rating": ("rmse", False), "like": ("loss", False)}.get(model.kind, ("ndcg@10", True))
 
 
 def fit(
@@ -85,7 +85,8 @@ def fit(
     seed_everything(seed)
     generator = make_generator(device, seed)
     matrix = train.matrix(device)
-    monitor = monitored_metric(model)
+    monitor, higher_is_better = monitored_metric(model)
+    sign = -1.0 if higher_is_better else 1.0  # compare as "lower is better"
     result = FitResult(monitor=monitor)
     best_value = math.inf
     best_state: dict[str, torch.Tensor] | None = None
@@ -104,7 +105,7 @@ def fit(
         _check_finite(model, stats, epoch)
 
         scores = heldout_metrics(model, matrix, valid) if valid is not None and len(valid) else {}
-        value = scores.get(monitor, stats.get("loss", math.inf))
+        value = sign * scores[monitor] if monitor in scores else stats.get("loss", math.inf)
         improved = value < best_value
         if improved:
             best_value, since_best, result.best_epoch = value, 0, epoch

@@ -117,7 +117,7 @@ def test_without_validation_the_training_loss_is_watched():
 
 def test_like_models_are_watched_on_validation_loss():
     model = Scripted([0.2, 0.9], kind="like")
-    assert monitored_metric(model) == "loss"
+    assert monitored_metric(model) == ("loss", False)
     result = fit(model, three_stars(), three_stars())
     assert set(result.history[0].valid) == {"loss", "accuracy", "auc"}
     assert math.isnan(result.history[0].valid["auc"])  # every held-out rating is disliked: AUC undefined
