@@ -288,8 +288,12 @@ def test_heldout_metrics_for_rating_and_like_models():
     # All test ratings liked: AUC is undefined and reported as NaN so the dict stays all floats.
     out = heldout_metrics(TableModel(PROBS, kind="like", like_threshold=1.0), TRAIN.matrix(), TEST)
     assert math.isnan(out["auc"]) and out["accuracy"] == pytest.approx(3 / 5)
-    with pytest.raises(ValueError):
-        heldout_metrics(PopularityBaseline(TRAIN.matrix()), TRAIN.matrix(), TEST)
+    # Ranking-only models are validated by the ranking protocol, the same numbers evaluate() gives.
+    pop = PopularityBaseline(TRAIN.matrix())
+    full = evaluate(pop, TRAIN.matrix(), TEST, k=10)
+    out = heldout_metrics(pop, TRAIN.matrix(), TEST)
+    assert set(out) == {"ndcg@10", "recall@10"}
+    assert out["ndcg@10"] == pytest.approx(full["ndcg@10"]) and out["recall@10"] == pytest.approx(full["recall@10"])
 
 
 def test_heldout_and_evaluate_agree_on_pointwise_metrics():
