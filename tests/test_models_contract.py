@@ -99,3 +99,24 @@ def test_same_seed_same_numbers(model_name, case, data):
 
 def test_every_registered_model_is_covered():
     assert {m for m, _ in CASES} == set(MODELS)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize(("model_name", "case"), CASES, ids=[c for _, c in CASES])
+def test_cuda_trains_like_cpu(model_name, case, data):
+    """The same code runs on CUDA: it trains, beats the baseline and saves tensors that load on the CPU."""
+    train, test = data
+    torch.manual_seed(0)
+    model = build_model(model_name, SMALL[case], train.n_users, train.n_items, RATING_VALUES).to("cuda")
+    result = fit(model, train, test, seed=0)
+    assert model.device.type == "cuda"
+    losses = [r.train["loss"] for r in result.history]
+    assert losses[-1] < losses[0]
+    cpu = build_model(model_name, SMALL[case], train.n_users, train.n_items, RATING_VALUES)
+    cpu.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
+    users = torch.from_numpy(test.users.astype(np.int64))
+    items = torch.from_numpy(test.items.astype(np.int64))
+    on_gpu = model.predict(users, items, train.matrix("cuda")).cpu()
+    on_cpu = cpu.predict(users, items, train.matrix())
+    assert torch.allclose(on_gpu, on_cpu, atol=1e-4)
