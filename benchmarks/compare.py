@@ -63,6 +63,7 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
     Entry("autoencoder", "movierec", "movierec autoencoder", "autoencoder"),
     Entry("mf", "movierec", "movierec mf", "mf"),
     Entry("als", "movierec", "movierec als", "als"),
+    Entry("als-implicit", "movierec", "movierec als, mode=implicit", "als", {"mode": "implicit"}),
     Entry("popularity", "movierec", "popularity (movierec baseline)"),
     Entry("svd", "surprise", "Surprise SVD"),
     Entry("svdpp", "surprise", "Surprise SVD++"),
@@ -70,7 +71,7 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
     Entry("baselineonly", "surprise", "Surprise BaselineOnly"),
     Entry("implicit-als", "implicit", "implicit ALS (64 factors, binary)"),
 ]}
-MOVIEREC_MODELS = ("rbm", "rbm-rating", "autoencoder", "mf", "als")
+MOVIEREC_MODELS = ("rbm", "rbm-rating", "autoencoder", "mf", "als", "als-implicit")
 # Tolerance between a Surprise adapter's scores and Surprise's own predict (float32 rounding is ~3e-7).
 CHECK_TOLERANCE = 1e-4
 
