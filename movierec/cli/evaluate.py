@@ -20,7 +20,7 @@ _COLUMNS = [
 @app.command("evaluate")
 def evaluate_command(
     checkpoints: Annotated[
-        list[str] | None, typer.Argument(help="Saved models (names or paths) [default: see below].", show_default=False)
+        list[str] | None, typer.Argument(help="Saved models (names or paths) (default: see below).", show_default=False)
     ] = None,
     model: Annotated[
         list[str] | None,

@@ -11,7 +11,7 @@ from movierec.cli.app import app
 from movierec.errors import MovierecError
 
 ModelOpt = Annotated[
-    str | None, typer.Option("--model", help="Saved model to use (name or path) [default: the newest].")
+    str | None, typer.Option("--model", help="Saved model to use (name or path) (default: the newest).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
@@ -61,7 +61,7 @@ def recommend_command(
         recs = rec.recommend(m, trained.train, data.user_index(user), top, include_seen=include_seen,
                              allowed=allowed)
         who = f"user {user}"
-    score_name = "like probability" if m.kind == "like" else "predicted rating"
+    score_name = {"like": "like probability", "rank": "score"}.get(m.kind, "predicted rating")
     rows = [
         {"rank": r + 1, "movie_id": int(data.item_ids[x.item]), **_movie(data, x.item), "score": round(x.score, 4),
          "because_you_liked": data.title(x.because) if x.because is not None else None}
@@ -72,7 +72,8 @@ def recommend_command(
 
         print_json(rows)
         return
-    _table(f"Top {top} for {who} — {trained.meta.name} ({m.kind == 'like' and 'like/dislike' or 'ratings'})",
+    what = {"like": "like/dislike", "rank": "top-N"}.get(m.kind, "ratings")
+    _table(f"Top {top} for {who} — {trained.meta.name} ({what})",
            rows, score_name, with_because=True)
 
 

@@ -59,8 +59,8 @@ _COMMON: dict[str, tuple[Any, Any]] = {
     "dataset": (str, typer.Option(help="Dataset to train on (fetch it first with `movierec fetch`).")),
     "split": (
         str | None,
-        typer.Option(help="Held-out split: u1..u5, ua, ub (ml-100k), random or temporal [default: u1 on ml-100k, "
-                          "else random]."),
+        typer.Option(help="Held-out split: u1..u5, ua, ub (ml-100k), random or temporal (default: u1 on ml-100k, "
+                          "else random)."),
     ),
     "test_fraction": (float, typer.Option(help="Share of ratings held out by the random and temporal splits.")),
     "seed": (int, typer.Option(help="Random seed: same seed and device, same numbers.")),
@@ -68,9 +68,9 @@ _COMMON: dict[str, tuple[Any, Any]] = {
     "patience": (
         int | None,
         typer.Option(help="Stop after this many epochs without a better validation metric, keeping the best "
-                          "epoch [default: off]."),
+                          "epoch (default: off)."),
     ),
-    "name": (str | None, typer.Option(help="Checkpoint name [default: MODEL-DATASET-SPLIT-TIME].")),
+    "name": (str | None, typer.Option(help="Checkpoint name (default: MODEL-DATASET-SPLIT-TIME).")),
     "json_output": (bool, typer.Option("--json", help="Print the result as JSON instead of tables.")),
 }
 _COMMON_DEFAULTS = {"dataset": "ml-100k", "split": None, "test_fraction": 0.1, "seed": 0, "device": "auto",

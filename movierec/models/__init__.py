@@ -20,7 +20,7 @@ MODELS: dict[str, tuple[str, str, str]] = {
     "mf": ("movierec.models.mf", "MatrixFactorization",
            "Matrix factorization with biases, trained by mini-batch gradient descent."),
     "als": ("movierec.models.als", "ALS",
-            "Latent factors with biases, trained by alternating least squares (closed form, batched)."),
+            "Latent factors by alternating least squares: star ratings with biases, or top-N (--mode implicit)."),
 }
 
 
