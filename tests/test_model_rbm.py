@@ -1,0 +1,389 @@
+"""The RBM: hand-computed CD updates, masking of unrated movies, shapes, checkpoints, seeding, learning
+a known structure, and (slow) the real MovieLens-100K u1 split."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from movierec.data.ratings import Ratings
+from movierec.device import make_generator, seed_everything
+from movierec.errors import MovierecError
+from movierec.models.rbm import RBM, RBMConfig
+
+STARS = (1.0, 2.0, 3.0, 4.0, 5.0)
+HALF_STARS = tuple(v / 2 for v in range(1, 11))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def ratings_from(triples: list[tuple[int, int, float]], n_users: int, n_items: int) -> Ratings:
+    u, i, r = (np.array(col) for col in zip(*triples, strict=True))
+    return Ratings(u.astype(np.int32), i.astype(np.int32), r.astype(np.float32),
+                   np.zeros(len(u), np.int64), n_users, n_items)
+
+
+def set_params(model: RBM, **values: np.ndarray) -> None:
+    with torch.no_grad():
+        for name, value in values.items():
+            getattr(model, name).copy_(torch.tensor(value, dtype=torch.float32))
+
+
+def fit(model: RBM, train: Ratings, seed: int = 0, epochs: int | None = None) -> list[dict[str, float]]:
+    """What the shared training loop does, minus validation."""
+    matrix = train.matrix("cpu")
+    gen = make_generator(torch.device("cpu"), seed)
+    model.fit_start(matrix, gen)
+    stats = []
+    for _ in range(model.config.epochs if epochs is None else epochs):
+        model.train()
+        stats.append(model.train_epoch(matrix, gen))
+        model.eval()
+    return stats
+
+
+def make_model(cfg: RBMConfig, n_users: int, n_items: int, values=STARS, seed: int = 0) -> RBM:
+    seed_everything(seed)
+    return RBM(cfg, n_users, n_items, values)
+
+
+def two_tastes(n_users: int = 80, n_items: int = 40, density: float = 0.5, seed: int = 0) -> tuple[Ratings, Ratings]:
+    """Two kinds of users and two kinds of movies: each user rates their own kind 4-5 stars and the
+    other kind 1-2 stars. Returns (train, held-out) ratings, 80/20."""
+    rng = np.random.default_rng(seed)
+    observed = rng.random((n_users, n_items)) < density
+    users, items = np.nonzero(observed)
+    same = (users % 2) == (items % 2)
+    stars = np.where(same, rng.choice([4.0, 5.0], users.shape), rng.choice([1.0, 2.0], users.shape))
+    full = Ratings(users.astype(np.int32), items.astype(np.int32), stars.astype(np.float32),
+                   np.zeros(users.shape, np.int64), n_users, n_items)
+    test = rng.random(users.shape) < 0.2
+    return full.take(~test), full.take(test)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These matrices are tiny: extra CPU threads only add synchronisation, which on a busy shared
+    machine made the tests several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+SYNTH_CFG = RBMConfig(epochs=30, hidden=10, gibbs_steps=1, batch_size=10, lr=0.5, weight_decay=0.001)
+
+
+# -- known answers -------------------------------------------------------------------------------
+W3 = np.array([[0.5, -0.3, 0.2], [-0.4, 0.1, 0.6]], np.float32)  # (hidden 2, movies 3)
+A3 = np.array([[0.1, -0.2]], np.float32)
+B3 = np.array([[0.3, 0.05, -0.1]], np.float32)
+# user 0 liked movie 0 and disliked movie 2; user 1 disliked movie 0; nobody rated movie 1.
+TRIPLES = [(0, 0, 5.0), (0, 2, 1.0), (1, 0, 2.0)]
+V0 = np.array([[1, 0, 0], [0, 0, 0]], np.float32)  # like/dislike (0 also where unrated)
+RATED = np.array([[1, 0, 1], [1, 0, 0]], np.float32)
+
+
+def hand_cd1(h0: np.ndarray | None, lr: float, wd: float = 0.0):
+    """CD-1 on the 3x2 example with numpy: the chain's hidden state is ``h0`` if given (a fixed
+    sample), else the probabilities; visible reconstructions are probabilities; unrated masked."""
+    ph0 = sigmoid(V0 @ W3.T + A3)  # (2, 2)
+    h = ph0 if h0 is None else h0
+    v1 = sigmoid(h @ W3 + B3) * RATED  # (2, 3): unrated movies are not reconstructed
+    ph1 = sigmoid(v1 @ W3.T + A3)
+    n = 2
+    w = W3 + lr * ((ph0.T @ V0 - ph1.T @ v1) / n - wd * W3)
+    a = A3 + lr * (ph0 - ph1).sum(0, keepdims=True) / n
+    b = B3 + lr * (V0 * RATED - v1).sum(0, keepdims=True) / n
+    return w, a, b
+
+
+def like_model_3x2(**changes) -> tuple[RBM, Ratings]:
+    cfg = RBMConfig(hidden=2, gibbs_steps=1, lr=0.5, momentum=0.0, weight_decay=0.0, conditional=False)
+    model = RBM(dataclasses.replace(cfg, **changes), 2, 3, STARS)
+    set_params(model, W=W3, a=A3, b=B3)
+    return model, ratings_from(TRIPLES, 2, 3)
+
+
+def test_cd1_update_on_probabilities_matches_hand_computation():
+    model, train = like_model_3x2()
+    model.cd_update(train.matrix(), torch.tensor([0, 1]), generator=None)
+    w, a, b = hand_cd1(None, lr=0.5)
+    np.testing.assert_allclose(model.W.numpy(), w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.a.numpy(), a, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.b.numpy(), b, rtol=1e-5, atol=1e-6)
+    # Movie 1 was rated by nobody: its weights and bias did not move at all.
+    assert torch.equal(model.W[:, 1], torch.tensor(W3[:, 1]))
+    assert model.b[0, 1].item() == B3[0, 1]
+    # ... and the update is not trivially zero elsewhere.
+    assert np.abs(w - W3).max() > 1e-3
+
+
+def test_cd1_update_with_a_fixed_hidden_sample(monkeypatch):
+    """With sampling on, the chain runs from the sampled hidden state while the positive statistics
+    use p(h|v0): fix the sample and compare with the hand formula."""
+    fixed = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    monkeypatch.setattr(RBM, "_sample_hidden", staticmethod(lambda p, g: torch.tensor(fixed)))
+    model, train = like_model_3x2(weight_decay=0.1)
+    model.cd_update(train.matrix(), torch.tensor([0, 1]), generator=torch.Generator().manual_seed(0))
+    w, a, b = hand_cd1(fixed, lr=0.5, wd=0.1)
+    np.testing.assert_allclose(model.W.numpy(), w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.a.numpy(), a, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.b.numpy(), b, rtol=1e-5, atol=1e-6)
+    # Weight decay is the only thing that touches the unrated movie: it shrinks, nothing more.
+    np.testing.assert_allclose(model.W[:, 1].numpy(), W3[:, 1] * (1 - 0.5 * 0.1), rtol=1e-6)
+    assert model.b[0, 1].item() == B3[0, 1]
+
+
+def test_conditional_term_update_matches_hand_computation():
+    """D sees which movies are rated: p(h|v) = sigmoid(v W^T + r D^T + a); dD = r^T (ph0 - ph1)."""
+    d = np.array([[0.2, 0.4, -0.3], [0.1, -0.5, 0.3]], np.float32)
+    model, train = like_model_3x2(conditional=True)
+    set_params(model, D=d)
+    model.cd_update(train.matrix(), torch.tensor([0, 1]), generator=None)
+    base = RATED @ d.T + A3  # (2, 2) the fixed part of the hidden input
+    ph0 = sigmoid(V0 @ W3.T + base)
+    v1 = sigmoid(ph0 @ W3 + B3) * RATED
+    ph1 = sigmoid(v1 @ W3.T + base)
+    np.testing.assert_allclose(model.D.numpy(), d + 0.5 * (ph0 - ph1).T @ RATED / 2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.W.numpy(), W3 + 0.5 * (ph0.T @ V0 - ph1.T @ v1) / 2, rtol=1e-5, atol=1e-6)
+    assert torch.equal(model.D[:, 1], torch.tensor(d[:, 1]))
+
+
+def test_softmax_cd1_update_matches_hand_computation():
+    """Rating mode, 2 movies x 3 star values x 2 hidden; one user gave movie 0 three stars."""
+    w = np.array([[[0.2, -0.1, 0.4], [0.3, 0.3, -0.2]], [[-0.5, 0.2, 0.1], [0.0, 0.1, 0.2]]], np.float32)
+    a = np.array([[0.05, -0.1]], np.float32)
+    b = np.array([[0.1, 0.0, -0.2], [0.2, 0.1, 0.0]], np.float32)
+    cfg = RBMConfig(mode="rating", hidden=2, gibbs_steps=1, lr=1.0, momentum=0.0, weight_decay=0.0)
+    model = RBM(cfg, 1, 2, (1.0, 2.0, 3.0))
+    set_params(model, W=w, a=a, b=b)
+    model.cd_update(ratings_from([(0, 0, 3.0)], 1, 2).matrix(), torch.tensor([0]), generator=None)
+    v0 = np.array([0.0, 0.0, 1.0], np.float32)  # one-hot of 3 stars
+    ph0 = sigmoid(w[:, 0, :] @ v0 + a[0])  # (2,)
+    logits = b[0] + ph0 @ w[:, 0, :]  # (3,)
+    v1 = np.exp(logits) / np.exp(logits).sum()
+    ph1 = sigmoid(w[:, 0, :] @ v1 + a[0])
+    expected = w.copy()
+    expected[:, 0, :] += np.outer(ph0, v0) - np.outer(ph1, v1)
+    np.testing.assert_allclose(model.W.numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.b.numpy()[0], b[0] + v0 - v1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.a.numpy(), a + (ph0 - ph1), rtol=1e-5, atol=1e-6)
+    assert torch.equal(model.W[:, 1, :], torch.tensor(w[:, 1, :]))  # movie 1 unrated: untouched
+    assert torch.equal(model.b[1], torch.tensor(b[1]))
+
+
+def test_mean_field_prediction_matches_hand_computation():
+    model, train = like_model_3x2()
+    scores = model.score(torch.tensor([0, 1]), train.matrix())
+    expected = sigmoid(sigmoid(V0 @ W3.T + A3) @ W3 + B3)
+    np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-5)
+
+
+def test_visible_states_and_thresholds():
+    like = RBM(RBMConfig(like_threshold=3.0), 1, 1, HALF_STARS)
+    stars = torch.tensor([0.5, 2.5, 3.0, 4.5])
+    assert like.visible_states(stars)[:, 0].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert like.kind == "like" and like.like_threshold == 3.0
+    rating = RBM(RBMConfig(mode="rating"), 1, 1, HALF_STARS)
+    states = rating.visible_states(torch.tensor([0.5, 3.5, 5.0, 3.49999]))
+    assert states.shape == (4, 10)
+    assert states.argmax(1).tolist() == [0, 6, 9, 6]
+    assert rating.kind == "rating" and rating.like_threshold is None
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [({"mode": "stars"}, "Unknown RBM mode"), ({"like_threshold": 6.0}, "like_threshold"),
+     ({"like_threshold": 1.0}, "like_threshold"), ({"hidden": 0}, "hidden"), ({"gibbs_steps": 0}, "gibbs_steps")],
+)
+def test_bad_config_is_one_clear_error(changes, message):
+    with pytest.raises(MovierecError, match=message):
+        RBM(RBMConfig(**changes), 3, 3, STARS)
+
+
+def test_zero_epochs_and_lr_mean_the_modes_defaults():
+    like, rating = RBMConfig(), RBMConfig(mode="rating")
+    assert (like.epochs, like.lr) == (10, 0.2)
+    assert (rating.epochs, rating.lr) == (25, 0.05)
+    assert (RBMConfig(mode="rating", epochs=3, lr=0.5).epochs, RBMConfig(mode="rating", lr=0.5).lr) == (3, 0.5)
+    # The resolved numbers are what a checkpoint stores, and they survive the round trip.
+    assert RBMConfig.from_dict(rating.to_dict()) == rating
+
+
+def test_config_fields_are_cli_friendly():
+    for field in dataclasses.fields(RBMConfig):
+        assert field.type in ("int", "float", "str", "bool"), field.name
+        assert field.metadata["help"], field.name
+
+
+# -- shapes and checkpoints -------------------------------------------------------------------------
+@pytest.mark.parametrize("mode, width", [("like", 6), ("rating", 6 * 5)])
+def test_shapes(mode, width):
+    train, _ = two_tastes(n_users=12, n_items=9)
+    model = make_model(RBMConfig(mode=mode, hidden=6, epochs=1), 12, 9)
+    fit(model, train)
+    matrix = train.matrix()
+    scores = model.score(torch.tensor([0, 3, 5]), matrix)
+    assert scores.shape == (3, 9) and scores.dtype == torch.float32
+    pred = model.predict(torch.tensor([0, 0, 7, 11]), torch.tensor([1, 2, 3, 8]), matrix)
+    assert pred.shape == (4,)
+    assert torch.allclose(pred[:2], scores[0, 1:3])
+    assert model.item_vectors().shape == (9, width)
+    folded = model.fold_in(torch.tensor([4, 1]), torch.tensor([5.0, 2.0]))
+    assert folded.shape == (9,)
+    low, high = (0.0, 1.0) if mode == "like" else (1.0, 5.0)
+    for out in (scores, pred, folded):
+        assert torch.isfinite(out).all() and out.min() >= low and out.max() <= high
+
+
+@pytest.mark.parametrize("mode", ["like", "rating"])
+def test_fold_in_equals_scoring_a_known_user(mode):
+    train, _ = two_tastes(n_users=16, n_items=10)
+    model = make_model(RBMConfig(mode=mode, hidden=5, epochs=2), 16, 10)
+    fit(model, train)
+    matrix = train.matrix()
+    _, items, stars = matrix.entries(torch.tensor([3]))
+    shuffled = torch.flip(torch.arange(items.shape[0]), [0])  # order of the new user's ratings is irrelevant
+    folded = model.fold_in(items[shuffled], stars[shuffled])
+    assert torch.allclose(folded, model.score(torch.tensor([3]), matrix)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("mode, conditional", [("like", True), ("like", False), ("rating", True)])
+def test_state_dict_round_trip_gives_identical_predictions(mode, conditional):
+    train, test = two_tastes(n_users=20, n_items=12)
+    cfg = RBMConfig(mode=mode, conditional=conditional, hidden=7, epochs=2)
+    model = make_model(cfg, 20, 12)
+    fit(model, train)
+    state = model.state_dict()
+    expected_keys = {"W", "a", "b"} | ({"D"} if mode == "like" and conditional else set())
+    assert set(state) == expected_keys
+    fresh = RBM(RBMConfig.from_dict(cfg.to_dict()), 20, 12, STARS)
+    fresh.load_state_dict(state)
+    users, items = torch.from_numpy(test.users.astype(np.int64)), torch.from_numpy(test.items.astype(np.int64))
+    matrix = train.matrix()
+    assert torch.equal(fresh.predict(users, items, matrix), model.predict(users, items, matrix))
+    assert torch.equal(fresh.item_vectors(), model.item_vectors())
+
+
+@pytest.mark.parametrize("mode, sample_visible", [("like", True), ("rating", True), ("rating", False)])
+def test_same_seed_same_parameters(mode, sample_visible):
+    train, _ = two_tastes(n_users=30, n_items=12)
+    cfg = RBMConfig(mode=mode, sample_visible=sample_visible, hidden=6, epochs=1, batch_size=8)
+    runs = []
+    for seed in (3, 3, 4):
+        model = make_model(cfg, 30, 12, seed=seed)
+        fit(model, train, seed=seed)
+        runs.append(model.state_dict())
+    for name in runs[0]:
+        assert torch.equal(runs[0][name], runs[1][name]), name
+    assert not torch.equal(runs[0]["W"], runs[2]["W"])
+
+
+# -- learning -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["like", "rating"])
+def test_loss_decreases(mode):
+    train, _ = two_tastes()
+    model = make_model(dataclasses.replace(SYNTH_CFG, mode=mode, epochs=8), 80, 40)
+    stats = fit(model, train)
+    losses = [s["loss"] for s in stats]
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert stats[-1]["accuracy"] > stats[0]["accuracy"]
+    assert all(np.isfinite(s["loss"]) for s in stats)
+    assert ("rmse" in stats[0]) == (mode == "rating")
+
+
+def test_like_mode_learns_two_tastes():
+    train, test = two_tastes()
+    model = make_model(SYNTH_CFG, 80, 40)
+    fit(model, train)
+    users, items = torch.from_numpy(test.users.astype(np.int64)), torch.from_numpy(test.items.astype(np.int64))
+    p = model.predict(users, items, train.matrix())
+    liked = torch.from_numpy(test.ratings) >= 3
+    # Every movie is liked by half its users, so no per-movie rule beats 50%: the users' taste is learned.
+    assert ((p >= 0.5) == liked).float().mean() > 0.95
+    # Movies of one kind are each other's nearest neighbours.
+    vectors = torch.nn.functional.normalize(model.item_vectors(), dim=1)
+    sims = vectors @ vectors.T - 2 * torch.eye(40)
+    assert ((sims.argmax(1) % 2) == (torch.arange(40) % 2)).float().mean() > 0.9
+
+
+def test_rating_mode_learns_two_tastes():
+    train, test = two_tastes()
+    model = make_model(dataclasses.replace(SYNTH_CFG, mode="rating"), 80, 40)
+    fit(model, train)
+    users, items = torch.from_numpy(test.users.astype(np.int64)), torch.from_numpy(test.items.astype(np.int64))
+    truth = torch.from_numpy(test.ratings)
+    rmse = ((model.predict(users, items, train.matrix()) - truth) ** 2).mean().sqrt().item()
+    # A movie's average is ~3 stars here (RMSE ~1.6); knowing the user's kind leaves ~0.5.
+    assert rmse < 0.8, rmse
+    vectors = torch.nn.functional.normalize(model.item_vectors(), dim=1)
+    sims = vectors @ vectors.T - 2 * torch.eye(40)
+    assert ((sims.argmax(1) % 2) == (torch.arange(40) % 2)).float().mean() > 0.9
+
+
+def test_users_without_ratings_and_unrated_movies():
+    train, _ = two_tastes(n_users=20, n_items=10)
+    # Two more users and two more movies that nobody rated.
+    padded = Ratings(train.users, train.items, train.ratings, train.timestamps, 22, 12)
+    model = make_model(RBMConfig(hidden=4, epochs=2), 22, 12)
+    fit(model, padded)
+    scores = model.score(torch.tensor([20, 21, 0]), padded.matrix())
+    assert torch.isfinite(scores).all()
+    # A user with no ratings gets the same prediction as a brand-new user with none.
+    assert torch.allclose(scores[0], model.fold_in(torch.tensor([], dtype=torch.int64), torch.tensor([])), atol=1e-6)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("mode", ["like", "rating"])
+def test_trains_and_predicts_on_cuda(mode):
+    train, test = two_tastes()
+    device = torch.device("cuda")
+    model = make_model(dataclasses.replace(SYNTH_CFG, mode=mode, epochs=3), 80, 40).to(device)
+    matrix = train.matrix(device)
+    gen = make_generator(device, 0)
+    model.fit_start(matrix, gen)
+    stats = model.train_epoch(matrix, gen)
+    assert np.isfinite(stats["loss"])
+    users = torch.from_numpy(test.users.astype(np.int64))
+    out = model.predict(users, torch.from_numpy(test.items.astype(np.int64)), matrix)
+    assert out.device.type == "cuda" and torch.isfinite(out).all()
+    assert model.fold_in(torch.tensor([1, 2]), torch.tensor([5.0, 1.0])).device.type == "cuda"
+
+
+# -- the real MovieLens-100K u1 split -----------------------------------------------------------
+def load_u1(path) -> tuple[Ratings, Ratings]:
+    with zipfile.ZipFile(path) as archive:
+        parts = [np.loadtxt(io.BytesIO(archive.read(f"ml-100k/u1.{n}")), dtype=np.int64) for n in ("base", "test")]
+    return tuple(
+        Ratings((p[:, 0] - 1).astype(np.int32), (p[:, 1] - 1).astype(np.int32), p[:, 2].astype(np.float32),
+                p[:, 3], 943, 1682)
+        for p in parts
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["like", "rating"])
+def test_defaults_on_movielens_u1(ml100k_zip, mode):
+    train, test = load_u1(ml100k_zip)
+    cfg = RBMConfig() if mode == "like" else RBMConfig(mode="rating")
+    model = make_model(cfg, 943, 1682)
+    fit(model, train)
+    users, items = torch.from_numpy(test.users.astype(np.int64)), torch.from_numpy(test.items.astype(np.int64))
+    pred = model.predict(users, items, train.matrix())
+    truth = torch.from_numpy(test.ratings)
+    if mode == "like":
+        liked = (truth >= cfg.like_threshold).float()
+        like_loss = ((pred >= 0.5).float() - liked).abs().mean().item()
+        always_like = 1.0 - liked.mean().item()  # ~0.179 on u1.test
+        assert like_loss < always_like - 0.005, (like_loss, always_like)
+    else:
+        assert ((pred - truth) ** 2).mean().sqrt().item() < 1.0
