@@ -49,6 +49,8 @@ class CheckpointMeta:
     metrics: dict[str, Any] = field(default_factory=dict)
     """Final validation metrics on the held-out split."""
     train_metrics: dict[str, Any] = field(default_factory=dict)
+    baseline: dict[str, Any] = field(default_factory=dict)
+    """The trivial reference on the same held-out split: {"name": ..., metric: value}."""
     history: list[dict[str, Any]] = field(default_factory=list)
     fit_seconds: float = 0.0
     epochs: int = 0

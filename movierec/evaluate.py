@@ -351,3 +351,17 @@ def evaluate_checkpoints(
         rows.append({"model": meta.model, "checkpoint": meta.name, **common, "fit_seconds": meta.fit_seconds,
                      **scores})
     return rows
+
+
+def reference_metrics(model: Scorer, train: RatingMatrix, test: Ratings) -> tuple[str, dict[str, float]]:
+    """The trivial answer a model of this kind must beat on ``test``, with the same validation numbers.
+
+    Rating models: the global mean; like/dislike models: always answering "liked"; top-N models: popularity.
+    """
+    if model.kind == "like":
+        liked = torch.from_numpy(test.ratings) >= model.like_threshold
+        always = torch.ones_like(liked, dtype=torch.float32)
+        return "always like", {"loss": metrics.like_loss(always, liked), "accuracy": metrics.accuracy(always, liked)}
+    if model.kind == "rank":
+        return "popularity", heldout_metrics(PopularityBaseline(train), train, test)
+    return "global mean", heldout_metrics(GlobalMeanBaseline(train), train, test)

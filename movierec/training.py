@@ -17,7 +17,7 @@ import torch
 from movierec.data.ratings import Ratings
 from movierec.device import make_generator, seed_everything
 from movierec.errors import MovierecError
-from movierec.evaluate import heldout_metrics
+from movierec.evaluate import heldout_metrics, reference_metrics
 from movierec.models.base import Recommender
 
 
@@ -178,6 +178,7 @@ def train_and_save(
     if on_start is not None:
         on_start(model, the_split)
     result = fit(model, the_split.train, the_split.test, seed=seed, patience=patience, on_epoch=on_epoch)
+    baseline_name, baseline = reference_metrics(model, the_split.train.matrix(torch_device), the_split.test)
     meta = checkpoint.CheckpointMeta(
         name=name,
         model=model_name,
@@ -191,6 +192,7 @@ def train_and_save(
         rating_values=list(data.rating_values),
         metrics=result.final_valid,
         train_metrics=result.final_train,
+        baseline={"name": baseline_name, **baseline},
         history=[
             {"epoch": r.epoch, "train": r.train, "valid": r.valid, "seconds": r.seconds} for r in result.history
         ],

@@ -165,7 +165,7 @@ def _run(model: str, config: dict[str, Any], *, dataset: str, split: str | None,
         print_json({"name": meta.name, "model": meta.model, "dataset": meta.dataset, "split": meta.split,
                     "path": str(outcome.path), "epochs": meta.epochs, "fit_seconds": meta.fit_seconds,
                     "stopped_early": outcome.result.stopped_early, "train": meta.train_metrics,
-                    "metrics": meta.metrics, "config": meta.config})
+                    "metrics": meta.metrics, "baseline": meta.baseline, "config": meta.config})
         return
     _print_summary(outcome)
 
@@ -177,6 +177,14 @@ def _fmt(metrics: dict[str, float]) -> str:
 def _epoch_line(r: Any) -> str:
     mark = " *" if r.improved else ""
     return f"epoch {r.epoch:>3}/{r.epochs}  train: {_fmt(r.train)}  |  valid: {_fmt(r.valid)}  ({r.seconds:.2f}s){mark}"
+
+
+def _verdict(metrics: dict[str, float], baseline: dict[str, float], monitor: str) -> str:
+    if monitor not in metrics or monitor not in baseline:
+        return ""
+    higher_is_better = monitor.startswith(("ndcg", "recall"))
+    beats = metrics[monitor] > baseline[monitor] if higher_is_better else metrics[monitor] < baseline[monitor]
+    return f"[green]beaten on {monitor}[/]" if beats else f"[red]not beaten on {monitor}[/]"
 
 
 def _print_summary(outcome: Any) -> None:
@@ -195,5 +203,9 @@ def _print_summary(outcome: Any) -> None:
     table.add_row("fit time", f"{meta.fit_seconds:.2f} s on {meta.device}")
     table.add_row("train", _fmt(meta.train_metrics))
     table.add_row("validation", _fmt(meta.metrics))
+    if meta.baseline:
+        base = {k: v for k, v in meta.baseline.items() if k != "name"}
+        verdict = _verdict(meta.metrics, base, result.monitor)
+        table.add_row(f"baseline ({meta.baseline['name']})", f"{_fmt(base)}  {verdict}")
     table.add_row("checkpoint", f"{meta.name}  ({outcome.path})")
     console.print(table)

@@ -63,7 +63,7 @@ class RBMConfig(ModelConfig):
         choices=MODES,
     )
     hidden: int = option(100, "Hidden units.")
-    gibbs_steps: int = option(10, "Gibbs steps per update: the k of CD-k.")
+    gibbs_steps: int = option(10, "Gibbs steps per update: the k of CD-k.", "--k")
     batch_size: int = option(100, "Users per mini-batch (one weight update each).")
     lr: float = option(
         0.0, "Learning rate, updates averaged over a batch's users (0: the mode's default, 0.2 like / 0.05 rating)."
