@@ -7,10 +7,10 @@ Collaborative Filtering") reads one movie's ratings over all users instead and h
 per user; with one wide hidden layer it is much stronger (see :meth:`AutoEncoderConfig.item_autorec`).
 
 The loss is the mean squared error over rated entries only: unrated entries are inputs of 0 but never
-targets. Because of that, the first layer and the last layer are evaluated sparsely: the first as an
-``embedding_bag`` over the rated entries of a row (exactly ``x @ W`` for a sparse ``x``), the last only
-at the rated (row, column) pairs during training. A mini-batch therefore costs O(ratings x width), not
-O(rows x columns x width), and no dense users x movies matrix is ever built.
+targets. Because of that, the first layer is evaluated sparsely, as an ``embedding_bag`` over the rated
+entries of a row (exactly ``x @ W`` for a sparse ``x``), and during training the last layer is read only
+at the rated (row, column) pairs (see :data:`DENSE_DECODE_MIN_DENSITY`). No dense users x movies
+matrix is ever built.
 """
 
 from __future__ import annotations
@@ -41,9 +41,16 @@ OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 
 # I-AutoRec (Sedhain et al. 2015) as tuned on ML-100K u1: item mode, one hidden layer of 500 sigmoid
 # units, identity output, plus denoising input dropout, heavy hidden dropout, per-movie biases and a
-# decaying learning rate. Validation RMSE 0.891-0.893 over 4 seeds in 60 epochs, ~25 s of one CPU core
-# (the user-mode default: ~0.929 in ~6 s). From the CLI: --mode item --layers 500 --dropout 0.3
+# decaying learning rate. Validation RMSE 0.891-0.893 over 4 seeds in 60 epochs, 15-25 s of one CPU
+# core (the user-mode default: 0.928-0.930 in ~7 s). From the CLI: --mode item --layers 500 --dropout 0.3
 # --hidden-dropout 0.7 --lr 0.003 --lr-decay 0.95 --weight-decay 0.001 --batch-size 64 --epochs 60.
+MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "user": dict(layers="20,10,20", dropout=0.2, hidden_dropout=0.0, lr=0.01, lr_decay=0.97, weight_decay=1e-4,
+                 batch_size=32, epochs=100),
+    "item": dict(layers="500", dropout=0.3, hidden_dropout=0.7, lr=0.003, lr_decay=0.95, weight_decay=1e-3,
+                 batch_size=64, epochs=60),
+}
+
 ITEM_AUTOREC: dict[str, Any] = dict(
     mode="item", layers="500", activation="sigmoid", output_activation="identity",
     dropout=0.3, hidden_dropout=0.7, optimizer="adam", lr=0.003, lr_decay=0.95, weight_decay=1e-3,
@@ -63,26 +70,30 @@ _ENCODE_CHUNK = 4096
 
 @dataclass(frozen=True)
 class AutoEncoderConfig(ModelConfig):
-    """Hyperparameters of :class:`AutoEncoder`. Defaults: the user-based seed architecture with training
-    settings tuned on ML-100K u1 (validation RMSE ~0.929 in ~6 s of one CPU core); for the stronger
-    item-based model use :meth:`item_autorec`."""
+    """Hyperparameters of :class:`AutoEncoder`. The fields left at None take the chosen mode's own tuned
+    defaults (:data:`MODE_DEFAULTS`), so ``--mode item`` alone gives the I-AutoRec settings: user mode is the
+    seed's 20-10-20 network (validation RMSE ~0.929 on ML-100K u1 in ~7 s of one CPU core), item mode is
+    I-AutoRec (~0.892 in ~25 s)."""
 
-    epochs: int = option(100, "Passes over the training ratings.")
-    mode: str = option("user", "user: rows are users' ratings of movies; item: rows are movies' ratings "
-                       "by users (I-AutoRec).", choices=MODES)
-    layers: str = option("20,10,20", "Hidden layer sizes, comma-separated, input side first.")
+    epochs: int | None = option(None, "Passes over the training ratings (default: 100 user / 60 item).")
+    mode: str = option("user", "user: rows are users' ratings of movies (the seed); item: rows are movies' "
+                       "ratings by users (I-AutoRec, more accurate).", choices=MODES)
+    layers: str | None = option(None, "Hidden layer sizes, comma-separated, input side first (default: 20,10,20 "
+                                "user / 500 item).")
     activation: str = option("sigmoid", "Activation of the hidden layers.", choices=tuple(ACTIVATIONS))
     output_activation: str = option("identity", "Output layer: identity (plain stars) or sigmoid "
                                     "(squashed into the rating scale).", choices=OUTPUT_ACTIVATIONS)
-    dropout: float = option(0.2, "Fraction of a row's known ratings hidden from the input per batch "
-                            "(denoising); they stay targets.")
-    hidden_dropout: float = option(0.0, "Dropout on the hidden layers' outputs.")
+    dropout: float | None = option(None, "Fraction of a row's known ratings hidden from the input per batch "
+                                   "(denoising); they stay targets (default: 0.2 user / 0.3 item).")
+    hidden_dropout: float | None = option(None, "Dropout on the hidden layers' outputs (default: 0 user / 0.7 item).")
     optimizer: str = option("adam", "Optimizer.", choices=OPTIMIZERS)
-    lr: float = option(0.01, "Learning rate.")
-    lr_decay: float = option(0.97, "Learning rate multiplier applied after every epoch (1 = constant).")
-    weight_decay: float = option(1e-4, "L2 penalty on the weights (not the biases), as the optimizer's "
-                                 "weight decay.")
-    batch_size: int = option(32, "Rows (users, or movies in item mode) per mini-batch.")
+    lr: float | None = option(None, "Learning rate (default: 0.01 user / 0.003 item).")
+    lr_decay: float | None = option(None, "Learning rate multiplier applied after every epoch, 1 = constant "
+                                    "(default: 0.97 user / 0.95 item).")
+    weight_decay: float | None = option(None, "L2 penalty on the weights (not the biases), as the optimizer's "
+                                        "weight decay (default: 0.0001 user / 0.001 item).")
+    batch_size: int | None = option(None, "Rows (users, or movies in item mode) per mini-batch (default: 32 user "
+                                    "/ 64 item).")
     row_bias: bool = option(True, "Learn a bias per row (per user, or per movie in item mode) added to "
                             "all of its outputs.")
     fold_in_l2: float = option(1.0, "Weight of the prior learned from the trained users when a new user "
@@ -90,6 +101,9 @@ class AutoEncoderConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, MODES)
+        for name, value in MODE_DEFAULTS[self.mode].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)  # frozen: resolved once, at construction
         _check_choice("activation", self.activation, tuple(ACTIVATIONS))
         _check_choice("output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -149,7 +163,7 @@ class AutoEncoder(Recommender):
         self.n_rows = n_items if self.item_mode else n_users
         self.n_cols = n_users if self.item_mode else n_items
         # The first and last layers are tables indexed by column so that sparse rows read only the
-        # rated columns' entries (embedding_bag on the way in, a gather on the way out). Init as nn.Linear.
+        # rated columns' entries (embedding_bag on the way in, gathers on the way out). Init as nn.Linear.
         bound_in = 1.0 / math.sqrt(self.n_cols)
         self.input_weight = torch.nn.Parameter(
             torch.empty(self.n_cols, sizes[0]).uniform_(-bound_in, bound_in)
