@@ -10,7 +10,7 @@ from movierec.cli.app import app
 
 # (key template, header, lower is better); {k} is filled with --k.
 _COLUMNS = [
-    ("rmse", "RMSE", True), ("mae", "MAE", True), ("loss", "like loss", True), ("accuracy", "acc", False),
+    ("rmse", "RMSE", True), ("mae", "MAE", True), ("loss", "loss", True), ("accuracy", "acc", False),
     ("auc", "AUC", False), ("precision@{k}", "P@{k}", False), ("recall@{k}", "R@{k}", False),
     ("ndcg@{k}", "NDCG@{k}", False), ("hit@{k}", "Hit@{k}", False), ("map@{k}", "MAP@{k}", False),
     ("coverage@{k}", "Cov@{k}", False),
@@ -69,30 +69,34 @@ def _print_table(rows: list[dict[str, Any]], k: int) -> None:
     columns = [(key.format(k=k), head.format(k=k), low) for key, head, low in _COLUMNS]
     columns = [c for c in columns if any(r.get(c[0]) is not None for r in rows)]
     first = rows[0]
-    table = Table(title=f"Evaluation on {first['dataset']} split {first['split']} (best per column in bold green)",
-                  title_justify="left")
-    table.add_column("model")
+    table = Table(
+        title=f"Evaluation on {first['dataset']} split {first['split']}: {first['users']:,} ranked users, "
+              f"{first['ratings']:,} held-out ratings (best per column in bold green)",
+        title_justify="left", padding=(0, 1), caption_justify="left",
+    )
+    table.add_column("model", no_wrap=True)
     for _, head, _ in columns:
         table.add_column(head, justify="right", no_wrap=True)
-    table.add_column("users", justify="right")
-    table.add_column("ratings", justify="right")
-    table.add_column("fit", justify="right")
+    table.add_column("fit", justify="right", no_wrap=True)
     best = {}
     for key, _, low in columns:
         values = [r[key] for r in rows if r.get(key) is not None and r.get("checkpoint") is not None]
         values = values or [r[key] for r in rows if r.get(key) is not None]
         best[key] = (min if low else max)(values)
+    checkpoints = []
     for r in rows:
         if r["checkpoint"] is None:
-            name = f"[italic]{r['model']} (baseline)[/]"
+            name = f"[italic]{r['model']}[/]*"
         else:
-            name = f"{r['model']}\n[dim]{r['checkpoint']}[/]"
+            checkpoints.append(r["checkpoint"])
+            name = f"{r['model']} [dim]({len(checkpoints)})[/]"
         cells = [name]
         for key, _, _ in columns:
             v = r.get(key)
-            text = "-" if v is None else f"{v:.4f}"
+            text = "-" if v is None else f"{v:.3f}"
             cells.append(f"[bold green]{text}[/]" if v is not None and v == best[key] else text)
         fit = r.get("fit_seconds")
-        cells += [f"{r['users']:,}", f"{r['ratings']:,}", "-" if fit is None else f"{fit:.1f}s"]
+        cells.append("-" if fit is None else f"{fit:.1f}s")
         table.add_row(*cells)
+    table.caption = "  ".join(f"({i}) {c}" for i, c in enumerate(checkpoints, 1)) + "   * baseline"
     console.print(table)
