@@ -37,3 +37,16 @@ def runner():
     from typer.testing import CliRunner
 
     return CliRunner()
+
+
+def assert_one_line_error(result, *fragments: str) -> str:
+    """A CLI failure as users must see it: non-zero exit, one "Error: ..." line on stderr, no traceback."""
+    assert result.exit_code != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import ML100K_SHA256
+from conftest import ML100K_SHA256, assert_one_line_error
 from httpserver import FileServer
 
 from movierec import paths
@@ -29,17 +29,6 @@ def server(monkeypatch):
     monkeypatch.setattr(download, "DEFAULT_CONFIG", download.DownloadConfig(retries=2, backoff=0.001))
     with FileServer() as srv:
         yield srv
-
-
-def assert_one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code != 0
-    assert "Traceback" not in result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
-    return lines[0]
 
 
 def small_zip(folder: str, members: dict[str, bytes]) -> bytes:

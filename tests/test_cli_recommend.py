@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ML100K_ZIP
+from conftest import ML100K_ZIP, assert_one_line_error
 from typer.testing import CliRunner
 
 from movierec import paths
@@ -15,18 +15,6 @@ from movierec.cli import app
 
 MF = ["--model", "rec-mf"]
 STAR_WARS = 50
-
-
-def assert_one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code != 0
-    assert "Traceback" not in result.stdout + result.stderr
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def invoke(*args: str):

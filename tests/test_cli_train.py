@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ML100K_ZIP
+from conftest import ML100K_ZIP, assert_one_line_error
 from typer.testing import CliRunner
 
 from movierec import paths
@@ -29,18 +29,6 @@ TINY = {
     "autoencoder": ["--epochs", "1", "--layers", "8", "--batch-size", "2048"],
 }
 METRIC_KEYS = ["rmse", "mae", "auc", "precision@{k}", "recall@{k}", "ndcg@{k}", "hit@{k}", "map@{k}", "coverage@{k}"]
-
-
-def assert_one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code != 0
-    assert "Traceback" not in result.stdout + result.stderr
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def assert_usage_error(result, *fragments: str) -> None:
