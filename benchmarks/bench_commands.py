@@ -52,12 +52,13 @@ def _synthetic_ml1m_evaluate() -> dict[str, float]:
 
     rng = np.random.default_rng(0)
     n_users, n_items, n = 6040, 3706, 1_000_209
-    # Popular movies get more ratings, as in the real data.
-    item_p = rng.zipf(1.3, n_items).astype(float)
+    # Popular movies get more ratings, as in the real data (a long tail, but mild enough that 1M distinct
+    # user-movie pairs exist); draw extra pairs, drop repeats, keep ML-1M's count.
+    item_p = 1.0 / (np.arange(n_items) + 50.0)
     item_p /= item_p.sum()
-    users = rng.integers(0, n_users, n)
-    items = rng.choice(n_items, n, p=item_p)
-    keep = np.unique(users.astype(np.int64) * n_items + items, return_index=True)[1]
+    users = rng.integers(0, n_users, 2 * n)
+    items = rng.choice(n_items, 2 * n, p=item_p)
+    keep = np.sort(np.unique(users.astype(np.int64) * n_items + items, return_index=True)[1])[:n]
     users, items = users[keep].astype(np.int32), items[keep].astype(np.int32)
     stars = rng.integers(1, 6, users.shape[0]).astype(np.float32)
     ts = np.arange(users.shape[0], dtype=np.int64)
