@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from movierec.data.ratings import Ratings
 
@@ -30,3 +31,25 @@ def holdout(r: Ratings, fraction: float = 0.15, seed: int = 1) -> tuple[Ratings,
     rng = np.random.default_rng(seed)
     test = rng.random(len(r)) < fraction
     return r.take(~test), r.take(test)
+
+
+STARS = (1.0, 2.0, 3.0, 4.0, 5.0)
+
+
+def close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float) -> None:
+    """numpy's check: torch.testing's first call spends ~2 s importing."""
+    np.testing.assert_allclose(actual.detach().numpy(), expected.detach().numpy(), rtol=rtol, atol=atol)
+
+
+def low_rank(
+    n_users: int = 60, n_items: int = 40, rank: int = 3, density: float = 0.5, seed: int = 0
+) -> Ratings:
+    """Stars from a rank-``rank`` model plus biases (a little noise), on a random half of the cells."""
+    rng = np.random.default_rng(seed)
+    full = (3.5 + rng.normal(0, 0.6, (n_users, rank)) @ rng.normal(0, 0.6, (rank, n_items))
+            + rng.normal(0, 0.3, (n_users, 1)) + rng.normal(0, 0.4, (1, n_items))
+            + rng.normal(0, 0.1, (n_users, n_items)))
+    users, items = np.nonzero(rng.random((n_users, n_items)) < density)
+    stars = np.clip(np.rint(full[users, items]), 1, 5).astype(np.float32)
+    return Ratings(users.astype(np.int32), items.astype(np.int32), stars, np.zeros(users.shape[0], np.int64),
+                   n_users, n_items)

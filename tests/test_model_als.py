@@ -16,27 +16,7 @@ from movierec.device import make_generator
 from movierec.errors import MovierecError
 from movierec.models import model_class
 from movierec.models.als import ALS, ALSConfig
-
-STARS = (1.0, 2.0, 3.0, 4.0, 5.0)
-
-
-def close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float) -> None:
-    """numpy's check: torch.testing's first call spends ~2 s importing."""
-    np.testing.assert_allclose(actual.detach().numpy(), expected.detach().numpy(), rtol=rtol, atol=atol)
-
-
-def low_rank(
-    n_users: int = 60, n_items: int = 40, rank: int = 3, density: float = 0.5, seed: int = 0
-) -> Ratings:
-    """Stars from a rank-``rank`` model plus biases (a little noise), on a random half of the cells."""
-    rng = np.random.default_rng(seed)
-    full = (3.5 + rng.normal(0, 0.6, (n_users, rank)) @ rng.normal(0, 0.6, (rank, n_items))
-            + rng.normal(0, 0.3, (n_users, 1)) + rng.normal(0, 0.4, (1, n_items))
-            + rng.normal(0, 0.1, (n_users, n_items)))
-    users, items = np.nonzero(rng.random((n_users, n_items)) < density)
-    stars = np.clip(np.rint(full[users, items]), 1, 5).astype(np.float32)
-    return Ratings(users.astype(np.int32), items.astype(np.int32), stars, np.zeros(users.shape[0], np.int64),
-                   n_users, n_items)
+from tests.synthetic import STARS, close, low_rank
 
 
 def fitted(config: ALSConfig, data: Ratings, iters: int, seed: int = 0) -> tuple[ALS, list]:
