@@ -142,6 +142,7 @@ def _run(model: str, config: dict[str, Any], *, dataset: str, split: str | None,
     def on_start(m: Any, the_split: Any) -> None:
         nonlocal task
         task = progress.add_task(f"Training {model}", total=m.config.epochs, status="")
+        progress.start()
         if not json_output:
             console.print(
                 f"Training [bold]{model}[/] on {dataset} split {the_split.name}: {len(the_split.train):,} training and "
@@ -155,11 +156,15 @@ def _run(model: str, config: dict[str, Any], *, dataset: str, split: str | None,
         if not json_output:
             progress.console.print(line, highlight=False)
 
-    with progress:
+    try:
         outcome = train_and_save(
             model, config, dataset=dataset, split=split, seed=seed, device=device, patience=patience, name=name,
             test_fraction=test_fraction, on_start=on_start, on_epoch=on_epoch,
         )
+    finally:
+        # Started only once training starts, so an early error is just its one line on stderr.
+        if task is not None:
+            progress.stop()
     meta = outcome.meta
     if json_output:
         print_json({"name": meta.name, "model": meta.model, "dataset": meta.dataset, "split": meta.split,
