@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,18 +13,27 @@ ML100K_ZIP = REPO.parent / "shared" / "data" / "ml-100k.zip"
 ML100K_SHA256 = "46b92e76e6cd9ac8d4a0e382acc90908807f45019b985d21cb9d12ba25861e15"
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    """A fresh, empty movierec home (MOVIEREC_HOME) for one test."""
+@contextlib.contextmanager
+def isolated_home(path: Path) -> Iterator[Path]:
+    """Point movierec at an empty home ``path`` (and no mirror or device from the environment) meanwhile."""
     from movierec import paths
 
-    h = tmp_path / "home"
-    monkeypatch.setenv("MOVIEREC_HOME", str(h))
-    monkeypatch.delenv("MOVIEREC_MIRROR", raising=False)
-    monkeypatch.delenv("MOVIEREC_DEVICE", raising=False)
-    paths.set_home(None)
-    yield h
-    paths.set_home(None)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MOVIEREC_HOME", str(path))
+        mp.delenv("MOVIEREC_MIRROR", raising=False)
+        mp.delenv("MOVIEREC_DEVICE", raising=False)
+        paths.set_home(None)
+        try:
+            yield path
+        finally:
+            paths.set_home(None)
+
+
+@pytest.fixture
+def home(tmp_path) -> Iterator[Path]:
+    """A fresh, empty movierec home (MOVIEREC_HOME) for one test."""
+    with isolated_home(tmp_path / "home") as h:
+        yield h
 
 
 @pytest.fixture

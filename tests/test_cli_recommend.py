@@ -7,10 +7,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ML100K_ZIP, assert_one_line_error
+from conftest import ML100K_ZIP, assert_one_line_error, isolated_home
 from typer.testing import CliRunner
 
-from movierec import paths
 from movierec.cli import app
 
 MF = ["--model", "rec-mf"]
@@ -33,11 +32,7 @@ def data(tmp_path_factory):
     """A home with ml-100k, a tiny mf (`rec-mf`) and a tiny like-mode rbm (`rec-rbm`, the newest); the dataset."""
     if not ML100K_ZIP.exists():
         pytest.skip(f"{ML100K_ZIP} is not present")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MOVIEREC_HOME", str(tmp_path_factory.mktemp("cli-recommend") / "home"))
-        mp.delenv("MOVIEREC_MIRROR", raising=False)
-        mp.delenv("MOVIEREC_DEVICE", raising=False)
-        paths.set_home(None)
+    with isolated_home(tmp_path_factory.mktemp("cli-recommend") / "home"):
         invoke("fetch", "ml-100k", "--from-file", str(ML100K_ZIP), "--no-verify")
         invoke("train", "mf", "--epochs", "2", "--factors", "8", "--name", "rec-mf")
         invoke("train", "rbm", "--epochs", "1", "--mode", "like", "--hidden", "20", "--gibbs-steps", "1",
@@ -45,7 +40,6 @@ def data(tmp_path_factory):
         from movierec.data.movielens import load_dataset
 
         yield load_dataset("ml-100k")
-    paths.set_home(None)
 
 
 @pytest.fixture(scope="module")

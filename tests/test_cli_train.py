@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ML100K_ZIP, assert_one_line_error
+from conftest import ML100K_ZIP, assert_one_line_error, isolated_home
 from typer.testing import CliRunner
 
 from movierec import paths
@@ -56,11 +56,7 @@ def trained(tmp_path_factory):
     """
     if not ML100K_ZIP.exists():
         pytest.skip(f"{ML100K_ZIP} is not present")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MOVIEREC_HOME", str(tmp_path_factory.mktemp("cli-train") / "home"))
-        mp.delenv("MOVIEREC_MIRROR", raising=False)
-        mp.delenv("MOVIEREC_DEVICE", raising=False)
-        paths.set_home(None)
+    with isolated_home(tmp_path_factory.mktemp("cli-train") / "home"):
         invoke("fetch", "ml-100k", "--from-file", str(ML100K_ZIP), "--no-verify")
         runs = {}
         for split in ("random", "temporal"):
@@ -69,7 +65,6 @@ def trained(tmp_path_factory):
         for model, options in TINY.items():
             runs[model] = invoke("train", model, *options, "--device", "cpu", "--name", f"{model}-tiny")
         yield runs
-    paths.set_home(None)
 
 
 @pytest.fixture(scope="module")
