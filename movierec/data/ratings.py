@@ -61,7 +61,9 @@ class RatingMatrix:
     ) -> RatingMatrix:
         rows = np.asarray(rows, dtype=np.int64)
         cols = np.asarray(cols, dtype=np.int64)
-        order = np.lexsort((cols, rows))
+        # One stable sort of a combined int64 key (rows x n_cols + col) gives lexsort's order several times
+        # faster; n_rows x n_cols stays far below 2**63 for any MovieLens release.
+        order = np.argsort(rows * np.int64(n_cols) + cols, kind="stable")
         counts = np.bincount(rows, minlength=n_rows)
         indptr = np.zeros(n_rows + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
