@@ -1,0 +1,209 @@
+"""How movierec's commands cost at ML-1M, ML-10M and ML-25M scale, as a user runs them. Not part of the tests.
+
+For each synthetic release shape (written once with the synthetic-release generator and cached under
+``benchmarks/.cache/``), in a throw-away ``MOVIEREC_HOME``:
+
+- ``movierec fetch NAME --from-file`` (the first parse) — wall time and peak memory;
+- ``movierec train MODEL [--mode M]`` for every model with its defaults (``--epochs`` caps the epochs, so a
+  25M-rating run stays affordable) — wall time, seconds per epoch, peak memory, the final test metric;
+- ``movierec evaluate``, ``recommend --user``, ``recommend --rate``, ``similar``, ``models`` (with 50 saved
+  checkpoints) and ``--help`` — median of ``--repeat`` runs, process start included, peak memory.
+
+Every command runs as a separate process (``python -m movierec``); peak memory is that process's own maximum
+resident set size (``os.wait4``). The load average is recorded next to the timings: on a busy machine compare
+ratios within one run, not numbers across runs.
+
+    python benchmarks/bench_scale.py                          # ml-1m shape, CPU
+    python benchmarks/bench_scale.py --shapes ml-1m,ml-10m --device cuda --epochs 2
+    python benchmarks/bench_scale.py --shapes ml-25m --models als,als-implicit,mf --epochs 1
+
+Results: a Markdown table on stdout and ``--out``/bench_scale_<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / ".cache"
+
+# (row name, `movierec train` arguments)
+MODELS: dict[str, list[str]] = {
+    "rbm": ["rbm"],
+    "rbm-rating": ["rbm", "--mode", "rating"],
+    "autoencoder": ["autoencoder"],
+    "autoencoder-item": ["autoencoder", "--mode", "item"],
+    "mf": ["mf"],
+    "als": ["als"],
+    "als-implicit": ["als", "--mode", "implicit"],
+}
+SHAPES = ("ml-1m", "ml-10m", "ml-25m")
+
+
+def _generator() -> Path:
+    """The synthetic-release generator: the repository's copy, else the one beside the checkout."""
+    for candidate in (HERE / "synth_release.py", HERE.parent.parent / "shared" / "synth" / "synth_release.py"):
+        if candidate.is_file():
+            return candidate
+    raise SystemExit("No synth_release.py found (looked in benchmarks/ and ../shared/synth/).")
+
+
+def _archive(shape: str) -> Path:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"synth-{shape}.zip"
+    if not path.is_file():
+        print(f"writing a synthetic {shape}-shaped release to {path} (minutes at 25M) ...", file=sys.stderr)
+        tmp = path.with_suffix(".zip.tmp")
+        subprocess.run([sys.executable, str(_generator()), shape, str(tmp)], check=True)
+        os.replace(tmp, path)
+    return path
+
+
+def _run_measured(args: list[str], env: dict[str, str], timeout: float) -> tuple[float, float, str]:
+    """Run ``python -m movierec ARGS``: (seconds, peak RSS of that process in MB via os.wait4, stdout)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
+        proc = subprocess.Popen([sys.executable, "-m", "movierec", *args], env=env, stdout=out_f, stderr=err_f)
+        deadline = start + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                os.wait4(proc.pid, 0)
+                raise RuntimeError(f"`movierec {' '.join(args)}` ran past {timeout:.0f} s")
+            time.sleep(0.02)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - start
+        out_f.seek(0)
+        err_f.seek(0)
+        out, err = out_f.read(), err_f.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"`movierec {' '.join(args)}` failed ({proc.returncode}): {err.strip()[-400:]}")
+    return seconds, usage.ru_maxrss / 1024, out
+
+
+def _median_run(args: list[str], env: dict[str, str], repeat: int, timeout: float) -> dict[str, float]:
+    runs = [_run_measured(args, env, timeout) for _ in range(repeat)]
+    return {"seconds": statistics.median(r[0] for r in runs), "peak_mb": max(r[1] for r in runs)}
+
+
+def bench_shape(shape: str, args: argparse.Namespace) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    archive = _archive(shape)
+    home = Path(tempfile.mkdtemp(prefix=f"movierec-bench-{shape}-"))
+    env = {**os.environ, "MOVIEREC_HOME": str(home)}
+    env.pop("MOVIEREC_MIRROR", None)
+    try:
+        seconds, peak, _ = _run_measured(["fetch", shape, "--from-file", str(archive), "--no-verify"], env,
+                                         args.timeout)
+        rows.append({"shape": shape, "what": f"fetch {shape} (first parse)", "seconds": seconds, "peak_mb": peak})
+        print(f"[{shape}] fetch: {seconds:.1f} s, {peak:.0f} MB", file=sys.stderr)
+        trained: list[str] = []
+        for name in args.models:
+            train_args = ["train", *MODELS[name], "--dataset", shape, "--device", args.device,
+                          "--name", f"bench-{name}", "--json"]
+            if args.epochs:
+                train_args += ["--epochs", str(args.epochs)]
+            try:
+                seconds, peak, out = _run_measured(train_args, env, args.timeout)
+            except RuntimeError as exc:
+                rows.append({"shape": shape, "what": f"train {name}", "error": str(exc)})
+                print(f"[{shape}] train {name}: {exc}", file=sys.stderr)
+                continue
+            result = json.loads(out)
+            epochs = int(result.get("epochs") or 0)
+            fit = float(result.get("fit_seconds") or 0.0)
+            metrics = result.get("metrics") or {}
+            rows.append({"shape": shape, "what": f"train {name}", "seconds": seconds, "peak_mb": peak,
+                         "epochs": epochs, "seconds_per_epoch": fit / epochs if epochs else None,
+                         "metrics": metrics})
+            trained.append(name)
+            print(f"[{shape}] train {name}: {seconds:.1f} s wall, {fit / max(epochs, 1):.2f} s/epoch, "
+                  f"{peak:.0f} MB, {metrics}", file=sys.stderr)
+        if not trained:
+            return rows
+        model = f"bench-{'als' if 'als' in trained else trained[0]}"
+        commands = {
+            "evaluate (one model, all test users)": ["evaluate", "--model", model, "--json"],
+            "recommend --user": ["recommend", "--model", model, "--user", args.user, "--top", "10", "--json"],
+            "recommend --rate (new user)": ["recommend", "--model", model, "--rate", "1=5", "--rate", "2=4",
+                                            "--rate", "3=1", "--json"],
+            "similar": ["similar", "1", "--model", model, "--json"],
+        }
+        for what, cmd in commands.items():
+            try:
+                res = _median_run(cmd, env, args.repeat if what.startswith(("recommend", "similar")) else 1,
+                                  args.timeout)
+            except RuntimeError as exc:
+                rows.append({"shape": shape, "what": what, "error": str(exc)})
+                continue
+            rows.append({"shape": shape, "what": what, **res})
+            print(f"[{shape}] {what}: {res['seconds']:.2f} s, {res['peak_mb']:.0f} MB", file=sys.stderr)
+        models_dir = home / "models"
+        source = next(models_dir.glob(f"{model}.*"), None)
+        if source is not None:
+            for i in range(50 - len(list(models_dir.glob("*.pt")))):
+                shutil.copy(source, models_dir / f"copy-{i}{source.suffix}")
+            res = _median_run(["models", "--json"], env, args.repeat, args.timeout)
+            rows.append({"shape": shape, "what": "models (50 checkpoints)", **res})
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", default="ml-1m", help=f"comma-separated, of {', '.join(SHAPES)}")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--epochs", type=int, default=0, help="cap every model's epochs (0: its defaults)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per serving command (median)")
+    parser.add_argument("--user", default="1", help="MovieLens user id for recommend --user")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds before a command is given up")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in args.models if m not in MODELS]
+    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    if unknown or any(s not in SHAPES for s in shapes):
+        raise SystemExit(f"unknown model or shape: {unknown or shapes}")
+
+    load_before = os.getloadavg()
+    help_time = _median_run(["--help"], dict(os.environ), args.repeat, 60)
+    rows: list[dict[str, object]] = [{"shape": "-", "what": "--help", **help_time}]
+    for shape in shapes:
+        rows += bench_shape(shape, args)
+    report = {"device": args.device, "platform": platform.platform(), "cpus": os.cpu_count(),
+              "load_before": load_before, "load_after": os.getloadavg(), "epochs_cap": args.epochs, "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"bench_scale_{args.device}.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    print(f"device {args.device}, {os.cpu_count()} CPUs, load average before {load_before[0]:.1f}, "
+          f"after {report['load_after'][0]:.1f}\n")
+    print("| shape | what | wall s | s/epoch | peak MB | result |")
+    print("|---|---|---:|---:|---:|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['shape']} | {r['what']} | - | - | - | FAILED: {r['error'][:80]} |")
+            continue
+        spe = r.get("seconds_per_epoch")
+        metrics = r.get("metrics") or {}
+        result = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        print(f"| {r['shape']} | {r['what']} | {r['seconds']:.2f} | {'-' if spe is None else f'{spe:.2f}'} "
+              f"| {r['peak_mb']:.0f} | {result} |")
+
+
+if __name__ == "__main__":
+    main()
