@@ -232,6 +232,8 @@ def evaluate(
     if batch_users < 1:
         raise MovierecError(f"The user batch size must be at least 1 (got {batch_users}).")
     _check_shapes(model, train, test)
+    if k > train.n_cols:  # the lists would be padding past the catalogue, and cost memory by K
+        raise MovierecError(f"K must be at most the number of movies, {train.n_cols:,} (got {k:,}).")
     kind = model.kind
     if kind not in ("rating", "like", "rank"):
         raise ValueError(f"unknown model kind {kind!r}")
