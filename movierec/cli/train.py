@@ -50,6 +50,7 @@ class _ModelCommands(TyperGroup):
 
 train_app = typer.Typer(
     cls=_ModelCommands,
+    add_completion=False,
     no_args_is_help=True,
     help="Train a model on a fetched dataset and save it. `movierec train MODEL --help` lists its options.",
 )
@@ -119,7 +120,7 @@ def _model_command(model: str) -> TyperCommand:
     ]
     command.__signature__ = inspect.Signature(common_params + _config_parameters(cls.config_class))
     command.__doc__ = (cls.__doc__ or MODELS[model][2]).strip()
-    single = typer.Typer()
+    single = typer.Typer(add_completion=False)
     single.command(model)(command)
     return typer.main.get_command(single)
 
