@@ -232,8 +232,6 @@ def evaluate(
     if batch_users < 1:
         raise MovierecError(f"The user batch size must be at least 1 (got {batch_users}).")
     _check_shapes(model, train, test)
-    if k > train.n_cols:  # the lists would be padding past the catalogue, and cost memory by K
-        raise MovierecError(f"K must be at most the number of movies, {train.n_cols:,} (got {k:,}).")
     kind = model.kind
     if kind not in ("rating", "like", "rank"):
         raise ValueError(f"unknown model kind {kind!r}")
@@ -340,6 +338,10 @@ def evaluate_checkpoints(
     for path in chosen:
         trained = checkpoint.load_trained(path, device)
         meta = trained.meta
+        if k > trained.train.n_cols:  # ranked lists padded past the catalogue would only cost memory, by K
+            raise MovierecError(
+                f"K must be at most the number of movies in {meta.dataset}, {trained.train.n_cols:,} (got {k:,})."
+            )
         test = trained.split.test
         group = (meta.dataset, meta.split, meta.seed, meta.test_fraction)
         common = {"dataset": meta.dataset, "split": meta.split}
