@@ -9,9 +9,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zipfile
@@ -152,7 +154,7 @@ def test_other_tables_render(hostile_home):
 # -- counts that size memory -----------------------------------------------------------------------------
 def test_evaluate_k_beyond_the_catalogue_is_refused(hostile_home):
     result = CliRunner().invoke(app, ["evaluate", "--model", "m", "--k", "1000000000"])
-    assert_one_line_error(result, f"K must be at most the number of movies, {len(TITLES)}", "1,000,000,000")
+    assert_one_line_error(result, f"K must be at most the number of movies in ml-100k, {len(TITLES)}", "1,000,000,000")
 
 
 def test_library_caps_lists_at_the_catalogue(hostile_home):
@@ -286,3 +288,18 @@ def test_sigterm_keeps_a_partial_download_for_resuming(tmp_path):
     assert 0 < len(kept) <= half and kept == archive[:len(kept)]  # kept: the next fetch resumes from here
     assert [r.headers.get("Range") for r in server.requests_for(ZIP_PATH)] == [None, f"bytes={len(kept)}-"]
     assert _files(part.parent) == {part.name}  # nothing unpacked, no temp files
+
+
+def test_a_home_path_with_brackets_is_shown_as_written(tmp_path):
+    archive = tmp_path / "ml-100k.zip"
+    archive.write_bytes(tiny_release())
+    short = Path(tempfile.mkdtemp())  # short enough that no table folds the path
+    try:
+        with isolated_home(short / "[bold]my[/x]"):
+            invoke("fetch", "ml-100k", "--from-file", str(archive), "--no-verify")
+            outputs = [invoke("train", "mf", "--epochs", "1", "--factors", "2", "--split", "random", "--name", "b")
+                       .stdout, invoke("models").stdout, invoke("datasets").stdout]
+    finally:
+        shutil.rmtree(short)
+    for out in outputs:
+        assert f"{short}/[bold]my[/x]/" in out

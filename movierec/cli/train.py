@@ -196,7 +196,7 @@ def _verdict(metrics: dict[str, float], baseline: dict[str, float], monitor: str
 def _print_summary(outcome: Any) -> None:
     from rich.table import Table
 
-    from movierec.cli.console import console
+    from movierec.cli.console import console, plain
 
     meta, result = outcome.meta, outcome.result
     table = Table(title="Training summary", show_header=False, title_justify="left")
@@ -213,5 +213,5 @@ def _print_summary(outcome: Any) -> None:
         base = {k: v for k, v in meta.baseline.items() if k != "name"}
         verdict = _verdict(meta.metrics, base, result.monitor)
         table.add_row(f"baseline ({meta.baseline['name']})", f"{_fmt(base)}  {verdict}")
-    table.add_row("checkpoint", f"{meta.name}  ({outcome.path})")
+    table.add_row("checkpoint", plain(f"{meta.name}  ({outcome.path})"))  # a path may hold [brackets]
     console.print(table)
