@@ -190,6 +190,29 @@ def test_cuda_from_the_environment_without_a_gpu(home, monkeypatch):
     assert_one_line_error(result, "MOVIEREC_DEVICE=cuda asks for a CUDA GPU")
 
 
+@pytest.mark.parametrize(("requested", "env", "message"), [
+    ("cuda:3", None, "--device cuda:3 names a GPU that does not exist: this machine has 1 CUDA device(s)."),
+    ("auto", "cuda:3", "MOVIEREC_DEVICE=cuda:3 names a GPU that does not exist"),
+    ("cudax", None, "Unknown device in --device cudax"),
+    ("auto", "CUDA:x", "Unknown device in MOVIEREC_DEVICE=CUDA:x"),
+])
+def test_gpu_choices_on_a_one_gpu_machine(monkeypatch, requested, env, message):
+    import torch
+
+    from movierec.device import resolve_device
+    from movierec.errors import MovierecError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.delenv("MOVIEREC_DEVICE", raising=False)
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    if env is not None:
+        monkeypatch.setenv("MOVIEREC_DEVICE", env)
+    with pytest.raises(MovierecError) as err:
+        resolve_device(requested)
+    assert message in str(err.value)
+
+
 def test_no_help_offers_shell_completion(runner):
     from movierec.models import MODELS
 
