@@ -31,7 +31,9 @@ def resolve_device(requested: str | None = "auto") -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise MovierecError(f"{source} asks for a CUDA GPU, but none is available here; use cpu or auto.")
+            raise MovierecError(
+                f"{source} asks for a GPU, but no CUDA GPU is available here; use --device cpu or auto."
+            )
         try:
             dev = torch.device(name)
         except RuntimeError:

@@ -187,7 +187,7 @@ def test_cuda_from_the_environment_without_a_gpu(home, monkeypatch):
         pytest.skip("needs a machine without CUDA")
     monkeypatch.setenv("MOVIEREC_DEVICE", "cuda")
     result = CliRunner().invoke(app, ["recommend", "--user", "1", "--device", "auto"])
-    assert_one_line_error(result, "MOVIEREC_DEVICE=cuda asks for a CUDA GPU")
+    assert_one_line_error(result, "MOVIEREC_DEVICE=cuda asks for a GPU, but no CUDA GPU is available")
 
 
 @pytest.mark.parametrize(("requested", "env", "message"), [
