@@ -40,9 +40,9 @@ def clean(text: object) -> str:
     return str(text).translate(_SANITIZE)
 
 
-def plain(text: object, style: str = "") -> Text:
+def plain(text: object) -> Text:
     """A table cell or title holding data: shown exactly as written (never read as rich markup), cleaned."""
-    return Text(clean(text), style=style)
+    return Text(clean(text))
 
 
 def print_error(message: str) -> None:
