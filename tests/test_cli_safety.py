@@ -326,3 +326,14 @@ def test_a_home_path_with_brackets_is_shown_as_written(tmp_path):
         shutil.rmtree(short)
     for out in outputs:
         assert f"{short}/[bold]my[/x]/" in out
+
+
+def test_the_real_data_can_be_pointed_at(tmp_path, monkeypatch):
+    import conftest
+
+    archive = tmp_path / "ml-100k.zip"
+    monkeypatch.setenv("MOVIEREC_TEST_DATA", str(archive))
+    assert conftest._ml100k_zip() == archive
+    monkeypatch.setenv("MOVIEREC_TEST_DATA", str(tmp_path))  # or the folder that holds it
+    assert conftest._ml100k_zip() == archive
+    assert "set MOVIEREC_TEST_DATA=/path/to/ml-100k.zip" in conftest.ML100K_MISSING
