@@ -19,8 +19,12 @@ def resolve_device(requested: str | None = "auto") -> torch.device:
     import torch
 
     name = (requested or "auto").strip().lower()
+    # Name what the user actually wrote, flag or environment variable, in any complaint.
+    source = f"--device {requested}"
     if name == "auto":
-        name = os.environ.get(ENV_DEVICE, "auto").strip().lower() or "auto"
+        env = os.environ.get(ENV_DEVICE, "")
+        name = env.strip().lower() or "auto"
+        source = f"{ENV_DEVICE}={env.strip()}"
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
@@ -28,15 +32,21 @@ def resolve_device(requested: str | None = "auto") -> torch.device:
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise MovierecError(
-                "--device cuda was requested but no CUDA GPU is available here; use --device cpu or auto."
+                f"{source} asks for a GPU, but no CUDA GPU is available here; use --device cpu or auto."
             )
-        dev = torch.device(name)
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise MovierecError(f"Unknown device in {source}: choose one of auto, cpu, cuda, cuda:N.") from None
+        if dev.type != "cuda":
+            raise MovierecError(f"Unknown device in {source}: choose one of auto, cpu, cuda, cuda:N.")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise MovierecError(
-                f"{name} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)."
+                f"{source} names a GPU that does not exist: this machine has {torch.cuda.device_count()} "
+                "CUDA device(s)."
             )
         return dev
-    raise MovierecError(f"Unknown device {requested!r}: choose one of auto, cpu, cuda.")
+    raise MovierecError(f"Unknown device in {source}: choose one of auto, cpu, cuda.")
 
 
 def make_generator(device: torch.device, seed: int) -> torch.Generator:

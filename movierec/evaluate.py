@@ -338,6 +338,10 @@ def evaluate_checkpoints(
     for path in chosen:
         trained = checkpoint.load_trained(path, device)
         meta = trained.meta
+        if k > trained.train.n_cols:  # ranked lists padded past the catalogue would only cost memory, by K
+            raise MovierecError(
+                f"K must be at most the number of movies in {meta.dataset}, {trained.train.n_cols:,} (got {k:,})."
+            )
         test = trained.split.test
         group = (meta.dataset, meta.split, meta.seed, meta.test_fraction)
         common = {"dataset": meta.dataset, "split": meta.split}

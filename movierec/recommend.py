@@ -63,6 +63,7 @@ def _rank(
     model: Recommender, scores: torch.Tensor, rated: torch.Tensor, ratings: torch.Tensor, n: int,
     include_seen: bool, allowed: torch.Tensor | None, liked_threshold: float,
 ) -> list[Recommendation]:
+    n = min(n, scores.shape[0])  # a list longer than the catalogue holds nothing more, only padding
     exclude = torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
     if not include_seen:
         exclude[rated] = True
@@ -101,6 +102,7 @@ def similar(
 ) -> tuple[list[int], list[float]]:
     """The ``n`` movies whose item vectors are closest (cosine) to movie ``item``, among ``allowed`` (I,) bool."""
     vectors = model.item_vectors()
+    n = min(n, vectors.shape[0])  # a list longer than the catalogue holds nothing more, only padding
     all_items = torch.arange(vectors.shape[0], device=vectors.device)
     sims = cosine_matrix(vectors, torch.tensor([item], device=vectors.device), all_items)  # (1, I)
     exclude = torch.zeros_like(sims, dtype=torch.bool)

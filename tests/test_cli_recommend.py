@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ML100K_ZIP, assert_one_line_error, isolated_home
+from conftest import ML100K_ZIP, assert_one_line_error, isolated_home, require_ml100k
 from typer.testing import CliRunner
 
 from movierec.cli import app
@@ -30,8 +30,7 @@ def invoke_json(*args: str):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """A home with ml-100k, a tiny mf (`rec-mf`) and a tiny like-mode rbm (`rec-rbm`, the newest); the dataset."""
-    if not ML100K_ZIP.exists():
-        pytest.skip(f"{ML100K_ZIP} is not present")
+    require_ml100k()
     with isolated_home(tmp_path_factory.mktemp("cli-recommend") / "home"):
         invoke("fetch", "ml-100k", "--from-file", str(ML100K_ZIP), "--no-verify")
         invoke("train", "mf", "--epochs", "2", "--factors", "8", "--name", "rec-mf")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ML100K_ZIP, assert_one_line_error, isolated_home
+from conftest import ML100K_ZIP, assert_one_line_error, isolated_home, require_ml100k
 from typer.testing import CliRunner
 
 from movierec import paths
@@ -54,8 +54,7 @@ def trained(tmp_path_factory):
     Returns {name: the `train` run's result}: the split runs print JSON, the u1 runs the summary table. The u1
     models are trained last, so one of them is the newest.
     """
-    if not ML100K_ZIP.exists():
-        pytest.skip(f"{ML100K_ZIP} is not present")
+    require_ml100k()
     with isolated_home(tmp_path_factory.mktemp("cli-train") / "home"):
         invoke("fetch", "ml-100k", "--from-file", str(ML100K_ZIP), "--no-verify")
         runs = {}

@@ -170,10 +170,9 @@ def test_no_match_is_one_clear_sentence(index, query, fragments):
 # -- the real MovieLens-100K ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ml100k(tmp_path_factory):
-    from conftest import ML100K_ZIP
+    from conftest import ML100K_ZIP, require_ml100k
 
-    if not ML100K_ZIP.exists():
-        pytest.skip(f"{ML100K_ZIP} is not present")
+    require_ml100k()
     from movierec.data import download
     from movierec.data.movielens import load_dataset
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +11,25 @@ from typer.core import TyperGroup
 
 from movierec import __version__
 from movierec.errors import MovierecError
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service stop, ``kill``, a batch system's time limit), raised wherever the program is.
+
+    A kind of KeyboardInterrupt, so the same cleanup runs as for Ctrl-C: ``finally`` blocks remove temp
+    files and release locks, and a partial download is kept for the next fetch to resume.
+    """
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # Once: a second SIGTERM must not cut the cleanup the first one started short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
+def handle_sigterm() -> None:
+    """Make SIGTERM end the command like Ctrl-C does (cleanup, one line on stderr), with exit status 143."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 class _App(TyperGroup):
@@ -30,11 +50,15 @@ class _App(TyperGroup):
 
             print_error(str(exc))
             ctx.exit(1)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             from movierec.cli.console import print_error
 
+            # The shell's convention: 128 + the signal's number.
+            if isinstance(exc, Terminated):
+                print_error("Terminated.")
+                ctx.exit(128 + signal.SIGTERM)
             print_error("Interrupted.")
-            ctx.exit(130)
+            ctx.exit(128 + signal.SIGINT)
 
 
 app = typer.Typer(

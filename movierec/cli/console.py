@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
 
 def _width(stream: Any) -> int | None:
@@ -19,16 +20,37 @@ def _width(stream: Any) -> int | None:
     return 160
 
 
-console = Console(highlight=False, width=_width(sys.stdout))
-err_console = Console(stderr=True, highlight=False, width=_width(sys.stderr))
+# No emoji codes either: ":clapper:" in a title stays text.
+console = Console(highlight=False, emoji=False, width=_width(sys.stdout))
+err_console = Console(stderr=True, highlight=False, emoji=False, width=_width(sys.stderr))
+
+
+# Terminal control characters: C0 and DEL, C1, and the bidi overrides/isolates that reorder what is shown.
+_CONTROLS = [*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+# Layout controls become a space (a tab or newline in a title still separates its words); the rest go.
+_SANITIZE = {c: " " if chr(c) in "\t\n\r\v\f" else None for c in _CONTROLS}
+
+
+def clean(text: object) -> str:
+    """``text`` safe to write to a terminal: no escape sequences, no control or bidi-override characters.
+
+    Everything that comes from data (titles, genres, checkpoint and dataset names, messages quoting
+    them) goes through this before it is shown.
+    """
+    return str(text).translate(_SANITIZE)
+
+
+def plain(text: object) -> Text:
+    """A table cell or title holding data: shown exactly as written (never read as rich markup), cleaned."""
+    return Text(clean(text))
 
 
 def print_error(message: str) -> None:
-    err_console.print(f"Error: {message}", markup=False, style="bold red", soft_wrap=True)
+    err_console.print(f"Error: {clean(message)}", markup=False, style="bold red", soft_wrap=True)
 
 
 def print_warning(message: str) -> None:
-    err_console.print(f"Warning: {message}", markup=False, style="yellow", soft_wrap=True)
+    err_console.print(f"Warning: {clean(message)}", markup=False, style="yellow", soft_wrap=True)
 
 
 def print_json(data: Any) -> None:

@@ -37,12 +37,12 @@ def datasets(
         print_json([row.to_json() for row in rows])
         return
 
-    from rich.markup import escape
     from rich.table import Table
 
     from movierec import paths
+    from movierec.cli.console import plain
 
-    table = Table(title="MovieLens datasets", caption=f"Datasets folder: {escape(str(paths.datasets_dir()))}")
+    table = Table(title="MovieLens datasets", caption=plain(f"Datasets folder: {paths.datasets_dir()}"))
     table.add_column("Name", style="bold", no_wrap=True)
     table.add_column("Cached", no_wrap=True)
     table.add_column("Size", justify="right", no_wrap=True)
@@ -64,7 +64,7 @@ def datasets(
             cached = "partial" if row.size_bytes else "[dim]no[/]"
         table.add_row(
             row.name, cached, human_bytes(row.size_bytes), count(row.users), count(row.items),
-            count(row.ratings), escape(str(row.path)) if row.size_bytes is not None else "-",
+            count(row.ratings), plain(row.path) if row.size_bytes is not None else "-",
         )
     if unverified:
         table.caption += "   * accepted with --no-verify: checksum not verified"

@@ -63,15 +63,16 @@ def evaluate_command(
 
 def _print_table(rows: list[dict[str, Any]], k: int) -> None:
     from rich.table import Table
+    from rich.text import Text
 
-    from movierec.cli.console import console
+    from movierec.cli.console import clean, console, plain
 
     columns = [(key.format(k=k), head.format(k=k), low) for key, head, low in _COLUMNS]
     columns = [c for c in columns if any(r.get(c[0]) is not None for r in rows)]
     first = rows[0]
     table = Table(
-        title=f"Evaluation on {first['dataset']} split {first['split']}: {first['users']:,} ranked users, "
-              f"{first['ratings']:,} held-out ratings (best per column in bold green)",
+        title=plain(f"Evaluation on {first['dataset']} split {first['split']}: {first['users']:,} ranked users, "
+                    f"{first['ratings']:,} held-out ratings (best per column in bold green)"),
         title_justify="left", padding=(0, 1), caption_justify="left",
     )
     table.add_column("model", no_wrap=True)
@@ -86,17 +87,17 @@ def _print_table(rows: list[dict[str, Any]], k: int) -> None:
     checkpoints = []
     for r in rows:
         if r["checkpoint"] is None:
-            name = f"[italic]{r['model']}[/]*"
+            name = Text.assemble((clean(r["model"]), "italic"), "*")
         else:
             checkpoints.append(r["checkpoint"])
-            name = f"{r['model']} [dim]({len(checkpoints)})[/]"
+            name = Text.assemble(clean(r["model"]), (f" ({len(checkpoints)})", "dim"))
         cells = [name]
         for key, _, _ in columns:
             v = r.get(key)
             text = "-" if v is None else f"{v:.3f}"
-            cells.append(f"[bold green]{text}[/]" if v is not None and v == best[key] else text)
+            cells.append(Text(text, style="bold green" if v is not None and v == best[key] else ""))
         fit = r.get("fit_seconds")
         cells.append("-" if fit is None else f"{fit:.1f}s")
         table.add_row(*cells)
-    table.caption = "  ".join(f"({i}) {c}" for i, c in enumerate(checkpoints, 1)) + "   * baseline"
+    table.caption = plain("  ".join(f"({i}) {c}" for i, c in enumerate(checkpoints, 1)) + "   * baseline")
     console.print(table)

@@ -16,12 +16,12 @@ def models_command(
 ) -> None:
     """List the saved models, newest last; the newest is what `evaluate` and `recommend` use by default."""
     from movierec import checkpoint
-    from movierec.cli.console import console, print_json
+    from movierec.cli.console import clean, console, plain, print_json
 
     if remove is not None:
         path = checkpoint.resolve(remove)
         path.unlink()
-        console.print(f"Removed {remove} ({path}).")
+        console.print(clean(f"Removed {remove} ({path})."), markup=False)
         return
     found = checkpoint.list_checkpoints()
     if json_output:
@@ -37,12 +37,12 @@ def models_command(
         return
     from rich.table import Table
 
-    table = Table(title=f"Saved models ({checkpoint.paths.models_dir()})", title_justify="left")
+    table = Table(title=plain(f"Saved models ({checkpoint.paths.models_dir()})"), title_justify="left")
     for col in ("name", "model", "dataset", "split", "created", "epochs", "validation"):
         table.add_column(col)
     for i, (_, m) in enumerate(found):
         valid = "  ".join(f"{k} {v:.4f}" for k, v in m.metrics.items() if isinstance(v, (int, float)))
         style = "bold" if i == len(found) - 1 else None
-        table.add_row(m.name + (" (newest)" if style else ""), m.model, m.dataset, m.split,
-                      m.created.replace("T", " ")[:19], str(m.epochs), valid, style=style)
+        table.add_row(*map(plain, (m.name + (" (newest)" if style else ""), m.model, m.dataset, m.split,
+                                   m.created.replace("T", " ")[:19], m.epochs, valid)), style=style)
     console.print(table)

@@ -164,14 +164,17 @@ def clusters_command(
         print_json(clusters)
         return
     from rich.table import Table
+    from rich.text import Text
 
-    from movierec.cli.console import console
+    from movierec.cli.console import clean, console, plain
 
-    table = Table(title=f"{len(clusters)} movie clusters — {trained.meta.name}", title_justify="left", show_lines=True)
+    table = Table(title=plain(f"{len(clusters)} movie clusters — {trained.meta.name}"), title_justify="left",
+                  show_lines=True)
     for col in ("#", "size", "dominant genres", "best-known movies"):
         table.add_column(col, overflow="fold")
     for c in clusters:
-        table.add_row(str(c["cluster"]), str(c["size"]), ", ".join(c["genres"]), "\n".join(c["movies"]))
+        table.add_row(str(c["cluster"]), str(c["size"]), plain(", ".join(c["genres"])),
+                      Text("\n".join(clean(t) for t in c["movies"])))
     console.print(table)
 
 
@@ -266,12 +269,12 @@ def _resolve_new_ratings(data: Any, pairs: list[tuple[str, str]]) -> tuple[list[
 def _table(title: str, rows: list[dict[str, Any]], score_name: str, with_because: bool) -> None:
     from rich.table import Table
 
-    from movierec.cli.console import console
+    from movierec.cli.console import console, plain
 
     if not rows:
         console.print("No movies to recommend with these filters.")
         return
-    table = Table(title=title, title_justify="left")
+    table = Table(title=plain(title), title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("title", overflow="fold")
     table.add_column("year")
@@ -283,5 +286,5 @@ def _table(title: str, rows: list[dict[str, Any]], score_name: str, with_because
         cells = [str(r["rank"]), r["title"], str(r["year"] or ""), ", ".join(r["genres"]), f"{r['score']:.3f}"]
         if with_because:
             cells.append(r["because_you_liked"] or "")
-        table.add_row(*cells)
+        table.add_row(*map(plain, cells))
     console.print(table)

@@ -50,6 +50,7 @@ class _ModelCommands(TyperGroup):
 
 train_app = typer.Typer(
     cls=_ModelCommands,
+    add_completion=False,
     no_args_is_help=True,
     help="Train a model on a fetched dataset and save it. `movierec train MODEL --help` lists its options.",
 )
@@ -119,7 +120,7 @@ def _model_command(model: str) -> TyperCommand:
     ]
     command.__signature__ = inspect.Signature(common_params + _config_parameters(cls.config_class))
     command.__doc__ = (cls.__doc__ or MODELS[model][2]).strip()
-    single = typer.Typer()
+    single = typer.Typer(add_completion=False)
     single.command(model)(command)
     return typer.main.get_command(single)
 
@@ -195,7 +196,7 @@ def _verdict(metrics: dict[str, float], baseline: dict[str, float], monitor: str
 def _print_summary(outcome: Any) -> None:
     from rich.table import Table
 
-    from movierec.cli.console import console
+    from movierec.cli.console import console, plain
 
     meta, result = outcome.meta, outcome.result
     table = Table(title="Training summary", show_header=False, title_justify="left")
@@ -212,5 +213,5 @@ def _print_summary(outcome: Any) -> None:
         base = {k: v for k, v in meta.baseline.items() if k != "name"}
         verdict = _verdict(meta.metrics, base, result.monitor)
         table.add_row(f"baseline ({meta.baseline['name']})", f"{_fmt(base)}  {verdict}")
-    table.add_row("checkpoint", f"{meta.name}  ({outcome.path})")
+    table.add_row("checkpoint", plain(f"{meta.name}  ({outcome.path})"))  # a path may hold [brackets]
     console.print(table)
