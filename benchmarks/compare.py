@@ -54,7 +54,7 @@ class Entry:
     family: str  # "movierec", "surprise" or "implicit": which library it needs
     label: str
     model: str = ""  # movierec model name
-    config: dict[str, Any] = field(default_factory=dict)  # overrides of the model's defaults
+    config: dict[str, Any] = field(default_factory=dict)  # "mode" (the class) and overrides of its defaults
 
 
 ENTRIES: dict[str, Entry] = {e.name: e for e in [
@@ -148,7 +148,9 @@ def run_movierec(entry: Entry, data: Any, split: Any, matrix: Any, seed: int, de
             model = PopularityBaseline(matrix)
         return {"model_obj": model, "fit_seconds": t_fit.seconds, "metrics": evaluate(model, matrix, split.test, k=K)}
     seed_everything(seed)
-    model = build_model(entry.model, entry.config, data.n_users, data.n_items, tuple(data.rating_values)).to(device)
+    config = dict(entry.config)
+    mode = config.pop("mode", None)  # which class; the rest overrides its defaults
+    model = build_model(entry.model, mode, config, data.n_users, data.n_items, tuple(data.rating_values)).to(device)
     # No validation set: per-epoch validation is not training, and nothing here early-stops on the test split.
     with Timer() as t_fit:
         result = fit(model, split.train, None, seed=seed)
