@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from movierec import checkpoint
+from movierec.data.ratings import Ratings
 from movierec.evaluate import PopularityBaseline, evaluate
 from movierec.models import MODELS, build_model
 from movierec.recommend import recommend
@@ -168,3 +169,37 @@ def test_checkpoints_from_before_modes_were_classes_load_through_the_right_class
     assert loaded.meta.mode == loaded.model.mode and "mode" not in loaded.meta.config
     assert {k: getattr(loaded.model.config, k) for k in kept} == kept
     assert torch.equal(loaded.model.item_vectors(), model.item_vectors())
+
+
+def checker_board(n: int = 40, dislikes: bool = True, seed: int = 0) -> Ratings:
+    """Even users like (5 stars) every even movie and odd users every odd one; with ``dislikes`` half of the
+    other pairs are rated 1 star, the rest unseen; the diagonal (user u, movie u) is held out. Among a user's
+    unseen movies the held-out one is the only one of their parity, so it is the one right top-1 (after
+    benfred/implicit's get_checker_board). A model of who rated what gets the likes only."""
+    rng = np.random.default_rng(seed)
+    uu, ii = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    liked = (uu % 2 == ii % 2) & (uu != ii)
+    disliked = (uu % 2 != ii % 2) & (rng.random((n, n)) < 0.5) & dislikes
+    users, items = np.nonzero(liked | disliked)
+    stars = np.where(liked[users, items], 5.0, 1.0).astype(np.float32)
+    return Ratings(users.astype(np.int32), items.astype(np.int32), stars, np.zeros(users.shape[0], np.int64), n, n)
+
+
+# Settings for the 40 x 40 board; what is not here is the class's default.
+CHECKER: dict[tuple[str, str], dict] = {
+    ("autoencoder", "user"): {"epochs": 60, "batch_size": 8, "layers": "8", "dropout": 0.0},
+    ("autoencoder", "item"): {"epochs": 60, "batch_size": 8, "layers": "8", "dropout": 0.0, "hidden_dropout": 0.0},
+    ("mf", "explicit"): {"epochs": 60, "factors": 4, "batch_size": 64},
+    ("als", "explicit"): {"epochs": 8, "factors": 4, "tau": 1.0},
+    ("als", "implicit"): {"epochs": 8, "factors": 4, "tau": 1.0},
+}
+
+
+@pytest.mark.parametrize(("model_name", "mode"), list(CHECKER), ids=[f"{n}-{m}" for n, m in CHECKER])
+def test_checker_board_top_1_is_the_held_out_movie(model_name, mode):
+    torch.manual_seed(0)
+    model = build_model(model_name, mode, CHECKER[model_name, mode], 40, 40, RATING_VALUES)
+    board = checker_board(40, dislikes=model.kind != "rank")
+    fit(model, board, None, seed=0)
+    matrix = board.matrix()
+    assert [recommend(model, matrix, user, n=1)[0].item for user in range(board.n_users)] == list(range(board.n_users))
