@@ -139,6 +139,8 @@ class DatasetStatus:
     items: int | None
     ratings: int | None
     verified: bool | None
+    duplicates_dropped: int | None = None
+    """Repeated ratings of a movie by the same user dropped while parsing (None until parsed)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -149,6 +151,7 @@ class DatasetStatus:
             "users": self.users,
             "items": self.items,
             "ratings": self.ratings,
+            "duplicates_dropped": self.duplicates_dropped,
             "size_bytes": self.size_bytes,
             "path": str(self.path),
         }
@@ -275,6 +278,7 @@ def dataset_status(name: str) -> DatasetStatus:
         items=summary.items if summary else None,
         ratings=summary.ratings if summary else None,
         verified=bool(record.get("verified")) if record else None,
+        duplicates_dropped=summary.duplicates_dropped if summary else None,
     )
 
 
@@ -608,7 +612,7 @@ def _install(
     folder = paths.dataset_dir(info.name)
     live = folder / info.folder
     say(f"Unpacking {info.filename}")
-    extracted = safe_extract(archive, folder, info.folder, info.members)
+    extracted = safe_extract(archive, folder, info.folder, info.members, label=info.filename)
     unpacked = sorted(p.name for p in (extracted / info.folder).iterdir() if p.is_file())
     old: Path | None = None
     moved_in = False
@@ -656,7 +660,9 @@ def _install(
     )
 
 
-def safe_extract(archive: Path, parent: Path, top_folder: str, wanted: Collection[str]) -> Path:
+def safe_extract(
+    archive: Path, parent: Path, top_folder: str, wanted: Collection[str], label: str | None = None
+) -> Path:
     """Unpack the files ``wanted`` of ``top_folder/`` in ``archive`` into a new temporary folder in ``parent``.
 
     Returns the temporary folder (which holds ``top_folder/``). Other members are not unpacked. The
@@ -664,18 +670,20 @@ def safe_extract(archive: Path, parent: Path, top_folder: str, wanted: Collectio
     link, if a wanted member is encrypted, if it lacks ``top_folder/``, or if unpacking would write more
     than :data:`MAX_UNPACKED_BYTES` or inflate a member more than :data:`MAX_EXPANSION_RATIO`-fold.
     The limits are checked on the bytes actually written, not only on the sizes the archive declares.
+    Errors call the archive ``label`` (default: its file name).
     """
+    label = label or archive.name
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, EOFError) as exc:
         raise MovierecError(
-            f"{archive.name} is not a valid zip archive (truncated or corrupted: {exc}); fetch it again."
+            f"{label} is not a valid zip archive (truncated or corrupted: {exc}); fetch it again."
         ) from None
     with zf:
-        members = _safe_members(zf, archive.name, top_folder, wanted)
+        members = _safe_members(zf, label, top_folder, wanted)
         declared = sum(m.file_size for m in members)
         if declared > MAX_UNPACKED_BYTES:
-            raise _too_big(archive.name, declared)
+            raise _too_big(label, declared)
         free = shutil.disk_usage(parent).free
         if declared > free:
             raise OSError(errno.ENOSPC, f"{declared:,} bytes needed, {free:,} free")
@@ -687,7 +695,7 @@ def safe_extract(archive: Path, parent: Path, top_folder: str, wanted: Collectio
             for member in members:
                 dest = (tmp / _member_name(member)).resolve()
                 if root not in dest.parents:  # belt and braces after _safe_members
-                    raise MovierecError(f"{archive.name} has a member escaping its folder; refusing to unpack.")
+                    raise MovierecError(f"{label} has a member escaping its folder; refusing to unpack.")
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 # A member cannot hold more compressed bytes than the whole archive, whatever it declares.
                 allowed = max(MAX_EXPANSION_RATIO * min(member.compress_size, archive_size), _EXPANSION_FLOOR)
@@ -697,17 +705,17 @@ def safe_extract(archive: Path, parent: Path, top_folder: str, wanted: Collectio
                         produced += len(chunk)
                         written += len(chunk)
                         if written > MAX_UNPACKED_BYTES:
-                            raise _too_big(archive.name, written)
+                            raise _too_big(label, written)
                         if produced > allowed:
                             raise MovierecError(
-                                f"{archive.name} is not a MovieLens release: {member.filename} inflates more "
+                                f"{label} is not a MovieLens release: {member.filename} inflates more "
                                 f"than {MAX_EXPANSION_RATIO}-fold (over {produced:,} bytes from "
                                 f"{member.compress_size:,}), like a zip bomb; refusing to unpack it."
                             )
                         out.write(chunk)
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise MovierecError(f"{archive.name} is corrupted ({exc}); fetch it again.") from None
+            raise MovierecError(f"{label} is corrupted ({exc}); fetch it again.") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
