@@ -18,7 +18,7 @@ class _Reporter:
     """Turns the library's progress and status callbacks into a rich progress bar and status lines.
 
     Status lines go to stdout (none with ``--json``, which keeps stdout machine-readable); the bar
-    goes to stderr and only to a terminal. stderr otherwise carries just warnings and the error.
+    goes to stderr and only to a terminal. stderr otherwise carries just retry lines, warnings and the error.
     """
 
     def __init__(self, quiet: bool) -> None:

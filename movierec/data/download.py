@@ -371,7 +371,7 @@ def download_file(
     ever_connected = False
     while True:
         try:
-            _download_once(session, url, part, progress, config, limit)
+            _download_once(session, url, part, progress, config, limit, keep_partial)
             return
         except _Unreachable as exc:
             raise MovierecError(_unreachable_message(url, str(exc), dataset)) from None
@@ -468,9 +468,10 @@ def _cached_result(info: DatasetInfo, say: StatusCallback) -> FetchResult | None
 def _parse_warnings(summary: DatasetSummary) -> tuple[str, ...]:
     if not summary.duplicates_dropped:
         return ()
+    n = summary.duplicates_dropped
     return (
-        f"{summary.name} rates {summary.duplicates_dropped:,} movies more than once by the same user; only the "
-        "latest rating of each was kept.",
+        f"{summary.name} has {n:,} repeated rating{'s' if n != 1 else ''} (a user rating the same movie again); "
+        "only the latest of each was kept.",
     )
 
 
@@ -771,7 +772,7 @@ def _safe_members(
 
 def _download_once(
     session: requests.Session, url: str, part: Path, progress: ProgressCallback | None, config: DownloadConfig,
-    limit: int | None,
+    limit: int | None, keep_partial: bool,
 ) -> None:
     import requests
 
@@ -852,7 +853,7 @@ def _download_once(
                             )
                         window_start, window_bytes = now, 0
         except OSError as exc:
-            raise _disk_error(exc, f"writing {part}", kept=part) from exc
+            raise _disk_error(exc, f"writing {part}", kept=part if keep_partial else None) from exc
         if total is not None and done != total:
             raise _Retryable(f"the connection broke after {done:,} of {total:,} bytes")
 
