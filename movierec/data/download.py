@@ -291,7 +291,8 @@ def remove(name: str) -> int:
     """Delete everything on disk for dataset ``name`` and return the bytes freed.
 
     The folder is first renamed to a hidden trash name in one atomic step, so an interruption leaves
-    either the whole dataset or none of it; a trash folder left behind is deleted by the next removal.
+    either the whole dataset or none of it; a trash folder left behind is deleted by the next fetch or
+    removal.
     """
     info = get_dataset_info(name)
     folder = paths.dataset_dir(info.name)
@@ -307,7 +308,10 @@ def remove(name: str) -> int:
             trash = folder.with_name(f"{_TRASH_PREFIX}{info.name}-{uuid.uuid4().hex}")
             os.rename(folder, trash)
         freed = disk_usage(trash)
-        shutil.rmtree(trash)
+        # Another process may be emptying the trash too; only what is still there afterwards is a failure.
+        shutil.rmtree(trash, ignore_errors=True)
+        if trash.exists():
+            shutil.rmtree(trash)
     except _Busy:
         raise MovierecError(
             f"{info.name} is being fetched by another movierec process; try again when it has finished."
