@@ -419,6 +419,15 @@ def test_wrong_layout_is_refused(home, tmp_path):
     assert not installed("ml-latest-small").exists()
 
 
+def test_release_folder_without_any_needed_file_is_refused(home, tmp_path):
+    source = tmp_path / "ml-latest-small.zip"
+    source.write_bytes(make_zip({"ml-latest-small/tags.csv": b"userId,movieId,tag,timestamp\n"}))
+    with pytest.raises(MovierecError, match=r"has none of the files movierec reads in ml-latest-small/ "
+                                            r"\(ratings.csv, movies.csv\)"):
+        download.fetch("ml-latest-small", from_file=source, verify=False)
+    assert not installed("ml-latest-small").exists()
+
+
 def test_release_that_does_not_parse_is_not_installed(home, tmp_path):
     source = tmp_path / "ml-latest-small.zip"
     source.write_bytes(make_zip({"ml-latest-small/ratings.csv": b"not,a,movielens,file\n"}))

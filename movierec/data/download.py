@@ -768,6 +768,11 @@ def _safe_members(
         raise MovierecError(
             f"{label} does not contain the expected folder {top_folder}/, so it is not this MovieLens release."
         )
+    if not members:
+        raise MovierecError(
+            f"{label} has none of the files movierec reads in {top_folder}/ ({', '.join(wanted)}), so it is not "
+            "this MovieLens release."
+        )
     return list(members.values())
 
 
