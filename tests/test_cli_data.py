@@ -286,3 +286,20 @@ def test_damaged_dataset_is_repaired_by_fetch_and_never_trained_on(home, runner,
     assert (folder / "ml-100k" / "u.data").stat().st_size == 1_979_173
     trained = runner.invoke(app, train)
     assert trained.exit_code == 0, trained.stderr
+
+
+def test_datasets_lists_a_cached_release_without_importing_torch(home, runner, ml100k_zip):
+    import os
+    import subprocess
+    import sys
+
+    assert runner.invoke(app, ["fetch", "ml-100k", "--from-file", str(ml100k_zip), "--no-verify"]).exit_code == 0
+    script = (
+        "import sys\nfrom movierec.cli import main\nsys.argv = ['movierec', 'datasets', '--json']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env={**os.environ, "MOVIEREC_HOME": str(home)})
+    assert done.returncode == 0, done.stderr
+    listing, _, torch_loaded = done.stdout.rstrip().rpartition("\n")
+    assert json.loads(listing)[0]["ratings"] == 100_000 and torch_loaded == "False"

@@ -24,15 +24,18 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 import pandas as pd
 
 from movierec import paths
-from movierec.data.ratings import Ratings
 from movierec.data.registry import DatasetInfo, get_dataset_info
 from movierec.errors import MovierecError
+
+if TYPE_CHECKING:
+    # Imported where ratings are built: it brings in torch, which `movierec datasets` must not wait for.
+    from movierec.data.ratings import Ratings
 
 log = logging.getLogger(__name__)
 
@@ -672,6 +675,8 @@ def _latest_of_each_pair(
 
 
 def _build_dataset(info: DatasetInfo, parsed: _Parsed, scale: tuple[float, ...]) -> Dataset:
+    from movierec.data.ratings import Ratings
+
     user_index, user_ids = _to_index(parsed.users)
     item_index, item_ids = _to_index(parsed.items)
     stars, timestamps = parsed.ratings, parsed.timestamps
@@ -838,6 +843,8 @@ def _people_to_json(people: pd.DataFrame) -> dict:
 
 
 def _load_cache(name: str, folder: Path, meta: dict) -> Dataset:
+    from movierec.data.ratings import Ratings
+
     # Copy-on-write memory maps: the arrays come straight from the page cache instead of being copied
     # into fresh memory (which costs seconds for ML-25M's 500 MB), yet stay writable; a write copies
     # just the touched page and never reaches the file. A later prepare() writes new files and
