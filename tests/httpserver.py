@@ -3,6 +3,7 @@
     with FileServer() as server:
         server.serve("/ml-100k.zip", data)
         server.fail("/ml-100k.zip", Status(503), Cut(1000))   # first request 503, second cut after 1000 bytes
+        server.fail("/ml-100k.zip", Trickle(0.05))            # a server too slow to be of use
         ... server.url("/ml-100k.zip") ...
         server.requests   # every request seen: path and headers
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,7 +46,21 @@ class Gate:
     event: threading.Event
 
 
-Fault = Status | Cut | IgnoreRange | Gate
+@dataclass(frozen=True)
+class Trickle:
+    """Announce the full length, then send one byte every ``interval`` seconds until the client hangs up."""
+
+    interval: float
+
+
+@dataclass(frozen=True)
+class Endless:
+    """Answer 200 without a length and stream ``fill`` bytes until the client hangs up (or 1 GB is sent)."""
+
+    fill: bytes = b"0" * 65536
+
+
+Fault = Status | Cut | IgnoreRange | Gate | Trickle | Endless
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -150,6 +166,15 @@ class FileServer:
         if isinstance(fault, Status):
             send(fault.code, f"status {fault.code}\n".encode())
             return
+        if isinstance(fault, Endless):
+            self._record(Request(path, headers, 200))
+            h.send_response(200)
+            h.send_header("Connection", "close")
+            h.end_headers()
+            h.close_connection = True
+            for _ in range((1 << 30) // len(fault.fill)):
+                h.wfile.write(fault.fill)  # BrokenPipeError once the client gives up, ends the handler
+            return
         data = self.files.get(path)
         if data is None:
             send(404, b"not found\n")
@@ -172,5 +197,19 @@ class FileServer:
         extra["Content-Type"] = "application/zip"
         if isinstance(fault, Cut):
             send(code, body[: fault.after], extra, length=len(body))
+            return
+        if isinstance(fault, Trickle):
+            self._record(Request(path, headers, code))
+            h.send_response(code)
+            for key, value in extra.items():
+                h.send_header(key, value)
+            h.send_header("Content-Length", str(len(body)))
+            h.send_header("Connection", "close")
+            h.end_headers()
+            h.close_connection = True
+            for i in range(len(body)):
+                h.wfile.write(body[i : i + 1])
+                h.wfile.flush()
+                time.sleep(fault.interval)
             return
         send(code, body, extra, gate=fault.event if isinstance(fault, Gate) else None)

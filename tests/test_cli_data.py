@@ -171,3 +171,135 @@ def test_commands_import_nothing_heavy_at_module_level(module):
             imported.add(node.module)
     heavy = {m for m in imported if m.split(".")[0] in ("torch", "pandas", "numpy", "requests")}
     assert heavy == set() and "movierec.data.download" not in imported
+
+
+# ------------------------------------------------------------------------------ hostile input, end to end
+
+
+def home_tree() -> dict[str, bytes]:
+    """Every file of every dataset folder (lock files beside them are not data)."""
+    root = paths.datasets_dir()
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.name.endswith(".lock")}
+
+
+def test_repeated_ratings_are_a_warning_at_fetch_and_counted_in_the_listing(home, runner, tmp_path):
+    source = tmp_path / "ml-latest-small.zip"
+    source.write_bytes(small_zip("ml-latest-small/", {
+        "ratings.csv": b"userId,movieId,rating,timestamp\n1,1,4.0,10\n2,1,3.5,11\n1,1,2.0,12\n",
+        "movies.csv": b"movieId,title,genres\n1,Toy Story (1995),Animation\n",
+    }))
+    result = runner.invoke(app, ["fetch", "ml-latest-small", "--from-file", str(source), "--no-verify"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "Warning: ml-latest-small.zip was not verified (--no-verify); recorded as unverified.",
+        "Warning: ml-latest-small has 1 repeated rating (a user rating the same movie again); only the latest "
+        "of each was kept.",
+    ]
+    assert "2 users, 1 movies, 2 ratings" in result.stdout
+    rows = {r["name"]: r for r in json.loads(runner.invoke(app, ["datasets", "--json"]).stdout)}
+    assert rows["ml-latest-small"]["duplicates_dropped"] == 1 and rows["ml-1m"]["duplicates_dropped"] is None
+
+
+def test_hostile_sources_are_one_sentence_and_keep_the_cached_copy(home, runner, server, tmp_path, monkeypatch,
+                                                                  ml100k_zip):
+    from httpserver import Endless, Trickle
+
+    assert runner.invoke(app, ["fetch", "ml-100k", "--from-file", str(ml100k_zip), "--no-verify"]).exit_code == 0
+    before = home_tree()
+
+    assert_one_line_error(runner.invoke(app, ["fetch", "ml-1m", "--mirror", "http://[::1"]),
+                          "Mirror 'http://[::1' is not a valid URL")
+    monkeypatch.setenv("MOVIEREC_MIRROR", "http://[::1")
+    assert_one_line_error(runner.invoke(app, ["fetch", "ml-1m"]), "$MOVIEREC_MIRROR 'http://[::1'")
+    monkeypatch.delenv("MOVIEREC_MIRROR")
+
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ml-100k/u.data", bytes(32 << 20))
+    (tmp_path / "bomb.zip").write_bytes(bomb.getvalue())
+    assert_one_line_error(
+        runner.invoke(app, ["fetch", "ml-100k", "--from-file", str(tmp_path / "bomb.zip"), "--no-verify", "--force"]),
+        "inflates more than 50-fold",
+    )
+
+    server.serve("/ml-latest-small.zip.md5", b"")
+    server.fail("/ml-latest-small.zip.md5", Endless())
+    line = assert_one_line_error(runner.invoke(app, ["fetch", "ml-latest-small", "--mirror", server.url()]),
+                                 "is longer than the 4,096 bytes expected of it")
+    assert "kept" not in line
+
+    monkeypatch.setattr(download, "STALL_WINDOW", 0.2)
+    monkeypatch.setattr(download, "STALL_MIN_BYTES", 1000)
+    monkeypatch.setattr(download, "DEFAULT_CONFIG", download.DownloadConfig(retries=0))
+    server.serve("/ml-1m.zip", bytes(5000))
+    server.fail("/ml-1m.zip", Trickle(0.02))
+    part = paths.dataset_dir("ml-1m") / "ml-1m.zip.part"
+    line = assert_one_line_error(runner.invoke(app, ["fetch", "ml-1m", "--mirror", server.url()]),
+                                 "the transfer stalled after", "bytes received are kept")
+    assert f"the {part.stat().st_size:,} bytes received are kept" in line
+
+    part.unlink()
+    part.parent.rmdir()
+    assert home_tree() == before and not paths.dataset_dir("ml-latest-small").exists()
+
+
+def test_transient_failures_print_a_retry_line(home, runner, server):
+    from httpserver import Status
+
+    data = small_zip("ml-latest-small/", {
+        "ratings.csv": b"userId,movieId,rating,timestamp\n1,1,4.0,964982703\n",
+        "movies.csv": b"movieId,title,genres\n1,Toy Story (1995),Animation\n",
+    })
+    server.serve("/ml-latest-small.zip", data)
+    server.serve("/ml-latest-small.zip.md5", hashlib.md5(data).hexdigest().encode())
+    server.fail("/ml-latest-small.zip", Status(503))
+    result = runner.invoke(app, ["fetch", "ml-latest-small", "--mirror", server.url(), "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.splitlines() == ["Retrying in 0.001 s (attempt 2 of 3): HTTP 503 Service Unavailable…"]
+    assert json.loads(result.stdout)["verified"] is True
+
+
+def test_damaged_dataset_is_repaired_by_fetch_and_never_trained_on(home, runner, ml100k_zip):
+    import numpy as np
+
+    assert runner.invoke(app, ["fetch", "ml-100k", "--from-file", str(ml100k_zip), "--no-verify"]).exit_code == 0
+    folder = paths.dataset_dir("ml-100k")
+    users = folder / "parsed" / "users.npy"
+    damaged = np.load(users)
+    damaged[5] = 10_000  # a user index out of range
+    np.save(users, damaged)
+    meta = json.loads((folder / "parsed" / "meta.json").read_text())
+    meta["users"] = "abc"
+    (folder / "parsed" / "meta.json").write_text(json.dumps(meta))
+    for name in ("u.data", "u.item"):
+        (folder / "ml-100k" / name).unlink()
+
+    listing = runner.invoke(app, ["datasets", "--json"])
+    assert listing.exit_code == 0 and json.loads(listing.stdout)[0]["users"] is None
+    train = ["train", "mf", "--epochs", "1", "--factors", "2", "--device", "cpu", "--name", "tiny"]
+    assert_one_line_error(runner.invoke(app, train), "movierec fetch ml-100k")
+
+    fixed = runner.invoke(app, ["fetch", "ml-100k"])
+    assert fixed.exit_code == 0, fixed.stderr
+    assert "ml-100k is already cached" in fixed.stdout and "943 users, 1,682 movies, 100,000 ratings" in fixed.stdout
+    assert (folder / "ml-100k" / "u.data").stat().st_size == 1_979_173
+    trained = runner.invoke(app, train)
+    assert trained.exit_code == 0, trained.stderr
+
+
+def test_datasets_lists_a_cached_release_without_importing_torch(home, runner, ml100k_zip):
+    import os
+    import subprocess
+    import sys
+
+    assert runner.invoke(app, ["fetch", "ml-100k", "--from-file", str(ml100k_zip), "--no-verify"]).exit_code == 0
+    script = (
+        "import sys\nfrom movierec.cli import main\nsys.argv = ['movierec', 'datasets', '--json']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env={**os.environ, "MOVIEREC_HOME": str(home)})
+    assert done.returncode == 0, done.stderr
+    listing, _, torch_loaded = done.stdout.rstrip().rpartition("\n")
+    assert json.loads(listing)[0]["ratings"] == 100_000 and torch_loaded == "False"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ML100K_SHA256
-from httpserver import Cut, FileServer, Gate, IgnoreRange, Status
+from httpserver import Cut, Endless, FileServer, Gate, IgnoreRange, Status, Trickle
 
 from movierec import paths
 from movierec.data import download
@@ -155,9 +155,7 @@ def test_resume_within_one_fetch_after_the_connection_is_cut(home, server, real_
     result = download.fetch("ml-100k", mirror=server.url(), config=FAST)
     requests = server.requests_for("/ml-100k.zip")
     assert len(requests) == 2 and requests[1].status == 206
-    # urllib3 drops the chunk it was filling when the connection broke, so resume starts up to a chunk early.
-    start = int(requests[1].headers["Range"].removeprefix("bytes=").rstrip("-"))
-    assert half - FAST.chunk_size < start <= half
+    assert requests[1].headers["Range"] == f"bytes={half}-"  # every byte received before the cut was kept
     assert (installed() / "ml-100k.zip").read_bytes() == real_100k
     assert result.verified and result.summary.ratings == 100_000
 
@@ -171,7 +169,7 @@ def test_interrupted_download_resumes_on_the_next_fetch(home, server, real_100k)
         download.fetch("ml-100k", mirror=server.url(), config=no_retry)
     part = installed() / "ml-100k.zip.part"
     kept = part.read_bytes()
-    assert cut - FAST.chunk_size < len(kept) <= cut and real_100k.startswith(kept)
+    assert kept == real_100k[:cut]
     assert not (installed() / "ml-100k.zip").exists() and not (installed() / "download.json").exists()
 
     download.fetch("ml-100k", mirror=server.url(), config=no_retry)
@@ -421,6 +419,15 @@ def test_wrong_layout_is_refused(home, tmp_path):
     assert not installed("ml-latest-small").exists()
 
 
+def test_release_folder_without_any_needed_file_is_refused(home, tmp_path):
+    source = tmp_path / "ml-latest-small.zip"
+    source.write_bytes(make_zip({"ml-latest-small/tags.csv": b"userId,movieId,tag,timestamp\n"}))
+    with pytest.raises(MovierecError, match=r"has none of the files movierec reads in ml-latest-small/ "
+                                            r"\(ratings.csv, movies.csv\)"):
+        download.fetch("ml-latest-small", from_file=source, verify=False)
+    assert not installed("ml-latest-small").exists()
+
+
 def test_release_that_does_not_parse_is_not_installed(home, tmp_path):
     source = tmp_path / "ml-latest-small.zip"
     source.write_bytes(make_zip({"ml-latest-small/ratings.csv": b"not,a,movielens,file\n"}))
@@ -583,3 +590,259 @@ def test_status_of_every_registry_entry(home):
     rows = download.list_datasets()
     assert [r.name for r in rows] == list(DATASETS)
     assert all(not r.cached and r.size_bytes is None and r.users is None for r in rows)
+
+
+# ------------------------------------------------------------------------------ hostile servers and archives
+
+
+def bomb_zip(folder: str, name: str, zeros: int, extra: dict[str, bytes] | None = None) -> bytes:
+    """A zip whose member ``folder/name`` is ``zeros`` zero bytes (about 1000-fold compressed), plus ``extra``."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for member, data in (extra or {}).items():
+            zf.writestr(member, data)
+        with zf.open(f"{folder}/{name}", "w", force_zip64=True) as out:
+            block = bytes(1 << 20)
+            for _ in range(zeros >> 20):
+                out.write(block)
+    return buf.getvalue()
+
+
+def test_members_outside_the_layout_are_not_unpacked(home, tmp_path, ml100k_zip):
+    # The real release plus 200 MB of zeros (200 KB compressed) under ml-100k/: only u.* and splits unpack.
+    with zipfile.ZipFile(ml100k_zip) as zf:
+        members = {i.filename: zf.read(i) for i in zf.infolist()}
+    source = tmp_path / "ml-100k.zip"
+    source.write_bytes(bomb_zip("ml-100k", "padding.bin", 200 << 20, members))
+    result = download.fetch("ml-100k", from_file=source, verify=False)
+    assert result.summary.ratings == 100_000
+    unpacked = sorted(p.name for p in (installed() / "ml-100k").iterdir())
+    assert unpacked == sorted(DATASETS["ml-100k"].members)  # no padding.bin, README, allbut.pl or mku.sh
+    assert json.loads((installed() / "download.json").read_text())["files"] == unpacked
+    assert download.disk_usage(installed()) < 40_000_000
+
+
+def test_zip_bomb_in_a_needed_member_is_refused_while_unpacking(home, tmp_path, ml100k_zip):
+    download.fetch("ml-100k", from_file=ml100k_zip, verify=False)
+    before = tree(installed())
+    source = tmp_path / "bomb.zip"
+    source.write_bytes(bomb_zip("ml-100k", "u.data", 64 << 20))
+    with pytest.raises(MovierecError, match=r"ml-100k.zip is not a MovieLens release: ml-100k/u.data inflates more "
+                                            r"than 50-fold .*refusing to unpack it"):
+        download.fetch("ml-100k", from_file=source, verify=False, force=True)
+    assert tree(installed()) == before  # nothing of the bomb is left, the cached copy is untouched
+
+
+def test_unpacked_size_is_capped(home, ml100k_zip, monkeypatch):
+    monkeypatch.setattr(download, "MAX_UNPACKED_BYTES", 1_000_000)
+    with pytest.raises(MovierecError, match=r"ml-100k.zip unpacks to more than 1,000,000 bytes"):
+        download.fetch("ml-100k", from_file=ml100k_zip, verify=False)
+    assert not installed().exists()
+
+
+def test_encrypted_member_is_refused(home, tmp_path):
+    data = bytearray(csv_release())
+    # Set the "encrypted" flag of ratings.csv in its local header and its central directory entry.
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
+        member = zf.getinfo("ml-latest-small/ratings.csv")
+    data[member.header_offset + 6] |= 0x1
+    central = data.index(b"PK\x01\x02")
+    while data[central + 46 : central + 46 + len(member.filename)] != member.filename.encode():
+        central = data.index(b"PK\x01\x02", central + 4)
+    data[central + 8] |= 0x1
+    source = tmp_path / "ml-latest-small.zip"
+    source.write_bytes(bytes(data))
+    with zipfile.ZipFile(source) as zf, pytest.raises(RuntimeError, match="encrypted"):
+        zf.read("ml-latest-small/ratings.csv")  # what unpacking it used to run into
+    with pytest.raises(MovierecError, match="encrypted member 'ml-latest-small/ratings.csv'"):
+        download.fetch("ml-latest-small", from_file=source, verify=False)
+    assert not installed("ml-latest-small").exists()
+
+
+def test_endless_md5_file_is_cut_off(home, server):
+    server.serve("/ml-latest-small.zip", csv_release())
+    server.serve("/ml-latest-small.zip.md5", b"")
+    server.fail("/ml-latest-small.zip.md5", Endless())
+    with pytest.raises(MovierecError) as err:
+        download.fetch("ml-latest-small", mirror=server.url(), config=FAST)
+    assert str(err.value) == (
+        f"{server.url('/ml-latest-small.zip.md5')} is longer than the {download.MAX_CHECKSUM_BYTES:,} bytes "
+        "expected of it; refusing to download it."
+    )
+    assert not installed("ml-latest-small").exists()  # nothing kept, and the message does not claim otherwise
+
+
+def test_md5_file_announcing_a_huge_length_is_not_read(home, server):
+    server.serve("/ml-latest-small.zip.md5", b"0" * 100_000)
+    with pytest.raises(MovierecError, match="longer than the 4,096 bytes expected"):
+        download.fetch("ml-latest-small", mirror=server.url(), config=FAST)
+    assert [r.path for r in server.requests] == ["/ml-latest-small.zip.md5"]
+
+
+def test_md5_download_that_keeps_failing_claims_nothing_is_kept(home, server):
+    server.serve("/ml-latest-small.zip.md5", b"0" * 32 + b"  ml-latest-small.zip\n")
+    server.fail("/ml-latest-small.zip.md5", *[Cut(10)] * 10)
+    with pytest.raises(MovierecError) as err:
+        download.fetch("ml-latest-small", mirror=server.url(), config=FAST)
+    assert "Download of" in str(err.value) and "kept" not in str(err.value)
+    assert not installed("ml-latest-small").exists()
+
+
+def test_trickling_server_is_dropped_as_stalled_and_retried(home, server, monkeypatch):
+    monkeypatch.setattr(download, "STALL_WINDOW", 0.3)
+    monkeypatch.setattr(download, "STALL_MIN_BYTES", 1000)
+    data = csv_release()
+    server.serve("/ml-latest-small.zip", data)
+    server.serve("/ml-latest-small.zip.md5", hashlib.md5(data).hexdigest().encode())
+    server.fail("/ml-latest-small.zip", Trickle(0.02))
+    retries: list[tuple[float, int, int, str]] = []
+    started = time.monotonic()
+    result = download.fetch(
+        "ml-latest-small", mirror=server.url(), config=FAST, on_retry=lambda *a: retries.append(a)
+    )
+    assert time.monotonic() - started < 10
+    assert result.verified and (installed("ml-latest-small") / "ml-latest-small.zip").read_bytes() == data
+    requests = server.requests_for("/ml-latest-small.zip")
+    assert len(requests) == 2 and requests[1].status == 206  # the trickled bytes were kept and resumed
+    assert len(retries) == 1 and retries[0][1:3] == (2, FAST.retries + 1) and "stalled" in retries[0][3]
+
+
+def test_a_server_that_always_trickles_gives_up_with_one_sentence(home, server, monkeypatch):
+    monkeypatch.setattr(download, "STALL_WINDOW", 0.2)
+    monkeypatch.setattr(download, "STALL_MIN_BYTES", 1000)
+    data = csv_release()
+    server.serve("/ml-latest-small.zip", data)
+    server.serve("/ml-latest-small.zip.md5", hashlib.md5(data).hexdigest().encode())
+    server.fail("/ml-latest-small.zip", *[Trickle(0.02)] * 10)
+    with pytest.raises(MovierecError, match=r"failed: the transfer stalled after \d+ bytes .*next attempt resumes"):
+        download.fetch("ml-latest-small", mirror=server.url(), config=dataclasses.replace(FAST, retries=1))
+    # Trickled bytes are progress of a kind, but far from enough to earn fresh retries.
+    assert len(server.requests_for("/ml-latest-small.zip")) == 2
+    assert data.startswith((installed("ml-latest-small") / "ml-latest-small.zip.part").read_bytes())
+
+
+def test_twenty_cuts_finish_in_one_fetch_without_losing_a_byte(home, server, real_100k):
+    step = 200_000
+    server.serve("/ml-100k.zip", real_100k)
+    server.fail("/ml-100k.zip", *[Cut(step)] * 20)
+    result = download.fetch("ml-100k", mirror=server.url(), config=FAST)
+    assert result.verified and (installed() / "ml-100k.zip").read_bytes() == real_100k
+    starts = [int(r.headers.get("Range", "bytes=0-").removeprefix("bytes=").rstrip("-"))
+              for r in server.requests_for("/ml-100k.zip")]
+    assert starts == [i * step for i in range(21)]  # each attempt resumes exactly where the last one stopped
+
+
+def test_retries_without_progress_are_counted_and_reported(home, server, monkeypatch):
+    data = csv_release()
+    server.serve("/ml-latest-small.zip", data)
+    server.serve("/ml-latest-small.zip.md5", hashlib.md5(data).hexdigest().encode())
+    server.fail("/ml-latest-small.zip", Status(503), Cut(10), Status(502))
+    monkeypatch.setattr(download.time, "sleep", lambda s: None)
+    heard: list[tuple[float, int, int, str]] = []
+    config = dataclasses.replace(FAST, backoff=1.0)
+    download.fetch("ml-latest-small", mirror=server.url(), config=config, on_retry=lambda *a: heard.append(a))
+    assert [(d, n, of) for d, n, of, _ in heard] == [(1.0, 2, 4), (2.0, 3, 4), (4.0, 4, 4)]
+    assert heard[0][3] == "HTTP 503 Service Unavailable" and heard[2][3] == "HTTP 502 Bad Gateway"
+
+
+def test_refused_connection_fails_at_once(home, monkeypatch):
+    sleeps: list[float] = []
+    monkeypatch.setattr(download.time, "sleep", sleeps.append)
+    started = time.monotonic()
+    with pytest.raises(MovierecError, match=r"^Cannot reach 127\.0\.0\.1:\d+ \(.*refused"):
+        download.fetch("ml-100k", mirror=f"http://127.0.0.1:{free_port()}", config=download.DownloadConfig())
+    assert time.monotonic() - started < 2 and sleeps == []
+
+
+def test_failed_name_lookup_fails_at_once(home, monkeypatch):
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    sleeps: list[float] = []
+    monkeypatch.setattr(download.time, "sleep", sleeps.append)
+    started = time.monotonic()
+    with pytest.raises(MovierecError) as err:
+        download.fetch("ml-100k", config=download.DownloadConfig())
+    assert time.monotonic() - started < 2 and sleeps == []
+    message = str(err.value)
+    assert message.startswith("Cannot reach files.grouplens.org (") and "Name or service not known" in message
+    assert "--from-file" in message and not installed().exists()
+
+
+@pytest.mark.parametrize(
+    ("mirror", "message"),
+    [
+        ("http://[::1", r"Mirror 'http://\[::1' is not a valid URL \(Invalid IPv6 URL\)\."),
+        ("http://example.org:99999/x", r"is not a valid URL \(Port out of range 0-65535\)\."),
+        ("http://:80/movielens", r"Mirror 'http://:80/movielens' has no host name\."),
+        ("file:///srv/movielens", r"is not an http:// or https:// URL\."),
+    ],
+)
+def test_malformed_mirror_is_refused_before_anything_happens(home, mirror, message):
+    with pytest.raises(MovierecError, match=message):
+        download.fetch("ml-100k", mirror=mirror)
+    assert not paths.datasets_dir().exists()
+
+
+def test_malformed_mirror_from_the_environment_is_named(home, monkeypatch):
+    monkeypatch.setenv("MOVIEREC_MIRROR", "http://[::1")
+    with pytest.raises(MovierecError, match=r"^\$MOVIEREC_MIRROR 'http://\[::1' is not a valid URL"):
+        download.fetch("ml-100k")
+
+
+def test_half_removed_dataset_is_unpacked_again_from_the_kept_archive(home, ml100k_zip):
+    download.fetch("ml-100k", from_file=ml100k_zip, verify=False)
+    good = (installed() / "ml-100k" / "u.data").read_bytes()
+    # What an interrupted removal (or a hand-made cleanup) can leave: no parsed cache, a raw file gone.
+    for f in (installed() / "parsed").iterdir():
+        f.unlink()
+    (installed() / "parsed").rmdir()
+    (installed() / "ml-100k" / "u.data").unlink()
+    messages: list[str] = []
+    result = download.fetch("ml-100k", status=messages.append)
+    assert result.already_cached and result.summary.ratings == 100_000
+    assert (installed() / "ml-100k" / "u.data").read_bytes() == good
+    assert any(m.startswith("Unpacking") for m in messages)
+    assert download.fetch("ml-100k").already_cached  # and now it is whole again
+
+
+def test_unparseable_cache_meta_is_rebuilt_by_fetch(home, ml100k_zip):
+    download.fetch("ml-100k", from_file=ml100k_zip, verify=False)
+    meta_path = installed() / "parsed" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["users"] = "abc"
+    del meta["items"]
+    meta_path.write_text(json.dumps(meta))
+    assert download.dataset_status("ml-100k").users is None  # listed as not parsed, no crash
+    result = download.fetch("ml-100k")
+    assert (result.summary.users, result.summary.items) == (943, 1682)
+    assert json.loads(meta_path.read_text())["items"] == 1682
+
+
+def test_damaged_archive_and_files_fall_back_to_a_new_download(home, server, real_100k, ml100k_zip):
+    download.fetch("ml-100k", from_file=ml100k_zip)
+    (installed() / "ml-100k" / "u.item").unlink()
+    with open(installed() / "ml-100k.zip", "r+b") as f:  # same size, different bytes
+        f.seek(1000)
+        f.write(b"\0" * 16)
+    server.serve("/ml-100k.zip", real_100k)
+    result = download.fetch("ml-100k", mirror=server.url(), config=FAST)
+    assert not result.already_cached and (installed() / "ml-100k.zip").read_bytes() == real_100k
+    assert result.summary.items == 1682
+
+
+def test_interrupted_remove_leaves_all_or_nothing(home, ml100k_zip, monkeypatch):
+    download.fetch("ml-100k", from_file=ml100k_zip, verify=False)
+
+    def killed(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(download, "disk_usage", killed)  # interrupted right after the rename
+    with pytest.raises(KeyboardInterrupt):
+        download.remove("ml-100k")
+    monkeypatch.undo()
+    assert not installed().exists() and not download.dataset_status("ml-100k").cached
+    assert [p.name for p in paths.datasets_dir().iterdir() if p.name.startswith(".removing-")]
+    download.fetch("ml-100k", from_file=ml100k_zip, verify=False)  # a fresh start, and the trash is gone
+    assert not [p for p in paths.datasets_dir().iterdir() if p.name.startswith(".removing-")]

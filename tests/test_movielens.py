@@ -426,3 +426,190 @@ def test_id_lookups(home):
     with pytest.raises(MovierecError, match="out of range"):
         d.title(3)
     assert d.title(0) == "American President, The (1995)"
+
+
+# ---------------------------------------------------------------------------------------------------
+# A damaged parsed cache is never used
+
+
+def _edit_array(name: str, key: str, edit) -> None:
+    path = ml.parsed_dir(name) / f"{key}.npy"
+    arr = np.load(path, allow_pickle=False)
+    edit(arr)
+    np.save(path, arr, allow_pickle=False)
+
+
+def _edit_json(name: str, file: str, edit) -> None:
+    import json
+
+    path = ml.parsed_dir(name) / file
+    data = json.loads(path.read_text(encoding="utf-8"))
+    edit(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def _set(key, value):
+    def edit(arr):
+        arr[1] = value
+
+    return edit
+
+
+DAMAGE = {
+    "user index out of range": lambda: _edit_array("ml-1m", "users", _set("users", 2)),
+    "negative movie index": lambda: _edit_array("ml-1m", "items", _set("items", -1)),
+    "NaN stars": lambda: _edit_array("ml-1m", "ratings", _set("ratings", np.nan)),
+    "stars off the scale": lambda: _edit_array("ml-1m", "ratings", _set("ratings", 7.0)),
+    "ids out of order": lambda: _edit_array("ml-1m", "item_ids", lambda a: a.__setitem__(slice(None), a[::-1].copy())),
+    "a changed timestamp (fingerprint)": lambda: _edit_array("ml-1m", "timestamps", _set("timestamps", 123)),
+    "shortened movies table": lambda: _edit_json("ml-1m", "movies.json", lambda m: [m[k].pop() for k in m]),
+    "uneven movies columns": lambda: _edit_json("ml-1m", "movies.json", lambda m: m["title"].pop()),
+    "people without zip codes": lambda: _edit_json("ml-1m", "people.json", lambda p: p.pop("zip")),
+    "users count not a number": lambda: _edit_json("ml-1m", "meta.json", lambda m: m.__setitem__("users", "abc")),
+    "no items count": lambda: _edit_json("ml-1m", "meta.json", lambda m: m.pop("items")),
+    "another star scale": lambda: _edit_json(
+        "ml-1m", "meta.json", lambda m: m.__setitem__("rating_values", [0.5, 1.0])
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_cache_is_reparsed_never_used(home, damage):
+    make_1m()
+    direct = ml.parse_release("ml-1m")
+    ml.prepare("ml-1m")
+    DAMAGE[damage]()
+    assert ml.check_cache("ml-1m") is None
+    loaded = ml.load_dataset("ml-1m")  # parsed again from the extracted files
+    for field in ("users", "items", "ratings", "timestamps"):
+        np.testing.assert_array_equal(getattr(loaded.ratings, field), getattr(direct.ratings, field))
+    pd.testing.assert_frame_equal(loaded.movies, direct.movies)
+    assert loaded.fingerprint == direct.fingerprint
+    assert ml.check_cache("ml-1m") == ml.summary("ml-1m")  # and the cache is whole again
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_cache_without_extracted_files_is_one_sentence(home, damage):
+    folder = make_1m()
+    ml.prepare("ml-1m")
+    DAMAGE[damage]()
+    for f in folder.iterdir():
+        f.unlink()
+    folder.rmdir()
+    with pytest.raises(MovierecError, match=r"parsed cache of ml-1m in .* (is damaged|cannot be read).*"
+                                            r"run `movierec fetch ml-1m` again\.$"):
+        ml.load_dataset("ml-1m")
+
+
+def test_big_caches_skip_only_the_fingerprint(home, monkeypatch):
+    make_1m()
+    ml.prepare("ml-1m")
+    monkeypatch.setattr(ml, "FINGERPRINT_CHECK_MAX_RATINGS", 2)  # the cache has 3 ratings
+    _edit_array("ml-1m", "timestamps", _set("timestamps", 123))
+    assert ml.check_cache("ml-1m") is not None  # an in-range change goes unseen above the threshold...
+    _edit_array("ml-1m", "ratings", _set("ratings", np.nan))
+    assert ml.check_cache("ml-1m") is None  # ...but nothing that could break a model does
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files as they are found in the wild
+
+
+@pytest.mark.parametrize(
+    ("make", "name", "file"),
+    [
+        (make_csv, "ml-25m", "ratings.csv"),
+        (make_csv, "ml-25m", "movies.csv"),
+        (make_1m, "ml-1m", "ratings.dat"),
+        (make_1m, "ml-1m", "movies.dat"),
+        (make_1m, "ml-1m", "users.dat"),
+        (make_100k, "ml-100k", "u.data"),
+        (make_100k, "ml-100k", "u.item"),
+        (make_100k, "ml-100k", "u.user"),
+    ],
+)
+def test_utf8_byte_order_mark_is_ignored(home, make, name, file):
+    folder = make()
+    plain = ml.parse_release(name)
+    path = folder / file
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    marked = ml.parse_release(name)
+    assert marked.fingerprint == plain.fingerprint
+    pd.testing.assert_frame_equal(marked.movies, plain.movies)
+    if plain.users is not None:
+        pd.testing.assert_frame_equal(marked.users, plain.users)
+
+
+def test_tab_inside_a_dat_ratings_file_is_refused(home):
+    folder = make_1m()
+    lines = (folder / "ratings.dat").read_text().splitlines(keepends=True)
+    lines.insert(1, "3\t1193\t4\t978300760\n")
+    write(folder / "ratings.dat", "".join(lines))
+    with pytest.raises(MovierecError) as e:
+        ml.prepare("ml-1m")
+    assert str(e.value) == (
+        f"{folder / 'ratings.dat'} line 2 is malformed: it has a tab, but its fields are separated by '::'."
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "name", "file", "bad_line", "lineno"),
+    [
+        (make_csv, "ml-25m", "ratings.csv", f"{2**70},3,4,5\n", 3),
+        (make_100k, "ml-100k", "u.data", f"3\t{2**64}\t4\t5\n", 2),
+        (make_1m, "ml-1m", "ratings.dat", f"1::661::3::{2**63}\n", 3),
+    ],
+)
+def test_id_too_large_for_64_bits_names_file_and_line(home, make, name, file, bad_line, lineno):
+    folder = make()
+    lines = (folder / file).read_text().splitlines(keepends=True)
+    lines.insert(lineno - 1, bad_line)
+    write(folder / file, "".join(lines))
+    with pytest.raises(MovierecError) as e:
+        ml.prepare(name)
+    assert str(e.value).startswith(f"{folder / file} line {lineno} is malformed: a number too large for a 64-bit")
+
+
+def test_movie_id_too_large_for_64_bits_is_an_error(home):
+    folder = make_csv()
+    write(folder / "movies.csv", f"movieId,title,genres\n{2**70},Huge (2000),Drama\n")
+    with pytest.raises(MovierecError, match=r"movies.csv has a movieId that is not a whole number"):
+        ml.prepare("ml-25m")
+    folder = make_1m()
+    write(folder / "movies.dat", f"{2**70}::Huge (2000)::Drama\n")
+    with pytest.raises(MovierecError, match=r"movies.dat line 1 is not `MovieID::Title::Genres`"):
+        ml.prepare("ml-1m")
+
+
+def test_repeated_ratings_keep_the_latest_and_are_counted(home):
+    folder = make_csv()
+    write(
+        folder / "ratings.csv",
+        "userId,movieId,rating,timestamp\n"
+        "5,3,3.5,1000\n"
+        "1,3,0.5,2000\n"
+        "5,3,2.0,900\n"  # older than the first line: dropped
+        "1,3,4.5,2500\n"  # newer: replaces line 2
+        "1,200000,5.0,10\n"
+        "1,200000,1.0,10\n"  # same time: the later line wins
+        "5,1,4,7\n",
+    )
+    d = ml.parse_release("ml-25m")
+    assert d.duplicates_dropped == 3 and len(d.ratings) == 4
+    rows = {
+        (int(d.user_ids[u]), int(d.item_ids[i])): (float(r), int(t))
+        for u, i, r, t in zip(d.ratings.users, d.ratings.items, d.ratings.ratings, d.ratings.timestamps)
+    }
+    assert rows == {(5, 3): (3.5, 1000), (1, 3): (4.5, 2500), (1, 200000): (1.0, 10), (5, 1): (4.0, 7)}
+    # Kept ratings stay in file order.
+    np.testing.assert_array_equal(d.ratings.timestamps, [1000, 2500, 10, 7])
+    s = ml.prepare("ml-25m")
+    assert s.duplicates_dropped == 3 and ml.summary("ml-25m").duplicates_dropped == 3
+    assert ml.load_dataset("ml-25m").duplicates_dropped == 3
+
+
+def test_no_repeated_ratings_drop_nothing(home):
+    make_csv()
+    d = ml.parse_release("ml-25m")
+    assert d.duplicates_dropped == 0 and len(d.ratings) == 4
+    assert ml.prepare("ml-25m").duplicates_dropped == 0

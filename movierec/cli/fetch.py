@@ -18,7 +18,7 @@ class _Reporter:
     """Turns the library's progress and status callbacks into a rich progress bar and status lines.
 
     Status lines go to stdout (none with ``--json``, which keeps stdout machine-readable); the bar
-    goes to stderr and only to a terminal. stderr otherwise carries just warnings and the error.
+    goes to stderr and only to a terminal. stderr otherwise carries just retry lines, warnings and the error.
     """
 
     def __init__(self, quiet: bool) -> None:
@@ -34,6 +34,14 @@ class _Reporter:
             self.close()
         if not self._quiet:
             console.print(f"{message}…", style="dim", markup=False, highlight=False)
+
+    def retry(self, delay: float, attempt: int, attempts: int, reason: str) -> None:
+        # On stderr even with --json: a wait the user did not ask for must never be silent.
+        seconds = f"{delay:.0f}" if delay >= 1 else f"{delay:.1g}"
+        err_console.print(
+            f"Retrying in {seconds} s (attempt {attempt} of {attempts}): {reason}…",
+            style="dim", markup=False, highlight=False, soft_wrap=True,
+        )
 
     def progress(self, done: int, total: int | None) -> None:
         if not err_console.is_terminal:
@@ -91,7 +99,8 @@ def fetch(
 ) -> None:
     """Download a MovieLens release, verify its checksum, unpack it and parse it for training.
 
-    Interrupted downloads resume where they stopped; a release already cached is left alone.
+    Interrupted downloads resume where they stopped; a release already cached is left alone, and one
+    whose files were damaged or partly deleted is unpacked again from its kept archive.
     """
     from movierec.data import download
 
@@ -99,7 +108,7 @@ def fetch(
     try:
         result = download.fetch(
             name, mirror=mirror, from_file=from_file, verify=not no_verify, force=force,
-            progress=reporter.progress, status=reporter.status,
+            progress=reporter.progress, status=reporter.status, on_retry=reporter.retry,
         )
     finally:
         reporter.close()

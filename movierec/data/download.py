@@ -15,6 +15,7 @@ status go to optional callbacks, warnings come back in :class:`FetchResult`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
@@ -22,12 +23,14 @@ import logging
 import os
 import re
 import shutil
+import socket
 import stat
 import tempfile
 import time
+import uuid
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -47,11 +50,14 @@ log = logging.getLogger(__name__)
 
 ENV_MIRROR = "MOVIEREC_MIRROR"
 RECORD_NAME = "download.json"
+_TRASH_PREFIX = ".removing-"
 
 ProgressCallback = Callable[[int, "int | None"], None]
 """Called as ``progress(bytes_so_far, total_bytes_or_None)`` while an archive is transferred."""
 StatusCallback = Callable[[str], None]
 """Called with a short sentence when a slow step starts (waiting for a lock, verifying, unpacking...)."""
+RetryCallback = Callable[[float, int, int, str], None]
+"""Called as ``retry(delay_seconds, next_attempt, attempts, reason)`` before waiting to try a transfer again."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,8 @@ class DownloadConfig:
     read_timeout: float = 60.0
     """Seconds to wait for the next bytes of a response before treating the connection as dead."""
     retries: int = 4
-    """Extra attempts after a connection error, a dropped connection or a 5xx answer."""
+    """Extra attempts after a timeout, a dropped or stalled connection or a 5xx answer; an attempt that
+    moves the download on by at least :data:`STALL_MIN_BYTES` earns a fresh set."""
     backoff: float = 1.0
     """Seconds before the first retry; doubled for each further one."""
     chunk_size: int = 1 << 16
@@ -71,6 +78,19 @@ class DownloadConfig:
 
 
 DEFAULT_CONFIG = DownloadConfig()
+
+STALL_WINDOW = 30.0
+"""Seconds over which a response must deliver :data:`STALL_MIN_BYTES`, or it is dropped as stalled."""
+STALL_MIN_BYTES = 64 * 1024
+"""Fewest bytes per :data:`STALL_WINDOW` (about 2 KB/s): a server trickling less is treated as dead."""
+MAX_CHECKSUM_BYTES = 4096
+"""Largest ``.md5`` file accepted; GroupLens' are one line."""
+MAX_UNPACKED_BYTES = 4 * 1024**3
+"""Most bytes unpacked from one archive (ML-32M's files movierec reads are about 1 GB)."""
+MAX_EXPANSION_RATIO = 50
+"""Most a member may inflate; MovieLens text compresses 3-5 fold, a zero-filled zip bomb 1000-fold."""
+_EXPANSION_FLOOR = 1 << 20
+"""Tiny members may compress better than any ratio; up to this many bytes each is never a bomb."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +139,8 @@ class DatasetStatus:
     items: int | None
     ratings: int | None
     verified: bool | None
+    duplicates_dropped: int | None = None
+    """Repeated ratings of a movie by the same user dropped while parsing (None until parsed)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -129,6 +151,7 @@ class DatasetStatus:
             "users": self.users,
             "items": self.items,
             "ratings": self.ratings,
+            "duplicates_dropped": self.duplicates_dropped,
             "size_bytes": self.size_bytes,
             "path": str(self.path),
         }
@@ -139,11 +162,15 @@ class _Busy(Exception):
 
 
 class _Retryable(Exception):
-    """A failure worth another attempt: connection trouble, a cut transfer or a 5xx answer."""
+    """A transient failure worth another attempt: a timeout, a cut or stalled transfer, a 5xx answer."""
 
     def __init__(self, message: str, *, connect_failure: bool = False):
         super().__init__(message)
         self.connect_failure = connect_failure
+
+
+class _Unreachable(Exception):
+    """The host cannot be reached at all (no such name, connection refused, no route): not worth retrying."""
 
 
 # --------------------------------------------------------------------------------------------- public
@@ -151,9 +178,19 @@ class _Retryable(Exception):
 
 def mirror_base(mirror: str | None = None) -> str:
     """The base URL archives are fetched from: ``mirror``, then ``$MOVIEREC_MIRROR``, then GroupLens."""
-    base = (mirror or os.environ.get(ENV_MIRROR) or "").strip() or BASE_URL
-    if urlsplit(base).scheme not in ("http", "https"):
-        raise MovierecError(f"Mirror {base!r} is not an http:// or https:// URL.")
+    base = (mirror or "").strip() or (os.environ.get(ENV_MIRROR) or "").strip()
+    if not base:
+        return BASE_URL
+    label = f"Mirror {base!r}" if (mirror or "").strip() else f"${ENV_MIRROR} {base!r}"
+    try:
+        parts = urlsplit(base)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number from 0 to 65535)
+    except ValueError as exc:
+        raise MovierecError(f"{label} is not a valid URL ({_first_line(exc)}).") from None
+    if parts.scheme not in ("http", "https"):
+        raise MovierecError(f"{label} is not an http:// or https:// URL.")
+    if not parts.hostname:
+        raise MovierecError(f"{label} has no host name.")
     return base.rstrip("/")
 
 
@@ -167,13 +204,15 @@ def fetch(
     progress: ProgressCallback | None = None,
     status: StatusCallback | None = None,
     config: DownloadConfig | None = None,
+    on_retry: RetryCallback | None = None,
 ) -> FetchResult:
     """Make sure release ``name`` is downloaded, verified, unpacked and parsed, and say what is there.
 
     ``from_file`` imports a zip the user already has (it is copied, never moved or changed) instead of
     downloading. ``verify=False`` accepts an archive whose checksum does not match or cannot be known;
     the result then carries a warning and ``verified=False``. ``force`` replaces a cached copy, but
-    only once the new one is fully in place.
+    only once the new one is fully in place. ``on_retry`` hears of each transient network failure
+    before the wait for the next attempt.
     """
     info = get_dataset_info(name)
     config = config or DEFAULT_CONFIG
@@ -184,6 +223,7 @@ def fetch(
     base = mirror_base(mirror) if source_file is None else ""
     target = paths.dataset_dir(info.name)
 
+    _empty_trash()
     with _locked(info.name, wait=True, on_wait=say):
         target.mkdir(parents=True, exist_ok=True)
         _clean_leftovers(target)
@@ -194,7 +234,7 @@ def fetch(
                     return cached
             if source_file is not None:
                 return _import_file(info, source_file, verify, progress, say)
-            return _download_release(info, base, verify, progress, say, config)
+            return _download_release(info, base, verify, progress, say, config, on_retry)
         except BaseException:
             with contextlib.suppress(OSError):
                 target.rmdir()  # only succeeds when the failed attempt left nothing at all
@@ -238,6 +278,7 @@ def dataset_status(name: str) -> DatasetStatus:
         items=summary.items if summary else None,
         ratings=summary.ratings if summary else None,
         verified=bool(record.get("verified")) if record else None,
+        duplicates_dropped=summary.duplicates_dropped if summary else None,
     )
 
 
@@ -247,10 +288,16 @@ def list_datasets() -> list[DatasetStatus]:
 
 
 def remove(name: str) -> int:
-    """Delete everything on disk for dataset ``name`` and return the bytes freed."""
+    """Delete everything on disk for dataset ``name`` and return the bytes freed.
+
+    The folder is first renamed to a hidden trash name in one atomic step, so an interruption leaves
+    either the whole dataset or none of it; a trash folder left behind is deleted by the next fetch or
+    removal.
+    """
     info = get_dataset_info(name)
     folder = paths.dataset_dir(info.name)
     try:
+        _empty_trash()
         with _locked(info.name, wait=False):
             with contextlib.suppress(OSError):
                 folder.rmdir()  # an empty folder is not a cached dataset
@@ -258,8 +305,13 @@ def remove(name: str) -> int:
                 raise MovierecError(
                     f"{info.name} is not cached in {paths.datasets_dir()}; there is nothing to remove."
                 )
-            freed = disk_usage(folder)
-            shutil.rmtree(folder)
+            trash = folder.with_name(f"{_TRASH_PREFIX}{info.name}-{uuid.uuid4().hex}")
+            os.rename(folder, trash)
+        freed = disk_usage(trash)
+        # Another process may be emptying the trash too; only what is still there afterwards is a failure.
+        shutil.rmtree(trash, ignore_errors=True)
+        if trash.exists():
+            shutil.rmtree(trash)
     except _Busy:
         raise MovierecError(
             f"{info.name} is being fetched by another movierec process; try again when it has finished."
@@ -267,6 +319,13 @@ def remove(name: str) -> int:
     except OSError as exc:
         raise MovierecError(f"Could not remove {folder}: {exc.strerror or exc}.") from exc
     return freed
+
+
+def _empty_trash() -> None:
+    """Finish removals that were interrupted after their folder was renamed to a trash name."""
+    with contextlib.suppress(OSError):
+        for leftover in paths.datasets_dir().glob(f"{_TRASH_PREFIX}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def disk_usage(path: Path) -> int:
@@ -299,40 +358,54 @@ def download_file(
     progress: ProgressCallback | None = None,
     config: DownloadConfig = DEFAULT_CONFIG,
     dataset: str = "NAME",
+    on_retry: RetryCallback | None = None,
+    limit: int | None = None,
+    keep_partial: bool = True,
 ) -> None:
     """Stream ``url`` into ``part``, resuming whatever ``part`` already holds, retrying transient failures.
 
     On success ``part`` holds the whole response body. On failure ``part`` keeps the bytes received so
-    far (a correct prefix), so calling again resumes; the error is a one-sentence MovierecError.
+    far (a correct prefix), so calling again resumes; the error is a one-sentence MovierecError, which
+    says so when ``keep_partial`` (the caller keeps ``part``). A host that cannot be reached at all fails
+    at once; a body longer than ``limit`` bytes is refused. Retries are counted while the download makes
+    no progress: an attempt that gets :data:`STALL_MIN_BYTES` further than any before starts the count again.
     """
-    attempt = 0
+    failures = 0
     best = part.stat().st_size if part.exists() else 0
     ever_connected = False
     while True:
         try:
-            _download_once(session, url, part, progress, config)
+            _download_once(session, url, part, progress, config, limit, keep_partial)
             return
+        except _Unreachable as exc:
+            raise MovierecError(_unreachable_message(url, str(exc), dataset)) from None
         except _Retryable as exc:
             ever_connected = ever_connected or not exc.connect_failure
             have = part.stat().st_size if part.exists() else 0
-            # A transfer that got further than ever before earns a fresh set of retries; one that keeps
-            # dying at the same point (or a server that restarts from zero each time) does not.
-            if have > best:
-                best, attempt = have, 0
-            if attempt >= config.retries:
+            if have >= best + STALL_MIN_BYTES:
+                failures = 0
+            best = max(best, have)
+            if failures >= config.retries:
                 if not ever_connected:
-                    host = urlsplit(url).netloc
-                    raise MovierecError(
-                        f"Cannot reach {host} ({exc}); without network access, download the archive "
-                        f"elsewhere and run 'movierec fetch {dataset} --from-file PATH', or point --mirror "
-                        f"or ${ENV_MIRROR} at a reachable copy."
-                    ) from None
-                kept = f"; the {have:,} bytes received are kept and the next attempt resumes" if have else ""
+                    raise MovierecError(_unreachable_message(url, str(exc), dataset)) from None
+                kept = ""
+                if keep_partial and have:
+                    kept = f"; the {have:,} bytes received are kept and the next attempt resumes"
                 raise MovierecError(f"Download of {url} failed: {exc}{kept}.") from None
-            delay = config.backoff * 2**attempt
-            attempt += 1
-            log.info("retrying %s in %.1fs (attempt %d): %s", url, delay, attempt + 1, exc)
+            delay = config.backoff * 2**failures
+            failures += 1
+            log.info("retrying %s in %.1fs (attempt %d): %s", url, delay, failures + 1, exc)
+            if on_retry:
+                on_retry(delay, failures + 1, config.retries + 1, str(exc))
             time.sleep(delay)
+
+
+def _unreachable_message(url: str, reason: str, dataset: str) -> str:
+    return (
+        f"Cannot reach {urlsplit(url).netloc} ({reason}); without network access, download the archive "
+        f"elsewhere and run 'movierec fetch {dataset} --from-file PATH', or point --mirror or ${ENV_MIRROR} "
+        "at a reachable copy."
+    )
 
 
 # ------------------------------------------------------------------------------------------- fetching
@@ -346,24 +419,49 @@ def _check_source_file(from_file: str | Path) -> Path:
 
 
 def _cached_result(info: DatasetInfo, say: StatusCallback) -> FetchResult | None:
-    """The result for a copy already in place, parsing it again if its parsed cache is missing."""
+    """The result for a copy already in place, or None when there is none worth keeping.
+
+    A parsed cache that is missing or damaged is rebuilt from the unpacked files; when those are
+    incomplete too (an interrupted removal, files deleted by hand), the kept archive is unpacked
+    again, provided it still has the checksum recorded when it was fetched.
+    """
     from movierec.data import movielens
 
     folder = paths.dataset_dir(info.name)
     record = read_record(info.name)
     archive = folder / info.filename
-    if record is None or not archive.is_file() or not (folder / info.folder).is_dir():
-        return None
-    if archive.stat().st_size != record.get("size"):
+    if record is None or not archive.is_file() or archive.stat().st_size != record.get("size"):
         return None
     verified = bool(record.get("verified"))
-    warnings = () if verified else (
+    warnings: tuple[str, ...] = () if verified else (
         f"The cached {info.filename} was accepted unverified; use --force to fetch a verified copy.",
     )
-    summary = movielens.summary(info.name)
-    if summary is None:
+    live = folder / info.folder
+    files = record.get("files")
+    whole = live.is_dir() and (
+        not isinstance(files, list) or all(isinstance(f, str) and (live / f).is_file() for f in files)
+    )
+    summary = movielens.check_cache(info.name) if whole else None
+    if whole and summary is None:
         say(f"Parsing {info.name}")
-        summary = movielens.prepare(info.name)
+        try:
+            summary = movielens.prepare(info.name)
+        except MovierecError as exc:
+            log.info("the unpacked %s does not parse (%s); unpacking the archive again", info.name, exc)
+        else:
+            warnings += _parse_warnings(summary)
+    if summary is None:
+        say(f"Verifying {info.filename}")
+        sha256, md5 = file_hashes(archive)
+        if sha256 != record.get("sha256"):
+            return None  # the archive changed since it was fetched: fetch it again
+        try:
+            result = _install(
+                info, archive, sha256, md5, str(record.get("source")), verified, warnings, say, record=record
+            )
+        except OSError as exc:
+            raise _disk_error(exc, f"unpacking {info.filename} into {folder}") from exc
+        return dataclasses.replace(result, already_cached=True)
     return FetchResult(
         name=info.name, path=folder, verified=verified,
         sha256=str(record.get("sha256")), md5=str(record.get("md5")), source=str(record.get("source")),
@@ -371,9 +469,19 @@ def _cached_result(info: DatasetInfo, say: StatusCallback) -> FetchResult | None
     )
 
 
+def _parse_warnings(summary: DatasetSummary) -> tuple[str, ...]:
+    if not summary.duplicates_dropped:
+        return ()
+    n = summary.duplicates_dropped
+    return (
+        f"{summary.name} has {n:,} repeated rating{'s' if n != 1 else ''} (a user rating the same movie again); "
+        "only the latest of each was kept.",
+    )
+
+
 def _download_release(
     info: DatasetInfo, base: str, verify: bool, progress: ProgressCallback | None,
-    say: StatusCallback, config: DownloadConfig,
+    say: StatusCallback, config: DownloadConfig, on_retry: RetryCallback | None,
 ) -> FetchResult:
     import requests
 
@@ -386,9 +494,9 @@ def _download_release(
         session.headers["Accept-Encoding"] = "identity"
         expected = None
         if verify:
-            expected = _expected_checksum(info, session, base, config)
+            expected = _expected_checksum(info, session, base, config, on_retry)
         say(f"Downloading {url}")
-        download_file(session, url, part, progress=progress, config=config, dataset=info.name)
+        download_file(session, url, part, progress=progress, config=config, dataset=info.name, on_retry=on_retry)
 
     say(f"Verifying {info.filename}")
     sha256, md5 = file_hashes(part)
@@ -429,6 +537,7 @@ def _import_file(
 
 def _expected_checksum(
     info: DatasetInfo, session: requests.Session, base: str, config: DownloadConfig,
+    on_retry: RetryCallback | None,
 ) -> tuple[str, str]:
     """``(algorithm, hex digest)`` the archive must match: the registry's, or the published ``.md5``."""
     if info.sha256:
@@ -438,7 +547,10 @@ def _expected_checksum(
     md5_url = info.md5_url(base)
     with tempfile.TemporaryDirectory() as tmp:
         md5_file = Path(tmp) / f"{info.filename}.md5"
-        download_file(session, md5_url, md5_file, config=config, dataset=info.name)
+        download_file(
+            session, md5_url, md5_file, config=config, dataset=info.name, on_retry=on_retry,
+            limit=MAX_CHECKSUM_BYTES, keep_partial=False,
+        )
         return "md5", _parse_md5(md5_file.read_text(encoding="utf-8", errors="replace"), md5_url)
 
 
@@ -450,7 +562,11 @@ def _expected_checksum_offline(info: DatasetInfo, source: Path) -> tuple[str, st
         return "md5", info.md5
     sidecar = source.with_name(source.name + ".md5")
     if sidecar.is_file():
-        return "md5", _parse_md5(sidecar.read_text(encoding="utf-8", errors="replace"), str(sidecar))
+        with open(sidecar, "rb") as fh:
+            text = fh.read(MAX_CHECKSUM_BYTES + 1)
+        if len(text) > MAX_CHECKSUM_BYTES:
+            raise MovierecError(f"{sidecar} is longer than the {MAX_CHECKSUM_BYTES:,} bytes of a checksum file.")
+        return "md5", _parse_md5(text.decode("utf-8", errors="replace"), str(sidecar))
     raise MovierecError(
         f"{info.name} is re-published over time, so its checksum is not known offline; put "
         f"{info.filename}.md5 from GroupLens next to {source}, or pass --no-verify to use the file unverified."
@@ -490,15 +606,19 @@ def _verify(
 
 def _install(
     info: DatasetInfo, archive: Path, sha256: str, md5: str, source: str, verified: bool,
-    warnings: tuple[str, ...], say: StatusCallback,
+    warnings: tuple[str, ...], say: StatusCallback, record: dict[str, Any] | None = None,
 ) -> FetchResult:
-    """Unpack ``archive``, parse it and only then let it replace the cached copy (if any)."""
+    """Unpack ``archive``, parse it and only then let it replace the cached copy (if any).
+
+    ``record`` is the ``download.json`` of the archive being unpacked again, kept as it was.
+    """
     from movierec.data import movielens
 
     folder = paths.dataset_dir(info.name)
     live = folder / info.folder
     say(f"Unpacking {info.filename}")
-    extracted = safe_extract(archive, folder, info.folder)
+    extracted = safe_extract(archive, folder, info.folder, info.members, label=info.filename)
+    unpacked = sorted(p.name for p in (extracted / info.folder).iterdir() if p.is_file())
     old: Path | None = None
     moved_in = False
     try:
@@ -522,7 +642,7 @@ def _install(
         shutil.rmtree(extracted, ignore_errors=True)
 
     os.replace(archive, folder / info.filename)
-    record = {
+    record = dict(record) if record is not None else {
         "name": info.name,
         "file": info.filename,
         "size": (folder / info.filename).stat().st_size,
@@ -533,6 +653,7 @@ def _install(
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "movierec": __version__,
     }
+    record["files"] = unpacked
     _write_json_atomic(folder / RECORD_NAME, record)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
@@ -540,48 +661,77 @@ def _install(
     (folder / f"{info.filename}.part").unlink(missing_ok=True)
     return FetchResult(
         name=info.name, path=folder, verified=verified, sha256=sha256, md5=md5, source=source,
-        already_cached=False, summary=summary, warnings=warnings,
+        already_cached=False, summary=summary, warnings=warnings + _parse_warnings(summary),
     )
 
 
-def safe_extract(archive: Path, parent: Path, top_folder: str) -> Path:
-    """Unpack ``top_folder/`` of ``archive`` into a new temporary folder inside ``parent``; return it.
+def safe_extract(
+    archive: Path, parent: Path, top_folder: str, wanted: Collection[str], label: str | None = None
+) -> Path:
+    """Unpack the files ``wanted`` of ``top_folder/`` in ``archive`` into a new temporary folder in ``parent``.
 
-    The whole archive is refused if any member is an absolute path, climbs out with ``..`` or is a
-    symbolic link, or if it lacks ``top_folder/``. Members outside ``top_folder/`` are not unpacked.
+    Returns the temporary folder (which holds ``top_folder/``). Other members are not unpacked. The
+    whole archive is refused if any member is an absolute path, climbs out with ``..`` or is a symbolic
+    link, if a wanted member is encrypted, if it lacks ``top_folder/``, or if unpacking would write more
+    than :data:`MAX_UNPACKED_BYTES` or inflate a member more than :data:`MAX_EXPANSION_RATIO`-fold.
+    The limits are checked on the bytes actually written, not only on the sizes the archive declares.
+    Errors call the archive ``label`` (default: its file name).
     """
+    label = label or archive.name
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, EOFError) as exc:
         raise MovierecError(
-            f"{archive.name} is not a valid zip archive (truncated or corrupted: {exc}); fetch it again."
+            f"{label} is not a valid zip archive (truncated or corrupted: {exc}); fetch it again."
         ) from None
     with zf:
-        members = _safe_members(zf, archive.name, top_folder)
-        needed = sum(m.file_size for m in members)
+        members = _safe_members(zf, label, top_folder, wanted)
+        declared = sum(m.file_size for m in members)
+        if declared > MAX_UNPACKED_BYTES:
+            raise _too_big(label, declared)
         free = shutil.disk_usage(parent).free
-        if needed > free:
-            raise OSError(errno.ENOSPC, f"{needed:,} bytes needed, {free:,} free")
+        if declared > free:
+            raise OSError(errno.ENOSPC, f"{declared:,} bytes needed, {free:,} free")
+        archive_size = archive.stat().st_size
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=parent))
         try:
             root = tmp.resolve()
+            written = 0
             for member in members:
                 dest = (tmp / _member_name(member)).resolve()
                 if root not in dest.parents:  # belt and braces after _safe_members
-                    raise MovierecError(f"{archive.name} has a member escaping its folder; refusing to unpack.")
-                if member.is_dir():
-                    dest.mkdir(parents=True, exist_ok=True)
-                    continue
+                    raise MovierecError(f"{label} has a member escaping its folder; refusing to unpack.")
                 dest.parent.mkdir(parents=True, exist_ok=True)
+                # A member cannot hold more compressed bytes than the whole archive, whatever it declares.
+                allowed = max(MAX_EXPANSION_RATIO * min(member.compress_size, archive_size), _EXPANSION_FLOOR)
+                produced = 0
                 with zf.open(member) as src, open(dest, "wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
+                    while chunk := src.read(1 << 20):
+                        produced += len(chunk)
+                        written += len(chunk)
+                        if written > MAX_UNPACKED_BYTES:
+                            raise _too_big(label, written)
+                        if produced > allowed:
+                            raise MovierecError(
+                                f"{label} is not a MovieLens release: {member.filename} inflates more "
+                                f"than {MAX_EXPANSION_RATIO}-fold (over {produced:,} bytes from "
+                                f"{member.compress_size:,}), like a zip bomb; refusing to unpack it."
+                            )
+                        out.write(chunk)
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise MovierecError(f"{archive.name} is corrupted ({exc}); fetch it again.") from None
+            raise MovierecError(f"{label} is corrupted ({exc}); fetch it again.") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return tmp
+
+
+def _too_big(label: str, size: int) -> MovierecError:
+    return MovierecError(
+        f"{label} unpacks to more than {MAX_UNPACKED_BYTES:,} bytes ({size:,} so far), far more than any "
+        "MovieLens release; refusing to unpack it."
+    )
 
 
 def _member_name(member: zipfile.ZipInfo) -> str:
@@ -589,8 +739,11 @@ def _member_name(member: zipfile.ZipInfo) -> str:
     return member.filename.replace("\\", "/")
 
 
-def _safe_members(zf: zipfile.ZipFile, label: str, top_folder: str) -> list[zipfile.ZipInfo]:
-    members: list[zipfile.ZipInfo] = []
+def _safe_members(
+    zf: zipfile.ZipFile, label: str, top_folder: str, wanted: Collection[str]
+) -> list[zipfile.ZipInfo]:
+    """The members to unpack: files ``top_folder/NAME`` with NAME in ``wanted``, each once."""
+    members: dict[str, zipfile.ZipInfo] = {}
     has_file = False
     for member in zf.infolist():
         name = _member_name(member)
@@ -599,14 +752,28 @@ def _safe_members(zf: zipfile.ZipFile, label: str, top_folder: str) -> list[zipf
             raise MovierecError(f"{label} contains the unsafe path {member.filename!r}; refusing to unpack it.")
         if stat.S_ISLNK(member.external_attr >> 16):
             raise MovierecError(f"{label} contains the symbolic link {member.filename!r}; refusing to unpack it.")
-        if parts and parts[0] == top_folder:
-            members.append(member)
-            has_file = has_file or not member.is_dir()
+        if not parts or parts[0] != top_folder or member.is_dir():
+            continue
+        has_file = True
+        if len(parts) != 2 or parts[1] not in wanted:
+            continue
+        if member.flag_bits & 0x1:
+            raise MovierecError(
+                f"{label} has the encrypted member {member.filename!r}; MovieLens releases are not "
+                "password-protected, so this is not one (movierec cannot unpack it)."
+            )
+        # A name listed twice would be unpacked twice over the same file; the later entry wins, as in unzip.
+        members[parts[1]] = member
     if not has_file:
         raise MovierecError(
             f"{label} does not contain the expected folder {top_folder}/, so it is not this MovieLens release."
         )
-    return members
+    if not members:
+        raise MovierecError(
+            f"{label} has none of the files movierec reads in {top_folder}/ ({', '.join(wanted)}), so it is not "
+            "this MovieLens release."
+        )
+    return list(members.values())
 
 
 # ------------------------------------------------------------------------------------------ transfers
@@ -614,6 +781,7 @@ def _safe_members(zf: zipfile.ZipFile, label: str, top_folder: str) -> list[zipf
 
 def _download_once(
     session: requests.Session, url: str, part: Path, progress: ProgressCallback | None, config: DownloadConfig,
+    limit: int | None, keep_partial: bool,
 ) -> None:
     import requests
 
@@ -623,7 +791,9 @@ def _download_once(
         response = session.get(
             url, headers=headers, stream=True, timeout=(config.connect_timeout, config.read_timeout)
         )
-    except requests.exceptions.ConnectionError as exc:  # refused, DNS, connect timeout
+    except requests.exceptions.ConnectionError as exc:  # refused, DNS, no route, connect timeout
+        if _is_unreachable(exc):
+            raise _Unreachable(_reason(exc)) from None
         raise _Retryable(_reason(exc), connect_failure=True) from None
     except requests.exceptions.RequestException as exc:
         raise _Retryable(_reason(exc)) from None
@@ -656,23 +826,76 @@ def _download_once(
         # 200 means the server ignored (or was not sent) the Range header: the body starts at byte 0.
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None
+        if limit is not None and total is not None and total > limit:
+            raise _too_long(url, limit)
         done = offset
         if progress:
             progress(done, total)
+        # read1 returns whatever has arrived, so every byte received is on disk when the connection
+        # breaks, and a trickle is noticed: the body must bring STALL_MIN_BYTES every STALL_WINDOW.
+        raw = response.raw
+        read = getattr(raw, "read1", None) or raw.read
+        transfer_errors = _transfer_errors()
+        window_start, window_bytes = time.monotonic(), 0
         try:
             with open(part, "ab" if offset else "wb") as out:
-                for chunk in response.iter_content(chunk_size=config.chunk_size):
+                while True:
+                    try:
+                        chunk = read(config.chunk_size)
+                    except transfer_errors as exc:  # connection dropped or timed out mid-body
+                        raise _Retryable(f"the connection broke after {done:,} bytes ({_reason(exc)})") from None
+                    if not chunk:
+                        break
                     out.write(chunk)
                     done += len(chunk)
+                    window_bytes += len(chunk)
+                    if limit is not None and done > limit:
+                        raise _too_long(url, limit)
                     if progress:
                         progress(done, total)
-        # requests' exceptions derive from OSError, so they must be told apart from disk errors first.
-        except requests.exceptions.RequestException as exc:  # connection dropped or timed out mid-body
-            raise _Retryable(f"the connection broke after {done:,} bytes ({_reason(exc)})") from None
+                    now = time.monotonic()
+                    if now - window_start >= STALL_WINDOW:
+                        if window_bytes < STALL_MIN_BYTES:
+                            raise _Retryable(
+                                f"the transfer stalled after {done:,} bytes (only {window_bytes:,} bytes in "
+                                f"{now - window_start:.0f} s)"
+                            )
+                        window_start, window_bytes = now, 0
         except OSError as exc:
-            raise _disk_error(exc, f"writing {part}", kept=part) from exc
+            raise _disk_error(exc, f"writing {part}", kept=part if keep_partial else None) from exc
         if total is not None and done != total:
             raise _Retryable(f"the connection broke after {done:,} of {total:,} bytes")
+
+
+def _too_long(url: str, limit: int) -> MovierecError:
+    return MovierecError(f"{url} is longer than the {limit:,} bytes expected of it; refusing to download it.")
+
+
+def _transfer_errors() -> tuple[type[BaseException], ...]:
+    import http.client
+
+    import requests
+    import urllib3
+
+    return (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, http.client.HTTPException, OSError)
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` comes from a failed name lookup, a refused connection or a missing route."""
+    pending: list[object] = [exc]
+    seen: set[int] = set()
+    while pending:
+        inner = pending.pop()
+        if not isinstance(inner, BaseException) or id(inner) in seen:
+            continue
+        seen.add(id(inner))
+        if isinstance(inner, (socket.gaierror, ConnectionRefusedError)):
+            return True
+        if isinstance(inner, OSError) and inner.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return True
+        # urllib3 keeps the cause of a failed connection in ``reason`` as well as in the exception chain.
+        pending += [inner.__cause__, inner.__context__, getattr(inner, "reason", None)]
+    return False
 
 
 def _start_from_content_range(value: str) -> int:
@@ -683,6 +906,11 @@ def _start_from_content_range(value: str) -> int:
 def _total_from_content_range(value: str) -> int | None:
     match = re.match(r"\s*bytes\s+(?:\*|\d+-\d+)/(\d+)", value)
     return int(match.group(1)) if match else None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0].rstrip(".") if lines else type(exc).__name__
 
 
 def _reason(exc: BaseException) -> str:
@@ -742,59 +970,26 @@ def _locked(name: str, *, wait: bool, on_wait: StatusCallback | None = None) -> 
     """Hold the dataset's lock; ``wait=False`` raises :class:`_Busy` instead of waiting.
 
     The lock file lives beside (not inside) the dataset folder, so removing the folder never
-    pulls a lock out from under a waiting process.
+    pulls a lock out from under a waiting process. The operating system releases it when a
+    process dies, so a killed fetch never leaves a dataset locked.
     """
+    import filelock
+
     lock_path = paths.datasets_dir() / f".{name}.lock"
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(lock_path, "a+b")  # noqa: SIM115 (closed by the with below)
-    except OSError as exc:
-        raise MovierecError(f"Cannot write to {lock_path.parent}: {exc.strerror or exc}.") from exc
-    with fh:
-        if not _try_lock(fh.fileno()):
+        lock = filelock.FileLock(lock_path)
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
             if not wait:
-                raise _Busy(name)
+                raise _Busy(name) from None
             if on_wait:
                 on_wait(f"Waiting for another movierec process to finish with {name}")
-            _lock_blocking(fh.fileno())
-        try:
-            yield
-        finally:
-            _unlock(fh.fileno())
-
-
-try:
-    import fcntl
-
-    def _try_lock(fd: int) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def _lock_blocking(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-
-    def _unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-
-except ImportError:  # Windows
-    import msvcrt
-
-    def _try_lock(fd: int) -> bool:
-        os.lseek(fd, 0, os.SEEK_SET)
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-
-    def _lock_blocking(fd: int) -> None:
-        # msvcrt's blocking mode gives up after ten seconds; a big download takes longer.
-        while not _try_lock(fd):
-            time.sleep(0.2)
-
-    def _unlock(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+            lock.acquire(timeout=-1)
+    except OSError as exc:
+        raise MovierecError(f"Cannot write to {lock_path.parent}: {exc.strerror or exc}.") from exc
+    try:
+        yield
+    finally:
+        lock.release()

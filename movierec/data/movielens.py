@@ -24,15 +24,18 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 import pandas as pd
 
 from movierec import paths
-from movierec.data.ratings import Ratings
 from movierec.data.registry import DatasetInfo, get_dataset_info
 from movierec.errors import MovierecError
+
+if TYPE_CHECKING:
+    # Imported where ratings are built: it brings in torch, which `movierec datasets` must not wait for.
+    from movierec.data.ratings import Ratings
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,13 @@ _ML1M_OCCUPATIONS = (
 # Above this, a lookup table indexed by id would waste memory; np.unique's sort is used instead.
 _MAX_LOOKUP_ID = 50_000_000
 
+FINGERPRINT_CHECK_MAX_RATINGS = 2_000_000
+"""Loading a cache of at most this many ratings re-hashes it against its fingerprint (about 15-30 ms per
+million ratings). Bigger caches get only the range checks: at 25 million ratings those take about 0.05 s,
+where the hash would add 0.35-0.7 s to a load of about 0.3 s."""
+
+_INT64_MAX = np.iinfo(np.int64).max
+
 
 @dataclass(frozen=True)
 class DatasetSummary:
@@ -93,6 +103,8 @@ class DatasetSummary:
     """The release's folder, ``paths.dataset_dir(name)``."""
     size_bytes: int
     """Total bytes on disk under ``path``: archive, extracted files and parsed cache."""
+    duplicates_dropped: int = 0
+    """Ratings dropped because the same user rated the same movie again later (the latest one is kept)."""
 
 
 # eq=False: the fields are arrays and DataFrames, whose ``==`` is elementwise, not a truth value.
@@ -116,6 +128,8 @@ class Dataset:
     """The star values of the release's scale, ascending."""
     path: Path
     """The release's folder, ``paths.dataset_dir(name)``."""
+    duplicates_dropped: int = 0
+    """Ratings the release repeats for the same user and movie, dropped while parsing (the latest is kept)."""
 
     @property
     def n_users(self) -> int:
@@ -198,18 +212,43 @@ def _prepare(name: str) -> tuple[DatasetSummary, Dataset]:
     _write_cache(dataset)
     size = _disk_usage(dataset.path)
     counts = (dataset.n_users, dataset.n_items, len(dataset.ratings))
-    return DatasetSummary(info.name, *counts, dataset.path, size), dataset
+    return DatasetSummary(info.name, *counts, dataset.path, size, dataset.duplicates_dropped), dataset
 
 
-def load_dataset(name: str) -> Dataset:
-    """The parsed release, from the cache; parses first when only the extracted files are there."""
+def check_cache(name: str) -> DatasetSummary | None:
+    """The summary of a parsed cache that loads and passes :func:`load_dataset`'s checks, else None."""
     info = get_dataset_info(name)
     target = parsed_dir(info.name)
     meta = _read_meta(target)
+    if meta is None:
+        return None
+    try:
+        _load_cache(info.name, target, meta)
+    except _CACHE_ERRORS as exc:
+        log.info("parsed cache of %s is damaged: %s", info.name, exc)
+        return None
+    return _summary_from_meta(info.name, meta)
+
+
+def load_dataset(name: str) -> Dataset:
+    """The parsed release, from the cache; parses first when only the extracted files are there.
+
+    A cache that fails its checks (array shapes and types, index ranges, finite stars on the scale,
+    sorted ids, titles for every movie, and for small releases the fingerprint) is never used: the
+    release is parsed again from the extracted files, or the error says how to get them back.
+    """
+    info = get_dataset_info(name)
+    target = parsed_dir(info.name)
+    meta = _read_meta(target)
+    if meta is None and (target / META_FILE).is_file() and not extracted_dir(info.name).is_dir():
+        raise MovierecError(
+            f"The parsed cache of {info.name} in {target} cannot be read (its {META_FILE} is damaged or from "
+            f"another version of movierec); run `movierec fetch {info.name}` again."
+        )
     if meta is not None:
         try:
             return _load_cache(info.name, target, meta)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except _CACHE_ERRORS as exc:
             if not extracted_dir(info.name).is_dir():
                 raise MovierecError(
                     f"The parsed cache of {info.name} in {target} is damaged ({_first_line(exc)}); "
@@ -339,7 +378,7 @@ def _parse_dat(folder: Path, name: str, scale: tuple[float, ...]) -> _Parsed:
         movie_id, sep1, rest = line.partition("::")
         # A title may contain "::" in principle; genres never do, so split the genres off the right.
         title, sep2, genre_text = rest.rpartition("::")
-        if not (sep1 and sep2) or not movie_id.strip().isdigit():
+        if not (sep1 and sep2) or not movie_id.strip().isdigit() or int(movie_id) > _INT64_MAX:
             raise MovierecError(
                 f"{movies_file} line {lineno} is not `MovieID::Title::Genres`: {line[:80]!r}."
             )
@@ -427,11 +466,20 @@ def _movies_frame(ids: np.ndarray, titles: pd.Series, genres: list[list[str]]) -
     return frame
 
 
+_BOM = b"\xef\xbb\xbf"
+"""The UTF-8 byte order mark some editors put at the start of a file."""
+
+
+def _starts_with_bom(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(_BOM)) == _BOM
+
+
 def _decode(path: Path) -> str:
     """A side file's text: UTF-8 when it is valid UTF-8, else latin-1 (ml-100k's and ml-1m's encoding)."""
-    data = path.read_bytes()
+    data = path.read_bytes().removeprefix(_BOM)
     try:
-        return data.decode("utf-8").lstrip("\ufeff")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         return data.decode("latin-1")
 
@@ -469,7 +517,7 @@ def _read_table(path: Path, sep: str, n_fields: int) -> pd.DataFrame:
 def _int_column(column: pd.Series, path: Path, what: str) -> np.ndarray:
     try:
         return column.astype(str).str.strip().astype(np.int64).to_numpy()
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise MovierecError(f"{path} has a {what} that is not a whole number: {_first_line(exc)}.") from exc
 
 
@@ -494,10 +542,21 @@ def read_ratings_file(
     source: Path | io.BytesIO = path
     c_sep = sep
     if len(sep) > 1:
-        # The C parser needs a one-character separator; rating lines are all digits, so a tab is safe,
-        # and keeping every field means a line with extra or missing fields still fails the parse.
-        source = io.BytesIO(path.read_bytes().replace(sep.encode(), b"\t"))
+        # The C parser needs a one-character separator; rating lines are all digits, so a tab is safe once
+        # we know the file has none, and keeping every field means a line with extra or missing fields
+        # still fails the parse.
+        data = path.read_bytes()
+        tab = data.find(b"\t")
+        if tab >= 0:
+            lineno = data.count(b"\n", 0, tab) + 1
+            raise MovierecError(
+                f"{path} line {lineno} is malformed: it has a tab, but its fields are separated by {sep!r}."
+            )
+        source = io.BytesIO(data.removeprefix(_BOM).replace(sep.encode(), b"\t"))
+        del data
         c_sep = "\t"
+    elif _starts_with_bom(path):
+        source = io.BytesIO(path.read_bytes().removeprefix(_BOM))
     # No ``names=``: given names, pandas would silently turn a surplus first field into the index.
     columns: list = _CSV_RATINGS_HEADER.split(",") if header else [0, 1, 2, 3]
     try:
@@ -511,7 +570,7 @@ def read_ratings_file(
             skip_blank_lines=True,
             encoding="latin-1",
         )
-    except ValueError as exc:  # pandas' ParserError and dtype failures are all ValueErrors
+    except (ValueError, OverflowError) as exc:  # pandas' ParserError and dtype failures are ValueErrors
         _raise_bad_line(path, sep, header, scale, _first_line(exc))
     del source
     if list(frame.columns) != columns:
@@ -548,7 +607,7 @@ def find_bad_line(path: Path, sep: str, header: bool, scale: tuple[float, ...]) 
         for lineno, raw in enumerate(f, 1):
             if header and lineno == 1:
                 continue
-            line = raw.rstrip(b"\r\n")
+            line = raw.rstrip(b"\r\n").removeprefix(_BOM) if lineno == 1 else raw.rstrip(b"\r\n")
             if not line.strip():
                 continue  # the fast parser skips blank lines too
             fields = line.split(bsep)
@@ -563,6 +622,8 @@ def find_bad_line(path: Path, sep: str, header: bool, scale: tuple[float, ...]) 
                 )
             if user < 0 or item < 0:
                 return lineno, f"negative id in {_show(line)}"
+            if max(user, item, abs(int(fields[3]))) > _INT64_MAX:
+                return lineno, f"a number too large for a 64-bit id or timestamp in {_show(line)}"
             if stars not in allowed:
                 return lineno, f"rating {fields[2].decode('latin-1')} is not one of {shown}"
     return None
@@ -591,12 +652,42 @@ def _to_index(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return inverse.astype(np.int32).reshape(-1), distinct.astype(np.int64)
 
 
+def _latest_of_each_pair(
+    user_index: np.ndarray, item_index: np.ndarray, timestamps: np.ndarray, n_items: int
+) -> np.ndarray | None:
+    """Positions to keep so each (user, movie) pair is rated once, or None when no pair repeats.
+
+    Of a repeated pair the rating with the latest timestamp is kept (the later line on a tie): it is
+    the user's current opinion. The kept positions stay in file order.
+    """
+    key = user_index.astype(np.int64) * n_items + item_index  # (N,) one number per (user, movie)
+    if len(key) < 2 or bool(np.all(key[1:] > key[:-1])):
+        return None  # the usual layout, sorted by user then movie: an O(N) check and no sort
+    order = np.argsort(key, kind="stable")  # (N,) equal keys in file order
+    sorted_key = key[order]
+    if bool(np.all(sorted_key[1:] != sorted_key[:-1])):
+        return None
+    # Sort by (key, timestamp, line) and keep the last entry of each key.
+    order = np.lexsort((np.arange(len(key)), timestamps, key))
+    sorted_key = key[order]
+    last = np.append(sorted_key[1:] != sorted_key[:-1], True)
+    return np.sort(order[last])
+
+
 def _build_dataset(info: DatasetInfo, parsed: _Parsed, scale: tuple[float, ...]) -> Dataset:
+    from movierec.data.ratings import Ratings
+
     user_index, user_ids = _to_index(parsed.users)
     item_index, item_ids = _to_index(parsed.items)
-    ratings = Ratings(
-        user_index, item_index, parsed.ratings, parsed.timestamps, int(len(user_ids)), int(len(item_ids))
-    )
+    stars, timestamps = parsed.ratings, parsed.timestamps
+    dropped = 0
+    keep = _latest_of_each_pair(user_index, item_index, timestamps, len(item_ids))
+    if keep is not None:
+        dropped = len(user_index) - len(keep)
+        log.info("%s rates %d (user, movie) pairs more than once; keeping the latest", info.name, dropped)
+        # A user or movie left only with dropped ratings still has a kept one: only repeats are dropped.
+        user_index, item_index, stars, timestamps = (a[keep] for a in (user_index, item_index, stars, timestamps))
+    ratings = Ratings(user_index, item_index, stars, timestamps, int(len(user_ids)), int(len(item_ids)))
     movies = parsed.movies
     missing = np.setdiff1d(item_ids, movies.index.to_numpy())
     if len(missing):
@@ -617,6 +708,7 @@ def _build_dataset(info: DatasetInfo, parsed: _Parsed, scale: tuple[float, ...])
         fingerprint=fingerprint_of(ratings, user_ids, item_ids),
         rating_values=scale,
         path=paths.dataset_dir(info.name),
+        duplicates_dropped=dropped,
     )
 
 
@@ -652,6 +744,7 @@ def _write_cache(dataset: Dataset) -> None:
             "fingerprint": dataset.fingerprint,
             "rating_values": list(dataset.rating_values),
             "has_users": dataset.users is not None,
+            "duplicates_dropped": dataset.duplicates_dropped,
         }
         # meta.json last: its presence marks a complete cache.
         _write_json(tmp / META_FILE, meta)
@@ -684,6 +777,7 @@ def _write_json(path: Path, data: object) -> None:
 
 
 def _read_meta(folder: Path) -> dict | None:
+    """``meta.json`` of a parsed cache, or None when it is missing, older or damaged (then re-parse)."""
     try:
         with open(folder / META_FILE, encoding="utf-8") as f:
             meta = json.load(f)
@@ -691,13 +785,31 @@ def _read_meta(folder: Path) -> dict | None:
         return None
     if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
         return None
+    if not all(_is_count(meta.get(key)) for key in ("users", "items", "ratings")):
+        return None
+    if not _is_count(meta.get("duplicates_dropped", 0)) or not isinstance(meta.get("has_users"), bool):
+        return None
+    fingerprint, values = meta.get("fingerprint"), meta.get("rating_values")
+    if not isinstance(fingerprint, str) or len(fingerprint) != 64:
+        return None
+    if not isinstance(values, list) or not values or not all(_is_number(v) for v in values):
+        return None
     return meta
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 
 
 def _summary_from_meta(name: str, meta: dict) -> DatasetSummary:
     path = paths.dataset_dir(name)
     return DatasetSummary(
-        name, int(meta["users"]), int(meta["items"]), int(meta["ratings"]), path, _disk_usage(path)
+        name, meta["users"], meta["items"], meta["ratings"], path, _disk_usage(path),
+        meta.get("duplicates_dropped", 0),
     )
 
 
@@ -731,6 +843,8 @@ def _people_to_json(people: pd.DataFrame) -> dict:
 
 
 def _load_cache(name: str, folder: Path, meta: dict) -> Dataset:
+    from movierec.data.ratings import Ratings
+
     # Copy-on-write memory maps: the arrays come straight from the page cache instead of being copied
     # into fresh memory (which costs seconds for ML-25M's 500 MB), yet stay writable; a write copies
     # just the touched page and never reaches the file. A later prepare() writes new files and
@@ -747,8 +861,15 @@ def _load_cache(name: str, folder: Path, meta: dict) -> Dataset:
     for key, (length, dtype) in expected.items():
         if arrays[key].shape != (length,) or arrays[key].dtype != dtype:
             raise ValueError(f"{key}.npy does not match meta.json")
+    scale = tuple(float(v) for v in meta["rating_values"])
+    _check_arrays(name, arrays, n_users, n_items, scale)
+    if n <= FINGERPRINT_CHECK_MAX_RATINGS:
+        ratings = Ratings(arrays["users"], arrays["items"], arrays["ratings"], arrays["timestamps"], n_users, n_items)
+        if fingerprint_of(ratings, arrays["user_ids"], arrays["item_ids"]) != meta["fingerprint"]:
+            raise ValueError("the arrays do not match their fingerprint")
     with open(folder / "movies.json", encoding="utf-8") as f:
         m = json.load(f)
+    _check_columns(m, ("movie_id", "title", "year", "genres"), "movies.json")
     movies = pd.DataFrame(
         {
             "title": pd.array(m["title"], dtype="str"),
@@ -757,10 +878,13 @@ def _load_cache(name: str, folder: Path, meta: dict) -> Dataset:
         },
         index=pd.Index(np.asarray(m["movie_id"], dtype=np.int64), name="movie_id"),
     )
+    if not movies.index.is_unique or not np.isin(arrays["item_ids"], movies.index.to_numpy()).all():
+        raise ValueError("movies.json does not list every rated movie once")
     people = None
     if meta.get("has_users"):
         with open(folder / "people.json", encoding="utf-8") as f:
             p = json.load(f)
+        _check_columns(p, ("user_id", "gender", "age", "occupation", "zip"), "people.json")
         people = pd.DataFrame(
             {
                 "gender": pd.array(p["gender"], dtype="str"),
@@ -781,6 +905,42 @@ def _load_cache(name: str, folder: Path, meta: dict) -> Dataset:
         movies=movies,
         users=people,
         fingerprint=str(meta["fingerprint"]),
-        rating_values=tuple(float(v) for v in meta["rating_values"]),
+        rating_values=scale,
         path=paths.dataset_dir(name),
+        duplicates_dropped=int(meta.get("duplicates_dropped", 0)),
     )
+
+
+class _DamagedCache(ValueError):
+    """A parsed cache whose files load but whose contents are impossible."""
+
+
+_CACHE_ERRORS = (OSError, ValueError, KeyError, TypeError, OverflowError)
+
+
+def _check_arrays(
+    name: str, arrays: dict[str, np.ndarray], n_users: int, n_items: int, scale: tuple[float, ...]
+) -> None:
+    """Cheap whole-array checks (one pass over 300 MB at 25 million ratings, about 40 ms): every value in
+    range, so a damaged cache can never index out of bounds or feed NaN stars to a model."""
+    if scale != rating_scale(name):
+        raise _DamagedCache(f"its star scale {scale} is not {name}'s")
+    for key, limit in (("users", n_users), ("items", n_items)):
+        index = arrays[key]
+        if len(index) and (int(index.min()) < 0 or int(index.max()) >= limit):
+            raise _DamagedCache(f"{key}.npy has an index outside 0..{limit - 1}")
+    stars = arrays["ratings"]
+    # min/max are NaN when any star is NaN, and NaN fails both comparisons.
+    if len(stars) and not (scale[0] <= float(stars.min()) and float(stars.max()) <= scale[-1]):
+        raise _DamagedCache(f"ratings.npy has stars outside {scale[0]:g}..{scale[-1]:g} or not numbers")
+    for key in ("user_ids", "item_ids"):
+        ids = arrays[key]
+        if len(ids) and (int(ids[0]) < 0 or not bool(np.all(ids[1:] > ids[:-1]))):
+            raise _DamagedCache(f"{key}.npy is not a sorted list of distinct ids")
+
+
+def _check_columns(table: object, columns: tuple[str, ...], file: str) -> None:
+    if not isinstance(table, dict) or not all(isinstance(table.get(c), list) for c in columns):
+        raise _DamagedCache(f"{file} lacks one of the columns {', '.join(columns)}")
+    if len({len(table[c]) for c in columns}) != 1:
+        raise _DamagedCache(f"{file} has columns of different lengths")

@@ -26,6 +26,11 @@ class DatasetInfo:
     """Re-published over time (``ml-latest*``): checked against ``NAME.zip.md5`` published beside it."""
 
     @property
+    def members(self) -> tuple[str, ...]:
+        """The files movierec reads, relative to :attr:`folder`: the only ones unpacked from the archive."""
+        return LAYOUT_FILES[self.layout]
+
+    @property
     def filename(self) -> str:
         return f"{self.name}.zip"
 
@@ -39,6 +44,18 @@ class DatasetInfo:
     def has_fixed_checksum(self) -> bool:
         return bool(self.md5 or self.sha256)
 
+
+OFFICIAL_SPLITS: dict[str, tuple[str, ...]] = {
+    "ml-100k": ("u1", "u2", "u3", "u4", "u5", "ua", "ub"),
+}
+
+# Tags, links and the tag genome (ml-25m's is 400 MB unpacked) are not read, so they stay in the archive.
+LAYOUT_FILES: dict[str, tuple[str, ...]] = {
+    "100k": ("u.data", "u.item", "u.genre", "u.user", "u.info", "u.occupation")
+    + tuple(f"{split}.{part}" for split in OFFICIAL_SPLITS["ml-100k"] for part in ("base", "test")),
+    "dat": ("ratings.dat", "movies.dat", "users.dat"),
+    "csv": ("ratings.csv", "movies.csv"),
+}
 
 DATASETS: dict[str, DatasetInfo] = {
     d.name: d
@@ -80,10 +97,6 @@ DATASETS: dict[str, DatasetInfo] = {
             "the full current data set, re-published by GroupLens over time", changes=True,
         ),
     )
-}
-
-OFFICIAL_SPLITS: dict[str, tuple[str, ...]] = {
-    "ml-100k": ("u1", "u2", "u3", "u4", "u5", "ua", "ub"),
 }
 
 
