@@ -303,3 +303,19 @@ def test_datasets_lists_a_cached_release_without_importing_torch(home, runner, m
     assert done.returncode == 0, done.stderr
     listing, _, torch_loaded = done.stdout.rstrip().rpartition("\n")
     assert json.loads(listing)[0]["ratings"] == 100_000 and torch_loaded == "False"
+
+
+def test_library_warnings_reach_the_user_as_one_warning_line(home, runner, ml100k_zip):
+    import numpy as np
+
+    assert runner.invoke(app, ["fetch", "ml-100k", "--from-file", str(ml100k_zip), "--no-verify"]).exit_code == 0
+    stars = paths.dataset_dir("ml-100k") / "parsed" / "ratings.npy"
+    damaged = np.load(stars)
+    damaged[3] = np.nan
+    np.save(stars, damaged)
+
+    result = runner.invoke(app, ["train", "mf", "--epochs", "1", "--factors", "2", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning: ")]
+    assert len(warnings) == 1 and "damaged" in warnings[0] and "parsing the release again" in warnings[0], result.stderr
+    assert json.loads(result.stdout)["epochs"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -96,3 +97,25 @@ def root(
     from movierec.paths import set_home
 
     set_home(home)
+    _show_library_warnings()
+
+
+class _WarningLines(logging.Handler):
+    """The library logs what users should know (a damaged cache re-parsed, placeholder titles); the CLI shows
+    each such record as one "Warning: ..." line on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from movierec.cli.console import print_warning
+
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed log call must not end the command
+            return
+        print_warning(message[:1].upper() + message[1:] + ("" if message.endswith(".") else "."))
+
+
+def _show_library_warnings() -> None:
+    logger = logging.getLogger("movierec")
+    if not any(isinstance(h, _WarningLines) for h in logger.handlers):
+        handler = _WarningLines(level=logging.WARNING)
+        logger.addHandler(handler)
