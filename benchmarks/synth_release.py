@@ -86,10 +86,11 @@ SHAPES: dict[str, Shape] = {
     "ml-latest-small": Shape(**_LATEST_SMALL, users=610, movies=9_700, ratings=100_000, max_user=610,
                              max_movie=193_609, heavy=(2_600, 2_400, 2_100, 1_850, 1_700), pop_offset=30.0,
                              pop_exponent=1.6, taste=1.5),
-    "small-ml-1m": Shape(**_ML1M, **_SMALL, max_user=6040, max_movie=3952),
-    "small-ml-10m": Shape(**_ML10M, **_SMALL, max_user=71_567, max_movie=65_133),
-    "small-ml-25m": Shape(**_ML25M, **_SMALL, max_user=162_541, max_movie=209_171),
-    "small-ml-latest-small": Shape(**_LATEST_SMALL, **_SMALL, max_user=610, max_movie=193_609),
+    # User ids 1..150 like the real releases' (ml-10m's have gaps), so `--user 42` exists.
+    "small-ml-1m": Shape(**_ML1M, **_SMALL, max_user=150, max_movie=3952),
+    "small-ml-10m": Shape(**_ML10M, **_SMALL, max_user=160, max_movie=65_133),
+    "small-ml-25m": Shape(**_ML25M, **_SMALL, max_user=150, max_movie=209_171),
+    "small-ml-latest-small": Shape(**_LATEST_SMALL, **_SMALL, max_user=150, max_movie=193_609),
 }
 SMALL_SHAPES = tuple(name for name in SHAPES if name.startswith("small-"))
 
