@@ -8,15 +8,19 @@ evaluates everything and a metric that does not apply to a model comes back as `
 The protocol, for a training :class:`RatingMatrix` and the held-out test :class:`Ratings`:
 
 - **Pointwise.** Every test rating is predicted from ``score`` (the user's row, at the movie).
-  ``rmse``/``mae`` compare predicted and true stars (models of kind ``"rating"`` only).
+  ``rmse``/``mae`` compare predicted and true stars (models of kind ``"rating"`` only); the predicted
+  stars are clamped to the rating scale first (``score`` is raw and unclipped by contract: a prediction of
+  5.6 stars is a 5). Like/dislike calls use the clamped stars too; AUC, an ordering, uses the raw scores.
   ``loss``/``accuracy``/``auc`` judge liked (true stars >= the like threshold) against the prediction:
   ``"like"`` models give P(liked), called liked when >= 0.5; ``"rating"`` models call a movie liked when
   the predicted stars reach the threshold, and their predicted stars are the AUC score. The threshold is
   the model's own ``like_threshold`` when it has one, else the ``like_threshold`` argument.
 - **Ranking** (top-K). For each test user, every movie the user did *not* rate in the training split is
   ranked by score (training movies can never be recommended); the relevant movies are the user's test
-  ratings of at least ``relevance`` stars; users with no relevant test movie are skipped; equal scores are
-  ordered by movie index, lower first, so results are deterministic. precision/recall/nDCG/hit/MAP are
+  ratings of at least ``relevance`` stars; users with no relevant test movie are skipped. Movies are
+  ranked by the raw ``score`` (what the model knows, not the clipped stars, which would tie every movie
+  predicted above the top of the scale); equal raw scores are ordered by movie index, lower first, so
+  results are deterministic. precision/recall/nDCG/hit/MAP are
   averaged over the ranked users (definitions in :mod:`movierec.metrics`); coverage is the fraction of
   all movies that appear in at least one user's list.
 
@@ -36,7 +40,7 @@ from movierec import metrics
 from movierec.data.ratings import RatingMatrix, Ratings
 from movierec.errors import MovierecError
 
-__all__ = ["GlobalMeanBaseline", "PopularityBaseline", "Scorer", "evaluate", "heldout_metrics"]
+__all__ = ["GlobalMeanBaseline", "PopularityBaseline", "Scorer", "clamp_stars", "evaluate", "heldout_metrics"]
 
 
 class Scorer(Protocol):
@@ -122,6 +126,14 @@ class GlobalMeanBaseline(_Baseline):
 
 
 # -- protocol ------------------------------------------------------------------------------------------
+def clamp_stars(model: Scorer, pred: torch.Tensor) -> torch.Tensor:
+    """A rating model's predicted stars clamped to its rating scale; other kinds' scores unchanged."""
+    values = getattr(model, "rating_values", None)
+    if model.kind != "rating" or not values:
+        return pred
+    return pred.clamp(min(values), max(values))
+
+
 def _liked_threshold(model: Scorer, fallback: float) -> float:
     own = model.like_threshold
     return float(own) if own is not None else float(fallback)
@@ -174,7 +186,7 @@ def heldout_metrics(model: Scorer, train: RatingMatrix, test: Ratings) -> dict[s
     items = torch.from_numpy(test.items).to(device, torch.int64)
     truth = torch.from_numpy(test.ratings).to(device, torch.float32)
     with torch.no_grad(), _EvalMode(model):
-        pred = model.predict(users, items, train)
+        pred = clamp_stars(model, model.predict(users, items, train))
     if kind == "rating":
         return {"rmse": metrics.rmse(pred, truth), "mae": metrics.mae(pred, truth)}
     if model.like_threshold is None:
@@ -278,13 +290,14 @@ def evaluate(
 
     out: dict[str, float | None] = {}
     truth = test_matrix.values
-    out["rmse"] = metrics.rmse(pred, truth) if kind == "rating" and len(test) else None
-    out["mae"] = metrics.mae(pred, truth) if kind == "rating" and len(test) else None
+    stars = clamp_stars(model, pred)
+    out["rmse"] = metrics.rmse(stars, truth) if kind == "rating" and len(test) else None
+    out["mae"] = metrics.mae(stars, truth) if kind == "rating" and len(test) else None
 
     liked = truth >= _liked_threshold(model, like_threshold)
     judge = kind in ("rating", "like") and discriminates and len(test) > 0
     # Like models' scores are P(liked), which the metrics call liked at >= 0.5.
-    pred_liked = pred >= _liked_threshold(model, like_threshold) if kind == "rating" else pred
+    pred_liked = stars >= _liked_threshold(model, like_threshold) if kind == "rating" else pred
     out["loss"] = metrics.like_loss(pred_liked, liked) if judge else None
     out["accuracy"] = metrics.accuracy(pred_liked, liked) if judge else None
     # AUC only needs an ordering, so it is also defined for rank-only scores such as popularity.

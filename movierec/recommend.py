@@ -1,6 +1,17 @@
 """Top-N lists, similar movies, new users without retraining, explanations and movie clusters.
 
 Everything here works on movie indices and tensors; titles are attached by the CLI.
+
+How a list is ordered (every user-facing list here: recommendations, new users, similar movies):
+
+1. by the model's raw score (``score`` / ``fold_in`` are unclipped by contract), so two movies a rating
+   model predicts above the top of the scale are still ordered by how much it likes them;
+2. equal scores: the movie with more training ratings first (the better-known movie);
+3. still equal: the lower movie index first (deterministic).
+
+The number shown beside a movie is what the model means by it: for rating models the predicted stars
+clipped to the rating scale (so a list can show two 5.0s in a definite order), for like models P(liked),
+for top-N models the raw score. Movies a user already rated are left out unless asked for.
 """
 
 from __future__ import annotations
@@ -11,7 +22,6 @@ import torch
 
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
-from movierec.metrics import top_k
 from movierec.models.base import Recommender
 
 
@@ -19,8 +29,27 @@ from movierec.models.base import Recommender
 class Recommendation:
     item: int
     score: float
+    """What the model predicts, as shown: stars clipped to the scale, P(liked), or a top-N score."""
     because: int | None
     """The movie the user rated highly that is most similar to this one (None if no such movie)."""
+
+
+def item_counts(train: RatingMatrix) -> torch.Tensor:
+    """How many training ratings each movie has: (n_items,) int64."""
+    return torch.bincount(train.indices.to(torch.int64), minlength=train.n_cols)
+
+
+def rank_items(scores: torch.Tensor, n: int, exclude: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """The ``n`` best movies by the rule in the module docstring: (I,) scores -> (<= n,) indices.
+
+    ``exclude`` (I,) bool marks movies that may not be listed; ``counts`` (I,) are training ratings per movie.
+    """
+    if bool(torch.isnan(scores).any()):
+        raise MovierecError("The model predicts NaN scores, so it cannot rank movies; it probably diverged.")
+    idx = torch.nonzero(~exclude).flatten()  # (E,) ascending: rule 3
+    idx = idx[torch.sort(counts[idx].to(scores.device), descending=True, stable=True).indices]  # rule 2
+    idx = idx[torch.sort(scores[idx], descending=True, stable=True).indices]  # rule 1
+    return idx[:n]
 
 
 @torch.no_grad()
@@ -33,12 +62,17 @@ def recommend(
     include_seen: bool = False,
     allowed: torch.Tensor | None = None,
     liked_threshold: float = 4.0,
+    counts: torch.Tensor | None = None,
 ) -> list[Recommendation]:
-    """Top-``n`` movies for a known user (index); the user's rated movies are excluded unless asked."""
+    """Top-``n`` movies for a known user (index); the user's rated movies are excluded unless asked.
+
+    ``counts`` are the training ratings per movie (:func:`item_counts` of ``train`` when not given).
+    """
     users = torch.tensor([user], device=train.device)
-    scores = model.score(users, train)[0]  # (I,)
+    scores = model.score(users, train)[0]  # (I,) raw
     _, items, ratings = train.entries(users)
-    return _rank(model, scores, items, ratings, n, include_seen, allowed, liked_threshold)
+    counts = item_counts(train) if counts is None else counts
+    return _rank(model, scores, items, ratings, n, include_seen, allowed, liked_threshold, counts)
 
 
 @torch.no_grad()
@@ -48,31 +82,34 @@ def recommend_new_user(
     ratings: torch.Tensor,
     n: int = 10,
     *,
+    counts: torch.Tensor,
     allowed: torch.Tensor | None = None,
     liked_threshold: float = 4.0,
 ) -> list[Recommendation]:
-    """Top-``n`` movies for someone who was not in the training data, from their ratings alone."""
+    """Top-``n`` movies for someone who was not in the training data, from their ratings alone.
+
+    ``counts`` (I,) are the training ratings per movie, for the tie rule.
+    """
     device = model.device
     items = items.to(device, torch.int64)
     ratings = ratings.to(device, torch.float32)
-    scores = model.fold_in(items, ratings)  # (I,)
-    return _rank(model, scores, items, ratings, n, False, allowed, liked_threshold)
+    scores = model.fold_in(items, ratings)  # (I,) raw
+    return _rank(model, scores, items, ratings, n, False, allowed, liked_threshold, counts)
 
 
 def _rank(
     model: Recommender, scores: torch.Tensor, rated: torch.Tensor, ratings: torch.Tensor, n: int,
-    include_seen: bool, allowed: torch.Tensor | None, liked_threshold: float,
+    include_seen: bool, allowed: torch.Tensor | None, liked_threshold: float, counts: torch.Tensor,
 ) -> list[Recommendation]:
     exclude = torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
     if not include_seen:
         exclude[rated] = True
     if allowed is not None:
         exclude |= ~allowed.to(scores.device)
-    idx = top_k(scores[None, :], n, exclude[None, :])[0]  # (n,), -1 where fewer than n are allowed
-    picked = idx[idx >= 0]
-    picked_scores = scores[picked]
+    picked = rank_items(scores, n, exclude, counts)  # (<= n,)
+    shown = model.clip(scores[picked]) if model.kind == "rating" else scores[picked]
     because = explain(model, picked, rated, ratings, liked_threshold)
-    return [Recommendation(int(i), float(s), b) for i, s, b in zip(picked.tolist(), picked_scores.tolist(), because)]
+    return [Recommendation(int(i), float(s), b) for i, s, b in zip(picked.tolist(), shown.tolist(), because)]
 
 
 def cosine_matrix(vectors: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -97,19 +134,21 @@ def explain(
 
 @torch.no_grad()
 def similar(
-    model: Recommender, item: int, n: int = 10, *, allowed: torch.Tensor | None = None
+    model: Recommender, item: int, n: int = 10, *, counts: torch.Tensor, allowed: torch.Tensor | None = None
 ) -> tuple[list[int], list[float]]:
-    """The ``n`` movies whose item vectors are closest (cosine) to movie ``item``, among ``allowed`` (I,) bool."""
+    """The ``n`` movies whose item vectors are closest (cosine) to movie ``item``, among ``allowed`` (I,) bool.
+
+    Equal similarities: more training ratings (``counts`` (I,)) first, then the lower index.
+    """
     vectors = model.item_vectors()
     all_items = torch.arange(vectors.shape[0], device=vectors.device)
-    sims = cosine_matrix(vectors, torch.tensor([item], device=vectors.device), all_items)  # (1, I)
+    sims = cosine_matrix(vectors, torch.tensor([item], device=vectors.device), all_items)[0]  # (I,)
     exclude = torch.zeros_like(sims, dtype=torch.bool)
     if allowed is not None:
-        exclude[0] = ~allowed.to(exclude.device)
-    exclude[0, item] = True
-    idx = top_k(sims, n, exclude)[0]
-    idx = idx[idx >= 0]
-    return idx.tolist(), sims[0, idx].tolist()
+        exclude = ~allowed.to(exclude.device)
+    exclude[item] = True
+    idx = rank_items(sims, n, exclude, counts)
+    return idx.tolist(), sims[idx].tolist()
 
 
 @torch.no_grad()

@@ -50,16 +50,18 @@ def recommend_command(
     trained = load_trained(model, resolve_device(device))
     data, m = trained.dataset, trained.model
     allowed = _allowed(data, genre, min_year, max_year)
+    counts = rec.item_counts(trained.train)  # (I,) training ratings per movie: ties go to the better-known
     if new_user:
         import torch
 
         pairs = _parse_rates(rate or []) + (_read_ratings_file(ratings_file) if ratings_file else [])
         items, stars = _resolve_new_ratings(data, pairs)
-        recs = rec.recommend_new_user(m, torch.tensor(items), torch.tensor(stars), top, allowed=allowed)
+        recs = rec.recommend_new_user(m, torch.tensor(items), torch.tensor(stars), top, counts=counts,
+                                      allowed=allowed)
         who = f"a new user ({len(items)} ratings)"
     else:
         recs = rec.recommend(m, trained.train, data.user_index(user), top, include_seen=include_seen,
-                             allowed=allowed)
+                             allowed=allowed, counts=counts)
         who = f"user {user}"
     score_name = {"like": "like probability", "rank": "score"}.get(m.kind, "predicted rating")
     rows = [
@@ -101,10 +103,8 @@ def similar_command(
     trained = load_trained(model, resolve_device(device))
     data = trained.dataset
     item = TitleIndex(data).find(movie)
-    counts = trained.train.row_counts().new_zeros(data.n_items).index_add_(
-        0, trained.train.indices, trained.train.indices.new_ones(trained.train.nnz)
-    )
-    items, sims = rec.similar(trained.model, item, top, allowed=counts >= min_ratings)
+    counts = rec.item_counts(trained.train)
+    items, sims = rec.similar(trained.model, item, top, counts=counts, allowed=counts >= min_ratings)
     rows = [
         {"rank": r + 1, "movie_id": int(data.item_ids[i]), **_movie(data, i), "score": round(s, 4)}
         for r, (i, s) in enumerate(zip(items, sims))
