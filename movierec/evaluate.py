@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 import torch
@@ -312,6 +313,68 @@ def evaluate(
     return out
 
 
+def split_key(meta: object) -> tuple:
+    """What decides a checkpoint's test split: dataset and split, plus the seed and test fraction where
+    they matter (the official splits are fixed files; the temporal split has no randomness)."""
+    dataset, split = meta.dataset, meta.split
+    if split == "random":
+        return (dataset, split, int(meta.seed), float(meta.test_fraction))
+    if split == "temporal":
+        return (dataset, split, float(meta.test_fraction))
+    return (dataset, split)
+
+
+def describe_split(meta: object) -> str:
+    """The test split in words: "ml-1m, random split, seed 0, 10% held out" or "ml-100k, split u1"."""
+    share = f"{float(meta.test_fraction):.0%}" if float(meta.test_fraction) >= 0.01 else f"{meta.test_fraction:g}"
+    if meta.split == "random":
+        return f"{meta.dataset}, random split, seed {meta.seed}, {share} held out"
+    if meta.split == "temporal":
+        return f"{meta.dataset}, temporal split, each user's latest {share} held out"
+    return f"{meta.dataset}, split {meta.split}"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The checkpoints :func:`evaluate_checkpoints` will evaluate, and how many the default left out."""
+
+    paths: list[str]
+    left_out: list[str]
+    """Names of checkpoints not evaluated because their test split differs from the newest one's
+    (only when no names were given)."""
+
+
+def select_checkpoints(names: list[str] | None = None) -> Selection:
+    """Which saved models to evaluate.
+
+    ``names`` are checkpoint names/paths or model names (``mf`` = the newest ``mf`` checkpoint trained on
+    the newest checkpoint's test split, else the newest ``mf`` of any). Without names: every checkpoint
+    whose test split (:func:`split_key`) is the newest checkpoint's, so the table compares like with like;
+    the others are named in ``left_out``.
+    """
+    from movierec import checkpoint
+    from movierec.models import MODELS
+
+    found = checkpoint.list_checkpoints()
+    if not found:
+        raise MovierecError("No trained models yet; train one with `movierec train MODEL`.")
+    newest = split_key(found[-1][1])
+    same = [(p, m) for p, m in found if split_key(m) == newest]
+    if not names:
+        left_out = [m.name for _, m in found if split_key(m) != newest]
+        return Selection([str(p) for p, _ in same], left_out)
+    chosen: list[str] = []
+    for name in names:
+        if name in MODELS:
+            of_model = [p for p, m in same if m.model == name] or [p for p, m in found if m.model == name]
+            if not of_model:
+                raise MovierecError(f"No saved {name} model; train one with `movierec train {name}`.")
+            chosen.append(str(of_model[-1]))
+        else:
+            chosen.append(str(checkpoint.resolve(name)))
+    return Selection(list(dict.fromkeys(chosen)), [])
+
+
 def evaluate_checkpoints(
     names: list[str] | None = None,
     *,
@@ -320,40 +383,27 @@ def evaluate_checkpoints(
     device: torch.device | str = "cpu",
     baselines: bool = True,
     batch_users: int = 512,
+    selection: Selection | None = None,
 ) -> list[dict[str, object]]:
-    """Evaluate saved models on their held-out splits, with the reference baselines of each split.
+    """Evaluate saved models on their test splits, with the reference baselines of each split.
 
-    ``names`` are checkpoint names/paths or model names (``mf`` = the newest ``mf`` checkpoint of the chosen
-    data); by default every checkpoint trained on the newest checkpoint's dataset and split. One row per
-    model: ``model``, ``checkpoint``, ``dataset``, ``split``, ``fit_seconds`` and the metrics of :func:`evaluate`.
+    The models are ``selection`` (or :func:`select_checkpoints` of ``names``). One row per model, each split's
+    baselines before its first model: ``model``, ``checkpoint``, ``dataset``, ``split``, ``seed``,
+    ``test_fraction``, ``split_label`` (:func:`describe_split`), ``fit_seconds`` and the metrics of
+    :func:`evaluate`.
     """
     from movierec import checkpoint
-    from movierec.models import MODELS
 
-    found = checkpoint.list_checkpoints()
-    if not found:
-        raise MovierecError("No trained models yet; train one with `movierec train MODEL`.")
-    newest = found[-1][1]
-    same_data = [(p, m) for p, m in found if (m.dataset, m.split) == (newest.dataset, newest.split)]
-    chosen: list[str] = []
-    for name in names or [str(p) for p, _ in same_data]:
-        if name in MODELS:
-            of_model = [p for p, m in same_data if m.model == name] or [p for p, m in found if m.model == name]
-            if not of_model:
-                raise MovierecError(f"No saved {name} model; train one with `movierec train {name}`.")
-            chosen.append(str(of_model[-1]))
-        else:
-            chosen.append(str(checkpoint.resolve(name)))
-    chosen = list(dict.fromkeys(chosen))
-
+    selection = selection or select_checkpoints(names)
     rows: list[dict[str, object]] = []
-    baseline_done: set[tuple[str, str, int, float]] = set()
-    for path in chosen:
+    baseline_done: set[tuple] = set()
+    for path in selection.paths:
         trained = checkpoint.load_trained(path, device)
         meta = trained.meta
         test = trained.split.test
-        group = (meta.dataset, meta.split, meta.seed, meta.test_fraction)
-        common = {"dataset": meta.dataset, "split": meta.split}
+        group = split_key(meta)
+        common = {"dataset": meta.dataset, "split": meta.split, "seed": meta.seed,
+                  "test_fraction": meta.test_fraction, "split_label": describe_split(meta)}
         if baselines and group not in baseline_done:
             baseline_done.add(group)
             for name, cls in (("popularity", PopularityBaseline), ("global mean", GlobalMeanBaseline)):

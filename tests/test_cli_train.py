@@ -293,6 +293,7 @@ def test_evaluate_json(evaluated):
     for r in evaluated:
         assert {"model", "checkpoint", *(k.format(k=10) for k in METRIC_KEYS)} <= set(r)
         assert (r["dataset"], r["split"], r["ratings"]) == ("ml-100k", "u1", 20_000)
+        assert r["split_label"] == "ml-100k, split u1" and r["seed"] == 0
     by_model = {r["model"]: r for r in evaluated}
     # Not applicable -> null: popularity predicts no stars; a constant ranks nothing; like-mode rbm has no stars.
     assert by_model["popularity"]["rmse"] is None and by_model["popularity"]["auc"] is not None
@@ -328,8 +329,13 @@ def test_evaluate_baselines_by_hand(evaluated, u1_split):
 
 
 def test_evaluate_table(trained):
-    out = invoke("evaluate").stdout
-    assert "Evaluation on ml-100k split u1" in out
+    result = invoke("evaluate")
+    out = result.stdout
+    assert "Evaluation on ml-100k, split u1: " in out
+    # The checkpoints tested on other splits are left out, with one line saying how to include them.
+    note = result.stderr.strip().splitlines()
+    assert len(note) == 1 and note[0].startswith("Note: 2 saved models tested on other data or splits left out")
+    assert "`movierec evaluate mf-temporal`" in note[0]
     assert "popularity*" in out and "global mean*" in out and "* baseline" in out
     for model in TINY:
         assert f"│ {model} (" in out
