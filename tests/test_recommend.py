@@ -9,7 +9,15 @@ import torch
 from movierec.data.ratings import RatingMatrix, Ratings
 from movierec.errors import MovierecError
 from movierec.models.base import ModelConfig, Recommender
-from movierec.recommend import item_counts, rank_items, recommend, recommend_new_user, similar
+from movierec.recommend import (
+    item_counts,
+    neutral_score,
+    rank_items,
+    recommend,
+    recommend_new_user,
+    shrink_rare,
+    similar,
+)
 
 STARS = (1.0, 2.0, 3.0, 4.0, 5.0)
 
@@ -71,9 +79,32 @@ def test_known_user_lists_rank_raw_scores_and_break_ties_by_training_ratings():
 
 
 def test_new_user_lists_follow_the_same_rule():
-    recs = recommend_new_user(Fixed(RAW), torch.tensor([1]), torch.tensor([5.0]), n=3,
-                              counts=torch.tensor(COUNTS))
+    recs = recommend_new_user(Fixed(RAW), train_with_counts(COUNTS), torch.tensor([1]), torch.tensor([5.0]), n=3,
+                              shrink=0)
     assert [r.item for r in recs] == [0, 3, 2]  # m1 is theirs already
+
+
+def test_new_user_lists_shrink_rarely_rated_movies():
+    counts = torch.tensor([1, 50, 2, 40])
+    # K = 10: prior 3 + lead * n / (n + 10): m0 3 + 2 * 1/11, m1 3 + 1 * 50/60, m2 3 + 1.5 * 2/12, m3 3 - 1 * 40/50
+    shrunk = shrink_rare(torch.tensor([5.0, 4.0, 4.5, 2.0]), counts, 10.0, 3.0)
+    assert shrunk.tolist() == pytest.approx([3 + 2 / 11, 3 + 50 / 60, 3 + 0.25, 3 - 0.8])
+    assert torch.equal(shrink_rare(torch.tensor([5.0, 1.0]), counts[:2], 0.0, 3.0), torch.tensor([5.0, 1.0]))
+
+    # Movie 4 is predicted best but only one person rated it: shrunk, the well-known movie 3 comes first.
+    raw = [1.0, 1.0, 1.0, 4.5, 4.9, 1.0]
+    train = train_with_counts([6, 6, 6, 6, 1, 6])  # mean 3 stars, 31/6 ratings per movie
+    model = Fixed(raw)
+    assert neutral_score(model, train) == pytest.approx(3.0)
+    unshrunk = recommend_new_user(model, train, torch.tensor([0]), torch.tensor([5.0]), n=2, shrink=0)
+    assert [r.item for r in unshrunk] == [4, 3]
+    default = recommend_new_user(model, train, torch.tensor([0]), torch.tensor([5.0]), n=2)  # K = 8 x 31/6
+    assert [r.item for r in default] == [3, 4]
+    k = 8 * 31 / 6
+    assert 3 + 1.5 * 6 / (6 + k) > 3 + 1.9 / (1 + k)  # why: 4.5 stars from 6 ratings beat 4.9 from one
+    assert [r.score for r in default] == [4.5, pytest.approx(4.9)]  # what the model predicts is what is shown
+    with pytest.raises(MovierecError, match="--shrink must be 0 or more"):
+        recommend_new_user(model, train, torch.tensor([0]), torch.tensor([5.0]), shrink=-1)
 
 
 def test_like_and_rank_models_show_their_own_numbers():

@@ -35,6 +35,12 @@ def recommend_command(
     min_year: Annotated[int | None, typer.Option(help="Only movies released in or after this year.")] = None,
     max_year: Annotated[int | None, typer.Option(help="Only movies released in or before this year.")] = None,
     include_seen: Annotated[bool, typer.Option(help="Keep movies the user already rated.")] = False,
+    shrink: Annotated[
+        float | None,
+        typer.Option(help="New users: rank by predictions shrunk towards neutral by each movie's training "
+                          "ratings; a movie with this many keeps half its lead (default: 8x the mean ratings "
+                          "per movie; 0 = off)."),
+    ] = None,
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
     json_output: JsonOpt = False,
@@ -50,18 +56,17 @@ def recommend_command(
     trained = load_trained(model, resolve_device(device))
     data, m = trained.dataset, trained.model
     allowed = _allowed(data, genre, min_year, max_year)
-    counts = rec.item_counts(trained.train)  # (I,) training ratings per movie: ties go to the better-known
     if new_user:
         import torch
 
         pairs = _parse_rates(rate or []) + (_read_ratings_file(ratings_file) if ratings_file else [])
         items, stars = _resolve_new_ratings(data, pairs)
-        recs = rec.recommend_new_user(m, torch.tensor(items), torch.tensor(stars), top, counts=counts,
-                                      allowed=allowed)
+        recs = rec.recommend_new_user(m, trained.train, torch.tensor(items), torch.tensor(stars), top,
+                                      allowed=allowed, shrink=shrink)
         who = f"a new user ({len(items)} ratings)"
     else:
         recs = rec.recommend(m, trained.train, data.user_index(user), top, include_seen=include_seen,
-                             allowed=allowed, counts=counts)
+                             allowed=allowed)
         who = f"user {user}"
     score_name = {"like": "like probability", "rank": "score"}.get(m.kind, "predicted rating")
     rows = [
