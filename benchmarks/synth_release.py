@@ -34,6 +34,7 @@ import io
 import sys
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,10 @@ class Shape:
     pop_exponent: float = 1.3
     taste: float = 0.0
     """How strongly a user's taste (not only popularity) decides which movies they rate; 0 = not at all."""
+    noise: float = 0.9
+    """Standard deviation of the per-rating noise, in stars, before rounding."""
+    mean: float | None = None
+    """The model's global mean stars (default: 3.25 on half stars, 3.35 on whole, less with taste)."""
 
 
 _ML1M = dict(release="ml-1m", folder="ml-1m", layout="dat", half=False, t0=956_703_932, t1=1_046_454_590)
@@ -75,7 +80,9 @@ _ML25M = dict(release="ml-25m", folder="ml-25m", layout="csv", half=True, t0=789
 _LATEST_SMALL = dict(release="ml-latest-small", folder="ml-latest-small", layout="csv", half=True,
                      t0=828_124_615, t1=1_537_799_250)
 # Test-sized: 150 users, 800 movies, 6,000 ratings; one user with 300, most movies with fewer than 5 ratings.
-_SMALL = dict(users=150, movies=800, ratings=6_000, heavy=(300,), pop_offset=20.0, pop_exponent=1.5, taste=1.5)
+# Less noise than the full-size shapes: on so few ratings a model must have something it can learn.
+_SMALL = dict(users=150, movies=800, ratings=6_000, heavy=(300,), pop_offset=20.0, pop_exponent=1.5, taste=1.5,
+              noise=0.6, mean=2.7)
 
 SHAPES: dict[str, Shape] = {
     "ml-1m": Shape(**_ML1M, users=6040, movies=3706, ratings=1_000_209, max_user=6040, max_movie=3952),
@@ -93,6 +100,7 @@ SHAPES: dict[str, Shape] = {
     "small-ml-latest-small": Shape(**_LATEST_SMALL, **_SMALL, max_user=150, max_movie=193_609),
 }
 SMALL_SHAPES = tuple(name for name in SHAPES if name.startswith("small-"))
+_FULL_SIZE = ("ml-1m", "ml-10m", "ml-25m")
 
 
 def log(msg: str) -> None:
@@ -193,7 +201,8 @@ def _pairs_by_taste(rng: np.random.Generator, s: Shape, counts: np.ndarray, acti
 def generate(name: str, seed: int = SEED) -> dict[str, np.ndarray]:
     """The ratings of shape ``name`` in MovieLens ids, sorted by user then movie, and its movie ids."""
     s = SHAPES[name]
-    rng = np.random.default_rng(seed)
+    # Each shape its own draw (the small shapes differ in more than their layout); full-size ones as before.
+    rng = np.random.default_rng(seed if name in _FULL_SIZE else [seed, zlib.crc32(name.encode())])
     U, M = s.users, s.movies
     k = 8
     P = rng.normal(0, 0.6 / np.sqrt(k) ** 0.5, (U, k)).astype(np.float32)
@@ -212,11 +221,12 @@ def generate(name: str, seed: int = SEED) -> dict[str, np.ndarray]:
     lp = np.log(pop)
     bi = (rng.normal(0, 0.3, M) + 0.25 * (lp - lp.mean()) / lp.std()).astype(np.float32)
     mu = (3.25 if s.half else 3.35) - 0.25 * s.taste  # people choose what they like: taste raises the mean
+    mu = s.mean if s.mean is not None else mu
     stars = np.empty(len(users), dtype=np.float32)
     step = 2_000_000
     for a in range(0, len(users), step):
         u, i = users[a:a + step], items[a:a + step]
-        x = mu + bu[u] + bi[i] + (P[u] * Q[i]).sum(1) + rng.normal(0, 0.9, len(u)).astype(np.float32)
+        x = mu + bu[u] + bi[i] + (P[u] * Q[i]).sum(1) + rng.normal(0, s.noise, len(u)).astype(np.float32)
         stars[a:a + step] = np.clip(np.round(x * 2) / 2, 0.5, 5.0) if s.half else np.clip(np.round(x), 1, 5)
     user_ids = np.sort(rng.choice(np.arange(1, s.max_user + 1), U, replace=False))
     movie_ids = np.sort(rng.choice(np.arange(1, s.max_movie + 1), M, replace=False))
