@@ -50,7 +50,7 @@ class CheckpointMeta:
     mode: str = ""
     """Which of the model's algorithms (its class); empty in checkpoints from before modes were classes."""
     metrics: dict[str, Any] = field(default_factory=dict)
-    """Final validation metrics on the held-out split."""
+    """The test split's metrics, measured once after training."""
     train_metrics: dict[str, Any] = field(default_factory=dict)
     baseline: dict[str, Any] = field(default_factory=dict)
     """The trivial reference on the same held-out split: {"name": ..., metric: value}."""
@@ -59,6 +59,9 @@ class CheckpointMeta:
     epochs: int = 0
     device: str = "cpu"
     test_fraction: float = 0.1
+    valid_metrics: dict[str, Any] = field(default_factory=dict)
+    """The kept epoch's metrics on the validation slice carved from the training ratings (empty: none)."""
+    valid_fraction: float = 0.0
     created: str = ""
     version: str = __version__
 

@@ -8,15 +8,19 @@ evaluates everything and a metric that does not apply to a model comes back as `
 The protocol, for a training :class:`RatingMatrix` and the held-out test :class:`Ratings`:
 
 - **Pointwise.** Every test rating is predicted from ``score`` (the user's row, at the movie).
-  ``rmse``/``mae`` compare predicted and true stars (models of kind ``"rating"`` only).
+  ``rmse``/``mae`` compare predicted and true stars (models of kind ``"rating"`` only); the predicted
+  stars are clamped to the rating scale first (``score`` is raw and unclipped by contract: a prediction of
+  5.6 stars is a 5). Like/dislike calls use the clamped stars too; AUC, an ordering, uses the raw scores.
   ``loss``/``accuracy``/``auc`` judge liked (true stars >= the like threshold) against the prediction:
   ``"like"`` models give P(liked), called liked when >= 0.5; ``"rating"`` models call a movie liked when
   the predicted stars reach the threshold, and their predicted stars are the AUC score. The threshold is
   the model's own ``like_threshold`` when it has one, else the ``like_threshold`` argument.
 - **Ranking** (top-K). For each test user, every movie the user did *not* rate in the training split is
   ranked by score (training movies can never be recommended); the relevant movies are the user's test
-  ratings of at least ``relevance`` stars; users with no relevant test movie are skipped; equal scores are
-  ordered by movie index, lower first, so results are deterministic. precision/recall/nDCG/hit/MAP are
+  ratings of at least ``relevance`` stars; users with no relevant test movie are skipped. Movies are
+  ranked by the raw ``score`` (what the model knows, not the clipped stars, which would tie every movie
+  predicted above the top of the scale); equal raw scores are ordered by movie index, lower first, so
+  results are deterministic. precision/recall/nDCG/hit/MAP are
   averaged over the ranked users (definitions in :mod:`movierec.metrics`); coverage is the fraction of
   all movies that appear in at least one user's list.
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 import torch
@@ -36,7 +41,7 @@ from movierec import metrics
 from movierec.data.ratings import RatingMatrix, Ratings
 from movierec.errors import MovierecError
 
-__all__ = ["GlobalMeanBaseline", "PopularityBaseline", "Scorer", "evaluate", "heldout_metrics"]
+__all__ = ["GlobalMeanBaseline", "PopularityBaseline", "Scorer", "clamp_stars", "evaluate", "heldout_metrics"]
 
 
 class Scorer(Protocol):
@@ -122,6 +127,14 @@ class GlobalMeanBaseline(_Baseline):
 
 
 # -- protocol ------------------------------------------------------------------------------------------
+def clamp_stars(model: Scorer, pred: torch.Tensor) -> torch.Tensor:
+    """A rating model's predicted stars clamped to its rating scale; other kinds' scores unchanged."""
+    values = getattr(model, "rating_values", None)
+    if model.kind != "rating" or not values:
+        return pred
+    return pred.clamp(min(values), max(values))
+
+
 def _liked_threshold(model: Scorer, fallback: float) -> float:
     own = model.like_threshold
     return float(own) if own is not None else float(fallback)
@@ -174,7 +187,7 @@ def heldout_metrics(model: Scorer, train: RatingMatrix, test: Ratings) -> dict[s
     items = torch.from_numpy(test.items).to(device, torch.int64)
     truth = torch.from_numpy(test.ratings).to(device, torch.float32)
     with torch.no_grad(), _EvalMode(model):
-        pred = model.predict(users, items, train)
+        pred = clamp_stars(model, model.predict(users, items, train))
     if kind == "rating":
         return {"rmse": metrics.rmse(pred, truth), "mae": metrics.mae(pred, truth)}
     if model.like_threshold is None:
@@ -278,13 +291,14 @@ def evaluate(
 
     out: dict[str, float | None] = {}
     truth = test_matrix.values
-    out["rmse"] = metrics.rmse(pred, truth) if kind == "rating" and len(test) else None
-    out["mae"] = metrics.mae(pred, truth) if kind == "rating" and len(test) else None
+    stars = clamp_stars(model, pred)
+    out["rmse"] = metrics.rmse(stars, truth) if kind == "rating" and len(test) else None
+    out["mae"] = metrics.mae(stars, truth) if kind == "rating" and len(test) else None
 
     liked = truth >= _liked_threshold(model, like_threshold)
     judge = kind in ("rating", "like") and discriminates and len(test) > 0
     # Like models' scores are P(liked), which the metrics call liked at >= 0.5.
-    pred_liked = pred >= _liked_threshold(model, like_threshold) if kind == "rating" else pred
+    pred_liked = stars >= _liked_threshold(model, like_threshold) if kind == "rating" else pred
     out["loss"] = metrics.like_loss(pred_liked, liked) if judge else None
     out["accuracy"] = metrics.accuracy(pred_liked, liked) if judge else None
     # AUC only needs an ordering, so it is also defined for rank-only scores such as popularity.
@@ -299,6 +313,68 @@ def evaluate(
     return out
 
 
+def split_key(meta: object) -> tuple:
+    """What decides a checkpoint's test split: dataset and split, plus the seed and test fraction where
+    they matter (the official splits are fixed files; the temporal split has no randomness)."""
+    dataset, split = meta.dataset, meta.split
+    if split == "random":
+        return (dataset, split, int(meta.seed), float(meta.test_fraction))
+    if split == "temporal":
+        return (dataset, split, float(meta.test_fraction))
+    return (dataset, split)
+
+
+def describe_split(meta: object) -> str:
+    """The test split in words: "ml-1m, random split, seed 0, 10% held out" or "ml-100k, split u1"."""
+    share = f"{float(meta.test_fraction):.0%}" if float(meta.test_fraction) >= 0.01 else f"{meta.test_fraction:g}"
+    if meta.split == "random":
+        return f"{meta.dataset}, random split, seed {meta.seed}, {share} held out"
+    if meta.split == "temporal":
+        return f"{meta.dataset}, temporal split, each user's latest {share} held out"
+    return f"{meta.dataset}, split {meta.split}"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The checkpoints :func:`evaluate_checkpoints` will evaluate, and how many the default left out."""
+
+    paths: list[str]
+    left_out: list[str]
+    """Names of checkpoints not evaluated because their test split differs from the newest one's
+    (only when no names were given)."""
+
+
+def select_checkpoints(names: list[str] | None = None) -> Selection:
+    """Which saved models to evaluate.
+
+    ``names`` are checkpoint names/paths or model names (``mf`` = the newest ``mf`` checkpoint trained on
+    the newest checkpoint's test split, else the newest ``mf`` of any). Without names: every checkpoint
+    whose test split (:func:`split_key`) is the newest checkpoint's, so the table compares like with like;
+    the others are named in ``left_out``.
+    """
+    from movierec import checkpoint
+    from movierec.models import MODELS
+
+    found = checkpoint.list_checkpoints()
+    if not found:
+        raise MovierecError("No trained models yet; train one with `movierec train MODEL`.")
+    newest = split_key(found[-1][1])
+    same = [(p, m) for p, m in found if split_key(m) == newest]
+    if not names:
+        left_out = [m.name for _, m in found if split_key(m) != newest]
+        return Selection([str(p) for p, _ in same], left_out)
+    chosen: list[str] = []
+    for name in names:
+        if name in MODELS:
+            of_model = [p for p, m in same if m.model == name] or [p for p, m in found if m.model == name]
+            if not of_model:
+                raise MovierecError(f"No saved {name} model; train one with `movierec train {name}`.")
+            chosen.append(str(of_model[-1]))
+        else:
+            chosen.append(str(checkpoint.resolve(name)))
+    return Selection(list(dict.fromkeys(chosen)), [])
+
+
 def evaluate_checkpoints(
     names: list[str] | None = None,
     *,
@@ -307,35 +383,21 @@ def evaluate_checkpoints(
     device: torch.device | str = "cpu",
     baselines: bool = True,
     batch_users: int = 512,
+    selection: Selection | None = None,
 ) -> list[dict[str, object]]:
-    """Evaluate saved models on their held-out splits, with the reference baselines of each split.
+    """Evaluate saved models on their test splits, with the reference baselines of each split.
 
-    ``names`` are checkpoint names/paths or model names (``mf`` = the newest ``mf`` checkpoint of the chosen
-    data); by default every checkpoint trained on the newest checkpoint's dataset and split. One row per
-    model: ``model``, ``checkpoint``, ``dataset``, ``split``, ``fit_seconds`` and the metrics of :func:`evaluate`.
+    The models are ``selection`` (or :func:`select_checkpoints` of ``names``). One row per model, each split's
+    baselines before its first model: ``model``, ``checkpoint``, ``dataset``, ``split``, ``seed``,
+    ``test_fraction``, ``split_label`` (:func:`describe_split`), ``fit_seconds`` and the metrics of
+    :func:`evaluate`.
     """
     from movierec import checkpoint
-    from movierec.models import MODELS
 
-    found = checkpoint.list_checkpoints()
-    if not found:
-        raise MovierecError("No trained models yet; train one with `movierec train MODEL`.")
-    newest = found[-1][1]
-    same_data = [(p, m) for p, m in found if (m.dataset, m.split) == (newest.dataset, newest.split)]
-    chosen: list[str] = []
-    for name in names or [str(p) for p, _ in same_data]:
-        if name in MODELS:
-            of_model = [p for p, m in same_data if m.model == name] or [p for p, m in found if m.model == name]
-            if not of_model:
-                raise MovierecError(f"No saved {name} model; train one with `movierec train {name}`.")
-            chosen.append(str(of_model[-1]))
-        else:
-            chosen.append(str(checkpoint.resolve(name)))
-    chosen = list(dict.fromkeys(chosen))
-
+    selection = selection or select_checkpoints(names)
     rows: list[dict[str, object]] = []
-    baseline_done: set[tuple[str, str, int, float]] = set()
-    for path in chosen:
+    baseline_done: set[tuple] = set()
+    for path in selection.paths:
         trained = checkpoint.load_trained(path, device)
         meta = trained.meta
         if k > trained.train.n_cols:  # ranked lists padded past the catalogue would only cost memory, by K
@@ -343,8 +405,9 @@ def evaluate_checkpoints(
                 f"K must be at most the number of movies in {meta.dataset}, {trained.train.n_cols:,} (got {k:,})."
             )
         test = trained.split.test
-        group = (meta.dataset, meta.split, meta.seed, meta.test_fraction)
-        common = {"dataset": meta.dataset, "split": meta.split}
+        group = split_key(meta)
+        common = {"dataset": meta.dataset, "split": meta.split, "seed": meta.seed,
+                  "test_fraction": meta.test_fraction, "split_label": describe_split(meta)}
         if baselines and group not in baseline_done:
             baseline_done.add(group)
             for name, cls in (("popularity", PopularityBaseline), ("global mean", GlobalMeanBaseline)):

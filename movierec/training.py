@@ -1,8 +1,14 @@
 """The one training loop: every model goes through :func:`fit`.
 
 Each model supplies ``fit_start`` and ``train_epoch``; this loop owns everything around them: seeding,
-the device, per-epoch validation on the held-out split, divergence detection, early stopping, timing,
-and reporting progress to whoever is listening (the CLI draws it; the library never prints).
+the device, per-epoch validation, divergence detection, early stopping, timing, and reporting progress to
+whoever is listening (the CLI draws it; the library never prints).
+
+Validation is not the test set. :func:`train_and_save` carves a seeded validation slice out of the training
+ratings (``valid_fraction``; by default only with ``patience``), and everything that chooses by a metric --
+early stopping, the epoch whose weights are kept -- reads that slice. The test split is read once, at the
+end, to report the model's metrics and the trivial baseline's beside them. Without a validation slice no
+held-out ranking runs between epochs.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from movierec.data.ratings import Ratings
+from movierec.data.ratings import RatingMatrix, Ratings
 from movierec.device import make_generator, seed_everything
 from movierec.errors import MovierecError
 from movierec.evaluate import heldout_metrics, reference_metrics
@@ -66,12 +72,15 @@ def fit(
     epochs: int | None = None,
     patience: int | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    matrix: RatingMatrix | None = None,
 ) -> FitResult:
     """Train ``model`` (already on its device) on ``train``, validating on ``valid`` after every epoch.
 
-    With ``patience``, training stops once the monitored validation metric has not improved for that
-    many epochs, and the best epoch's weights are kept. Raises :class:`MovierecError` when training
-    diverges (a non-finite loss or weight).
+    ``valid`` must not be the test split when numbers are reported (see the module docstring). With
+    ``patience``, training stops once the monitored validation metric (the training loss when there is no
+    ``valid``) has not improved for that many epochs, and the best epoch's weights are kept. ``matrix`` is
+    ``train`` as a :class:`RatingMatrix` on the model's device, when the caller has built it already.
+    Raises :class:`MovierecError` when training diverges (a non-finite loss or weight).
     """
     device = model.device
     epochs = int(epochs if epochs is not None else model.config.epochs)
@@ -84,7 +93,7 @@ def fit(
 
     seed_everything(seed)
     generator = make_generator(device, seed)
-    matrix = train.matrix(device)
+    matrix = matrix if matrix is not None else train.matrix(device)
     monitor, higher_is_better = monitored_metric(model)
     sign = -1.0 if higher_is_better else 1.0  # compare as "lower is better"
     result = FitResult(monitor=monitor)
@@ -140,10 +149,29 @@ def _check_finite(model: Recommender, stats: dict[str, float], epoch: int) -> No
 
 
 @dataclass(frozen=True)
+class TrainPlan:
+    """What a training run will do, known before the first epoch (the CLI prints it)."""
+
+    dataset: str
+    dataset_why: str | None
+    """Why this dataset when none was named ("the most recently fetched dataset"), else None."""
+    split: object  # data.split.Split: the test split is split.test
+    train: Ratings
+    """The ratings the model learns from: the split's training ratings less the validation slice."""
+    valid: Ratings | None
+    valid_fraction: float
+
+
+@dataclass(frozen=True)
 class TrainOutcome:
     path: object  # pathlib.Path of the saved checkpoint
     meta: object  # checkpoint.CheckpointMeta
     result: FitResult
+    plan: TrainPlan
+
+
+DEFAULT_VALID_FRACTION = 0.05
+"""The validation slice carved from the training ratings when early stopping needs one."""
 
 
 def train_and_save(
@@ -151,36 +179,64 @@ def train_and_save(
     config: dict | None = None,
     *,
     mode: str | None = None,
-    dataset: str = "ml-100k",
+    dataset: str | None = None,
     split: str | None = None,
     seed: int = 0,
     device: str = "auto",
     patience: int | None = None,
+    valid_fraction: float | None = None,
     name: str | None = None,
     test_fraction: float = 0.1,
-    on_start: Callable[[Recommender, object], None] | None = None,
+    on_start: Callable[[Recommender, TrainPlan], None] | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> TrainOutcome:
-    """Train ``model_name`` on a fetched dataset's split and save the checkpoint: what `movierec train` does."""
+    """Train ``model_name`` on a fetched dataset's split and save the checkpoint: what `movierec train` does.
+
+    ``dataset`` None is the fetched one (:func:`movierec.data.default.default_dataset`). ``valid_fraction``
+    None means :data:`DEFAULT_VALID_FRACTION` with ``patience``, else no validation slice. The checkpoint's
+    ``metrics`` are the test split's, measured once after training; ``valid_metrics`` those of the kept
+    epoch on the validation slice.
+    """
     from movierec import checkpoint
+    from movierec.data.default import default_dataset
     from movierec.data.movielens import load_dataset
-    from movierec.data.split import default_split, make_split
+    from movierec.data.split import default_split, make_split, validation_slice
     from movierec.device import resolve_device
     from movierec.models import build_model, resolve_mode
 
+    if valid_fraction is None:
+        valid_fraction = DEFAULT_VALID_FRACTION if patience is not None else 0.0
+    if not 0.0 <= valid_fraction < 1.0:
+        raise MovierecError(f"--valid-fraction must be at least 0 and below 1, not {valid_fraction:g}.")
+    if patience is not None and patience < 1:
+        raise MovierecError("--patience must be at least 1.")
+    if name is not None:
+        checkpoint.path_for(name)  # validates the name before any work
+    why = None
+    if dataset is None:
+        chosen = default_dataset()
+        dataset, why = chosen.name, chosen.why
     torch_device = resolve_device(device)
     name = name or checkpoint.default_name(model_name, dataset, split or default_split(dataset))
-    out_path = checkpoint.path_for(name)  # validates the name before any work
+    out_path = checkpoint.path_for(name)
     data = load_dataset(dataset)
     the_split = make_split(data, split or default_split(dataset), seed=seed, test_fraction=test_fraction)
+    fit_ratings, valid = the_split.train, None
+    if valid_fraction > 0:
+        fit_ratings, valid = validation_slice(the_split.train, valid_fraction, seed)
+    plan = TrainPlan(data.name, why, the_split, fit_ratings, valid, valid_fraction)
     seed_everything(seed)
     mode = resolve_mode(model_name, mode)
     model = build_model(model_name, mode, config, data.n_users, data.n_items, tuple(data.rating_values))
     model.to(torch_device)
     if on_start is not None:
-        on_start(model, the_split)
-    result = fit(model, the_split.train, the_split.test, seed=seed, patience=patience, on_epoch=on_epoch)
-    baseline_name, baseline = reference_metrics(model, the_split.train.matrix(torch_device), the_split.test)
+        on_start(model, plan)
+    fit_matrix = fit_ratings.matrix(torch_device)  # built once: training, validation and, without a slice, test
+    result = fit(model, fit_ratings, valid, seed=seed, patience=patience, on_epoch=on_epoch, matrix=fit_matrix)
+    # The test split is scored with every training rating as the user's known history, as `evaluate` does.
+    known = fit_matrix if valid is None else the_split.train.matrix(torch_device)
+    test_metrics = heldout_metrics(model, known, the_split.test)
+    baseline_name, baseline = reference_metrics(model, known, the_split.test)
     meta = checkpoint.CheckpointMeta(
         name=name,
         model=model_name,
@@ -193,7 +249,7 @@ def train_and_save(
         n_users=data.n_users,
         n_items=data.n_items,
         rating_values=list(data.rating_values),
-        metrics=result.final_valid,
+        metrics=test_metrics,
         train_metrics=result.final_train,
         baseline={"name": baseline_name, **baseline},
         history=[
@@ -203,6 +259,8 @@ def train_and_save(
         epochs=len(result.history),
         device=str(torch_device),
         test_fraction=test_fraction,
+        valid_metrics=result.final_valid,
+        valid_fraction=valid_fraction,
     )
     path = checkpoint.save(model, meta, data.user_ids, data.item_ids, out_path)
-    return TrainOutcome(path, checkpoint.read_meta(path), result)
+    return TrainOutcome(path, checkpoint.read_meta(path), result, plan)

@@ -159,6 +159,18 @@ def test_new_user_from_rate_options(data):
     assert "Top 3 for a new user (2 ratings)" in out
 
 
+def test_new_user_lists_are_not_filled_with_movies_almost_nobody_rated(data, train_counts):
+    rate = ["--rate", "Toy Story (1995)=5", "--rate", "Heat=4", "--rate", "Fargo=5", "--rate", "Jaws=2", "--top", "10"]
+    listed = [train_counts[r["movie_id"]] for r in invoke_json("recommend", *rate, *MF)]
+    # Ordered by predictions shrunk by K = 8 x the mean training ratings per movie: an unknown movie loses
+    # almost all of its lead, so every listed movie is one many people rated.
+    assert min(listed) >= 20, listed
+    raw = [train_counts[r["movie_id"]] for r in invoke_json("recommend", *rate, "--shrink", "0", *MF)]
+    assert sum(listed) > sum(raw)
+    assert_one_line_error(CliRunner().invoke(app, ["recommend", *rate, "--shrink", "-1", *MF]),
+                          "--shrink must be 0 or more")
+
+
 def test_new_user_by_movie_id_and_half_stars(data):
     rows = invoke_json("recommend", "--rate", "50=4.5", "--rate", "Toy Story=2", *MF)
     assert len(rows) == 10 and not {r["movie_id"] for r in rows} & {1, STAR_WARS}

@@ -83,13 +83,34 @@ def evaluated(trained) -> list[dict]:
 @pytest.mark.parametrize("model", list(TINY))
 def test_train_prints_a_summary(trained, model):
     out = trained[model].stdout
-    assert f"Training {model} on ml-100k split u1: 80,000 training and 20,000 held-out ratings" in out
+    # ml-100k is the only fetched dataset, so it is the default; the line says so.
+    assert (f"Training {model} on ml-100k (the only fetched dataset) split u1: 80,000 training and 20,000 test "
+            "ratings") in out
     assert "943 users x 1,682 movies, device cpu" in out
     assert "Training summary" in out
-    for row in ("model", "dataset", "epochs", "fit time", "train", "validation", "checkpoint"):
+    for row in ("model", "dataset", "epochs", "fit time", "train", "test", "test baseline", "checkpoint"):
         assert f"│ {row} " in out
+    assert "│ validation " not in out  # no --patience, no --valid-fraction: nothing held out of training
     assert "ml-100k (split u1)" in out and f"{model}-tiny" in out
     assert "epoch   1/" in trained[model].stderr  # the per-epoch lines go with the progress, to stderr
+    assert "valid:" not in trained[model].stderr
+
+
+def test_patience_validates_on_part_of_the_training_ratings(trained, runner):
+    result = runner.invoke(app, ["train", "mf", "--epochs", "3", "--factors", "4", "--patience", "1",
+                                 "--name", "mf-patient", "--json"])
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["valid_fraction"] == 0.05 and set(out["valid"]) == {"rmse", "mae"}
+    assert set(out["metrics"]) == {"rmse", "mae"} and out["metrics"] != out["valid"]
+    table = runner.invoke(app, ["train", "mf", "--epochs", "2", "--factors", "4", "--valid-fraction", "0.1",
+                                "--name", "mf-watched"])
+    assert table.exit_code == 0, table.stderr
+    assert "80,000 training, 8,000 of them set aside to validate, and 20,000 test ratings" in table.stdout
+    assert "│ validation " in table.stdout and "10% of the training ratings" in table.stdout
+    assert "valid: rmse" in table.stderr
+    for name in ("mf-patient", "mf-watched"):  # not part of the other tests' comparisons
+        (paths.models_dir() / f"{name}.pt").unlink()
 
 
 @pytest.mark.parametrize("split", ["random", "temporal"])
@@ -155,6 +176,8 @@ def test_models_lists_every_checkpoint(trained):
 # -- train errors --------------------------------------------------------------------------------------
 def test_dataset_not_fetched(home, runner):
     result = runner.invoke(app, ["train", "mf", "--epochs", "1"])
+    assert_one_line_error(result, "No dataset is fetched yet", "`movierec fetch ml-100k`")
+    result = runner.invoke(app, ["train", "mf", "--epochs", "1", "--dataset", "ml-100k"])
     assert_one_line_error(result, "ml-100k is not fetched", "`movierec fetch ml-100k`")
     assert not paths.models_dir().exists()
 
@@ -209,6 +232,8 @@ def test_model_options_are_validated(trained, runner, args, fragments):
         (["--test-fraction", "1.5"], ["--test-fraction must be between 0 and 1"]),
         (["--epochs", "0"], ["at least 1"]),
         (["--patience", "0"], ["--patience must be at least 1"]),
+        (["--valid-fraction", "1"], ["--valid-fraction must be at least 0 and below 1"]),
+        (["--split", "random", "--test-fraction", "1e-9"], ["has no test ratings", "larger --test-fraction"]),
     ],
 )
 def test_bad_common_options(trained, runner, args, fragments):
@@ -267,6 +292,7 @@ def test_evaluate_json(evaluated):
     for r in evaluated:
         assert {"model", "checkpoint", *(k.format(k=10) for k in METRIC_KEYS)} <= set(r)
         assert (r["dataset"], r["split"], r["ratings"]) == ("ml-100k", "u1", 20_000)
+        assert r["split_label"] == "ml-100k, split u1" and r["seed"] == 0
     by_model = {r["model"]: r for r in evaluated}
     # Not applicable -> null: popularity predicts no stars; a constant ranks nothing; like-mode rbm has no stars.
     assert by_model["popularity"]["rmse"] is None and by_model["popularity"]["auc"] is not None
@@ -302,8 +328,13 @@ def test_evaluate_baselines_by_hand(evaluated, u1_split):
 
 
 def test_evaluate_table(trained):
-    out = invoke("evaluate").stdout
-    assert "Evaluation on ml-100k split u1" in out
+    result = invoke("evaluate")
+    out = result.stdout
+    assert "Evaluation on ml-100k, split u1: " in out
+    # The checkpoints tested on other splits are left out, with one line saying how to include them.
+    note = result.stderr.strip().splitlines()
+    assert len(note) == 1 and note[0].startswith("Note: 2 saved models tested on other data or splits left out")
+    assert "`movierec evaluate mf-temporal`" in note[0]
     assert "popularity*" in out and "global mean*" in out and "* baseline" in out
     for model in TINY:
         assert f"│ {model} (" in out

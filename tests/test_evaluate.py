@@ -310,3 +310,25 @@ def test_metric_functions_are_what_evaluate_averages():
     out = run(TableModel(STARS), test=ratings([(0, 2, 4)]), k=2)
     assert out["ndcg@2"] == pytest.approx(float(metrics.ndcg_at_k(topk, rel)[0]))
     assert out["map@2"] == pytest.approx(float(metrics.average_precision_at_k(topk, rel)[0]))
+
+
+# Raw scores outside the 1..5 scale, as a rating model's ``score`` returns them (unclipped by contract).
+RAW = [
+    [9, 9, 7.0, 6.0, 1.0],  # u0: m2 above m3, both above the scale
+    [9, 0.0, 9, 5.5, 6.5],  # u1: m4 above m3 -- clipped, both would be 5 and m3 (lower index) would come first
+    [0, 9, 0, 3.0, 0],
+]
+
+
+def test_stars_are_clamped_to_the_scale_but_movies_are_ranked_by_raw_scores():
+    out = run(TableModel(RAW), k=1)
+    # Clamped predictions 5, 5, 1, 5, 3 against 4, 2, 5, 4, 3: errors 1, 3, -4, 1, 0.
+    assert out["rmse"] == pytest.approx(math.sqrt(27 / 5))
+    assert out["mae"] == pytest.approx(9 / 5)
+    assert out["accuracy"] == pytest.approx(0.6)  # liked calls from the clamped stars (>= 3): T T F T T
+    # AUC orders raw scores: the disliked pair scores 6; positives 7 (above), 0, 6.5 (above), 3 -> 2 of 4.
+    assert out["auc"] == pytest.approx(0.5)
+    # Top-1: u0 -> m2 (relevant), u1 -> m4 (relevant, 6.5 > 5.5); clipping would have listed m3 for u1.
+    assert out["hit@1"] == pytest.approx(1.0)
+    held = heldout_metrics(TableModel(RAW), TRAIN.matrix(), TEST)
+    assert held == {"rmse": pytest.approx(out["rmse"]), "mae": pytest.approx(out["mae"])}

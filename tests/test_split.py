@@ -12,7 +12,7 @@ import pytest
 from movierec import paths
 from movierec.data import movielens as ml
 from movierec.data.ratings import Ratings
-from movierec.data.split import SPLIT_NAMES, Split, default_split, make_split, valid_splits
+from movierec.data.split import SPLIT_NAMES, Split, default_split, make_split, valid_splits, validation_slice
 from movierec.errors import MovierecError
 
 
@@ -149,6 +149,54 @@ def test_bad_names_and_fractions():
     for fraction in (0.0, 1.0, -0.1, 1.5):
         with pytest.raises(MovierecError, match="between 0 and 1"):
             make_split(d, "random", test_fraction=fraction)
+
+
+@pytest.mark.parametrize(
+    ("split", "fraction", "missing"),
+    [("random", 1e-9, "no test ratings; use a larger --test-fraction"),
+     ("random", 0.9999999, "no training ratings; use a smaller --test-fraction")],
+)
+def test_an_empty_half_is_refused(split, fraction, missing):
+    d = synthetic_dataset("ml-1m")
+    with pytest.raises(MovierecError) as exc:
+        make_split(d, split, test_fraction=fraction)
+    text = str(exc.value)
+    assert text.startswith(f"The {split} split of ml-1m ({len(d.ratings):,} ratings) with --test-fraction ")
+    assert missing in text and "\n" not in text
+
+
+def test_a_three_rating_dataset_has_no_test_split():
+    d = synthetic_dataset("ml-1m")
+    tiny = ml.Dataset(d.name, d.ratings.take(np.arange(len(d.ratings)) < 3), d.user_ids, d.item_ids, d.movies,
+                      None, d.fingerprint, d.rating_values, d.path)
+    with pytest.raises(MovierecError, match=r"^The random split of ml-1m \(3 ratings\) .* has no test ratings"):
+        make_split(tiny, "random")
+    # Each user's latest rating goes to test only when they have two: one rating each leaves test empty.
+    one_each = ml.Dataset(d.name, d.ratings.take(np.unique(d.ratings.users, return_index=True)[1]), d.user_ids,
+                          d.item_ids, d.movies, None, d.fingerprint, d.rating_values, d.path)
+    with pytest.raises(MovierecError, match="temporal split .* has no test ratings"):
+        make_split(one_each, "temporal")
+
+
+def test_validation_slice_is_seeded_and_comes_from_training_only():
+    d = synthetic_dataset()
+    split = make_split(d, "random", seed=0, test_fraction=0.2)
+    rest, valid = validation_slice(split.train, 0.1, seed=0)
+    assert len(valid) == round(0.1 * len(split.train)) and len(rest) + len(valid) == len(split.train)
+    assert_partition(Split("v", rest, valid, 0), split.train)  # a partition of the training ratings
+    test_pairs = set(zip(split.test.users.tolist(), split.test.items.tolist()))
+    assert not test_pairs & set(zip(valid.users.tolist(), valid.items.tolist()))
+    again = validation_slice(split.train, 0.1, seed=0)[1]
+    np.testing.assert_array_equal(rows(again), rows(valid))
+    other = validation_slice(split.train, 0.1, seed=1)[1]
+    assert not np.array_equal(rows(other), rows(valid))
+
+
+@pytest.mark.parametrize(("fraction", "fragment"), [(0.0, "between 0 and 1"), (1.0, "between 0 and 1"),
+                                                      (1e-9, "leaves no validation ratings")])
+def test_validation_slice_refuses_useless_fractions(fraction, fragment):
+    with pytest.raises(MovierecError, match=fragment):
+        validation_slice(synthetic_dataset().ratings, fraction)
 
 
 @pytest.fixture

@@ -214,5 +214,96 @@ def test_train_and_save_checks_the_name_before_any_work(home):
     with pytest.raises(MovierecError, match="Invalid model name"):
         train_and_save("mf", {"epochs": 1}, name="../escape")
     with pytest.raises(MovierecError) as exc:
-        train_and_save("mf", {"epochs": 1}, name="ok")
+        train_and_save("mf", {"epochs": 1}, name="ok", dataset="ml-100k")
     assert str(exc.value) == "Dataset ml-100k is not fetched yet; run `movierec fetch ml-100k`."
+    with pytest.raises(MovierecError) as exc:
+        train_and_save("mf", {"epochs": 1}, name="ok")  # no dataset named: the fetched one, and there is none
+    assert str(exc.value) == "No dataset is fetched yet; run `movierec fetch ml-100k` first."
+
+
+# -- train_and_save: validation is carved from training, the test split is read once --------------------
+@pytest.fixture(scope="module")
+def fetched(tmp_path_factory):
+    """A home with a small synthetic release in ml-latest-small's layout, fetched."""
+    from conftest import isolated_home
+
+    from benchmarks.synth_release import write_release
+    from movierec.data import download
+
+    folder = tmp_path_factory.mktemp("train-and-save")
+    archive = write_release("small-ml-latest-small", folder / "ml-latest-small.zip")
+    with isolated_home(folder / "home") as h:
+        download.fetch("ml-latest-small", from_file=archive, verify=False)
+        yield h
+
+
+def recording(monkeypatch):
+    """Record which held-out ratings train_and_save scores, and let it score them."""
+    import movierec.training as training
+
+    seen: list[Ratings] = []
+    real = training.heldout_metrics
+
+    def spy(model, train, held_out):
+        seen.append(held_out)
+        return real(model, train, held_out)
+
+    monkeypatch.setattr(training, "heldout_metrics", spy)
+    return seen
+
+
+def test_patience_reads_a_validation_slice_and_the_test_split_once(fetched, monkeypatch):
+    from movierec import checkpoint
+
+    seen = recording(monkeypatch)
+    plans = []
+    out = train_and_save("mf", {"epochs": 4, "factors": 4}, patience=2, name="early",
+                         on_start=lambda m, plan: plans.append(plan))
+    plan = plans[0]
+    assert plan.dataset == "ml-latest-small" and plan.dataset_why == "the only fetched dataset"
+    assert plan.valid_fraction == 0.05 and len(plan.valid) == round(0.05 * len(plan.split.train))
+    assert len(plan.train) + len(plan.valid) == len(plan.split.train)
+    # Every epoch validated on the slice; the test split scored exactly once, after training.
+    assert [r is plan.valid for r in seen] == [True] * len(out.result.history) + [False]
+    assert seen[-1] is plan.split.test
+    meta = out.meta
+    assert meta.valid_fraction == 0.05 and meta.valid_metrics == out.result.final_valid
+    assert set(meta.metrics) == {"rmse", "mae"} and meta.metrics != meta.valid_metrics
+    # The saved test metrics are what the saved model scores on the test split, from all training ratings.
+    trained = checkpoint.load_trained("early")
+    assert heldout_metrics(trained.model, trained.train, trained.split.test) == meta.metrics
+    assert meta.baseline["name"] == "global mean"
+    mean = plan.split.train.ratings.astype(np.float64).mean()
+    assert meta.baseline["rmse"] == pytest.approx(np.sqrt(np.mean((plan.split.test.ratings - mean) ** 2)), 1e-5)
+
+
+def test_without_patience_nothing_is_validated_between_epochs(fetched, monkeypatch):
+    seen = recording(monkeypatch)
+    out = train_and_save("mf", {"epochs": 3, "factors": 4}, name="plain")
+    assert [r.valid for r in out.result.history] == [{}] * 3
+    assert len(seen) == 1 and len(seen[0]) == len(out.plan.split.test)
+    assert out.meta.valid_metrics == {} and out.meta.valid_fraction == 0.0
+    assert out.plan.train is out.plan.split.train
+
+
+def test_a_validation_slice_can_be_asked_for_without_patience(fetched):
+    out = train_and_save("mf", {"epochs": 2, "factors": 4}, valid_fraction=0.2, name="watched")
+    assert all(set(r.valid) == {"rmse", "mae"} for r in out.result.history)
+    assert len(out.plan.valid) == round(0.2 * len(out.plan.split.train))
+    assert out.result.kept_epoch == 2 and out.meta.valid_metrics == out.result.history[-1].valid
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"valid_fraction": 1.0}, "--valid-fraction must be at least 0 and below 1, not 1."),
+    ({"valid_fraction": -0.1}, "--valid-fraction must be at least 0 and below 1, not -0.1."),
+    ({"split": "random", "test_fraction": 1e-9},
+     "The random split of ml-latest-small (6,000 ratings) with --test-fraction 1e-09 has no test ratings; "
+     "use a larger --test-fraction."),
+])
+def test_useless_splits_are_refused_before_training(fetched, kwargs, message):
+    from movierec import paths
+
+    with pytest.raises(MovierecError) as exc:
+        train_and_save("mf", {"epochs": 1}, name="never", **kwargs)
+    assert str(exc.value) == message
+    assert not (paths.models_dir() / "never.pt").exists()

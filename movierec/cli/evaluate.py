@@ -35,17 +35,27 @@ def evaluate_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
     csv_output: Annotated[bool, typer.Option("--csv", help="Print the rows as CSV.")] = False,
 ) -> None:
-    """Metrics of saved models on their held-out split, next to popularity and global-mean baselines.
+    """Metrics of saved models on their test split, next to popularity and global-mean baselines.
 
-    By default every model trained on the same dataset and split as the newest one. Rating metrics cover
+    By default every model tested on the same split as the newest one (same dataset, split, seed and test
+    fraction); name others to include them. Rating metrics cover
     every held-out rating; ranking metrics rank all movies a user has not rated in training, with held-out
     ratings of at least --relevance stars as the relevant ones.
     """
     from movierec.device import resolve_device
-    from movierec.evaluate import evaluate_checkpoints
+    from movierec.evaluate import evaluate_checkpoints, select_checkpoints
 
-    rows = evaluate_checkpoints([*(checkpoints or []), *(model or [])] or None, k=k, relevance=relevance,
-                                device=resolve_device(device))
+    selection = select_checkpoints([*(checkpoints or []), *(model or [])] or None)
+    if selection.left_out:
+        from movierec.cli.console import err_console
+
+        n = len(selection.left_out)
+        err_console.print(
+            f"Note: {n} saved model{'s' if n > 1 else ''} tested on other data or splits left out; name "
+            f"{'them' if n > 1 else 'it'} to include {'them' if n > 1 else 'it'}, e.g. `movierec evaluate "
+            f"{selection.left_out[-1]}`.", markup=False, soft_wrap=True,
+        )
+    rows = evaluate_checkpoints(selection=selection, k=k, relevance=relevance, device=resolve_device(device))
     if json_output:
         from movierec.cli.console import print_json
 
@@ -70,11 +80,14 @@ def _print_table(rows: list[dict[str, Any]], k: int) -> None:
     columns = [(key.format(k=k), head.format(k=k), low) for key, head, low in _COLUMNS]
     columns = [c for c in columns if any(r.get(c[0]) is not None for r in rows)]
     first = rows[0]
-    table = Table(
-        title=plain(f"Evaluation on {first['dataset']} split {first['split']}: {first['users']:,} ranked users, "
-                    f"{first['ratings']:,} held-out ratings (best per column in bold green)"),
-        title_justify="left", padding=(0, 1), caption_justify="left",
-    )
+    labels = list(dict.fromkeys(r["split_label"] for r in rows))
+    if len(labels) == 1:
+        title = (f"Evaluation on {labels[0]}: {first['users']:,} ranked users, {first['ratings']:,} test ratings "
+                 "(best per column in bold green)")
+    else:
+        title = (f"Evaluation on {len(labels)} different test splits, each model beside its own split's "
+                 "baselines (best per column in bold green)")
+    table = Table(title=plain(title), title_justify="left", padding=(0, 1), caption_justify="left")
     table.add_column("model", no_wrap=True)
     for _, head, _ in columns:
         table.add_column(head, justify="right", no_wrap=True)
@@ -89,7 +102,7 @@ def _print_table(rows: list[dict[str, Any]], k: int) -> None:
         if r["checkpoint"] is None:
             name = Text.assemble((clean(r["model"]), "italic"), "*")
         else:
-            checkpoints.append(r["checkpoint"])
+            checkpoints.append(r["checkpoint"] + (f" on {r['split_label']}" if len(labels) > 1 else ""))
             name = Text.assemble(clean(r["model"]), (f" ({len(checkpoints)})", "dim"))
         cells = [name]
         for key, _, _ in columns:
@@ -99,5 +112,6 @@ def _print_table(rows: list[dict[str, Any]], k: int) -> None:
         fit = r.get("fit_seconds")
         cells.append("-" if fit is None else f"{fit:.1f}s")
         table.add_row(*cells)
-    table.caption = plain("  ".join(f"({i}) {c}" for i, c in enumerate(checkpoints, 1)) + "   * baseline")
+    sep = "\n" if len(labels) > 1 else "  "
+    table.caption = plain(sep.join(f"({i}) {c}" for i, c in enumerate(checkpoints, 1)) + sep + "* baseline")
     console.print(table)

@@ -35,6 +35,12 @@ def recommend_command(
     min_year: Annotated[int | None, typer.Option(help="Only movies released in or after this year.")] = None,
     max_year: Annotated[int | None, typer.Option(help="Only movies released in or before this year.")] = None,
     include_seen: Annotated[bool, typer.Option(help="Keep movies the user already rated.")] = False,
+    shrink: Annotated[
+        float | None,
+        typer.Option(help="New users: rank by predictions shrunk towards neutral by each movie's training "
+                          "ratings; a movie with this many keeps half its lead (default: 8x the mean ratings "
+                          "per movie; 0 = off)."),
+    ] = None,
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
     json_output: JsonOpt = False,
@@ -55,7 +61,8 @@ def recommend_command(
 
         pairs = _parse_rates(rate or []) + (_read_ratings_file(ratings_file) if ratings_file else [])
         items, stars = _resolve_new_ratings(data, pairs)
-        recs = rec.recommend_new_user(m, torch.tensor(items), torch.tensor(stars), top, allowed=allowed)
+        recs = rec.recommend_new_user(m, trained.train, torch.tensor(items), torch.tensor(stars), top,
+                                      allowed=allowed, shrink=shrink)
         who = f"a new user ({len(items)} ratings)"
     else:
         recs = rec.recommend(m, trained.train, data.user_index(user), top, include_seen=include_seen,
@@ -101,10 +108,8 @@ def similar_command(
     trained = load_trained(model, resolve_device(device))
     data = trained.dataset
     item = TitleIndex(data).find(movie)
-    counts = trained.train.row_counts().new_zeros(data.n_items).index_add_(
-        0, trained.train.indices, trained.train.indices.new_ones(trained.train.nnz)
-    )
-    items, sims = rec.similar(trained.model, item, top, allowed=counts >= min_ratings)
+    counts = rec.item_counts(trained.train)
+    items, sims = rec.similar(trained.model, item, top, counts=counts, allowed=counts >= min_ratings)
     rows = [
         {"rank": r + 1, "movie_id": int(data.item_ids[i]), **_movie(data, i), "score": round(s, 4)}
         for r, (i, s) in enumerate(zip(items, sims))

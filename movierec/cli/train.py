@@ -57,7 +57,11 @@ train_app = typer.Typer(
 app.add_typer(train_app, name="train")
 
 _COMMON: dict[str, tuple[Any, Any]] = {
-    "dataset": (str, typer.Option(help="Dataset to train on (fetch it first with `movierec fetch`).")),
+    "dataset": (
+        str | None,
+        typer.Option(help="Dataset to train on (default: the fetched one; with several, the most recently "
+                          "fetched)."),
+    ),
     "split": (
         str | None,
         typer.Option(help="Held-out split: u1..u5, ua, ub (ml-100k), random or temporal (default: u1 on ml-100k, "
@@ -68,14 +72,19 @@ _COMMON: dict[str, tuple[Any, Any]] = {
     "device": (str, typer.Option(help="auto (CUDA when present), cpu or cuda.")),
     "patience": (
         int | None,
-        typer.Option(help="Stop after this many epochs without a better validation metric, keeping the best "
-                          "epoch (default: off)."),
+        typer.Option(help="Stop after this many epochs without a better metric on the validation slice, keeping "
+                          "the best epoch (default: off)."),
+    ),
+    "valid_fraction": (
+        float | None,
+        typer.Option(help="Share of the training ratings set aside to validate each epoch; never the test split "
+                          "(default: 0.05 with --patience, else none)."),
     ),
     "name": (str | None, typer.Option(help="Checkpoint name (default: MODEL-DATASET-SPLIT-TIME).")),
     "json_output": (bool, typer.Option("--json", help="Print the result as JSON instead of tables.")),
 }
-_COMMON_DEFAULTS = {"dataset": "ml-100k", "split": None, "test_fraction": 0.1, "seed": 0, "device": "auto",
-                    "patience": None, "name": None, "json_output": False}
+_COMMON_DEFAULTS = {"dataset": None, "split": None, "test_fraction": 0.1, "seed": 0, "device": "auto",
+                    "patience": None, "valid_fraction": None, "name": None, "json_output": False}
 
 
 def _show(value: Any) -> str:
@@ -160,8 +169,9 @@ def _model_command(model: str) -> TyperCommand:
     return typer.main.get_command(single)
 
 
-def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str, split: str | None, test_fraction: float,
-         seed: int, device: str, patience: int | None, name: str | None, json_output: bool) -> None:
+def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, split: str | None,
+         test_fraction: float, seed: int, device: str, patience: int | None, valid_fraction: float | None,
+         name: str | None, json_output: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from movierec.cli.console import console, err_console, print_json
@@ -175,15 +185,17 @@ def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str, split: 
     )
     task = None
 
-    def on_start(m: Any, the_split: Any) -> None:
+    def on_start(m: Any, plan: Any) -> None:
         nonlocal task
         task = progress.add_task(f"Training {model}", total=m.config.epochs, status="")
         progress.start()
         if not json_output:
+            why = f" ({plan.dataset_why})" if plan.dataset_why else ""
+            valid = f", {len(plan.valid):,} of them set aside to validate," if plan.valid is not None else ""
             console.print(
-                f"Training [bold]{model}[/] on {dataset} split {the_split.name}: {len(the_split.train):,} training and "
-                f"{len(the_split.test):,} held-out ratings, {m.n_users:,} users x {m.n_items:,} movies, "
-                f"device {m.device}."
+                f"Training [bold]{model}[/] on {plan.dataset}{why} split {plan.split.name}: "
+                f"{len(plan.split.train):,} training{valid} and {len(plan.split.test):,} test ratings, "
+                f"{m.n_users:,} users x {m.n_items:,} movies, device {m.device}."
             )
 
     def on_epoch(r: Any) -> None:
@@ -195,7 +207,8 @@ def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str, split: 
     try:
         outcome = train_and_save(
             model, config, mode=mode, dataset=dataset, split=split, seed=seed, device=device, patience=patience,
-            name=name, test_fraction=test_fraction, on_start=on_start, on_epoch=on_epoch,
+            name=name, test_fraction=test_fraction, valid_fraction=valid_fraction, on_start=on_start,
+            on_epoch=on_epoch,
         )
     finally:
         # Started only once training starts, so an early error is just its one line on stderr.
@@ -207,7 +220,8 @@ def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str, split: 
                     "split": meta.split, "path": str(outcome.path), "epochs": meta.epochs,
                     "fit_seconds": meta.fit_seconds,
                     "stopped_early": outcome.result.stopped_early, "train": meta.train_metrics,
-                    "metrics": meta.metrics, "baseline": meta.baseline, "config": meta.config})
+                    "metrics": meta.metrics, "valid": meta.valid_metrics, "valid_fraction": meta.valid_fraction,
+                    "baseline": meta.baseline, "config": meta.config})
         return
     _print_summary(outcome)
 
@@ -217,8 +231,9 @@ def _fmt(metrics: dict[str, float]) -> str:
 
 
 def _epoch_line(r: Any) -> str:
-    mark = " *" if r.improved else ""
-    return f"epoch {r.epoch:>3}/{r.epochs}  train: {_fmt(r.train)}  |  valid: {_fmt(r.valid)}  ({r.seconds:.2f}s){mark}"
+    mark = " *" if r.improved and r.valid else ""
+    valid = f"  |  valid: {_fmt(r.valid)}" if r.valid else ""
+    return f"epoch {r.epoch:>3}/{r.epochs}  train: {_fmt(r.train)}{valid}  ({r.seconds:.2f}s){mark}"
 
 
 def _verdict(metrics: dict[str, float], baseline: dict[str, float], monitor: str) -> str:
@@ -244,10 +259,13 @@ def _print_summary(outcome: Any) -> None:
     table.add_row("epochs", f"{meta.epochs}{stop}")
     table.add_row("fit time", f"{meta.fit_seconds:.2f} s on {meta.device}")
     table.add_row("train", _fmt(meta.train_metrics))
-    table.add_row("validation", _fmt(meta.metrics))
+    if meta.valid_metrics:
+        best = f"  (epoch {result.kept_epoch}, {meta.valid_fraction:.0%} of the training ratings)"
+        table.add_row("validation", _fmt(meta.valid_metrics) + best)
+    table.add_row("test", _fmt(meta.metrics))
     if meta.baseline:
         base = {k: v for k, v in meta.baseline.items() if k != "name"}
         verdict = _verdict(meta.metrics, base, result.monitor)
-        table.add_row(f"baseline ({meta.baseline['name']})", f"{_fmt(base)}  {verdict}")
+        table.add_row(f"test baseline ({meta.baseline['name']})", f"{_fmt(base)}  {verdict}")
     table.add_row("checkpoint", plain(f"{meta.name}  ({outcome.path})"))  # a path may hold [brackets]
     console.print(table)

@@ -59,6 +59,7 @@ def make_split(dataset: Dataset, name: str, seed: int = 0, test_fraction: float 
     """Split ``dataset``'s ratings into train and test by the split called ``name``.
 
     ``seed`` and ``test_fraction`` apply to ``random`` and ``temporal``; the same seed gives the same split.
+    A split with no test or no training ratings is refused with one sentence (nothing could be measured).
     """
     key = name.strip().lower()
     valid = valid_splits(dataset.name)
@@ -77,7 +78,37 @@ def make_split(dataset: Dataset, name: str, seed: int = 0, test_fraction: float 
         train, test = _temporal_holdout(dataset.ratings, test_fraction)
     else:
         train, test = _official(dataset, key)
+    for part, what, fix in ((test, "test", "larger"), (train, "training", "smaller")):
+        if len(part) == 0:
+            how = f" with --test-fraction {test_fraction:g}" if key in GENERATED_SPLITS else ""
+            hint = f"; use a {fix} --test-fraction" if key in GENERATED_SPLITS else ""
+            raise MovierecError(
+                f"The {key} split of {dataset.name} ({len(dataset.ratings):,} ratings){how} has no {what} "
+                f"ratings{hint}."
+            )
     return Split(key, train, test, int(seed))
+
+
+def validation_slice(train: Ratings, fraction: float, seed: int = 0) -> tuple[Ratings, Ratings]:
+    """Carve a seeded random ``fraction`` of the training ratings out as a validation slice.
+
+    Returns (the rest, the slice). Anything that chooses by a metric (early stopping, the epoch to keep)
+    reads the slice, so the test split stays untouched until the one report at the end. The draw is
+    seeded by ``seed`` but independent of the random test holdout drawn with the same seed.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise MovierecError(f"The validation fraction must be between 0 and 1 (exclusive), not {fraction}.")
+    n = len(train)
+    n_valid = int(round(fraction * n))
+    if n_valid == 0 or n_valid == n:
+        raise MovierecError(
+            f"A validation fraction of {fraction:g} of {n:,} training ratings leaves "
+            f"{'no validation' if n_valid == 0 else 'no training'} ratings; choose another --valid-fraction."
+        )
+    rng = np.random.default_rng([int(seed), 1])  # its own stream: not the test holdout's permutation
+    in_valid = np.zeros(n, dtype=bool)
+    in_valid[rng.permutation(n)[:n_valid]] = True
+    return train.take(~in_valid), train.take(in_valid)
 
 
 def _random_holdout(ratings: Ratings, seed: int, fraction: float) -> tuple[Ratings, Ratings]:

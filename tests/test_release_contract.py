@@ -1,0 +1,60 @@
+"""Every model, trained with its defaults through `train_and_save`, on a small release of every layout.
+
+The small synthetic releases (benchmarks/synth_release.py: ml-1m's .dat files, ml-10m's, ml-25m's and
+ml-latest-small's .csv files, heavy users and a long tail of rarely rated movies) are fetched like real ones.
+On each, every model must converge (its training loss ends below where it started) and beat the trivial
+answer on the test split: the global mean (rating models), always "liked" (like/dislike), popularity (top-N).
+Nothing here was tuned to the synthetic data; fewer epochs only where a default would take long.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from conftest import isolated_home
+
+from benchmarks.synth_release import SHAPES, SMALL_SHAPES, write_release
+from movierec.data import download
+from movierec.training import train_and_save
+
+CASES = {
+    "rbm": ("rbm", {}),
+    "rbm-rating": ("rbm", {"mode": "rating"}),
+    "autoencoder-user": ("autoencoder", {"mode": "user", "epochs": 40}),  # default 100: the slowest here
+    "autoencoder-item": ("autoencoder", {"mode": "item", "epochs": 30}),  # default 60
+    "mf": ("mf", {}),
+    "als-explicit": ("als", {}),
+    "als-implicit": ("als", {"mode": "implicit"}),
+}
+# What must beat the baseline: (metric, higher is better).
+JUDGED = {"rating": ("rmse", False), "like": ("loss", False), "rank": ("ndcg@10", True)}
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("releases")
+    with isolated_home(folder / "home"):
+        for shape in SMALL_SHAPES:
+            archive = write_release(shape, folder / f"{shape}.zip")
+            download.fetch(SHAPES[shape].release, from_file=archive, verify=False)
+        yield
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("shape", SMALL_SHAPES)
+def test_default_training_converges_and_beats_the_trivial_answer(releases, shape, case):
+    model_name, config = CASES[case]
+    out = train_and_save(model_name, config, dataset=SHAPES[shape].release, name=f"{case}-{shape}")
+    meta, plan = out.meta, out.plan
+    assert len(plan.split.test) > 0 and plan.valid is None  # no validation slice without --patience
+    losses = [r.train["loss"] for r in out.result.history]
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0], f"training loss did not go down: {losses}"
+
+    kind = out.result.monitor and {"rmse": "rating", "loss": "like", "ndcg@10": "rank"}[out.result.monitor]
+    metric, higher = JUDGED[kind]
+    model, baseline = meta.metrics[metric], meta.baseline[metric]
+    beaten = model > baseline if higher else model < baseline
+    assert beaten, f"{case} on {shape}: test {metric} {model:.4f}, {meta.baseline['name']} {baseline:.4f}"
