@@ -162,7 +162,7 @@ def test_library_caps_lists_at_the_catalogue(hostile_home):
     from movierec.checkpoint import load_trained
 
     trained = load_trained("m")
-    items, _ = rec.similar(trained.model, 0, 10**9)
+    items, _ = rec.similar(trained.model, 0, 10**9, counts=rec.item_counts(trained.train))
     assert sorted(items) == list(range(1, len(TITLES)))
     recs = rec.recommend(trained.model, trained.train, 0, 10**9, include_seen=True)
     assert sorted(r.item for r in recs) == list(range(len(TITLES)))
