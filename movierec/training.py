@@ -7,10 +7,12 @@ and reporting progress to whoever is listening (the CLI draws it; the library ne
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -146,6 +148,24 @@ class TrainOutcome:
     result: FitResult
 
 
+def _holding_the_name(train: Callable[..., TrainOutcome]) -> Callable[..., TrainOutcome]:
+    """Check that the checkpoint can be written and lock its name, before any work and until it is saved:
+    a long run must not end in a failed save, nor two runs of the same name overwrite each other."""
+
+    @functools.wraps(train)
+    def run(model_name: str, config: dict | None = None, *, dataset: str = "ml-100k", split: str | None = None,
+            name: str | None = None, **options: Any) -> TrainOutcome:
+        from movierec import checkpoint
+        from movierec.data.split import default_split
+
+        name = name or checkpoint.default_name(model_name, dataset, split or default_split(dataset))
+        with checkpoint.reserve(name):
+            return train(model_name, config, dataset=dataset, split=split, name=name, **options)
+
+    return run
+
+
+@_holding_the_name
 def train_and_save(
     model_name: str,
     config: dict | None = None,
@@ -201,5 +221,5 @@ def train_and_save(
         device=str(torch_device),
         test_fraction=test_fraction,
     )
-    path = checkpoint.save(model, meta, data.user_ids, data.item_ids, out_path)
-    return TrainOutcome(path, checkpoint.read_meta(path), result)
+    path, saved = checkpoint.save(model, meta, data.user_ids, data.item_ids, out_path)
+    return TrainOutcome(path, saved, result)

@@ -39,7 +39,7 @@ def make_meta(name: str = "m", model: str = "mf", **changes) -> checkpoint.Check
 def save(name: str = "m", seed: int = 0, **changes) -> Path:
     user_ids = np.arange(N_USERS) * 10 + 1
     item_ids = np.arange(N_ITEMS) * 100 + 7
-    return checkpoint.save(small_model(seed), make_meta(name, **changes), user_ids, item_ids)
+    return checkpoint.save(small_model(seed), make_meta(name, **changes), user_ids, item_ids)[0]
 
 
 def one_sentence(exc: pytest.ExceptionInfo, *fragments: str) -> str:
@@ -67,12 +67,13 @@ def valid_payload() -> dict:
 def test_round_trip_is_exact(home):
     model = small_model(seed=3)
     meta = make_meta("round-trip")
-    path = checkpoint.save(model, meta, np.arange(N_USERS) + 1, np.array([3, 9, 27, 81, 243]))
+    path, saved = checkpoint.save(model, meta, np.arange(N_USERS) + 1, np.array([3, 9, 27, 81, 243]))
     assert path == paths.models_dir() / "round-trip.pt"
     assert leftovers(path.parent) == []
 
     loaded = checkpoint.load(path)
     assert loaded.path == path
+    assert loaded.meta == saved  # what save() returns is what was written
     assert dataclasses.replace(loaded.meta, created="") == meta
     assert loaded.meta.created  # stamped at save time
     assert loaded.meta == checkpoint.read_meta(path)
@@ -88,8 +89,8 @@ def test_round_trip_is_exact(home):
 
 def test_round_trip_of_a_model_with_choices(home):
     model = small_model(name="rbm", config={"mode": "rating", "hidden": 4})
-    path = checkpoint.save(model, make_meta("rbm-rating", model="rbm", config=model.config.to_dict()), [1] * 7,
-                           range(5))
+    path, _ = checkpoint.save(model, make_meta("rbm-rating", model="rbm", config=model.config.to_dict()),
+                              range(7), range(5))
     loaded = checkpoint.load(path)
     assert loaded.model.config.mode == "rating" and loaded.model.config.hidden == 4
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.model.state_dict().values()))
@@ -220,7 +221,7 @@ def test_damaged_metadata(home, tmp_path):
     torch.save(payload, path)
     with pytest.raises(MovierecError) as exc:
         checkpoint.read_meta(path)
-    one_sentence(exc, "damaged metadata")
+    one_sentence(exc, f"{path} is damaged (its metadata is not valid JSON)")
     with pytest.raises(MovierecError):
         checkpoint.load(path)
 
