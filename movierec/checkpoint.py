@@ -224,8 +224,10 @@ def _kind(value: Any) -> str:
 
 def _show(value: Any) -> str:
     """A short quotation of a bad value for an error sentence: scalars as written, containers by kind."""
-    if isinstance(value, (dict, list, tuple)) or not isinstance(value, (str, int, float, bool, type(None))):
+    if isinstance(value, (dict, list, tuple)):
         return _kind(value) if value else f"an empty {_kind(value).split()[-1]}"
+    if not isinstance(value, (str, int, float, bool, type(None))):
+        return _kind(value)
     text = json.dumps(value)
     return text if len(text) <= 30 else text[:27] + "..."
 
