@@ -332,8 +332,10 @@ def reserve(name: str) -> Iterator[Path]:
     from filelock import FileLock, Timeout
 
     path = path_for(name)
+    new_folder = not path.parent.exists()
     _check_writable(path)
-    lock = FileLock(str(path.parent / f".{name}.lock"), timeout=0)
+    lock_path = path.parent / f".{name}.lock"
+    lock = FileLock(str(lock_path), timeout=0)
     try:
         lock.acquire()
     except Timeout:
@@ -344,6 +346,14 @@ def reserve(name: str) -> Iterator[Path]:
         raise _cannot_write(path.parent, exc) from None
     try:
         yield path
+    except BaseException:
+        if new_folder:
+            # A run that failed (bad dataset, no GPU, Ctrl-C) leaves the home as it found it. Removed while
+            # still held, so no other writer can be holding this lock file.
+            with contextlib.suppress(OSError):
+                lock_path.unlink()
+                path.parent.rmdir()  # only if empty
+        raise
     finally:
         lock.release()
 

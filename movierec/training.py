@@ -8,6 +8,7 @@ and reporting progress to whoever is listening (the CLI draws it; the library ne
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import time
 from collections.abc import Callable
@@ -152,15 +153,22 @@ def _holding_the_name(train: Callable[..., TrainOutcome]) -> Callable[..., Train
     """Check that the checkpoint can be written and lock its name, before any work and until it is saved:
     a long run must not end in a failed save, nor two runs of the same name overwrite each other."""
 
+    signature = inspect.signature(train)
+
     @functools.wraps(train)
-    def run(model_name: str, config: dict | None = None, *, dataset: str = "ml-100k", split: str | None = None,
-            name: str | None = None, **options: Any) -> TrainOutcome:
+    def run(*args: Any, **kwargs: Any) -> TrainOutcome:
         from movierec import checkpoint
         from movierec.data.split import default_split
 
-        name = name or checkpoint.default_name(model_name, dataset, split or default_split(dataset))
-        with checkpoint.reserve(name):
-            return train(model_name, config, dataset=dataset, split=split, name=name, **options)
+        call = signature.bind(*args, **kwargs)
+        call.apply_defaults()
+        options = call.arguments
+        dataset, split = options["dataset"], options["split"]
+        options["name"] = options["name"] or checkpoint.default_name(
+            options["model_name"], dataset, split or default_split(dataset)
+        )
+        with checkpoint.reserve(options["name"]):
+            return train(*call.args, **call.kwargs)
 
     return run
 

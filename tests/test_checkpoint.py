@@ -586,3 +586,14 @@ def test_a_reserved_name_is_refused_to_a_second_writer(home):
     with checkpoint.reserve("busy"):
         pass
     assert leftovers(paths.models_dir()) == sorted([".busy.lock", ".other.lock"])
+
+
+def test_a_failed_run_leaves_a_new_home_as_it_was(home):
+    assert not paths.models_dir().exists()
+    with pytest.raises(MovierecError), checkpoint.reserve("first"):
+        raise MovierecError("ml-100k is not fetched.")
+    assert not paths.models_dir().exists()
+    keep = save("keep")
+    with pytest.raises(KeyboardInterrupt), checkpoint.reserve("second"):
+        raise KeyboardInterrupt
+    assert checkpoint.list_checkpoints() == [(keep, checkpoint.read_meta(keep))]  # an existing folder stays
