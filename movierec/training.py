@@ -13,10 +13,13 @@ held-out ranking runs between epochs.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -174,6 +177,31 @@ DEFAULT_VALID_FRACTION = 0.05
 """The validation slice carved from the training ratings when early stopping needs one."""
 
 
+def _holding_the_name(train: Callable[..., TrainOutcome]) -> Callable[..., TrainOutcome]:
+    """Check that the checkpoint can be written and lock its name, before any work and until it is saved:
+    a long run must not end in a failed save, nor two runs of the same name overwrite each other."""
+
+    signature = inspect.signature(train)
+
+    @functools.wraps(train)
+    def run(*args: Any, **kwargs: Any) -> TrainOutcome:
+        from movierec import checkpoint
+        from movierec.data.split import default_split
+
+        call = signature.bind(*args, **kwargs)
+        call.apply_defaults()
+        options = call.arguments
+        dataset, split = options["dataset"], options["split"]
+        options["name"] = options["name"] or checkpoint.default_name(
+            options["model_name"], dataset, split or default_split(dataset)
+        )
+        with checkpoint.reserve(options["name"]):
+            return train(*call.args, **call.kwargs)
+
+    return run
+
+
+@_holding_the_name
 def train_and_save(
     model_name: str,
     config: dict | None = None,
@@ -262,5 +290,5 @@ def train_and_save(
         valid_metrics=result.final_valid,
         valid_fraction=valid_fraction,
     )
-    path = checkpoint.save(model, meta, data.user_ids, data.item_ids, out_path)
-    return TrainOutcome(path, checkpoint.read_meta(path), result, plan)
+    path, saved = checkpoint.save(model, meta, data.user_ids, data.item_ids, out_path)
+    return TrainOutcome(path, saved, result, plan)

@@ -7,6 +7,10 @@ import json
 import math
 import os
 import pickle
+import subprocess
+import sys
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +43,7 @@ def make_meta(name: str = "m", model: str = "mf", **changes) -> checkpoint.Check
 def save(name: str = "m", seed: int = 0, **changes) -> Path:
     user_ids = np.arange(N_USERS) * 10 + 1
     item_ids = np.arange(N_ITEMS) * 100 + 7
-    return checkpoint.save(small_model(seed), make_meta(name, **changes), user_ids, item_ids)
+    return checkpoint.save(small_model(seed), make_meta(name, **changes), user_ids, item_ids)[0]
 
 
 def one_sentence(exc: pytest.ExceptionInfo, *fragments: str) -> str:
@@ -58,7 +62,8 @@ def valid_payload() -> dict:
     model = small_model()
     return {
         "format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION,
-        "meta": json.dumps(dataclasses.asdict(make_meta())), "state": dict(model.state_dict()),
+        "meta": json.dumps(dataclasses.asdict(make_meta(created="2020-01-01T00:00:00+00:00"))),
+        "state": dict(model.state_dict()),
         "user_ids": torch.arange(N_USERS), "item_ids": torch.arange(N_ITEMS),
     }
 
@@ -67,12 +72,13 @@ def valid_payload() -> dict:
 def test_round_trip_is_exact(home):
     model = small_model(seed=3)
     meta = make_meta("round-trip")
-    path = checkpoint.save(model, meta, np.arange(N_USERS) + 1, np.array([3, 9, 27, 81, 243]))
+    path, saved = checkpoint.save(model, meta, np.arange(N_USERS) + 1, np.array([3, 9, 27, 81, 243]))
     assert path == paths.models_dir() / "round-trip.pt"
     assert leftovers(path.parent) == []
 
     loaded = checkpoint.load(path)
     assert loaded.path == path
+    assert loaded.meta == saved  # what save() returns is what was written
     assert dataclasses.replace(loaded.meta, created="") == meta
     assert loaded.meta.created  # stamped at save time
     assert loaded.meta == checkpoint.read_meta(path)
@@ -89,7 +95,7 @@ def test_round_trip_is_exact(home):
 def test_round_trip_of_a_model_with_choices(home):
     model = build_model("rbm", "rating", {"hidden": 4}, N_USERS, N_ITEMS, STARS)
     meta = make_meta("rbm-rating", model="rbm", mode="rating", config=model.config.to_dict())
-    path = checkpoint.save(model, meta, [1] * 7, range(5))
+    path, _ = checkpoint.save(model, meta, range(7), range(5))
     loaded = checkpoint.load(path)
     assert loaded.meta.mode == "rating" and loaded.model.kind == "rating" and loaded.model.config.hidden == 4
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.model.state_dict().values()))
@@ -220,7 +226,7 @@ def test_damaged_metadata(home, tmp_path):
     torch.save(payload, path)
     with pytest.raises(MovierecError) as exc:
         checkpoint.read_meta(path)
-    one_sentence(exc, "damaged metadata")
+    one_sentence(exc, f"{path} is damaged (its metadata is not valid JSON)")
     with pytest.raises(MovierecError):
         checkpoint.load(path)
 
@@ -340,3 +346,254 @@ def test_invalid_names_are_rejected(home, name):
 @pytest.mark.parametrize("name", ["mf", "mf-ml-100k-u1-20240101-120000", "My_Model.v2", "0"])
 def test_valid_names(home, name):
     assert checkpoint.path_for(name) == paths.models_dir() / f"{name}.pt"
+
+
+# -- metadata of the wrong type or shape -----------------------------------------------------------------
+def write_payload(path: Path, meta: object = None, **changes) -> Path:
+    """A checkpoint file whose metadata is ``meta`` (JSON-encoded unless it is a string), else the valid one
+    with ``changes`` to its fields; ``changes`` to the payload's own keys (state, user_ids, ...) replace them."""
+    payload = valid_payload()
+    data = json.loads(payload["meta"])
+    data.update({k: v for k, v in changes.items() if k not in payload})
+    payload.update({k: v for k, v in changes.items() if k in payload})
+    if meta is not None:
+        payload["meta"] = meta if isinstance(meta, str) else json.dumps(meta)
+    else:
+        payload["meta"] = json.dumps(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, path)
+    return path
+
+
+_VALID = dataclasses.asdict(make_meta(created="2020-01-01T00:00:00+00:00"))
+BAD_META = {
+    "list": ([_VALID], "its metadata is a list, not an object"),
+    "string": ("\"just text\"", "its metadata is text, not an object"),
+    "created-number": ({**_VALID, "created": 5}, "its 'created' is 5, not text"),
+    "created-not-a-date": ({**_VALID, "created": "yesterday"}, "its 'created' is \"yesterday\", not a date"),
+    "integer-name": ({**_VALID, "name": 7}, "its 'name' is 7, not text"),
+    "list-metrics": ({**_VALID, "metrics": [0.9, 0.7]}, "its 'metrics' is a list, not an object"),
+    "text-metric": ({**_VALID, "metrics": {"rmse": "good"}}, "its 'metrics' are not all numbers"),
+    "empty-stars": ({**_VALID, "rating_values": []}, "its 'rating_values' is empty"),
+    "text-stars": ({**_VALID, "rating_values": ["1", "2"]}, "its 'rating_values' is a list, not a list of numbers"),
+    "descending-stars": ({**_VALID, "rating_values": [5, 4, 3]}, "not ascending finite numbers"),
+    "no-users": ({**_VALID, "n_users": 0}, "it has 0 users"),
+    "bool-seed": ({**_VALID, "seed": True}, "its 'seed' is true, not a whole number"),
+    "float-items": ({**_VALID, "n_items": 5.0}, "its 'n_items' is 5.0, not a whole number"),
+    "missing-model": ({k: v for k, v in _VALID.items() if k != "model"}, "its metadata has no 'model'"),
+    "config-list": ({**_VALID, "config": []}, "its 'config' is an empty list, not an object"),
+    "history-text": ({**_VALID, "history": "none"}, "its 'history' is \"none\", not a list of objects"),
+    "path-name": ({**_VALID, "name": "../x"}, "its name \"../x\" is not a model name"),
+    "fraction": ({**_VALID, "test_fraction": 5}, "its 'test_fraction' is 5, not between 0 and 1"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_META, ids=list(BAD_META))
+def test_metadata_of_the_wrong_type_or_shape(home, case):
+    meta, reason = BAD_META[case]
+    good = save("good")
+    bad = write_payload(paths.models_dir() / "bad.pt", meta)
+    for read in (checkpoint.read_meta, checkpoint.load):
+        with pytest.raises(MovierecError) as exc:
+            read(bad)
+        one_sentence(exc, f"{bad} is damaged (", reason)
+    # Listings and "the newest model" carry on without the damaged file, and say it was skipped.
+    assert checkpoint.scan_checkpoints() == ([(good, checkpoint.read_meta(good))], [bad])
+    assert checkpoint.resolve(None) == good
+    assert checkpoint.load(good).meta.name == "good"
+
+
+@pytest.mark.parametrize(
+    ("version", "shown"), [("1", '"1"'), (1.0, "1.0"), (True, "true"), (0, "0"), (None, "null")]
+)
+def test_format_version_that_is_not_a_positive_integer(home, tmp_path, version, shown):
+    path = write_payload(tmp_path / "version.pt", format_version=version)
+    with pytest.raises(MovierecError) as exc:
+        checkpoint.load(path)
+    text = one_sentence(exc, f"{path} is damaged (its format version is {shown}, not a whole number)")
+    assert "newer" not in text
+
+
+def test_metadata_that_is_not_text(home, tmp_path):
+    payload = valid_payload()
+    payload["meta"] = torch.zeros(2)
+    path = tmp_path / "meta.pt"
+    torch.save(payload, path)
+    with pytest.raises(MovierecError) as exc:
+        checkpoint.read_meta(path)
+    one_sentence(exc, "is damaged (its metadata is a Tensor, not JSON text)")
+
+
+def test_metadata_is_checked_from_a_plain_dict():
+    # The check knows nothing of torch files: any container that yields a dict can use it.
+    meta = checkpoint.meta_from_dict(json.loads(json.dumps(_VALID)), "somewhere")
+    assert meta == make_meta(created="2020-01-01T00:00:00+00:00")
+    older = {k: v for k, v in _VALID.items() if k not in ("history", "baseline", "version")}
+    assert checkpoint.meta_from_dict(older, "old").history == []  # fields with defaults may be absent
+    newer = {**_VALID, "something_new": [1, 2]}
+    assert checkpoint.meta_from_dict(newer, "new") == meta  # unknown fields are ignored
+    with pytest.raises(MovierecError) as exc:
+        checkpoint.meta_from_dict({**_VALID, "epochs": "3"}, "somewhere")
+    assert one_sentence(exc) == "somewhere is damaged (its 'epochs' is \"3\", not a whole number)."
+
+
+# -- tensors that disagree with the metadata -------------------------------------------------------------
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
+def test_non_finite_weights_are_refused(home, bad):
+    model = small_model()
+    with torch.no_grad():
+        next(iter(model.parameters())).fill_(bad)
+    path, _ = checkpoint.save(model, make_meta("broken"), range(N_USERS), range(N_ITEMS))
+    assert checkpoint.read_meta(path).name == "broken"  # still listed: the metadata is fine
+    with pytest.raises(MovierecError) as exc:
+        checkpoint.load(path)
+    one_sentence(exc, f"{path} holds non-finite weights", "retrain it")
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"user_ids": torch.arange(N_USERS - 1)}, f"it has {N_USERS - 1} user ids for {N_USERS} users"),
+        ({"item_ids": torch.arange(N_ITEMS + 2)}, f"it has {N_ITEMS + 2} movie ids for {N_ITEMS} movies"),
+        ({"user_ids": torch.zeros(N_USERS, dtype=torch.int64)}, "its user ids repeat"),
+        ({"item_ids": torch.arange(N_ITEMS) + 0.5}, "its movie ids are not a list of whole numbers"),
+        ({"item_ids": torch.arange(N_ITEMS).reshape(1, -1)}, "its movie ids are not a list of whole numbers"),
+        ({"user_ids": [1, 2, 3]}, "its user ids are not a list of whole numbers"),
+        ({"state": {"user_factors": 3}}, "its weights are not a table of named tensors"),
+        ({"n_users": N_USERS - 2}, f"it has {N_USERS} user ids for {N_USERS - 2} users"),
+    ],
+    ids=["short-users", "long-items", "repeated", "float-ids", "2d-ids", "list-ids", "int-weight", "meta-users"],
+)
+def test_tensors_and_id_maps_must_match_the_metadata(home, tmp_path, changes, reason):
+    path = write_payload(tmp_path / "ids.pt", **changes)
+    with pytest.raises(MovierecError) as exc:
+        checkpoint.load(path)
+    one_sentence(exc, f"{path} is damaged ({reason})")
+
+
+def test_a_raw_pickle_is_refused_without_warnings(home):
+    good = save("good")
+    raw = paths.models_dir() / "raw.pt"
+    raw.write_bytes(pickle.dumps({"format": checkpoint.FORMAT}, protocol=4))  # torch warns about protocol 4
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(MovierecError) as exc:
+            checkpoint.load(raw)
+        assert checkpoint.scan_checkpoints()[1] == [raw]
+        assert checkpoint.resolve(None) == good
+    one_sentence(exc, "not a readable movierec checkpoint")
+    assert [str(w.message) for w in caught] == []
+
+
+# -- temporary files of writers that died -----------------------------------------------------------------
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_temporaries_are_removed(home):
+    folder = paths.models_dir()
+    keep = save("keep")
+    host = checkpoint._HOST
+    dead = folder / f".keep.pt.{host}-{dead_pid()}.abc123.tmp"
+    live = folder / f".keep.pt.{host}-{os.getpid()}.def456.tmp"  # a save in progress right now
+    other_host = folder / f".keep.pt.elsewhere{host}-{dead_pid()}.ghi789.tmp"  # its pids mean nothing here
+    old_style = folder / ".keep.pt.jkl012.tmp"
+    aged = folder / f".keep.pt.{host}-{os.getpid()}.mno345.tmp"
+    unrelated = [folder / ".notes.tmp", folder / "keep.pt.tmp", folder / ".keep.pt.123-4.x.txt"]
+    for p in (dead, live, other_host, old_style, aged, *unrelated):
+        p.write_bytes(b"half a checkpoint")
+    an_hour_ago = time.time() - checkpoint.STALE_SECONDS - 60
+    os.utime(aged, (an_hour_ago, an_hour_ago))
+
+    assert checkpoint.clean_temporaries() == 2
+    assert not dead.exists() and not aged.exists()
+    assert live.exists() and other_host.exists() and old_style.exists() and all(p.exists() for p in unrelated)
+
+    os.utime(old_style, (an_hour_ago, an_hour_ago))
+    os.utime(other_host, (an_hour_ago, an_hour_ago))
+    assert [p for p, _ in checkpoint.list_checkpoints()] == [keep]  # listing sweeps too
+    assert not old_style.exists() and not other_host.exists() and live.exists()
+    assert checkpoint.load(keep).meta.name == "keep"
+
+
+def test_save_sweeps_dead_writers_temporaries(home):
+    first = save("first")
+    stale = first.parent / f".first.pt.{checkpoint._HOST}-{dead_pid()}.abc123.tmp"
+    stale.write_bytes(b"half")
+    save("second")
+    assert leftovers(first.parent) == []
+
+
+def test_clean_temporaries_of_a_missing_folder(home):
+    assert checkpoint.clean_temporaries() == 0
+    assert not paths.models_dir().exists()
+
+
+# -- names, removal and the lock -------------------------------------------------------------------------
+def test_names_too_long_are_refused(home):
+    assert checkpoint.path_for("a" * checkpoint.MAX_NAME).name == "a" * checkpoint.MAX_NAME + ".pt"
+    with pytest.raises(MovierecError) as exc:
+        checkpoint.path_for("a" * 300)
+    one_sentence(exc, "Invalid model name", "300 characters", f"at most {checkpoint.MAX_NAME}")
+    with pytest.raises(MovierecError):
+        checkpoint.resolve("a" * 300)
+    with pytest.raises(MovierecError):
+        checkpoint.resolve("a" * 300 + ".pt")
+
+
+def test_longest_name_can_be_saved(home):
+    name = "n" * checkpoint.MAX_NAME
+    with checkpoint.reserve(name) as path:
+        assert save(name) == path
+    assert checkpoint.load(path).meta.name == name
+
+
+def test_remove_takes_names_only(home, tmp_path, monkeypatch):
+    keep, gone = save("keep"), save("gone")
+    precious = tmp_path / "precious.pt"
+    precious.write_bytes(keep.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    for name in (str(precious), "precious.pt", "./precious.pt", "../home/models/keep.pt", "keep.pt"):
+        with pytest.raises(MovierecError) as exc:
+            checkpoint.remove(name)
+        one_sentence(exc, "Invalid model name")
+    with pytest.raises(MovierecError) as exc:
+        checkpoint.remove("precious")
+    one_sentence(exc, "No saved model named 'precious'", "keep, gone")
+    assert checkpoint.remove("gone") == gone
+    assert precious.exists() and keep.exists() and not gone.exists()
+
+
+def test_remove_a_damaged_checkpoint(home):
+    bad = write_payload(paths.models_dir() / "bad.pt", {**_VALID, "created": 5})
+    assert checkpoint.remove("bad") == bad and not bad.exists()
+
+
+def test_a_reserved_name_is_refused_to_a_second_writer(home):
+    with checkpoint.reserve("busy") as path:
+        assert path == paths.models_dir() / "busy.pt"
+        with pytest.raises(MovierecError) as exc, checkpoint.reserve("busy"):
+            pass
+        one_sentence(exc, "Another movierec is training busy right now")
+        with checkpoint.reserve("other"):  # other names are free
+            pass
+    with checkpoint.reserve("busy"):  # released at the end of the block, even after an error
+        pass
+    with pytest.raises(RuntimeError), checkpoint.reserve("busy"):
+        raise RuntimeError("training failed")
+    with checkpoint.reserve("busy"):
+        pass
+    assert leftovers(paths.models_dir()) == sorted([".busy.lock", ".other.lock"])
+
+
+def test_a_failed_run_leaves_a_new_home_as_it_was(home):
+    assert not paths.models_dir().exists()
+    with pytest.raises(MovierecError), checkpoint.reserve("first"):
+        raise MovierecError("ml-100k is not fetched.")
+    assert not paths.models_dir().exists()
+    keep = save("keep")
+    with pytest.raises(KeyboardInterrupt), checkpoint.reserve("second"):
+        raise KeyboardInterrupt
+    assert checkpoint.list_checkpoints() == [(keep, checkpoint.read_meta(keep))]  # an existing folder stays

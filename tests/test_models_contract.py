@@ -73,7 +73,7 @@ def test_contract(model_name, mode, data, home):
         fingerprint="x", split="holdout", seed=0, n_users=train.n_users, n_items=train.n_items,
         rating_values=list(RATING_VALUES),
     )
-    path = checkpoint.save(model, meta, np.arange(train.n_users) + 1, np.arange(train.n_items) + 1)
+    path, _ = checkpoint.save(model, meta, np.arange(train.n_users) + 1, np.arange(train.n_items) + 1)
     loaded = checkpoint.load(path)
     after = loaded.model.predict(users, items, matrix)
     assert torch.equal(before, after)

@@ -12,18 +12,24 @@ from movierec.cli.app import app
 @app.command("models")
 def models_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
-    remove: Annotated[str | None, typer.Option("--remove", help="Delete the saved model with this name.")] = None,
+    remove: Annotated[
+        str | None,
+        typer.Option("--remove", metavar="NAME", help="Delete the saved model with this name (a name, not a path)."),
+    ] = None,
 ) -> None:
     """List the saved models, newest last; the newest is what `evaluate` and `recommend` use by default."""
     from movierec import checkpoint
-    from movierec.cli.console import clean, console, plain, print_json
+    from movierec.cli.console import clean, console, plain, print_json, print_warning
 
     if remove is not None:
-        path = checkpoint.resolve(remove)
-        path.unlink()
+        path = checkpoint.remove(remove)
         console.print(clean(f"Removed {remove} ({path})."), markup=False)
         return
-    found = checkpoint.list_checkpoints()
+    found, skipped = checkpoint.scan_checkpoints()
+    if skipped:
+        names = ", ".join(p.name for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        print_warning(f"Skipped {len(skipped)} damaged or unreadable file{'s' * (len(skipped) > 1)} in the models "
+                      f"folder ({names}); `movierec models --remove NAME` deletes one.")
     if json_output:
         print_json([
             {"name": m.name, "model": m.model, "dataset": m.dataset, "split": m.split, "path": str(p),
@@ -38,7 +44,7 @@ def models_command(
     from rich.table import Table
 
     table = Table(title=plain(f"Saved models ({checkpoint.paths.models_dir()})"), title_justify="left")
-    for col in ("name", "model", "dataset", "split", "created", "epochs", "validation"):
+    for col in ("name", "model", "dataset", "split", "created", "epochs", "test"):
         table.add_column(col)
     for i, (_, m) in enumerate(found):
         valid = "  ".join(f"{k} {v:.4f}" for k, v in m.metrics.items() if isinstance(v, (int, float)))
