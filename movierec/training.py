@@ -13,13 +13,10 @@ held-out ranking runs between epochs.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -177,31 +174,6 @@ DEFAULT_VALID_FRACTION = 0.05
 """The validation slice carved from the training ratings when early stopping needs one."""
 
 
-def _holding_the_name(train: Callable[..., TrainOutcome]) -> Callable[..., TrainOutcome]:
-    """Check that the checkpoint can be written and lock its name, before any work and until it is saved:
-    a long run must not end in a failed save, nor two runs of the same name overwrite each other."""
-
-    signature = inspect.signature(train)
-
-    @functools.wraps(train)
-    def run(*args: Any, **kwargs: Any) -> TrainOutcome:
-        from movierec import checkpoint
-        from movierec.data.split import default_split
-
-        call = signature.bind(*args, **kwargs)
-        call.apply_defaults()
-        options = call.arguments
-        dataset, split = options["dataset"], options["split"]
-        options["name"] = options["name"] or checkpoint.default_name(
-            options["model_name"], dataset, split or default_split(dataset)
-        )
-        with checkpoint.reserve(options["name"]):
-            return train(*call.args, **call.kwargs)
-
-    return run
-
-
-@_holding_the_name
 def train_and_save(
     model_name: str,
     config: dict | None = None,
@@ -227,10 +199,7 @@ def train_and_save(
     """
     from movierec import checkpoint
     from movierec.data.default import default_dataset
-    from movierec.data.movielens import load_dataset
-    from movierec.data.split import default_split, make_split, validation_slice
-    from movierec.device import resolve_device
-    from movierec.models import build_model, resolve_mode
+    from movierec.data.split import default_split
 
     if valid_fraction is None:
         valid_fraction = DEFAULT_VALID_FRACTION if patience is not None else 0.0
@@ -244,9 +213,31 @@ def train_and_save(
     if dataset is None:
         chosen = default_dataset()
         dataset, why = chosen.name, chosen.why
-    torch_device = resolve_device(device)
     name = name or checkpoint.default_name(model_name, dataset, split or default_split(dataset))
-    out_path = checkpoint.path_for(name)
+    # The name is checked, its folder proven writable and locked before any work, and held until the model
+    # is saved: a long run must not end in a failed save, nor two runs of one name overwrite each other.
+    with checkpoint.reserve(name) as out_path:
+        return _train_reserved(
+            model_name, config, mode=mode, dataset=dataset, why=why, split=split, seed=seed, device=device,
+            patience=patience, valid_fraction=valid_fraction, name=name, test_fraction=test_fraction,
+            out_path=out_path, on_start=on_start, on_epoch=on_epoch,
+        )
+
+
+def _train_reserved(
+    model_name: str, config: dict | None, *, mode: str | None, dataset: str, why: str | None, split: str | None,
+    seed: int, device: str, patience: int | None, valid_fraction: float, name: str, test_fraction: float,
+    out_path: object, on_start: Callable[[Recommender, TrainPlan], None] | None,
+    on_epoch: Callable[[EpochReport], None] | None,
+) -> TrainOutcome:
+    """:func:`train_and_save` once the dataset is chosen and the checkpoint's name is held."""
+    from movierec import checkpoint
+    from movierec.data.movielens import load_dataset
+    from movierec.data.split import default_split, make_split, validation_slice
+    from movierec.device import resolve_device
+    from movierec.models import build_model, resolve_mode
+
+    torch_device = resolve_device(device)
     data = load_dataset(dataset)
     the_split = make_split(data, split or default_split(dataset), seed=seed, test_fraction=test_fraction)
     fit_ratings, valid = the_split.train, None

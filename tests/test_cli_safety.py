@@ -248,7 +248,8 @@ def _movierec(home: Path, *args: str) -> subprocess.Popen:
 
 
 def _files(folder: Path) -> set[str]:
-    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+    """Every file under ``folder``, except the empty lock files that hold a model's name while it trains."""
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if not p.name.endswith(".lock")}
 
 
 @pytest.mark.parametrize(("sig", "code", "message"), [

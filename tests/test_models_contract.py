@@ -163,7 +163,7 @@ def test_checkpoints_from_before_modes_were_classes_load_through_the_right_class
         name="old", model=model_name, config=old_config, dataset="synthetic", fingerprint="x", split="holdout",
         seed=0, n_users=12, n_items=9, rating_values=list(RATING_VALUES),
     )
-    path = checkpoint.save(model, meta, np.arange(12) + 1, np.arange(9) + 1)
+    path, _ = checkpoint.save(model, meta, np.arange(12) + 1, np.arange(9) + 1)
     loaded = checkpoint.load(path)
     assert type(loaded.model).__name__ == cls_name
     assert loaded.meta.mode == loaded.model.mode and "mode" not in loaded.meta.config

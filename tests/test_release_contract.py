@@ -19,13 +19,14 @@ from movierec.data import download
 from movierec.training import train_and_save
 
 CASES = {
-    "rbm": ("rbm", {}),
-    "rbm-rating": ("rbm", {"mode": "rating"}),
-    "autoencoder-user": ("autoencoder", {"mode": "user", "epochs": 40}),  # default 100: the slowest here
-    "autoencoder-item": ("autoencoder", {"mode": "item", "epochs": 30}),  # default 60
-    "mf": ("mf", {}),
-    "als-explicit": ("als", {}),
-    "als-implicit": ("als", {"mode": "implicit"}),
+    # case: (model, mode, settings beyond the defaults)
+    "rbm": ("rbm", "like", {}),
+    "rbm-rating": ("rbm", "rating", {}),
+    "autoencoder-user": ("autoencoder", "user", {"epochs": 40}),  # default 100: the slowest here
+    "autoencoder-item": ("autoencoder", "item", {"epochs": 30}),  # default 60
+    "mf": ("mf", None, {}),
+    "als-explicit": ("als", "explicit", {}),
+    "als-implicit": ("als", "implicit", {}),
 }
 # What must beat the baseline: (metric, higher is better).
 JUDGED = {"rating": ("rmse", False), "like": ("loss", False), "rank": ("ndcg@10", True)}
@@ -45,8 +46,8 @@ def releases(tmp_path_factory):
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("shape", SMALL_SHAPES)
 def test_default_training_converges_and_beats_the_trivial_answer(releases, shape, case):
-    model_name, config = CASES[case]
-    out = train_and_save(model_name, config, dataset=SHAPES[shape].release, name=f"{case}-{shape}")
+    model_name, mode, config = CASES[case]
+    out = train_and_save(model_name, config, mode=mode, dataset=SHAPES[shape].release, name=f"{case}-{shape}")
     meta, plan = out.meta, out.plan
     assert len(plan.split.test) > 0 and plan.valid is None  # no validation slice without --patience
     losses = [r.train["loss"] for r in out.result.history]
