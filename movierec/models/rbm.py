@@ -489,7 +489,8 @@ class RatingRBM(RBM):
         if not self.item_based:
             return _fold_in_case(self, items, ratings)
         items = items.to(self.device, torch.int64)
-        ratings = ratings.to(self.device, torch.float32)
+        order = torch.argsort(items)  # the same ratings in any order give the same numbers
+        items, ratings = items[order], ratings.to(self.device, torch.float32)[order]
         mean, std = self.prior_mean, self.prior_std  # (H+1, K)
         unit = mean
         if items.numel():
