@@ -66,7 +66,7 @@ def _synthetic_ml1m_evaluate() -> dict[str, float]:
     test_mask = rng.random(len(ratings)) < 0.1
     train, test = ratings.take(~test_mask), ratings.take(test_mask)
     torch.manual_seed(0)
-    model = build_model("als", {"epochs": 2}, n_users, n_items, (1.0, 2.0, 3.0, 4.0, 5.0))
+    model = build_model("als", None, {"epochs": 2}, n_users, n_items, (1.0, 2.0, 3.0, 4.0, 5.0))
     fit(model, train, None)
     matrix = train.matrix()
     start = time.perf_counter()

@@ -51,10 +51,10 @@ class Entry:
     """One row of the comparison."""
 
     name: str
-    family: str  # "movierec", "surprise" or "implicit": which library it needs
+    family: str  # "movierec", "surprise", "implicit" or "reference" (numpy only): which library it needs
     label: str
     model: str = ""  # movierec model name
-    config: dict[str, Any] = field(default_factory=dict)  # overrides of the model's defaults
+    config: dict[str, Any] = field(default_factory=dict)  # "mode" (the class) and overrides of its defaults
 
 
 ENTRIES: dict[str, Entry] = {e.name: e for e in [
@@ -71,6 +71,7 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
     Entry("knnbaseline", "surprise", "Surprise KNNBaseline (item, pearson_baseline)"),
     Entry("baselineonly", "surprise", "Surprise BaselineOnly"),
     Entry("implicit-als", "implicit", "implicit ALS (64 factors, binary)"),
+    Entry("ease", "reference", "EASE (Steck 2019), lambda chosen on a validation slice of the training data"),
 ]}
 MOVIEREC_MODELS = ("rbm", "rbm-rating", "autoencoder", "autoencoder-item", "mf", "als", "als-implicit")
 # Tolerance between a Surprise adapter's scores and Surprise's own predict (float32 rounding is ~3e-7).
@@ -148,7 +149,9 @@ def run_movierec(entry: Entry, data: Any, split: Any, matrix: Any, seed: int, de
             model = PopularityBaseline(matrix)
         return {"model_obj": model, "fit_seconds": t_fit.seconds, "metrics": evaluate(model, matrix, split.test, k=K)}
     seed_everything(seed)
-    model = build_model(entry.model, entry.config, data.n_users, data.n_items, tuple(data.rating_values)).to(device)
+    config = dict(entry.config)
+    mode = config.pop("mode", None)  # which class; the rest overrides its defaults
+    model = build_model(entry.model, mode, config, data.n_users, data.n_items, tuple(data.rating_values)).to(device)
     # No validation set: per-epoch validation is not training, and nothing here early-stops on the test split.
     with Timer() as t_fit:
         result = fit(model, split.train, None, seed=seed)
@@ -193,6 +196,20 @@ def run_implicit(entry: Entry, interactions: Any, split: Any, matrix: Any, seed:
         model = peers.fit_implicit_als(interactions, seed)
     scorer = peers.implicit_scorer(model)
     return {"fit_seconds": t_fit.seconds, "metrics": evaluate(scorer, matrix, split.test, k=K, relevance=RELEVANCE)}
+
+
+def run_ease(split: Any, matrix: Any, seed: int) -> dict[str, Any]:
+    """EASE with its penalty chosen on a slice of the training ratings (the choice is not fit time)."""
+    import peers
+
+    from movierec.evaluate import evaluate
+
+    lam, tried = peers.choose_ease_lambda(split.train, seed, K, RELEVANCE)
+    with Timer() as t_fit:
+        model = peers.fit_ease(split.train, lam)
+    return {"model_obj": model, "fit_seconds": t_fit.seconds,
+            "metrics": evaluate(model, matrix, split.test, k=K, relevance=RELEVANCE),
+            "config": {"lambda": lam, "validation_ndcg@10": {str(k): v for k, v in tried.items()}}}
 
 
 # -- summarising ---------------------------------------------------------------------------------------
@@ -462,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
                             out = run_movierec(entry, data, split, matrix, args.seed, device)
                         elif entry.family == "surprise":
                             out = run_surprise(entry, peer_inputs["surprise"][0], split, matrix, args.seed)
+                        elif entry.family == "reference":
+                            out = run_ease(split, matrix, args.seed)
                         else:
                             out = run_implicit(entry, peer_inputs["implicit"][0], split, matrix, args.seed)
                     model_obj = out.pop("model_obj", None)

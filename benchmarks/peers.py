@@ -324,6 +324,53 @@ def implicit_scorer(model: Any) -> FactorRankScorer:
     return FactorRankScorer(np.asarray(users_f), np.asarray(items_f))
 
 
+# -- EASE (Steck 2019), a closed-form reference ------------------------------------------------------
+# The penalties tried on a validation slice of the training data; Steck reports the best between ~100 and
+# ~1,000 on data of MovieLens' size.
+EASE_LAMBDAS = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
+EASE_VALIDATION_FRACTION = 0.1
+
+
+class EaseScorer(PeerScorer):
+    """EASE (Steck 2019, "Embarrassingly Shallow Autoencoders for Sparse Data"): ``x_u B`` with the item-item
+    weights ``B = I - P diagMat(1 / diag(P))``, ``P = (X^T X + lambda I)^-1``, ``X`` the binary users x movies
+    matrix of who rated what. A ranking score (kind ``"rank"``)."""
+
+    kind = "rank"
+
+    def __init__(self, interactions: np.ndarray, weights: np.ndarray):
+        super().__init__(*interactions.shape)
+        self.X = interactions  # (U, I) 0/1
+        self.B = weights  # (I, I), zero diagonal
+
+    def score_rows(self, users: np.ndarray) -> np.ndarray:
+        return self.X[users] @ self.B  # (B, I)
+
+
+def fit_ease(train: Ratings, lam: float) -> EaseScorer:
+    X = np.zeros((train.n_users, train.n_items), dtype=np.float64)
+    X[train.users, train.items] = 1.0
+    gram = X.T @ X
+    gram[np.diag_indices_from(gram)] += lam
+    P = np.linalg.inv(gram)  # (I, I)
+    B = P / -np.diag(P)  # column j divided by -P_jj
+    B[np.diag_indices_from(B)] = 0.0
+    return EaseScorer(X, B)
+
+
+def choose_ease_lambda(train: Ratings, seed: int, k: int, relevance: float) -> tuple[float, dict[float, float]]:
+    """The penalty of :data:`EASE_LAMBDAS` with the best NDCG@k on a random slice of the *training* ratings,
+    fitted on the rest (the test split is never looked at). Returns it and every candidate's NDCG@k."""
+    from movierec.evaluate import evaluate
+
+    held = np.random.default_rng(seed).random(len(train)) < EASE_VALIDATION_FRACTION
+    fit_part, valid = train.take(~held), train.take(held)
+    matrix = fit_part.matrix()
+    scores = {lam: float(evaluate(fit_ease(fit_part, lam), matrix, valid, k=k, relevance=relevance)[f"ndcg@{k}"])
+              for lam in EASE_LAMBDAS}
+    return max(scores, key=lambda lam: scores[lam]), scores
+
+
 def finite_or_none(x: float | None) -> float | None:
     """JSON-safe number: NaN/inf become None."""
     return None if x is None or not math.isfinite(float(x)) else float(x)

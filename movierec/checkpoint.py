@@ -11,6 +11,7 @@ and is read back with ``torch.load(weights_only=True)``, which refuses anything 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -24,7 +25,7 @@ import torch
 
 from movierec import __version__, paths
 from movierec.errors import MovierecError
-from movierec.models import build_model
+from movierec.models import build_model, migrate_settings
 from movierec.models.base import Recommender
 
 FORMAT = "movierec-checkpoint"
@@ -46,6 +47,8 @@ class CheckpointMeta:
     n_users: int
     n_items: int
     rating_values: list[float]
+    mode: str = ""
+    """Which of the model's algorithms (its class); empty in checkpoints from before modes were classes."""
     metrics: dict[str, Any] = field(default_factory=dict)
     """Final validation metrics on the held-out split."""
     train_metrics: dict[str, Any] = field(default_factory=dict)
@@ -158,7 +161,10 @@ def load(path: Path, device: torch.device | str = "cpu") -> Checkpoint:
     payload = _read(path)
     try:
         meta = CheckpointMeta.from_json(payload["meta"])
-        model = build_model(meta.model, meta.config, meta.n_users, meta.n_items, tuple(meta.rating_values))
+        if not meta.mode:
+            mode, config = migrate_settings(meta.model, meta.config)
+            meta = dataclasses.replace(meta, mode=mode, config=config)
+        model = build_model(meta.model, meta.mode, meta.config, meta.n_users, meta.n_items, tuple(meta.rating_values))
         model.load_state_dict(payload["state"])
         user_ids, item_ids = payload["user_ids"], payload["item_ids"]
     except MovierecError:

@@ -150,6 +150,7 @@ def train_and_save(
     model_name: str,
     config: dict | None = None,
     *,
+    mode: str | None = None,
     dataset: str = "ml-100k",
     split: str | None = None,
     seed: int = 0,
@@ -165,7 +166,7 @@ def train_and_save(
     from movierec.data.movielens import load_dataset
     from movierec.data.split import default_split, make_split
     from movierec.device import resolve_device
-    from movierec.models import build_model
+    from movierec.models import build_model, resolve_mode
 
     torch_device = resolve_device(device)
     name = name or checkpoint.default_name(model_name, dataset, split or default_split(dataset))
@@ -173,7 +174,8 @@ def train_and_save(
     data = load_dataset(dataset)
     the_split = make_split(data, split or default_split(dataset), seed=seed, test_fraction=test_fraction)
     seed_everything(seed)
-    model = build_model(model_name, config, data.n_users, data.n_items, tuple(data.rating_values))
+    mode = resolve_mode(model_name, mode)
+    model = build_model(model_name, mode, config, data.n_users, data.n_items, tuple(data.rating_values))
     model.to(torch_device)
     if on_start is not None:
         on_start(model, the_split)
@@ -182,6 +184,7 @@ def train_and_save(
     meta = checkpoint.CheckpointMeta(
         name=name,
         model=model_name,
+        mode=mode,
         config=model.config.to_dict(),
         dataset=data.name,
         fingerprint=data.fingerprint,

@@ -23,7 +23,7 @@ N_USERS, N_ITEMS = 7, 5
 
 def small_model(seed: int = 0, name: str = "mf", config: dict | None = None):
     torch.manual_seed(seed)
-    return build_model(name, config or {"factors": 3}, N_USERS, N_ITEMS, STARS)
+    return build_model(name, None, config or {"factors": 3}, N_USERS, N_ITEMS, STARS)
 
 
 def make_meta(name: str = "m", model: str = "mf", **changes) -> checkpoint.CheckpointMeta:
@@ -31,7 +31,7 @@ def make_meta(name: str = "m", model: str = "mf", **changes) -> checkpoint.Check
         name=name, model=model, config={"factors": 3}, dataset="synthetic", fingerprint="abc", split="holdout",
         seed=4, n_users=N_USERS, n_items=N_ITEMS, rating_values=list(STARS), metrics={"rmse": 0.9, "mae": 0.7},
         train_metrics={"loss": 0.5}, history=[{"epoch": 1, "train": {"loss": 0.5}, "valid": {"rmse": 0.9}}],
-        fit_seconds=1.25, epochs=1, device="cpu", test_fraction=0.2,
+        fit_seconds=1.25, epochs=1, device="cpu", test_fraction=0.2, mode="explicit",
     )
     return dataclasses.replace(meta, **changes)
 
@@ -87,11 +87,11 @@ def test_round_trip_is_exact(home):
 
 
 def test_round_trip_of_a_model_with_choices(home):
-    model = small_model(name="rbm", config={"mode": "rating", "hidden": 4})
-    path = checkpoint.save(model, make_meta("rbm-rating", model="rbm", config=model.config.to_dict()), [1] * 7,
-                           range(5))
+    model = build_model("rbm", "rating", {"hidden": 4}, N_USERS, N_ITEMS, STARS)
+    meta = make_meta("rbm-rating", model="rbm", mode="rating", config=model.config.to_dict())
+    path = checkpoint.save(model, meta, [1] * 7, range(5))
     loaded = checkpoint.load(path)
-    assert loaded.model.config.mode == "rating" and loaded.model.config.hidden == 4
+    assert loaded.meta.mode == "rating" and loaded.model.kind == "rating" and loaded.model.config.hidden == 4
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.model.state_dict().values()))
 
 

@@ -4,6 +4,7 @@ for implicit mode, whose half-steps are Hu, Koren & Volinsky's closed form compu
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import zipfile
 
@@ -15,13 +16,20 @@ from movierec.data.ratings import Ratings
 from movierec.device import make_generator
 from movierec.errors import MovierecError
 from movierec.models import model_class
-from movierec.models.als import ALS, ALSConfig
+from movierec.models.als import ALSBase, ExplicitALS, ExplicitALSConfig, ImplicitALS, ImplicitALSConfig
+from tests.conftest import assert_one_line_error
 from tests.synthetic import STARS, close, low_rank
 
 
-def fitted(config: ALSConfig, data: Ratings, iters: int, seed: int = 0) -> tuple[ALS, list]:
+def model_for(config: ExplicitALSConfig | ImplicitALSConfig, n_users: int, n_items: int) -> ALSBase:
+    cls = ImplicitALS if isinstance(config, ImplicitALSConfig) else ExplicitALS
+    return cls(config, n_users, n_items, STARS)
+
+
+def fitted(config: ExplicitALSConfig | ImplicitALSConfig, data: Ratings, iters: int, seed: int = 0
+           ) -> tuple[ALSBase, list]:
     torch.manual_seed(seed)
-    model = ALS(config, data.n_users, data.n_items, STARS)
+    model = model_for(config, data.n_users, data.n_items)
     train = data.matrix()
     gen = make_generator(torch.device("cpu"), seed)
     model.fit_start(train, gen)
@@ -40,7 +48,7 @@ def ridge_by_hand(rated: list[np.ndarray], stars: list[np.ndarray], other: np.nd
     return out
 
 
-def objective_by_hand(model: ALS, data: Ratings) -> float:
+def objective_by_hand(model: ALSBase, data: Ratings) -> float:
     cfg = model.config
     U, V = model.user_factors.double().numpy(), model.item_factors.double().numpy()
     bu, bi = model.user_bias.double().numpy(), model.item_bias.double().numpy()
@@ -51,8 +59,11 @@ def objective_by_hand(model: ALS, data: Ratings) -> float:
 
 
 def test_registry_and_cli_flags():
-    assert model_class("als") is ALS
-    fields = {f.name: f for f in dataclasses.fields(ALSConfig)}
+    assert model_class("als") is ExplicitALS and model_class("als", "explicit") is ExplicitALS
+    assert model_class("als", "implicit") is ImplicitALS
+    assert (ExplicitALS.name, ExplicitALS.mode, ImplicitALS.name, ImplicitALS.mode) == (
+        "als", "explicit", "als", "implicit")
+    fields = {f.name: f for f in dataclasses.fields(ImplicitALSConfig)}
     assert "--lambda" in fields["lam"].metadata["flags"]
     assert "--iters" in fields["epochs"].metadata["flags"]
 
@@ -63,8 +74,8 @@ def test_one_iteration_is_two_hand_computed_ridge_half_steps():
     items = np.array([0, 1, 2, 0, 1, 3, 4, 2, 3, 1], np.int32)
     stars = np.array([5, 3, 4, 4, 2, 1, 5, 3, 3, 4], np.float32)
     data = Ratings(users, items, stars, np.zeros(10, np.int64), 4, 5)
-    cfg = ALSConfig(factors=2, lam=1.5, tau=0.7, gamma=0.3)
-    model = ALS(cfg, 4, 5, STARS)
+    cfg = ExplicitALSConfig(factors=2, lam=1.5, tau=0.7, gamma=0.3)
+    model = model_for(cfg, 4, 5)
     rng = np.random.default_rng(0)
     V0, bi0 = rng.normal(0, 0.5, (5, 2)), rng.normal(0, 0.3, 5)
     with torch.no_grad():
@@ -95,7 +106,7 @@ def test_one_iteration_is_two_hand_computed_ridge_half_steps():
 
 def test_objective_decreases_monotonically():
     data = low_rank()
-    cfg = ALSConfig(factors=6, tau=2.0, gamma=1.0)
+    cfg = ExplicitALSConfig(factors=6, tau=2.0, gamma=1.0)
     model, stats = fitted(cfg, data, iters=1)
     losses = [stats[0]["loss"]]
     train = data.matrix()
@@ -113,8 +124,8 @@ def test_batching_does_not_change_the_answer():
     data = low_rank(50, 30)
     keep = (data.users != 7) & (data.items != 11)
     data = data.take(keep)
-    big, _ = fitted(ALSConfig(factors=4, chunk_size=1 << 20), data, iters=3)
-    small, _ = fitted(ALSConfig(factors=4, chunk_size=7), data, iters=3)
+    big, _ = fitted(ExplicitALSConfig(factors=4, chunk_size=1 << 20), data, iters=3)
+    small, _ = fitted(ExplicitALSConfig(factors=4, chunk_size=7), data, iters=3)
     for a, b in zip(big.parameters(), small.parameters()):
         close(a, b, rtol=1e-4, atol=1e-5)
     assert big.user_factors[7].abs().sum() == 0 and big.user_bias[7] == 0
@@ -123,7 +134,7 @@ def test_batching_does_not_change_the_answer():
 
 def test_fold_in_is_one_user_half_step():
     data = low_rank()
-    model, _ = fitted(ALSConfig(factors=5, tau=3.0, gamma=0.5), data, iters=3)
+    model, _ = fitted(ExplicitALSConfig(factors=5, tau=3.0, gamma=0.5), data, iters=3)
     items = np.array([2, 5, 11, 17, 30, 31])
     stars = np.array([4.0, 5.0, 2.0, 3.0, 1.0, 4.0], np.float32)
     vector, bias = model.fold_in_factors(torch.from_numpy(items), torch.from_numpy(stars))
@@ -143,24 +154,31 @@ def test_fold_in_is_one_user_half_step():
 
 def test_shapes_and_ranges():
     data = low_rank()
-    model, _ = fitted(ALSConfig(factors=5), data, iters=2)
+    model, _ = fitted(ExplicitALSConfig(factors=5), data, iters=2)
     train = data.matrix()
-    scores = model.score(torch.tensor([0, 3, 7]), train)
+    model.item_bias[1] += 3.0  # a movie everyone would rate past 5 stars
+    users = torch.tensor([0, 3, 7])
+    scores = model.score(users, train)
     assert scores.shape == (3, data.n_items)
-    assert scores.min() >= 1.0 and scores.max() <= 5.0
+    # score is the raw prediction, past the star scale where the model says so (it ranks by it) ...
+    raw = model.mean + model.user_factors[users] @ model.item_factors.T + model.user_bias[users].unsqueeze(1)
+    close(scores, raw + model.item_bias, rtol=1e-6, atol=1e-5)
+    assert (scores[:, 1] > 5.0).all()
+    # ... and predict, pointwise stars, is clipped to the scale.
     items = torch.tensor([1, 2, 39, 0])
     pred = model.predict(torch.tensor([0, 3, 7, 3]), items, train)
     assert pred.shape == (4,)
-    close(pred, scores[torch.tensor([0, 1, 2, 1]), items], rtol=1.3e-6, atol=1e-5)
+    close(pred, scores[torch.tensor([0, 1, 2, 1]), items].clamp(1.0, 5.0), rtol=1.3e-6, atol=1e-5)
     assert model.item_vectors().shape == (data.n_items, 5)
     folded = model.fold_in(torch.tensor([0, 1, 2]), torch.tensor([5.0, 1.0, 4.0]))
-    assert folded.shape == (data.n_items,) and folded.min() >= 1.0 and folded.max() <= 5.0
+    vector, bias = model.fold_in_factors(torch.tensor([0, 1, 2]), torch.tensor([5.0, 1.0, 4.0]))
+    close(folded, model.item_factors @ vector + bias + model.item_bias + model.mean, rtol=1e-6, atol=1e-5)
 
 
 def test_state_dict_round_trip_gives_identical_predictions():
     data = low_rank()
-    model, _ = fitted(ALSConfig(factors=6), data, iters=2)
-    fresh = ALS(ALSConfig.from_dict(model.config.to_dict()), data.n_users, data.n_items, STARS)
+    model, _ = fitted(ExplicitALSConfig(factors=6), data, iters=2)
+    fresh = model_for(type(model.config).from_dict(model.config.to_dict()), data.n_users, data.n_items)
     fresh.load_state_dict(model.state_dict())
     train = data.matrix()
     users = torch.arange(data.n_users)
@@ -172,9 +190,9 @@ def test_state_dict_round_trip_gives_identical_predictions():
 
 def test_same_seed_same_parameters():
     data = low_rank()
-    first, s1 = fitted(ALSConfig(factors=4), data, iters=1, seed=7)
-    again, s2 = fitted(ALSConfig(factors=4), data, iters=1, seed=7)
-    other, _ = fitted(ALSConfig(factors=4), data, iters=1, seed=8)
+    first, s1 = fitted(ExplicitALSConfig(factors=4), data, iters=1, seed=7)
+    again, s2 = fitted(ExplicitALSConfig(factors=4), data, iters=1, seed=7)
+    other, _ = fitted(ExplicitALSConfig(factors=4), data, iters=1, seed=8)
     assert s1 == s2
     for a, b in zip(first.parameters(), again.parameters()):
         assert torch.equal(a, b)
@@ -185,7 +203,7 @@ def test_learns_held_out_ratings_better_than_the_mean():
     data = low_rank(80, 50)
     test_mask = np.random.default_rng(1).random(len(data)) < 0.2
     train_part, test_part = data.take(~test_mask), data.take(test_mask)
-    model, stats = fitted(ALSConfig(factors=8, tau=3.0, gamma=1.0), train_part, iters=6)
+    model, stats = fitted(ExplicitALSConfig(factors=8, tau=3.0, gamma=1.0), train_part, iters=6)
     pred = model.predict(torch.from_numpy(test_part.users.astype(np.int64)),
                          torch.from_numpy(test_part.items.astype(np.int64)), train_part.matrix())
     rmse = float(np.sqrt(np.mean((pred.numpy() - test_part.ratings) ** 2)))
@@ -194,11 +212,24 @@ def test_learns_held_out_ratings_better_than_the_mean():
 
 
 @pytest.mark.parametrize(
-    "change", [{"tau": 0.0}, {"gamma": -1.0}, {"lam": 0.0}, {"factors": 0}, {"chunk_size": 0}]
+    "change", [{"tau": 0.0}, {"gamma": -1.0}, {"lam": 0.0}, {"factors": 0}, {"chunk_size": 0}, {"init_std": math.nan},
+               {"lam": math.inf}, {"gamma": -math.inf}]
 )
 def test_bad_options_are_one_clear_error(change):
     with pytest.raises(MovierecError):
-        ALSConfig(**change)
+        ExplicitALSConfig(**change)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"init_std": math.nan}, "--init-std must be a finite number, not nan."),
+     ({"alpha": math.inf}, "--alpha must be a finite number, not inf."),
+     ({"confidence": "loud"}, "--confidence must be one of stars, binary; got 'loud'.")],
+)
+def test_non_finite_numbers_and_unknown_choices_are_rejected_up_front(change, message):
+    with pytest.raises(MovierecError) as err:
+        ImplicitALSConfig(**change)
+    assert str(err.value) == message
 
 
 def read_u1(zip_path) -> tuple[Ratings, Ratings]:
@@ -210,7 +241,7 @@ def read_u1(zip_path) -> tuple[Ratings, Ratings]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "config", [ALSConfig(), ALSConfig(factors=32, epochs=15)], ids=["defaults", "factors32-iters15"]
+    "config", [ExplicitALSConfig(), ExplicitALSConfig(factors=32, epochs=15)], ids=["defaults", "factors32-iters15"]
 )
 def test_on_movielens_100k_u1(ml100k_zip, config):
     train_part, test_part = read_u1(ml100k_zip)
@@ -241,7 +272,7 @@ def implicit_by_hand(rated: list[np.ndarray], stars: list[np.ndarray], other: np
     return out
 
 
-def implicit_objective_by_hand(model: ALS, data: Ratings) -> float:
+def implicit_objective_by_hand(model: ALSBase, data: Ratings) -> float:
     """lam/2 sum over every (user, movie) of c (p - u.v)^2 + tau/2 (|U|^2 + |V|^2), on the dense matrix."""
     cfg = model.config
     U, V = model.user_factors.double().numpy(), model.item_factors.double().numpy()
@@ -264,8 +295,8 @@ def tiny() -> Ratings:
 @pytest.mark.parametrize("confidence", ["stars", "binary"])
 def test_implicit_iteration_is_two_hand_computed_closed_forms(confidence):
     data = tiny()
-    cfg = ALSConfig(mode="implicit", factors=2, lam=1.5, tau=0.7, alpha=2.5, confidence=confidence)
-    model = ALS(cfg, 4, 5, STARS)
+    cfg = ImplicitALSConfig(factors=2, lam=1.5, tau=0.7, alpha=2.5, confidence=confidence)
+    model = model_for(cfg, 4, 5)
     V0 = np.random.default_rng(0).normal(0, 0.5, (5, 2))
     with torch.no_grad():
         model.item_factors.copy_(torch.tensor(V0))
@@ -289,7 +320,7 @@ def test_implicit_iteration_is_two_hand_computed_closed_forms(confidence):
 
 def test_implicit_objective_decreases_monotonically():
     data = low_rank()
-    model, stats = fitted(ALSConfig(mode="implicit", factors=6, tau=2.0, alpha=3.0), data, iters=1)
+    model, stats = fitted(ImplicitALSConfig(factors=6, tau=2.0, alpha=3.0), data, iters=1)
     losses = [stats[0]["loss"]]
     train = data.matrix()
     gen = make_generator(torch.device("cpu"), 0)
@@ -303,8 +334,8 @@ def test_implicit_objective_decreases_monotonically():
 def test_implicit_batching_does_not_change_the_answer():
     data = low_rank(40, 25)
     data = data.take((data.users != 7) & (data.items != 11))
-    big, _ = fitted(ALSConfig(mode="implicit", factors=4, chunk_size=1 << 20), data, iters=2)
-    small, _ = fitted(ALSConfig(mode="implicit", factors=4, chunk_size=7), data, iters=2)
+    big, _ = fitted(ImplicitALSConfig(factors=4, chunk_size=1 << 20), data, iters=2)
+    small, _ = fitted(ImplicitALSConfig(factors=4, chunk_size=7), data, iters=2)
     for a, b in zip(big.parameters(), small.parameters()):
         close(a, b, rtol=1e-4, atol=1e-5)
     # Nobody rated movie 11 and user 7 rated nothing: preference 0 everywhere, so their vectors are 0.
@@ -313,7 +344,7 @@ def test_implicit_batching_does_not_change_the_answer():
 
 def test_implicit_fold_in_is_one_user_half_step():
     data = low_rank()
-    cfg = ALSConfig(mode="implicit", factors=5, tau=3.0, alpha=2.0)
+    cfg = ImplicitALSConfig(factors=5, tau=3.0, alpha=2.0)
     model, _ = fitted(cfg, data, iters=3)
     items = np.array([2, 5, 11, 17, 30, 31])
     stars = np.array([4.0, 5.0, 2.0, 3.0, 1.0, 4.0], np.float32)
@@ -337,8 +368,8 @@ def test_implicit_fold_in_is_one_user_half_step():
 
 def test_implicit_is_a_rank_model_with_unclipped_scores_and_right_shapes():
     data = low_rank()
-    model, _ = fitted(ALSConfig(mode="implicit", factors=5, tau=1.0, alpha=1.0), data, iters=3)
-    assert model.kind == "rank" and ALS(ALSConfig(), 3, 4, STARS).kind == "rating"
+    model, _ = fitted(ImplicitALSConfig(factors=5, tau=1.0, alpha=1.0), data, iters=3)
+    assert model.kind == "rank" and ExplicitALS(ExplicitALSConfig(), 3, 4, STARS).kind == "rating"
     train = data.matrix()
     users = torch.tensor([0, 3, 7])
     scores = model.score(users, train)
@@ -356,8 +387,8 @@ def test_implicit_is_a_rank_model_with_unclipped_scores_and_right_shapes():
 
 def test_implicit_state_dict_round_trip_gives_identical_predictions():
     data = low_rank()
-    model, _ = fitted(ALSConfig(mode="implicit", factors=6), data, iters=2)
-    fresh = ALS(ALSConfig.from_dict(model.config.to_dict()), data.n_users, data.n_items, STARS)
+    model, _ = fitted(ImplicitALSConfig(factors=6), data, iters=2)
+    fresh = model_for(type(model.config).from_dict(model.config.to_dict()), data.n_users, data.n_items)
     fresh.load_state_dict(model.state_dict())
     train = data.matrix()
     users = torch.arange(data.n_users)
@@ -370,7 +401,7 @@ def test_implicit_state_dict_round_trip_gives_identical_predictions():
 
 def test_implicit_same_seed_same_parameters():
     data = low_rank()
-    cfg = ALSConfig(mode="implicit", factors=4)
+    cfg = ImplicitALSConfig(factors=4)
     first, s1 = fitted(cfg, data, iters=1, seed=7)
     again, s2 = fitted(cfg, data, iters=1, seed=7)
     other, _ = fitted(cfg, data, iters=1, seed=8)
@@ -380,20 +411,15 @@ def test_implicit_same_seed_same_parameters():
     assert not torch.equal(first.item_factors, other.item_factors)
 
 
-def test_each_mode_has_its_own_defaults():
-    assert (ALS(ALSConfig(), 3, 4, STARS).config.factors, ALS(ALSConfig(), 3, 4, STARS).config.tau) == (16, 12.0)
-    implicit = ALS(ALSConfig(mode="implicit"), 3, 4, STARS)
-    assert (implicit.config.factors, implicit.config.tau) == (64, 35.0)
+def test_each_mode_has_its_own_fixed_defaults():
+    explicit, implicit = ExplicitALS(ExplicitALSConfig(), 3, 4, STARS), ImplicitALS(ImplicitALSConfig(), 3, 4, STARS)
+    assert (explicit.config.factors, explicit.config.tau, explicit.kind) == (16, 12.0, "rating")
+    assert (implicit.config.factors, implicit.config.tau, implicit.kind) == (64, 35.0, "rank")
     assert implicit.user_factors.shape == (3, 64)
-    # None means "the mode's default" until the model resolves it, so switching modes never carries one
-    # mode's defaults into the other; explicit values are kept in either mode.
-    assert ALSConfig().replace(mode="implicit").resolved() == implicit.config
-    assert ALSConfig(mode="implicit", factors=8, tau=2.0).resolved().factors == 8
-    assert ALSConfig(factors=8, tau=2.0).replace(mode="implicit").resolved().tau == 2.0
-    # The checkpoint holds the resolved numbers and rebuilds the same model from them.
-    saved = implicit.config.to_dict()
-    assert saved["factors"] == 64 and saved["tau"] == 35.0 and saved["mode"] == "implicit"
-    assert ALSConfig.from_dict(saved).resolved() == implicit.config
+    # Each mode has only its own settings.
+    assert not hasattr(explicit.config, "alpha") and not hasattr(implicit.config, "gamma")
+    # The checkpoint holds the numbers and rebuilds the same config from them.
+    assert ImplicitALSConfig.from_dict(implicit.config.to_dict()) == implicit.config
 
 
 def clustered(n_users: int = 90, n_items: int = 60, seed: int = 0) -> Ratings:
@@ -415,7 +441,7 @@ def test_implicit_ranks_held_out_movies_better_than_popularity():
     from tests.synthetic import holdout
 
     train_part, test_part = holdout(clustered(), fraction=0.25)
-    model, _ = fitted(ALSConfig(mode="implicit", factors=6, tau=2.0), train_part, iters=5)
+    model, _ = fitted(ImplicitALSConfig(factors=6, tau=2.0), train_part, iters=5)
     matrix = train_part.matrix()
     ours = evaluate(model, matrix, test_part, k=5)
     popular = evaluate(PopularityBaseline(matrix), matrix, test_part, k=5)
@@ -424,11 +450,11 @@ def test_implicit_ranks_held_out_movies_better_than_popularity():
 
 
 @pytest.mark.parametrize(
-    "change", [{"mode": "both"}, {"confidence": "log"}, {"alpha": -1.0}, {"tau": 0.0, "mode": "implicit"}]
+    "change", [{"confidence": "log"}, {"alpha": -1.0}, {"tau": 0.0}]
 )
 def test_bad_implicit_options_are_one_clear_error(change):
     with pytest.raises(MovierecError):
-        ALSConfig(**change)
+        ImplicitALSConfig(**change)
 
 
 def test_train_implicit_from_the_cli(home, ml100k_zip, runner):
@@ -443,12 +469,18 @@ def test_train_implicit_from_the_cli(home, ml100k_zip, runner):
     assert result.exit_code == 0, result.stderr
     out = json.loads(result.stdout)
     # Unset options took the implicit defaults; the given ones reached the config as plain values.
-    assert out["config"]["mode"] == "implicit" and out["config"]["factors"] == 4
+    assert out["mode"] == "implicit" and out["config"]["factors"] == 4
     assert out["config"]["tau"] == 35.0 and out["config"]["alpha"] == 2.0
     # A rank model is validated by ranking the held-out split (u1): one 4-factor iteration is already far
     # from a random order of the ~1,600 unseen movies (NDCG@10 ~0.01).
     assert set(out["metrics"]) == {"ndcg@10", "recall@10"}
     assert out["metrics"]["ndcg@10"] > 0.1, out["metrics"]
+    # An option of the other mode is one clear error, and nothing is trained.
+    wrong = runner.invoke(app, ["train", "als", "--mode", "implicit", "--gamma", "3", "--device", "cpu"])
+    assert_one_line_error(wrong, "--gamma is not an option of als --mode implicit; it applies to --mode explicit.")
+    # A number that is not finite is refused before any work, naming the option.
+    nan = runner.invoke(app, ["train", "als", "--init-std", "nan", "--device", "cpu"])
+    assert_one_line_error(nan, "--init-std must be a finite number, not nan.")
 
 
 @pytest.mark.slow
@@ -456,7 +488,7 @@ def test_implicit_defaults_on_movielens_100k_u1(ml100k_zip):
     from movierec.evaluate import evaluate
 
     train_part, test_part = read_u1(ml100k_zip)
-    config = ALSConfig(mode="implicit")
+    config = ImplicitALSConfig()
     start = time.perf_counter()
     model, stats = fitted(config, train_part, iters=config.epochs)
     seconds = time.perf_counter() - start

@@ -15,7 +15,14 @@ from movierec.data.ratings import RatingMatrix, Ratings
 from movierec.device import make_generator, seed_everything
 from movierec.errors import MovierecError
 from movierec.models import autoencoder, model_class
-from movierec.models.autoencoder import ITEM_AUTOREC, AutoEncoder, AutoEncoderConfig
+from movierec.models.autoencoder import (
+    AutoEncoder,
+    AutoEncoderConfig,
+    ItemAutoEncoder,
+    ItemAutoEncoderConfig,
+    UserAutoEncoder,
+    UserAutoEncoderConfig,
+)
 
 STARS = (1.0, 2.0, 3.0, 4.0, 5.0)
 
@@ -50,9 +57,19 @@ def fit(model: AutoEncoder, ratings: Ratings, epochs: int, seed: int = 0) -> lis
     return losses
 
 
-def build(ratings: Ratings, seed: int = 0, **config) -> AutoEncoder:
+CLASSES = {"user": UserAutoEncoder, "item": ItemAutoEncoder}
+
+
+def make(config: AutoEncoderConfig, n_users: int, n_items: int) -> AutoEncoder:
+    """The autoencoder a config is for."""
+    cls = ItemAutoEncoder if isinstance(config, ItemAutoEncoderConfig) else UserAutoEncoder
+    return cls(config, n_users, n_items, STARS)
+
+
+def build(ratings: Ratings, seed: int = 0, mode: str = "user", **config) -> AutoEncoder:
     seed_everything(seed)
-    return AutoEncoder(AutoEncoderConfig(**config), ratings.n_users, ratings.n_items, STARS)
+    cls = CLASSES[mode]
+    return cls(cls.config_class(**config), ratings.n_users, ratings.n_items, STARS)
 
 
 SMALL = {"user": dict(layers="8,4,8", batch_size=8), "item": dict(mode="item", layers="16", batch_size=8)}
@@ -60,19 +77,19 @@ SMALL = {"user": dict(layers="8,4,8", batch_size=8), "item": dict(mode="item", l
 
 # -- known answers ----------------------------------------------------------------------------------
 def test_registry_and_seed_architecture_layer_shapes():
-    assert model_class("autoencoder") is AutoEncoder
-    model = AutoEncoder(AutoEncoderConfig(), 943, 1682, STARS)
+    assert model_class("autoencoder") is UserAutoEncoder and model_class("autoencoder", "item") is ItemAutoEncoder
+    model = UserAutoEncoder(UserAutoEncoderConfig(), 943, 1682, STARS)
     assert model.layer_shapes() == [(1682, 20), (20, 10), (10, 20), (20, 1682)]
     assert model.input_weight.shape == (1682, 20) and model.output_weight.shape == (1682, 20)
     assert [tuple(layer.weight.shape) for layer in model.hidden] == [(10, 20), (20, 10)]
-    assert model.config.activation == "sigmoid" and model.config.mode == "user"
-    item = AutoEncoder(AutoEncoderConfig.item_autorec(), 943, 1682, STARS)
+    assert model.config.activation == "sigmoid" and model.mode == "user"
+    item = ItemAutoEncoder(ItemAutoEncoderConfig(), 943, 1682, STARS)
     assert item.layer_shapes() == [(943, 500), (500, 943)]  # one input and one output unit per user
 
 
 def test_masked_loss_counts_rated_entries_only():
     # All weights 0: every reconstruction is output_bias + row_bias whatever the input.
-    model = AutoEncoder(AutoEncoderConfig(layers="2", row_bias=True), 2, 3, STARS)
+    model = UserAutoEncoder(UserAutoEncoderConfig(layers="2", row_bias=True), 2, 3, STARS)
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
@@ -112,7 +129,7 @@ def test_item_mode_score_is_the_network_on_the_transposed_matrix():
     dense_t[ratings.items, ratings.users] = ratings.ratings
     out = model(torch.from_numpy(dense_t), torch.arange(4))  # (movies, users)
     users = torch.tensor([2, 0, 4])
-    expected = out.T[users].clamp(1.0, 5.0)  # the users' output units, for every movie
+    expected = out.T[users]  # the users' output units, for every movie, unclipped
     assert torch.allclose(model.score(users, train), expected, atol=1e-5)
 
 
@@ -126,12 +143,12 @@ def test_user_mode_score_is_the_network_on_the_users_rows():
     dense = np.zeros((6, 5), np.float32)
     dense[ratings.users, ratings.items] = ratings.ratings
     users = torch.tensor([4, 1])
-    expected = model(torch.from_numpy(dense[[4, 1]]), users).clamp(1.0, 5.0)
+    expected = model(torch.from_numpy(dense[[4, 1]]), users)  # raw: score does not clip
     assert torch.allclose(model.score(users, train), expected, atol=1e-5)
 
 
 def test_item_mode_fold_in_is_ridge_regression_on_movie_codes():
-    model = AutoEncoder(AutoEncoderConfig(mode="item", layers="2", row_bias=False), 4, 6, STARS)
+    model = ItemAutoEncoder(ItemAutoEncoderConfig(layers="2", row_bias=False), 4, 6, STARS)
     codes = torch.tensor([[0.1, 0.9], [0.5, 0.5], [0.9, 0.2], [0.3, 0.3], [0.7, 0.8], [0.2, 0.6]])
     w, b = torch.tensor([2.0, -1.0]), 3.0
     with torch.no_grad():
@@ -143,11 +160,11 @@ def test_item_mode_fold_in_is_ridge_regression_on_movie_codes():
     # Hand-computed generalized ridge: (A'A + I) x = A'r + m.
     a = torch.cat([codes[rated], torch.ones(4, 1)], 1)
     x = torch.linalg.solve(a.T @ a + torch.eye(3), a.T @ truth[rated] + model.prior_mean)
-    assert torch.allclose(exact, (torch.cat([codes, torch.ones(6, 1)], 1) @ x).clamp(1, 5), atol=1e-5)
+    assert torch.allclose(exact, torch.cat([codes, torch.ones(6, 1)], 1) @ x, atol=1e-5)
     model.config = model.config.replace(fold_in_l2=0.0)  # no prior: the linear user is recovered exactly
-    assert torch.allclose(model.fold_in(rated, truth[rated]), truth.clamp(1, 5), atol=1e-3)
+    assert torch.allclose(model.fold_in(rated, truth[rated]), truth, atol=1e-3)
     # Without ratings a new user is the prior's average user.
-    average = (torch.cat([codes, torch.ones(6, 1)], 1) @ model.prior_mean).clamp(1, 5)
+    average = torch.cat([codes, torch.ones(6, 1)], 1) @ model.prior_mean
     model.config = model.config.replace(fold_in_l2=1.0)
     assert torch.allclose(model.fold_in(torch.tensor([], dtype=torch.long), torch.tensor([])), average)
 
@@ -169,13 +186,17 @@ def test_shapes_and_rating_scale(mode):
     model = build(ratings, **SMALL[mode])
     fit(model, ratings, 2)
     train = ratings.matrix()
+    with torch.no_grad():
+        # A movie the network puts past 5 stars: its output unit's bias, or in item mode its row's bias.
+        (model.row_bias if mode == "item" else model.output_bias)[1] += 10.0
     scores = model.score(torch.tensor([0, 5, 59]), train)
-    assert scores.shape == (3, 40) and scores.min() >= 1 and scores.max() <= 5
+    assert scores.shape == (3, 40) and (scores[:, 1] > 5).all()  # raw: ranks by what the model knows
     pred = model.predict(torch.tensor([0, 0, 3, 59]), torch.tensor([1, 39, 2, 0]), train)
-    assert pred.shape == (4,) and torch.allclose(pred[0], scores[0, 1])
+    assert pred.shape == (4,) and pred[0] == 5.0 and pred.min() >= 1 and pred.max() <= 5  # stars: clipped
+    assert torch.allclose(pred[1], scores[0, 39].clamp(1, 5))
     assert model.item_vectors().shape == (40, 16 if mode == "item" else 8)
     folded = model.fold_in(torch.tensor([0, 3]), torch.tensor([5.0, 1.0]))
-    assert folded.shape == (40,) and torch.isfinite(folded).all() and folded.min() >= 1 and folded.max() <= 5
+    assert folded.shape == (40,) and torch.isfinite(folded).all()
 
 
 @pytest.mark.parametrize("mode", ["user", "item"])
@@ -247,17 +268,20 @@ def test_rows_without_ratings_and_unrated_movies():
         assert torch.isfinite(scores).all()
 
 
-def test_config_validation_and_preset():
+def test_config_validation_and_fixed_defaults():
     with pytest.raises(MovierecError, match="layers"):
-        AutoEncoderConfig(layers="20,x")
-    with pytest.raises(MovierecError, match="mode"):
-        AutoEncoderConfig(mode="both")
+        UserAutoEncoderConfig(layers="20,x")
+    with pytest.raises(MovierecError, match="--activation must be one of"):
+        UserAutoEncoderConfig(activation="softmax")
     with pytest.raises(MovierecError, match="dropout"):
-        AutoEncoderConfig(dropout=1.0)
-    preset = AutoEncoderConfig.item_autorec(epochs=5)
-    assert preset.mode == "item" and preset.layers == "500" and preset.epochs == 5
-    assert AutoEncoderConfig.from_dict(preset.to_dict()) == preset
-    assert all(ITEM_AUTOREC[k] == getattr(AutoEncoderConfig.item_autorec(), k) for k in ITEM_AUTOREC)
+        ItemAutoEncoderConfig(dropout=1.0)
+    with pytest.raises(MovierecError, match="--lr must be a finite number"):
+        ItemAutoEncoderConfig(lr=math.nan)
+    # Each class has its own fixed defaults: the seed's network, and I-AutoRec as tuned on ML-100K u1.
+    user, item = UserAutoEncoderConfig(), ItemAutoEncoderConfig(epochs=5)
+    assert (user.layers, user.epochs, user.lr, user.batch_size) == ("20,10,20", 100, 0.01, 32)
+    assert (item.layers, item.epochs, item.hidden_dropout, item.lr, item.batch_size) == ("500", 5, 0.7, 0.003, 64)
+    assert ItemAutoEncoderConfig.from_dict(item.to_dict()) == item
 
 
 # -- the real data ----------------------------------------------------------------------------------
@@ -273,7 +297,7 @@ def _u1(zip_path) -> tuple[Ratings, Ratings]:
 def _u1_rmse(config: AutoEncoderConfig, zip_path) -> float:
     train, test = _u1(zip_path)
     seed_everything(0)
-    model = AutoEncoder(config, 943, 1682, STARS)
+    model = make(config, 943, 1682)
     fit(model, train, config.epochs)
     pred = model.predict(torch.from_numpy(test.users).long(), torch.from_numpy(test.items).long(), train.matrix())
     return float(((pred.numpy() - test.ratings) ** 2).mean() ** 0.5)
@@ -281,9 +305,9 @@ def _u1_rmse(config: AutoEncoderConfig, zip_path) -> float:
 
 @pytest.mark.slow
 def test_defaults_on_ml100k_u1(ml100k_zip):
-    assert _u1_rmse(AutoEncoderConfig(), ml100k_zip) < 0.95  # measured ~0.929
+    assert _u1_rmse(UserAutoEncoderConfig(), ml100k_zip) < 0.95  # measured ~0.929
 
 
 @pytest.mark.slow
-def test_item_autorec_preset_on_ml100k_u1(ml100k_zip):
-    assert _u1_rmse(AutoEncoderConfig.item_autorec(), ml100k_zip) < 0.90  # measured 0.891-0.893
+def test_item_autorec_defaults_on_ml100k_u1(ml100k_zip):
+    assert _u1_rmse(ItemAutoEncoderConfig(), ml100k_zip) < 0.90  # measured 0.891-0.893

@@ -235,3 +235,33 @@ def test_defaults_on_movielens_100k_u1(ml100k_zip):
     rmse = float(np.sqrt(np.mean((pred.numpy() - test_part.ratings) ** 2)))
     # Surprise's KNNBaseline gets 0.936 here and SVD 0.951; measured 0.918 in about 1 s.
     assert rmse < 0.936, (rmse, seconds)
+
+
+def heavy_user_ratings(n_users: int = 300, n_items: int = 3000, heavy: int = 2600, seed: int = 0) -> Ratings:
+    """Half-star ratings where one user rated ``heavy`` movies and everyone else about 30, as on a real
+    half-star release (one user with ~2,600 ratings among ~600)."""
+    rng = np.random.default_rng(seed)
+    u, v = rng.normal(0, 0.5, (n_users, 3)), rng.normal(0, 0.5, (n_items, 3))
+    bu, bi = rng.normal(0, 0.4, n_users), rng.normal(0, 0.5, n_items)
+    users = [np.zeros(heavy, np.int64)] + [np.full(30, k) for k in range(1, n_users)]
+    items = [rng.choice(n_items, heavy, replace=False)] + [rng.choice(n_items, 30, replace=False)
+                                                          for _ in range(1, n_users)]
+    users, items = np.concatenate(users), np.concatenate(items)
+    raw = 3.5 + (u[users] * v[items]).sum(1) + bu[users] + bi[items] + rng.normal(0, 0.3, users.shape[0])
+    stars = np.clip(np.rint(raw * 2) / 2, 0.5, 5.0).astype(np.float32)
+    return Ratings(users.astype(np.int32), items.astype(np.int32), stars, np.zeros(users.shape[0], np.int64),
+                   n_users, n_items)
+
+
+def test_a_very_heavy_user_does_not_make_the_default_step_diverge():
+    # ~11,300 ratings: in a default batch of 4,096 the heavy user has ~940 of them. Summed, their bias step
+    # was ~19x its error, far past the stable limit, and training diverged in the first epochs.
+    data = heavy_user_ratings()
+    config = MFConfig(epochs=10)
+    assert config.batch_size == 4096 and config.optimizer == "sgd"
+    model, stats = fitted(config, data, config.epochs)
+    assert all(np.isfinite(s["loss"]) for s in stats), stats
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert stats[-1]["rmse"] < stats[0]["rmse"], stats
+    # The heavy user is learned, not frozen: their bias moved towards their mean rating.
+    assert abs(model.user_bias[0].item() + model.mean.item() - data.ratings[data.users == 0].mean()) < 0.2

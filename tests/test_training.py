@@ -164,7 +164,7 @@ def data() -> tuple[Ratings, Ratings]:
 
 def mf(data, **config):
     train, _ = data
-    return build_model("mf", {"factors": 8, "epochs": 3, **config}, train.n_users, train.n_items, STARS)
+    return build_model("mf", None, {"factors": 8, "epochs": 3, **config}, train.n_users, train.n_items, STARS)
 
 
 def test_absurd_learning_rate_diverges(data):

@@ -32,7 +32,7 @@ class _ModelCommands(TyperGroup):
         if ctx.meta.get(_LISTING):
             # Typer's rich help asks for every command just to show its summary; building the real one
             # would import the model module (and torch).
-            return TyperCommand(cmd_name, help=MODELS[cmd_name][2])
+            return TyperCommand(cmd_name, help=MODELS[cmd_name].summary)
         return _model_command(cmd_name)
 
     def format_help(self, ctx: typer.Context, formatter: Any) -> None:
@@ -45,7 +45,7 @@ class _ModelCommands(TyperGroup):
     def format_commands(self, ctx: typer.Context, formatter: Any) -> None:
         # Listed from the registry: describing the models must not import them (and torch).
         with formatter.section("Models"):
-            formatter.write_dl([(name, summary) for name, (_, _, summary) in MODELS.items()])
+            formatter.write_dl([(name, entry.summary) for name, entry in MODELS.items()])
 
 
 train_app = typer.Typer(
@@ -77,55 +77,90 @@ _COMMON_DEFAULTS = {"dataset": "ml-100k", "split": None, "test_fraction": 0.1, "
                     "patience": None, "name": None, "json_output": False}
 
 
-def _config_parameters(config_class: type) -> list[inspect.Parameter]:
-    hints = typing.get_type_hints(config_class)
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _config_parameters(classes: dict[str, type]) -> tuple[list[inspect.Parameter], dict[str, list[str]]]:
+    """The options of a model's command: the union of its mode classes' config fields, and for each field
+    the modes that have it. A default that differs between modes is shown as ``16 (explicit), 64 (implicit)``."""
+    fields: dict[str, list[tuple[str, dataclasses.Field, Any]]] = {}
+    for mode, cls in classes.items():
+        hints = typing.get_type_hints(cls.config_class)
+        for f in dataclasses.fields(cls.config_class):
+            if f.name != "mode":  # a class still told its mode through its config: --mode covers it
+                fields.setdefault(f.name, []).append((mode, f, hints[f.name]))
     params = []
-    for f in dataclasses.fields(config_class):
-        meta = f.metadata
-        flag = "--" + f.name.replace("_", "-")
-        tp = hints[f.name]
-        if tp is bool:
-            decls = (f"{flag}/--no-{flag[2:]}",)
-        else:
-            decls = (flag, *meta.get("flags", ()))
-        default = f.default
-        if meta.get("choices"):
+    for name, per_mode in fields.items():
+        _, first, tp = per_mode[0]
+        meta = first.metadata
+        flag = "--" + name.replace("_", "-")
+        decls = (f"{flag}/--no-{flag[2:]}",) if tp is bool else (flag, *meta.get("flags", ()))
+        defaults = {mode: f.default for mode, f, _ in per_mode}
+        help_text = meta.get("help", "")
+        if len(per_mode) < len(classes):
+            help_text += f" Only with --mode {' or '.join(defaults)}."
+        # Typer shows one default per option; where the modes differ each is named (escaped from rich markup).
+        shown = len(set(defaults.values())) == 1 and len(per_mode) == len(classes)
+        if not shown:
+            help_text += " \\[default: " + ", ".join(f"{_show(v)} ({m})" for m, v in defaults.items()) + "]"
+        default = first.default
+        choices = [c for _, f, _ in per_mode for c in f.metadata.get("choices") or ()]
+        if choices:
             # Typer shows an Enum as a list of choices and rejects anything else.
-            tp = enum.Enum(f"{config_class.__name__}_{f.name}", {c: c for c in meta["choices"]}, type=str)
-            default = tp(f.default)
-        opt = typer.Option(*decls, help=meta.get("help", ""), rich_help_panel="Model options")
+            tp = enum.Enum(f"Option_{name}", {c: c for c in dict.fromkeys(choices)}, type=str)
+            default = tp(default)
+        opt = typer.Option(*decls, help=help_text, show_default=shown, rich_help_panel="Model options")
         params.append(
-            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[tp, opt])
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[tp, opt])
         )
-    return params
+    return params, {name: [m for m, _, _ in per_mode] for name, per_mode in fields.items()}
+
+
+def _mode_parameter(classes: dict[str, type]) -> inspect.Parameter:
+    described = "; ".join(f"{m}: {(c.__doc__ or '').strip().splitlines()[0].rstrip('.')}" for m, c in classes.items())
+    tp = enum.Enum("Mode", {m: m for m in classes}, type=str)
+    opt = typer.Option("--mode", help=f"Which algorithm. {described}", rich_help_panel="Model options")
+    return inspect.Parameter("mode", inspect.Parameter.KEYWORD_ONLY, default=tp(next(iter(classes))),
+                             annotation=Annotated[tp, opt])
 
 
 def _model_command(model: str) -> TyperCommand:
-    from movierec.models import model_class
+    from movierec.models import model_classes
 
-    cls = model_class(model)
-    config_fields = {f.name for f in dataclasses.fields(cls.config_class)}
-    clash = config_fields & set(_COMMON)
+    classes = model_classes(model)
+    config_params, modes_of = _config_parameters(classes)
+    clash = set(modes_of) & (set(_COMMON) | {"mode", "ctx"})
     assert not clash, f"{model} config fields clash with common options: {clash}"
 
-    def command(**kwargs: Any) -> None:
+    def command(ctx: typer.Context, **kwargs: Any) -> None:
         common = {k: kwargs.pop(k) for k in list(_COMMON)}
-        config = {k: v.value if isinstance(v, enum.Enum) else v for k, v in kwargs.items()}
-        _run(model, config, **common)
+        mode = kwargs.pop("mode", None)
+        mode = mode.value if isinstance(mode, enum.Enum) else next(iter(classes))
+        # Only the options the user gave: the chosen class's own defaults apply to the rest.
+        given = {k: v for k, v in kwargs.items() if getattr(ctx.get_parameter_source(k), "name", "") != "DEFAULT"}
+        for k in given:
+            if mode not in modes_of[k]:
+                flag, others = "--" + k.replace("_", "-"), " or ".join(modes_of[k])
+                raise MovierecError(f"{flag} is not an option of {model} --mode {mode}; it applies to --mode {others}.")
+        config = {k: v.value if isinstance(v, enum.Enum) else v for k, v in given.items()}
+        _run(model, mode, config, **common)
 
+    ctx_param = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
     common_params = [
         inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=_COMMON_DEFAULTS[k], annotation=Annotated[tp, opt])
         for k, (tp, opt) in _COMMON.items()
     ]
-    command.__signature__ = inspect.Signature(common_params + _config_parameters(cls.config_class))
-    command.__doc__ = (cls.__doc__ or MODELS[model][2]).strip()
+    mode_params = [_mode_parameter(classes)] if len(classes) > 1 else []
+    command.__signature__ = inspect.Signature([ctx_param, *common_params, *mode_params, *config_params])
+    command.__doc__ = MODELS[model].summary
     single = typer.Typer()
     single.command(model)(command)
     return typer.main.get_command(single)
 
 
-def _run(model: str, config: dict[str, Any], *, dataset: str, split: str | None, test_fraction: float, seed: int,
-         device: str, patience: int | None, name: str | None, json_output: bool) -> None:
+def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str, split: str | None, test_fraction: float,
+         seed: int, device: str, patience: int | None, name: str | None, json_output: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from movierec.cli.console import console, err_console, print_json
@@ -158,8 +193,8 @@ def _run(model: str, config: dict[str, Any], *, dataset: str, split: str | None,
 
     try:
         outcome = train_and_save(
-            model, config, dataset=dataset, split=split, seed=seed, device=device, patience=patience, name=name,
-            test_fraction=test_fraction, on_start=on_start, on_epoch=on_epoch,
+            model, config, mode=mode, dataset=dataset, split=split, seed=seed, device=device, patience=patience,
+            name=name, test_fraction=test_fraction, on_start=on_start, on_epoch=on_epoch,
         )
     finally:
         # Started only once training starts, so an early error is just its one line on stderr.
@@ -167,8 +202,9 @@ def _run(model: str, config: dict[str, Any], *, dataset: str, split: str | None,
             progress.stop()
     meta = outcome.meta
     if json_output:
-        print_json({"name": meta.name, "model": meta.model, "dataset": meta.dataset, "split": meta.split,
-                    "path": str(outcome.path), "epochs": meta.epochs, "fit_seconds": meta.fit_seconds,
+        print_json({"name": meta.name, "model": meta.model, "mode": meta.mode, "dataset": meta.dataset,
+                    "split": meta.split, "path": str(outcome.path), "epochs": meta.epochs,
+                    "fit_seconds": meta.fit_seconds,
                     "stopped_early": outcome.result.stopped_early, "train": meta.train_metrics,
                     "metrics": meta.metrics, "baseline": meta.baseline, "config": meta.config})
         return
@@ -201,7 +237,7 @@ def _print_summary(outcome: Any) -> None:
     table = Table(title="Training summary", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("model", meta.model)
+    table.add_row("model", f"{meta.model} ({meta.mode})" if meta.mode else meta.model)
     table.add_row("dataset", f"{meta.dataset} (split {meta.split})")
     stop = f", stopped early; kept epoch {result.kept_epoch}" if result.stopped_early else ""
     table.add_row("epochs", f"{meta.epochs}{stop}")

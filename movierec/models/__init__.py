@@ -1,9 +1,15 @@
 """The registry of model names. Importing this module does not import torch; a model's module is
-imported only when that model is asked for."""
+imported only when that model is asked for.
+
+Each model name has one or more modes, and each mode is its own class (a different algorithm, with its
+own config, defaults and kind); the first mode listed is the default. A class carries ``name`` and
+``mode`` as ClassVars matching its entry here.
+"""
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from movierec.errors import MovierecError
@@ -11,35 +17,99 @@ from movierec.errors import MovierecError
 if TYPE_CHECKING:
     from movierec.models.base import Recommender
 
-MODELS: dict[str, tuple[str, str, str]] = {
-    # name: (module, class, one-line summary shown by `movierec train --help`)
-    "rbm": ("movierec.models.rbm", "RBM",
-            "Restricted Boltzmann Machine (contrastive divergence): like/dislike or star ratings."),
-    "autoencoder": ("movierec.models.autoencoder", "AutoEncoder",
-                    "Stacked autoencoder for rating prediction, user- or item-based (I-AutoRec)."),
-    "mf": ("movierec.models.mf", "MatrixFactorization",
-           "Matrix factorization with biases, trained by mini-batch gradient descent."),
-    "als": ("movierec.models.als", "ALS",
-            "Latent factors by alternating least squares: star ratings with biases, or top-N (--mode implicit)."),
+
+@dataclass(frozen=True)
+class ModelEntry:
+    summary: str
+    """One line, shown by `movierec train --help`."""
+    modes: dict[str, tuple[str, str]]
+    """mode -> (module, class); the first is the default mode."""
+
+    @property
+    def default_mode(self) -> str:
+        return next(iter(self.modes))
+
+
+MODELS: dict[str, ModelEntry] = {
+    # Until the RBM is split into one class per mode, both modes are the one RBM class, told its mode
+    # through its config (see build_model).
+    "rbm": ModelEntry(
+        "Restricted Boltzmann Machine (contrastive divergence): like/dislike or star ratings.",
+        {"like": ("movierec.models.rbm", "RBM"), "rating": ("movierec.models.rbm", "RBM")},
+    ),
+    "autoencoder": ModelEntry(
+        "Stacked autoencoder for rating prediction, user- or item-based (I-AutoRec).",
+        {"user": ("movierec.models.autoencoder", "UserAutoEncoder"),
+         "item": ("movierec.models.autoencoder", "ItemAutoEncoder")},
+    ),
+    "mf": ModelEntry(
+        "Matrix factorization with biases, trained by mini-batch gradient descent.",
+        {"explicit": ("movierec.models.mf", "MatrixFactorization")},
+    ),
+    "als": ModelEntry(
+        "Latent factors by alternating least squares: star ratings with biases, or top-N (--mode implicit).",
+        {"explicit": ("movierec.models.als", "ExplicitALS"), "implicit": ("movierec.models.als", "ImplicitALS")},
+    ),
 }
 
 
-def model_class(name: str) -> type[Recommender]:
-    """The class of model ``name``; an unknown name lists the valid ones."""
+def model_entry(name: str) -> ModelEntry:
+    """The registry entry of model ``name``; an unknown name lists the valid ones."""
     key = name.strip().lower()
     if key not in MODELS:
         raise MovierecError(f"Unknown model {name!r}; choose one of: {', '.join(MODELS)}.")
-    module, cls, _ = MODELS[key]
+    return MODELS[key]
+
+
+def resolve_mode(name: str, mode: str | None) -> str:
+    """``mode`` checked against model ``name``'s modes; None is the model's default mode."""
+    entry = model_entry(name)
+    if mode is None:
+        return entry.default_mode
+    key = mode.strip().lower()
+    if key not in entry.modes:
+        raise MovierecError(f"Unknown {name} mode {mode!r}; choose one of: {', '.join(entry.modes)}.")
+    return key
+
+
+def model_class(name: str, mode: str | None = None) -> type[Recommender]:
+    """The class of model ``name`` in ``mode`` (None: its default mode)."""
+    module, cls = model_entry(name).modes[resolve_mode(name, mode)]
     return getattr(importlib.import_module(module), cls)
 
 
+def model_classes(name: str) -> dict[str, type[Recommender]]:
+    """Every mode of model ``name`` and its class, default mode first."""
+    return {mode: model_class(name, mode) for mode in model_entry(name).modes}
+
+
 def build_model(
-    name: str, config: dict | None, n_users: int, n_items: int, rating_values: tuple[float, ...]
+    name: str, mode: str | None, config: dict | None, n_users: int, n_items: int, rating_values: tuple[float, ...]
 ) -> Recommender:
-    """A fresh model ``name`` from a config dict (defaults for missing fields), for training or loading."""
-    cls = model_class(name)
+    """A fresh model ``name`` in ``mode`` (None: the default) from a config dict; the class's defaults fill
+    the missing fields. For training or loading."""
+    mode = resolve_mode(name, mode)
+    cls = model_class(name, mode)
+    values = dict(config or {})
+    if "mode" in {f for f in cls.config_class.__dataclass_fields__}:
+        # A class that still serves several modes learns its mode from its config.
+        values["mode"] = mode
     try:
-        cfg = cls.config_class.from_dict(dict(config or {}))
+        cfg = cls.config_class.from_dict(values)
     except (TypeError, ValueError) as exc:
         raise MovierecError(f"Invalid {name} settings: {exc}.") from None
     return cls(cfg, n_users, n_items, rating_values)
+
+
+def migrate_settings(name: str, config: dict) -> tuple[str, dict]:
+    """The mode and config dict to rebuild a model saved before each mode was its own class.
+
+    Such a checkpoint kept its mode in the config (none for ``mf``), could hold None for "the mode's
+    default", and held the fields of every mode. The numbers it stored were the ones it trained with, so
+    they are kept; a None is dropped (the class default applies) and so is a field the mode's class does
+    not have (another mode's setting, which never took part).
+    """
+    values = dict(config)
+    mode = resolve_mode(name, values.pop("mode", None))
+    known = set(model_class(name, mode).config_class.__dataclass_fields__)
+    return mode, {k: v for k, v in values.items() if v is not None and k in known}

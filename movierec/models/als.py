@@ -1,6 +1,8 @@
-"""Latent factors trained by alternating least squares: on the stars (explicit) or on who rated what (implicit).
+"""Latent factors trained by alternating least squares: on the stars (:class:`ExplicitALS`, mode ``explicit``,
+the default) or on who rated what (:class:`ImplicitALS`, mode ``implicit``). Two algorithms, two classes
+on one base (:class:`ALSBase`), each with its own config and fixed defaults.
 
-**Explicit mode** (the default). Predicted stars for user ``m`` and movie ``n``: ``mean + u_m . v_n + b_m + b_n``,
+**Explicit**. Predicted stars for user ``m`` and movie ``n``: ``mean + u_m . v_n + b_m + b_n``,
 where ``mean`` is the training mean, fixed in ``fit_start`` (a constant offset: the objective below is then
 exactly the seed's objective on ``r - mean``, and the biases need not carry ~3.5 stars against their
 penalty)::
@@ -16,7 +18,7 @@ that a group's longest row is at most :data:`GROWTH` times its shortest, each gr
 one padded (B, L, d+2) tensor whose Gram matrix (one ``bmm``) holds every user's normal equations;
 ``chunk_size`` bounds B x L and so the memory, whatever the data set's size.
 
-**Implicit mode** (``mode="implicit"``) is weighted matrix factorisation for implicit feedback (Hu, Koren &
+**Implicit** is weighted matrix factorisation for implicit feedback (Hu, Koren &
 Volinsky 2008). Every (user, movie) pair counts: the preference ``p_mn`` is 1 when the user rated the movie
 and 0 otherwise, weighted by the confidence ``c_mn = 1 + alpha * f(r_mn)`` (1 for unrated pairs), where
 ``f`` is the stars or 1 (``confidence``)::
@@ -24,15 +26,14 @@ and 0 otherwise, weighted by the confidence ``c_mn = 1 + alpha * f(r_mn)`` (1 fo
     lam/2 * sum_(all m,n) c_mn (p_mn - u_m . v_n)^2 + tau/2 * (|U|^2 + |V|^2)
 
 There is no mean and no bias (both stay 0, so the shared prediction formula is exactly ``u_m . v_n``), the
-scores only order movies (kind ``"rank"``) and are not clipped. A user's exact minimiser is
+scores only order movies (kind ``"rank"``). A user's exact minimiser is
 ``(lam V^T C_m V + tau I)^-1 lam V^T C_m p_m``, and ``V^T C_m V = V^T V + V^T (C_m - I) V``: the first term
 is one (d, d) product shared by everyone, the second only involves the movies the user rated, so each
-half-step costs the same padded batches as the explicit mode, never the dense users x movies matrix.
+half-step costs the same padded batches as the explicit one, never the dense users x movies matrix.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -41,43 +42,21 @@ import torch
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
 from movierec.models.base import ModelConfig, option
-from movierec.models.mf import FactorModel, ridge_solve
+from movierec.models.factors import FactorModel, ridge_solve
 
 # Rows in one solve group differ in length by at most this factor, so padding wastes < 25 %.
 GROWTH = 1.25
-MODES = ("explicit", "implicit")
 CONFIDENCES = ("stars", "binary")
-# What a field left at None means in each mode: tuned on ml-100k's u1, confirmed on u1..u5 (explicit for
-# RMSE, implicit for NDCG@10). Implicit mode ranks best with more factors and ~3x the penalty: on u1 its
-# NDCG@10 is 0.464 at tau 35 against 0.387 at the explicit 12 (64 factors; 0.449 with 16).
-MODE_DEFAULTS: dict[str, dict[str, int | float]] = {
-    "explicit": {"factors": 16, "tau": 12.0},
-    "implicit": {"factors": 64, "tau": 35.0},
-}
 
 
 @dataclass(frozen=True)
 class ALSConfig(ModelConfig):
-    """ALS settings. ``factors`` and ``tau`` left at None take the chosen mode's own defaults
-    (:data:`MODE_DEFAULTS`), so ``--mode implicit`` alone gives tuned implicit settings and
-    ``replace(mode=...)`` never carries one mode's defaults into the other; the model keeps the
-    :meth:`resolved` config, so its checkpoint records the numbers actually used."""
+    """What both ALS algorithms are configured by; each subclass fixes its own defaults (tuned on ml-100k's
+    u1, confirmed on u1..u5: explicit for RMSE, implicit for NDCG@10)."""
 
-    mode: str = option(
-        "explicit",
-        "explicit: fit the stars (rating predictions); implicit: fit who rated what, weighted by confidence "
-        "(Hu et al. 2008; ranks movies, no star predictions).",
-        choices=MODES,
-    )
-    factors: int | None = option(None, "Latent factors per user and movie; default 16 explicit, 64 implicit.")
+    factors: int = option(16, "Latent factors per user and movie.")
     lam: float = option(1.0, "Weight of the squared errors (lambda).", "--lambda")
-    tau: float | None = option(None, "L2 penalty on the user and movie vectors; default 12 explicit, 35 implicit.")
-    gamma: float = option(2.0, "L2 penalty on the user and movie biases (explicit mode; implicit has none).")
-    alpha: float = option(1.0, "Implicit mode: a rated movie's confidence is 1 + alpha x f(stars).")
-    confidence: str = option(
-        "stars", "Implicit mode: f(stars) in the confidence: the stars (ranks best), or binary (1 for any rating).",
-        choices=CONFIDENCES,
-    )
+    tau: float = option(12.0, "L2 penalty on the user and movie vectors.")
     epochs: int = option(8, "ALS iterations: all users, then all movies.", "--iters")
     init_std: float = option(0.1, "Movie vectors start normal with this standard deviation.")
     chunk_size: int = option(
@@ -85,23 +64,41 @@ class ALSConfig(ModelConfig):
     )
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise MovierecError(f"Unknown als mode {self.mode!r}; choose one of: {', '.join(MODES)}.")
-        if self.confidence not in CONFIDENCES:
-            raise MovierecError(
-                f"Unknown als confidence {self.confidence!r}; choose one of: {', '.join(CONFIDENCES)}."
-            )
-        if (self.factors is not None and self.factors < 1) or self.chunk_size < 1:
+        super().__post_init__()
+        if self.factors < 1 or self.chunk_size < 1:
             raise MovierecError("als needs --factors and --chunk-size of at least 1.")
-        if self.lam <= 0 or (self.tau is not None and self.tau <= 0) or self.gamma <= 0:
-            raise MovierecError("als needs --lambda, --tau and --gamma above 0, or a solve can be singular.")
-        if self.alpha < 0 or self.init_std < 0:
-            raise MovierecError("als needs --alpha and --init-std of at least 0.")
+        if self.lam <= 0 or self.tau <= 0:
+            raise MovierecError("als needs --lambda and --tau above 0, or a solve can be singular.")
+        if self.init_std < 0:
+            raise MovierecError("als needs --init-std of at least 0.")
 
-    def resolved(self) -> ALSConfig:
-        """This config with every field left at None set to its mode's default."""
-        unset = {k: v for k, v in MODE_DEFAULTS[self.mode].items() if getattr(self, k) is None}
-        return dataclasses.replace(self, **unset) if unset else self
+
+@dataclass(frozen=True)
+class ExplicitALSConfig(ALSConfig):
+    gamma: float = option(2.0, "L2 penalty on the user and movie biases.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.gamma <= 0:
+            raise MovierecError("als needs --gamma above 0, or a solve can be singular.")
+
+
+@dataclass(frozen=True)
+class ImplicitALSConfig(ALSConfig):
+    # More factors and ~3x the penalty rank best: on u1 NDCG@10 is 0.464 at tau 35 against 0.387 at the
+    # explicit 12 (64 factors; 0.449 with 16).
+    factors: int = option(64, "Latent factors per user and movie.")
+    tau: float = option(35.0, "L2 penalty on the user and movie vectors.")
+    alpha: float = option(1.0, "A rated movie's confidence is 1 + alpha x f(stars).")
+    confidence: str = option(
+        "stars", "f(stars) in the confidence: the stars (ranks best), or binary (1 for any rating).",
+        choices=CONFIDENCES,
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.alpha < 0:
+            raise MovierecError("als needs --alpha of at least 0.")
 
 
 class _Plan:
@@ -130,54 +127,21 @@ class _Plan:
             start += size
 
 
-class ALS(FactorModel):
-    """Latent factor model fitted by exact alternating least squares, batched on the device: biased ridge
-    regressions on the stars (explicit mode) or weighted matrix factorisation of who rated what (implicit)."""
+class ALSBase(FactorModel):
+    """Latent factor model fitted by exact alternating least squares, batched on the device. Subclasses
+    supply one half-step (every user, or every movie, solved with the other side fixed)."""
 
     name = "als"
     config_class = ALSConfig
     config: ALSConfig
 
     def __init__(self, config: ALSConfig, n_users: int, n_items: int, rating_values: tuple[float, ...]):
-        # The model keeps the resolved config: its shapes, its training and its checkpoint use the numbers.
-        config = config.resolved()
         super().__init__(config, n_users, n_items, rating_values)
         # Closed-form updates, no gradients: frozen parameters still save and load with the state_dict.
         self.requires_grad_(False)
         # Only the movies' starting point matters: the first half-step solves the users from it.
         self.item_factors.normal_(0.0, config.init_std)
-        if self.implicit:
-            # No offset in the implicit model: with mean and biases at 0 the shared formula is u . v.
-            self.mean.zero_()
         self._cache: tuple[RatingMatrix, RatingMatrix, _Plan, _Plan] | None = None
-
-    @property
-    def implicit(self) -> bool:
-        return self.config.mode == "implicit"
-
-    @property
-    def kind(self) -> str:
-        # Implicit scores are fitted preferences (~0..1 for who would rate a movie), not stars.
-        return "rank" if self.implicit else "rating"
-
-    def clip(self, x: torch.Tensor) -> torch.Tensor:
-        # Preferences are only compared with each other: clipping to the star scale would tie them.
-        return x if self.implicit else super().clip(x)
-
-    def fold_in_penalties(self, n_ratings: int) -> tuple[float, float, float]:
-        return self.config.lam, self.config.tau, self.config.gamma
-
-    @torch.no_grad()
-    def fold_in_factors(self, items: torch.Tensor, ratings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A new user's vector (d,) and bias (): in implicit mode the user half-step's closed form with the
-        movies held fixed, and bias 0 (so :meth:`fold_in` scores ``V x``)."""
-        if not self.implicit:
-            return super().fold_in_factors(items, ratings)
-        items = items.to(self.device, torch.int64)
-        conf = self._confidence(ratings.to(self.device, torch.float32)).unsqueeze(0)  # (1, n)
-        V = self.item_factors
-        x, _, _ = self._implicit_system(self._implicit_shared(V), V[items].unsqueeze(0), conf, conf - 1.0)
-        return x[0], torch.zeros((), device=self.device)  # (d,), ()
 
     def _prepare(self, train: RatingMatrix) -> tuple[RatingMatrix, _Plan, _Plan]:
         """The movies x users matrix and both sides' solve groups, built once per training matrix."""
@@ -190,28 +154,12 @@ class ALS(FactorModel):
 
     def fit_start(self, train: RatingMatrix, generator: torch.Generator) -> None:
         super().fit_start(train, generator)
-        if self.implicit:
-            self.mean.zero_()
         self._prepare(train)
 
-    def train_epoch(self, train: RatingMatrix, generator: torch.Generator) -> dict[str, float]:
-        transposed, user_plan, item_plan = self._prepare(train)
-        U, V, b_user, b_item = self.user_factors, self.item_factors, self.user_bias, self.item_bias
-        cfg = self.config
-        if self.implicit:
-            self._implicit_half_step(train, user_plan, V, U, with_error=False)
-            weighted = self._implicit_half_step(transposed, item_plan, U, V)
-            objective = cfg.lam / 2 * weighted + cfg.tau / 2 * (U.double().square().sum() + V.double().square().sum())
-            # Per training rating, as in explicit mode, although every pair of the matrix is in the sum.
-            return {"loss": float(objective) / train.nnz}
-        self._half_step(train, user_plan, V, b_item, U, b_user, with_error=False)
-        sse = self._half_step(transposed, item_plan, U, b_user, V, b_item)
-        objective = (
-            cfg.lam / 2 * sse
-            + cfg.tau / 2 * (U.double().square().sum() + V.double().square().sum())
-            + cfg.gamma / 2 * (b_user.double().square().sum() + b_item.double().square().sum())
-        )
-        return {"loss": float(objective) / train.nnz, "rmse": float(sse / train.nnz) ** 0.5}
+    def _penalty(self) -> torch.Tensor:
+        """``tau/2 (|U|^2 + |V|^2)``, in float64."""
+        U, V = self.user_factors, self.item_factors
+        return self.config.tau / 2 * (U.double().square().sum() + V.double().square().sum())
 
     @staticmethod
     def _gather(matrix: RatingMatrix, rows: torch.Tensor, longest: int) -> tuple[torch.Tensor, ...]:
@@ -223,6 +171,31 @@ class ALS(FactorModel):
         mask = offsets < lengths.unsqueeze(1)  # (B, L) real ratings, not padding
         flat = torch.where(mask, starts.unsqueeze(1) + offsets, 0).view(-1)  # (B*L,) entry positions
         return mask, matrix.indices.index_select(0, flat), matrix.values.index_select(0, flat)
+
+
+
+class ExplicitALS(ALSBase):
+    """Biased ridge regressions on the stars, alternating between users and movies: star predictions."""
+
+    mode = "explicit"
+    config_class = ExplicitALSConfig
+    config: ExplicitALSConfig
+
+    def fold_in_penalties(self, n_ratings: int) -> tuple[float, float, float]:
+        return self.config.lam, self.config.tau, self.config.gamma
+
+    def train_epoch(self, train: RatingMatrix, generator: torch.Generator) -> dict[str, float]:
+        transposed, user_plan, item_plan = self._prepare(train)
+        U, V, b_user, b_item = self.user_factors, self.item_factors, self.user_bias, self.item_bias
+        cfg = self.config
+        self._half_step(train, user_plan, V, b_item, U, b_user, with_error=False)
+        sse = self._half_step(transposed, item_plan, U, b_user, V, b_item)
+        objective = (
+            cfg.lam / 2 * sse
+            + self._penalty()
+            + cfg.gamma / 2 * (b_user.double().square().sum() + b_item.double().square().sum())
+        )
+        return {"loss": float(objective) / train.nnz, "rmse": float(sse / train.nnz) ** 0.5}
 
     @torch.no_grad()
     def _half_step(
@@ -264,6 +237,48 @@ class ALS(FactorModel):
             ).sum()
         return sse
 
+
+
+class ImplicitALS(ALSBase):
+    """Weighted matrix factorisation of who rated what (Hu, Koren & Volinsky 2008): scores that rank movies."""
+
+    mode = "implicit"
+    config_class = ImplicitALSConfig
+    config: ImplicitALSConfig
+
+    def __init__(self, config: ImplicitALSConfig, n_users: int, n_items: int, rating_values: tuple[float, ...]):
+        super().__init__(config, n_users, n_items, rating_values)
+        # No offset in the implicit model: with mean and biases at 0 the shared formula is u . v.
+        self.mean.zero_()
+
+    @property
+    def kind(self) -> str:
+        # Fitted preferences (~0..1 for who would rate a movie), not stars.
+        return "rank"
+
+    def fit_start(self, train: RatingMatrix, generator: torch.Generator) -> None:
+        super().fit_start(train, generator)
+        self.mean.zero_()
+
+    @torch.no_grad()
+    def fold_in_factors(self, items: torch.Tensor, ratings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A new user's vector (d,) and bias (): the user half-step's closed form with the movies held fixed,
+        and bias 0 (so :meth:`fold_in` scores ``V x``)."""
+        items = items.to(self.device, torch.int64)
+        conf = self._confidence(ratings.to(self.device, torch.float32)).unsqueeze(0)  # (1, n)
+        V = self.item_factors
+        x, _, _ = self._implicit_system(self._implicit_shared(V), V[items].unsqueeze(0), conf, conf - 1.0)
+        return x[0], torch.zeros((), device=self.device)  # (d,), ()
+
+    def train_epoch(self, train: RatingMatrix, generator: torch.Generator) -> dict[str, float]:
+        transposed, user_plan, item_plan = self._prepare(train)
+        U, V = self.user_factors, self.item_factors
+        self._implicit_half_step(train, user_plan, V, U, with_error=False)
+        weighted = self._implicit_half_step(transposed, item_plan, U, V)
+        objective = self.config.lam / 2 * weighted + self._penalty()
+        # Per training rating, as the explicit loss, although every pair of the matrix is in the sum.
+        return {"loss": float(objective) / train.nnz}
+
     def _confidence(self, stars: torch.Tensor) -> torch.Tensor:
         """``c = 1 + alpha * f(stars)`` of rated pairs, (n,) -> (n,), a new tensor."""
         f = stars if self.config.confidence == "stars" else torch.ones_like(stars)
@@ -301,7 +316,7 @@ class ALS(FactorModel):
         self, matrix: RatingMatrix, plan: _Plan, other_factors: torch.Tensor, factors: torch.Tensor,
         with_error: bool = True,
     ) -> torch.Tensor:
-        """Solve every row's vector with the other side fixed (implicit mode); returns the new weighted
+        """Solve every row's vector with the other side fixed; returns the new weighted
         squared error over every pair of the matrix, rated or not (0 unless ``with_error``)."""
         d = factors.shape[1]
         device = matrix.device

@@ -1,10 +1,11 @@
-"""Stacked autoencoder for rating prediction, user-based or item-based (I-AutoRec).
+"""Stacked autoencoder for rating prediction, user-based or item-based (I-AutoRec): two classes on one base.
 
-User mode reads one user's ratings over all movies (0 = unrated) and reconstructs them:
-``Linear(movies, 20) -> sigmoid -> Linear(20, 10) -> sigmoid -> Linear(10, 20) -> sigmoid ->
-Linear(20, movies)`` by default. Item mode (Sedhain et al. 2015, "AutoRec: Autoencoders Meet
-Collaborative Filtering") reads one movie's ratings over all users instead and has one output unit
-per user; with one wide hidden layer it is much stronger (see :meth:`AutoEncoderConfig.item_autorec`).
+:class:`UserAutoEncoder` (mode ``user``, the default) reads one user's ratings over all movies
+(0 = unrated) and reconstructs them: ``Linear(movies, 20) -> sigmoid -> Linear(20, 10) -> sigmoid ->
+Linear(10, 20) -> sigmoid -> Linear(20, movies)`` by default. :class:`ItemAutoEncoder` (mode ``item``;
+Sedhain et al. 2015, "AutoRec: Autoencoders Meet Collaborative Filtering") reads one movie's ratings over
+all users instead and has one output unit per user; with one wide hidden layer it is much stronger (see
+:class:`ItemAutoEncoderConfig`).
 
 The loss is the mean squared error over rated entries only: unrated entries are inputs of 0 but never
 targets. Because of that, the first layer is evaluated sparsely, as an ``embedding_bag`` over the rated
@@ -19,7 +20,7 @@ import math
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,6 @@ from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
 from movierec.models.base import ModelConfig, Recommender, option
 
-MODES = ("user", "item")
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.sigmoid,
     "relu": torch.relu,
@@ -38,24 +38,6 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 OUTPUT_ACTIVATIONS = ("identity", "sigmoid")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
-
-# I-AutoRec (Sedhain et al. 2015) as tuned on ML-100K u1: item mode, one hidden layer of 500 sigmoid
-# units, identity output, plus denoising input dropout, heavy hidden dropout, per-movie biases and a
-# decaying learning rate. Validation RMSE 0.891-0.893 over 4 seeds in 60 epochs, 15-25 s of one CPU
-# core (the user-mode default: 0.928-0.930 in ~7 s). From the CLI: --mode item --layers 500 --dropout 0.3
-# --hidden-dropout 0.7 --lr 0.003 --lr-decay 0.95 --weight-decay 0.001 --batch-size 64 --epochs 60.
-MODE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "user": dict(layers="20,10,20", dropout=0.2, hidden_dropout=0.0, lr=0.01, lr_decay=0.97, weight_decay=1e-4,
-                 batch_size=32, epochs=100),
-    "item": dict(layers="500", dropout=0.3, hidden_dropout=0.7, lr=0.003, lr_decay=0.95, weight_decay=1e-3,
-                 batch_size=64, epochs=60),
-}
-
-ITEM_AUTOREC: dict[str, Any] = dict(
-    mode="item", layers="500", activation="sigmoid", output_activation="identity",
-    dropout=0.3, hidden_dropout=0.7, optimizer="adam", lr=0.003, lr_decay=0.95, weight_decay=1e-3,
-    batch_size=64, row_bias=True, epochs=60,
-)
 
 # Training decodes a batch densely, (B, columns), and reads the rated entries from that when the data is
 # at least this dense: a matmul beats gathering one weight row per rating there (2x on ML-100K with one
@@ -70,43 +52,30 @@ _ENCODE_CHUNK = 4096
 
 @dataclass(frozen=True)
 class AutoEncoderConfig(ModelConfig):
-    """Hyperparameters of :class:`AutoEncoder`. The fields left at None take the chosen mode's own tuned
-    defaults (:data:`MODE_DEFAULTS`), so ``--mode item`` alone gives the I-AutoRec settings: user mode is the
-    seed's 20-10-20 network (validation RMSE ~0.929 on ML-100K u1 in ~7 s of one CPU core), item mode is
-    I-AutoRec (~0.892 in ~25 s)."""
+    """What both autoencoders are configured by. Each subclass fixes its own tuned defaults: the user
+    autoencoder is the seed's 20-10-20 network (validation RMSE ~0.929 on ML-100K u1 in ~7 s of one CPU
+    core), the item one is I-AutoRec (~0.892 in ~25 s)."""
 
-    epochs: int | None = option(None, "Passes over the training ratings (default: 100 user / 60 item).")
-    mode: str = option("user", "user: rows are users' ratings of movies (the seed); item: rows are movies' "
-                       "ratings by users (I-AutoRec, more accurate).", choices=MODES)
-    layers: str | None = option(None, "Hidden layer sizes, comma-separated, input side first (default: 20,10,20 "
-                                "user / 500 item).")
+    epochs: int = option(100, "Passes over the training ratings.")
+    layers: str = option("20,10,20", "Hidden layer sizes, comma-separated, input side first.")
     activation: str = option("sigmoid", "Activation of the hidden layers.", choices=tuple(ACTIVATIONS))
     output_activation: str = option("identity", "Output layer: identity (plain stars) or sigmoid "
                                     "(squashed into the rating scale).", choices=OUTPUT_ACTIVATIONS)
-    dropout: float | None = option(None, "Fraction of a row's known ratings hidden from the input per batch "
-                                   "(denoising); they stay targets (default: 0.2 user / 0.3 item).")
-    hidden_dropout: float | None = option(None, "Dropout on the hidden layers' outputs (default: 0 user / 0.7 item).")
+    dropout: float = option(0.2, "Fraction of a row's known ratings hidden from the input per batch "
+                            "(denoising); they stay targets.")
+    hidden_dropout: float = option(0.0, "Dropout on the hidden layers' outputs.")
     optimizer: str = option("adam", "Optimizer.", choices=OPTIMIZERS)
-    lr: float | None = option(None, "Learning rate (default: 0.01 user / 0.003 item).")
-    lr_decay: float | None = option(None, "Learning rate multiplier applied after every epoch, 1 = constant "
-                                    "(default: 0.97 user / 0.95 item).")
-    weight_decay: float | None = option(None, "L2 penalty on the weights (not the biases), as the optimizer's "
-                                        "weight decay (default: 0.0001 user / 0.001 item).")
-    batch_size: int | None = option(None, "Rows (users, or movies in item mode) per mini-batch (default: 32 user "
-                                    "/ 64 item).")
-    row_bias: bool = option(True, "Learn a bias per row (per user, or per movie in item mode) added to "
-                            "all of its outputs.")
+    lr: float = option(0.01, "Learning rate.")
+    lr_decay: float = option(0.97, "Learning rate multiplier applied after every epoch, 1 = constant.")
+    weight_decay: float = option(1e-4, "L2 penalty on the weights (not the biases), as the optimizer's weight decay.")
+    batch_size: int = option(32, "Rows (users, or movies for the item autoencoder) per mini-batch.")
+    row_bias: bool = option(True, "Learn a bias per row (per user, or per movie for the item autoencoder) added "
+                            "to all of its outputs.")
     fold_in_l2: float = option(1.0, "Weight of the prior learned from the trained users when a new user "
                                "is folded in (1 = empirical Bayes; more = closer to the average user).")
 
     def __post_init__(self) -> None:
-        _check_choice("mode", self.mode, MODES)
-        for name, value in MODE_DEFAULTS[self.mode].items():
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, value)  # frozen: resolved once, at construction
-        _check_choice("activation", self.activation, tuple(ACTIVATIONS))
-        _check_choice("output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        super().__post_init__()
         self.hidden_sizes()  # validates the string now rather than at model build time
         for name in ("dropout", "hidden_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
@@ -133,31 +102,44 @@ class AutoEncoderConfig(ModelConfig):
             )
         return sizes
 
-    @classmethod
-    def item_autorec(cls, **changes: Any) -> AutoEncoderConfig:
-        """The I-AutoRec preset (:data:`ITEM_AUTOREC`), optionally with some values changed."""
-        return cls(**{**ITEM_AUTOREC, **changes})
+
+@dataclass(frozen=True)
+class UserAutoEncoderConfig(AutoEncoderConfig):
+    """The seed's user autoencoder: :class:`AutoEncoderConfig`'s defaults as they stand."""
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise MovierecError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}; got {value!r}.")
+@dataclass(frozen=True)
+class ItemAutoEncoderConfig(AutoEncoderConfig):
+    """I-AutoRec (Sedhain et al. 2015) as tuned on ML-100K u1: one hidden layer of 500 sigmoid units,
+    identity output, denoising input dropout, heavy hidden dropout, per-movie biases and a decaying learning
+    rate. Validation RMSE 0.891-0.893 over 4 seeds in 60 epochs, 15-25 s of one CPU core."""
+
+    epochs: int = option(60, "Passes over the training ratings.")
+    layers: str = option("500", "Hidden layer sizes, comma-separated, input side first.")
+    dropout: float = option(0.3, "Fraction of a movie's known ratings hidden from the input per batch "
+                            "(denoising); they stay targets.")
+    hidden_dropout: float = option(0.7, "Dropout on the hidden layers' outputs.")
+    lr: float = option(0.003, "Learning rate.")
+    lr_decay: float = option(0.95, "Learning rate multiplier applied after every epoch, 1 = constant.")
+    weight_decay: float = option(1e-3, "L2 penalty on the weights (not the biases), as the optimizer's weight decay.")
+    batch_size: int = option(64, "Rows (users, or movies for the item autoencoder) per mini-batch.")
 
 
 class AutoEncoder(Recommender):
     """Reconstructs a row of the rating matrix from itself; the reconstruction at unrated entries is the
-    prediction."""
+    prediction. :class:`UserAutoEncoder` reads users' rows, :class:`ItemAutoEncoder` movies' rows."""
 
     name = "autoencoder"
-    config_class = AutoEncoderConfig
+    config_class: ClassVar[type[AutoEncoderConfig]]
     config: AutoEncoderConfig
+    item_mode: ClassVar[bool]
+    """Whether the network's rows are movies (each over every user) rather than users."""
 
     def __init__(
         self, config: AutoEncoderConfig, n_users: int, n_items: int, rating_values: tuple[float, ...]
     ):
         super().__init__(config, n_users, n_items, rating_values)
         sizes = config.hidden_sizes()
-        self.item_mode = config.mode == "item"
         # A row has one input and one output per column: rows are users and columns movies in user mode,
         # the other way round in item mode.
         self.n_rows = n_items if self.item_mode else n_users
@@ -403,13 +385,13 @@ class AutoEncoder(Recommender):
             z = codes @ self.output_weight[users].T + self.output_bias[users]  # (I, B)
             if self.config.row_bias:
                 z = z + self.row_bias.unsqueeze(1)  # (I, B): the movies' biases
-            return self.clip(self._output(z.T))  # (B, I)
+            return self._output(z.T)  # (B, I)
         offsets, _, cols, vals = self._bags(train, users)
         h = self._encode_sparse(offsets, cols, vals)  # (B, H)
         z = h @ self.output_weight.T + self.output_bias  # (B, I)
         if self.config.row_bias:
             z = z + self.row_bias[users].unsqueeze(1)  # (B, I): the users' biases
-        return self.clip(self._output(z))
+        return self._output(z)
 
     @torch.no_grad()
     def item_vectors(self) -> torch.Tensor:
@@ -446,7 +428,7 @@ class AutoEncoder(Recommender):
                 spread = self.row_bias.var().clamp_min(1e-6) if self.n_users > 1 else 1.0
                 pseudo_count = strength / spread
                 z = z + (ratings - self._output(z[items])).sum() / (items.numel() + pseudo_count)
-            return self.clip(self._output(z))
+            return self._output(z)
         codes = self.item_codes  # (I, H)
         design = torch.cat([codes, torch.ones_like(codes[:, :1])], 1)  # (I, H+1)
         offset = self.row_bias if self.config.row_bias else torch.zeros_like(codes[:, 0])  # (I,)
@@ -460,4 +442,21 @@ class AutoEncoder(Recommender):
         # A floor keeps the system solvable when fold_in_l2 is 0 and there are few ratings.
         gram = a.T @ a + penalty + 1e-6 * torch.eye(a.shape[1], device=self.device)  # (H+1, H+1)
         x = torch.linalg.solve(gram, a.T @ (target - offset[items]) + penalty @ self.prior_mean)  # (H+1,)
-        return self.clip(self._output(design @ x + offset))  # (I,)
+        return self._output(design @ x + offset)  # (I,)
+
+
+class UserAutoEncoder(AutoEncoder):
+    """The seed's autoencoder: a user's ratings of every movie in, the same row reconstructed out."""
+
+    mode = "user"
+    config_class = UserAutoEncoderConfig
+    item_mode = False
+
+
+class ItemAutoEncoder(AutoEncoder):
+    """I-AutoRec (Sedhain et al. 2015): a movie's ratings by every user in, the same row reconstructed out;
+    more accurate than the user autoencoder."""
+
+    mode = "item"
+    config_class = ItemAutoEncoderConfig
+    item_mode = True

@@ -16,6 +16,7 @@ Conventions:
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -23,19 +24,39 @@ from typing import Any, ClassVar
 import torch
 
 from movierec.data.ratings import RatingMatrix
+from movierec.errors import MovierecError
 
 
 def option(default: Any, help: str, *flags: str, choices: tuple[str, ...] | None = None) -> Any:
-    """A config field: its default, its one-line doc (the CLI's help text) and optional extra flags."""
+    """A config field: its default, its one-line doc (the CLI's help text), optional extra flags and, for a
+    string, the values it may take (checked once, by :class:`ModelConfig`)."""
     return dataclasses.field(default=default, metadata={"help": help, "flags": flags, "choices": choices})
+
+
+def flag_name(field_name: str) -> str:
+    """The command-line flag of a config field: ``batch_size`` -> ``--batch-size``."""
+    return "--" + field_name.replace("_", "-")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Base of every model's config. Subclasses are frozen dataclasses whose fields use :func:`option`
-    and include ``epochs``."""
+    and include ``epochs``; a subclass with its own ``__post_init__`` calls this one first.
+
+    Every field has a fixed default: a class is one algorithm, so no value means "some other default"."""
 
     epochs: int = option(20, "Passes over the training ratings.")
+
+    def __post_init__(self) -> None:
+        # The checks every option needs, in one place: a declared choice, and a finite number (NaN
+        # passes every "> 0" test and only shows up epochs later as a divergence, or as a traceback).
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            choices = f.metadata.get("choices")
+            if choices and value not in choices:
+                raise MovierecError(f"{flag_name(f.name)} must be one of {', '.join(choices)}; got {value!r}.")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise MovierecError(f"{flag_name(f.name)} must be a finite number, not {value}.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -53,9 +74,12 @@ class ModelConfig:
 
 
 class Recommender(torch.nn.Module, ABC):
-    """Base class of the four models."""
+    """Base class of every model class: one class per (model name, mode), as listed in the registry."""
 
     name: ClassVar[str]
+    """The model's name in the registry and on the command line, e.g. ``"als"``."""
+    mode: ClassVar[str]
+    """Which of the model's algorithms this class is, e.g. ``"implicit"``."""
     config_class: ClassVar[type[ModelConfig]]
 
     def __init__(self, config: ModelConfig, n_users: int, n_items: int, rating_values: tuple[float, ...]):
@@ -68,7 +92,8 @@ class Recommender(torch.nn.Module, ABC):
     # -- what the model predicts ---------------------------------------------------------------
     @property
     def kind(self) -> str:
-        """``"rating"``: :meth:`score` returns stars; ``"like"``: it returns P(liked)."""
+        """``"rating"``: :meth:`score` returns stars; ``"like"``: it returns P(liked); ``"rank"``: scores
+        that only order movies."""
         return "rating"
 
     @property
@@ -103,16 +128,20 @@ class Recommender(torch.nn.Module, ABC):
     # -- prediction ------------------------------------------------------------------------------
     @abstractmethod
     def score(self, users: torch.Tensor, train: RatingMatrix) -> torch.Tensor:
-        """Predictions for every movie, for a batch of users: (B,) user indices -> (B, n_items).
+        """The model's raw predictions for every movie, for a batch of users: (B,) user indices ->
+        (B, n_items).
 
-        ``train`` holds the users' known ratings (models that read a user's ratings as input need it).
+        Raw means unclipped: a top-N list ranks by everything the model knows, and two movies predicted
+        at 5.4 and 5.1 stars are not a tie. ``train`` holds the users' known ratings (models that read a
+        user's ratings as input need it).
         """
 
     @torch.no_grad()
     def predict(
         self, users: torch.Tensor, items: torch.Tensor, train: RatingMatrix, batch_users: int = 1024
     ) -> torch.Tensor:
-        """Predictions for (user, movie) pairs: (N,), (N,) -> (N,). Batched over distinct users."""
+        """Predictions for (user, movie) pairs: (N,), (N,) -> (N,), clipped to the rating scale for a
+        ``"rating"`` model. Batched over distinct users."""
         users = users.to(self.device, torch.int64)
         items = items.to(self.device, torch.int64)
         out = torch.empty(users.shape[0], dtype=torch.float32, device=self.device)
@@ -122,7 +151,7 @@ class Recommender(torch.nn.Module, ABC):
             scores = self.score(uniq[start:stop], train)  # (b, I)
             sel = (inverse >= start) & (inverse < stop)
             out[sel] = scores[inverse[sel] - start, items[sel]]
-        return out
+        return self.clip(out) if self.kind == "rating" else out
 
     @abstractmethod
     def item_vectors(self) -> torch.Tensor:
@@ -130,7 +159,8 @@ class Recommender(torch.nn.Module, ABC):
 
     @abstractmethod
     def fold_in(self, items: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
-        """Predictions for every movie for a user not seen in training, from their ratings alone.
+        """Raw predictions (as :meth:`score`) for every movie for a user not seen in training, from their
+        ratings alone.
 
         ``items`` (n,) movie indices and ``ratings`` (n,) stars -> (n_items,). No retraining.
         """

@@ -8,20 +8,27 @@ Funk / Surprise SVD one, summed over the training ratings::
 so a user or movie is penalised once per rating it has (frequency-weighted L2). A mini-batch step
 follows the sum of its ratings' gradients, so ``lr`` means the same thing at every batch size.
 
-:class:`FactorModel` holds what this model shares with ALS (same parameters, same predictions, the
-closed-form fold-in); only training differs.
+A user or movie with ``k`` ratings in one batch would then take a step of ``2 lr k (1 + reg)`` times
+its bias error: past 1 it overshoots, past 2 it diverges. With ``lr = 0.01`` that is ~95 ratings in
+a batch, which one very active user reaches (one with 2,600 of a release's 100,000 ratings has ~100 in
+every batch of 4,096), whatever the rest of the data. So with SGD each row's summed gradient is divided
+by ``max(1, 2 lr k (1 + reg))``: nothing changes for a row with few ratings in the batch, and a heavy
+row takes the largest step that does not overshoot (Adam normalises its steps by itself).
+
+:class:`~movierec.models.factors.FactorModel` holds what this model shares with ALS (same parameters,
+same predictions, the closed-form fold-in); only training differs.
 """
 
 from __future__ import annotations
 
-from abc import abstractmethod
 from dataclasses import dataclass
 
 import torch
 
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
-from movierec.models.base import ModelConfig, Recommender, option
+from movierec.models.base import ModelConfig, option
+from movierec.models.factors import FactorModel
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -37,112 +44,18 @@ class MFConfig(ModelConfig):
     init_range: float = option(0.05, "Factors start uniform in [0, init_range).")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.factors < 1 or self.batch_size < 1:
             raise MovierecError("mf needs --factors and --batch-size of at least 1.")
         if self.lr <= 0 or self.reg < 0 or self.init_range < 0:
             raise MovierecError("mf needs --lr above 0 and --reg and --init-range of at least 0.")
-        if self.optimizer not in OPTIMIZERS:
-            raise MovierecError(
-                f"Unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}."
-            )
-
-
-def ridge_solve(gram: torch.Tensor, rhs: torch.Tensor, lam: float, tau: float, gamma: float) -> torch.Tensor:
-    """Solve ``(lam * gram + diag(tau, .., tau, gamma)) x = lam * rhs`` for a batch of systems.
-
-    ``gram`` (B, k, k) is ``F^T F`` and ``rhs`` (B, k) is ``F^T t`` for features ``F = [v, 1]``: the
-    minimiser of ``lam/2 |t - F x|^2 + tau/2 |x[:-1]|^2 + gamma/2 x[-1]^2``, i.e. a vector and a bias.
-    """
-    k = gram.shape[-1]
-    penalty = torch.full((k,), float(tau), dtype=gram.dtype, device=gram.device)
-    penalty[-1] = float(gamma)
-    system = lam * gram + torch.diag_embed(penalty).expand_as(gram)  # (B, k, k)
-    if tau > 0 and gamma > 0:
-        # Symmetric positive definite by construction: Cholesky is the cheapest exact solver and
-        # cholesky_ex does not synchronise with the device to check for failure.
-        chol, _ = torch.linalg.cholesky_ex(system)
-        return torch.cholesky_solve((lam * rhs).unsqueeze(-1), chol).squeeze(-1)  # (B, k)
-    # Without a penalty a user with fewer ratings than unknowns has no unique answer: take the
-    # smallest one.
-    return (torch.linalg.pinv(system) @ (lam * rhs).unsqueeze(-1)).squeeze(-1)  # (B, k)
-
-
-class FactorModel(Recommender):
-    """Users and movies as vectors plus biases around the global mean (shared by ``mf`` and ``als``)."""
-
-    def __init__(self, config: ModelConfig, n_users: int, n_items: int, rating_values: tuple[float, ...]):
-        super().__init__(config, n_users, n_items, rating_values)
-        d = int(config.factors)
-        self.user_factors = torch.nn.Parameter(torch.zeros(self.n_users, d))  # (U, d)
-        self.item_factors = torch.nn.Parameter(torch.zeros(self.n_items, d))  # (I, d)
-        self.user_bias = torch.nn.Parameter(torch.zeros(self.n_users))  # (U,)
-        self.item_bias = torch.nn.Parameter(torch.zeros(self.n_items))  # (I,)
-        # Learned from the data in fit_start, so a checkpoint must carry it: a buffer.
-        self.register_buffer("mean", torch.tensor(sum(self.rating_values) / len(self.rating_values)))
-
-    def fit_start(self, train: RatingMatrix, generator: torch.Generator) -> None:
-        if train.nnz == 0:
-            raise MovierecError("The training split has no ratings to learn from.")
-        self.mean.fill_(train.values.mean())
-
-    # -- prediction ------------------------------------------------------------------------------
-    @torch.no_grad()
-    def score(self, users: torch.Tensor, train: RatingMatrix) -> torch.Tensor:
-        users = users.to(self.device, torch.int64)
-        raw = self.user_factors[users] @ self.item_factors.T  # (B, I)
-        raw += self.user_bias[users].unsqueeze(1) + self.item_bias.unsqueeze(0) + self.mean
-        return self.clip(raw)
-
-    @torch.no_grad()
-    def predict(
-        self, users: torch.Tensor, items: torch.Tensor, train: RatingMatrix, batch_users: int = 1024
-    ) -> torch.Tensor:
-        """One dot product per pair instead of whole score rows; pairs go in chunks to bound memory."""
-        users = users.to(self.device, torch.int64)
-        items = items.to(self.device, torch.int64)
-        out = torch.empty(users.shape[0], dtype=torch.float32, device=self.device)
-        step = 1 << 20
-        for start in range(0, users.shape[0], step):
-            u, i = users[start:start + step], items[start:start + step]
-            out[start:start + step] = self._raw(u, i)
-        return self.clip(out)
-
-    def _raw(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Unclipped predictions for (user, movie) pairs, (N,), (N,) -> (N,)."""
-        dots = (self.user_factors[users] * self.item_factors[items]).sum(-1)  # (N,)
-        return self.mean + dots + self.user_bias[users] + self.item_bias[items]
-
-    def item_vectors(self) -> torch.Tensor:
-        return self.item_factors.detach()
-
-    @abstractmethod
-    def fold_in_penalties(self, n_ratings: int) -> tuple[float, float, float]:
-        """``(lam, tau, gamma)`` of the new user's ridge problem, as the training objective weighs it."""
-
-    @torch.no_grad()
-    def fold_in_factors(
-        self, items: torch.Tensor, ratings: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A new user's vector (d,) and bias () that minimise the training objective with every movie's
-        vector and bias held fixed: a ridge regression on features ``[q_i, 1]``."""
-        items = items.to(self.device, torch.int64)
-        ratings = ratings.to(self.device, torch.float32)
-        feats = torch.cat([self.item_factors[items], torch.ones_like(ratings).unsqueeze(1)], 1)  # (n, d+1)
-        target = ratings - self.mean - self.item_bias[items]  # (n,)
-        lam, tau, gamma = self.fold_in_penalties(int(items.shape[0]))
-        x = ridge_solve((feats.T @ feats).unsqueeze(0), (feats.T @ target).unsqueeze(0), lam, tau, gamma)[0]
-        return x[:-1], x[-1]
-
-    @torch.no_grad()
-    def fold_in(self, items: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
-        vector, bias = self.fold_in_factors(items, ratings)
-        return self.clip(self.item_factors @ vector + bias + self.item_bias + self.mean)  # (I,)
 
 
 class MatrixFactorization(FactorModel):
     """Biased matrix factorization fitted by SGD or Adam on shuffled mini-batches of ratings."""
 
     name = "mf"
+    mode = "explicit"
     config_class = MFConfig
     config: MFConfig
 
@@ -177,6 +90,11 @@ class MatrixFactorization(FactorModel):
         total_penalty = torch.zeros((), dtype=torch.float64, device=train.device)
         total_squared = torch.zeros((), dtype=torch.float64, device=train.device)
         d = self.user_factors.shape[1]
+        damp = self.config.optimizer == "sgd"
+        # Per-batch rating counts of each user and movie; zeroed again after every batch, so O(batch).
+        user_counts = torch.zeros(self.n_users, device=train.device)
+        item_counts = torch.zeros(self.n_items, device=train.device)
+        stable = 2 * self.config.lr * (1 + reg)  # a row's overshoot factor per rating in the batch
         for start in range(0, train.nnz, self.config.batch_size):
             stop = start + self.config.batch_size
             u, i, r = rows[start:stop], cols[start:stop], vals[start:stop]  # (b,)
@@ -191,15 +109,23 @@ class MatrixFactorization(FactorModel):
             # d/dparam of sum(err^2) + reg * (|p|^2 + |q|^2 + bu^2 + bi^2), one row per rating; a user
             # or movie rated twice in the batch gets the sum.
             e = err.unsqueeze(1)  # (b, 1)
-            self._optimizer.step([
-                (u_rows, 2 * (reg * p - e * q)),  # (b, d)
-                (i_rows, 2 * (reg * q - e * p)),  # (b, d)
-                (u, 2 * (reg * bu - err)),  # (b,)
-                (i, 2 * (reg * bi - err)),  # (b,)
-            ])
+            grads = [2 * (reg * p - e * q), 2 * (reg * q - e * p), 2 * (reg * bu - err), 2 * (reg * bi - err)]
+            if damp:
+                su, si = _row_scale(user_counts, u, stable), _row_scale(item_counts, i, stable)  # (b,)
+                grads = [grads[0] * su.unsqueeze(1), grads[1] * si.unsqueeze(1), grads[2] * su, grads[3] * si]
+            self._optimizer.step([(u_rows, grads[0]), (i_rows, grads[1]), (u, grads[2]), (i, grads[3])])
         squared = float(total_squared)
         objective = squared + reg * float(total_penalty)
         return {"loss": objective / train.nnz, "rmse": (squared / train.nnz) ** 0.5}
+
+
+def _row_scale(counts: torch.Tensor, rows: torch.Tensor, stable: float) -> torch.Tensor:
+    """``1 / max(1, stable * k)`` for each entry of ``rows`` (b,), where ``k`` is how often its row occurs in
+    ``rows``. ``counts`` is an all-zero table of the rows and is left all-zero."""
+    counts.index_add_(0, rows, torch.ones_like(rows, dtype=counts.dtype))
+    scale = (counts[rows] * stable).clamp_(min=1.0).reciprocal_()  # (b,)
+    counts[rows] = 0.0
+    return scale
 
 
 class _Optimizer:
