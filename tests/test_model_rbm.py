@@ -14,7 +14,8 @@ import torch
 from movierec.data.ratings import Ratings
 from movierec.device import make_generator, seed_everything
 from movierec.errors import MovierecError
-from movierec.models.rbm import RBM, LikeRBM, LikeRBMConfig, RatingRBM, RatingRBMConfig, config_from_legacy
+from movierec.models import build_model, migrate_settings
+from movierec.models.rbm import RBM, LikeRBM, LikeRBMConfig, RatingRBM, RatingRBMConfig
 from tests.synthetic import holdout, low_rank_ratings
 
 STARS = (1.0, 2.0, 3.0, 4.0, 5.0)
@@ -216,9 +217,9 @@ def test_visible_states_and_thresholds():
 @pytest.mark.parametrize(
     "mode, changes, message",
     [("like", {"like_threshold": 6.0}, "like_threshold"), ("like", {"like_threshold": 1.0}, "like_threshold"),
-     ("like", {"hidden": 0}, "hidden"), ("rating", {"gibbs_steps": 0}, "gibbs_steps"),
-     ("rating", {"orientation": "movie"}, "Unknown RBM orientation"), ("rating", {"lr": 0.0}, "lr must be"),
-     ("rating", {"fold_in_l2": -1.0}, "fold_in_l2")],
+     ("like", {"hidden": 0}, "--hidden"), ("rating", {"gibbs_steps": 0}, "--gibbs-steps"),
+     ("rating", {"orientation": "movie"}, "orientation"), ("rating", {"lr": 0.0}, "--lr must be"),
+     ("rating", {"fold_in_l2": -1.0}, "--fold-in-l2")],
 )
 def test_bad_config_is_one_clear_error(mode, changes, message):
     with pytest.raises(MovierecError, match=message):
@@ -252,26 +253,26 @@ OLD_RATING = {**OLD_LIKE, "mode": "rating", "epochs": 25, "lr": 0.05, "like_thre
 
 @pytest.mark.parametrize("old", [OLD_LIKE, OLD_RATING], ids=["like", "rating"])
 def test_old_checkpoint_configs_map_to_the_right_class(old):
-    cls, values = config_from_legacy(old)
-    cfg = cls.config_class.from_dict(values)
-    assert cls.mode == old["mode"]
+    mode, values = migrate_settings("rbm", old)
+    seed_everything(0)
+    model = build_model("rbm", mode, values, 5, 6, STARS)
+    cfg = model.config
+    assert type(model) is {"like": LikeRBM, "rating": RatingRBM}[old["mode"]]
     assert (cfg.hidden, cfg.epochs, cfg.lr) == (4, old["epochs"], old["lr"])
-    if cls is LikeRBM:
+    if mode == "like":
         assert cfg.like_threshold == 3.5 and cfg.conditional
     else:
         assert cfg.orientation == "user"  # the only orientation old rating checkpoints can hold
     # An old checkpoint's tensors (their shapes are unchanged) load into the class its config names.
-    seed_everything(0)
-    model = cls(cfg, 5, 6, STARS)
-    k = 1 if cls is LikeRBM else 5
+    k = 1 if mode == "like" else 5
     old_state = {"W": torch.randn((4, 6) if k == 1 else (4, 6, k)), "a": torch.randn(1, 4),
                  "b": torch.randn((1, 6) if k == 1 else (6, k))}
-    if cls is LikeRBM:
+    if mode == "like":
         old_state["D"] = torch.randn(4, 6)
     model.load_state_dict(old_state)
     assert torch.equal(model.W, old_state["W"])
-    with pytest.raises(MovierecError, match="Unknown RBM mode"):
-        config_from_legacy({**old, "mode": "stars"})
+    # New rating checkpoints say their orientation, and it is kept.
+    assert build_model("rbm", "rating", RatingRBMConfig().to_dict(), 5, 6, STARS).config.orientation == "item"
 
 
 # -- shapes and checkpoints -------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import torch
 
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
-from movierec.models.base import ModelConfig, Recommender, option
+from movierec.models.base import ModelConfig, Recommender, flag_name, option
 
 ORIENTATIONS = ("user", "item")
 
@@ -61,6 +61,17 @@ class RBMConfig(ModelConfig):
     sample_visible: bool = option(
         False, "Sample the visible units in the Gibbs chain (default: use their probabilities, less noise)."
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("hidden", "gibbs_steps", "batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise MovierecError(f"{flag_name(name)} must be at least 1, not {getattr(self, name)}.")
+        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise MovierecError(
+                f"--lr must be positive, --weight-decay not negative and --momentum in [0, 1); got "
+                f"{self.lr:g}, {self.weight_decay:g} and {self.momentum:g}."
+            )
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,16 @@ class RatingRBMConfig(RBMConfig):
         "folded in (1 = empirical Bayes; more = closer to the average user)."
     )
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.fold_in_l2 < 0:
+            raise MovierecError(f"--fold-in-l2 must not be negative, not {self.fold_in_l2:g}.")
+
+    @classmethod
+    def migrate(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Rating RBMs saved before the item orientation existed were user-based."""
+        return {"orientation": "user", **values}
+
 
 class RBM(Recommender):
     """What both RBMs share: parameters, the CD-k update on sparse batches, the epoch, the mean-field
@@ -102,14 +123,6 @@ class RBM(Recommender):
         n_states: int, n_visible: int,
     ):
         super().__init__(config, n_users, n_items, rating_values)
-        for field in ("hidden", "gibbs_steps", "batch_size", "epochs"):
-            if getattr(config, field) < 1:
-                raise MovierecError(f"RBM {field} must be at least 1, not {getattr(config, field)}.")
-        if not config.lr > 0 or config.weight_decay < 0 or not 0 <= config.momentum < 1:
-            raise MovierecError(
-                f"RBM lr must be positive, weight_decay not negative and momentum in [0, 1); got "
-                f"{config.lr:g}, {config.weight_decay:g} and {config.momentum:g}."
-            )
         self.n_states = int(n_states)  # K
         self.n_visible = int(n_visible)  # visible units (columns of a training case)
         hidden = config.hidden
@@ -362,12 +375,6 @@ class RatingRBM(RBM):
     config: RatingRBMConfig
 
     def __init__(self, config: RatingRBMConfig, n_users: int, n_items: int, rating_values: tuple[float, ...]):
-        if config.orientation not in ORIENTATIONS:
-            raise MovierecError(
-                f"Unknown RBM orientation {config.orientation!r}; choose one of: {', '.join(ORIENTATIONS)}."
-            )
-        if config.fold_in_l2 < 0:
-            raise MovierecError(f"RBM fold_in_l2 must not be negative, not {config.fold_in_l2:g}.")
         self.item_based = config.orientation == "item"
         n_visible = n_users if self.item_based else n_items
         super().__init__(config, n_users, n_items, rating_values, n_states=len(rating_values), n_visible=n_visible)
@@ -566,23 +573,3 @@ class _Batch:
             return torch.sparse_csr_tensor(
                 self.crow, self.cols, values.reshape(-1), self.shape, check_invariants=False
             )
-
-
-def config_from_legacy(values: dict[str, Any]) -> tuple[type[RBM], dict[str, Any]]:
-    """An RBM config dict as checkpoints before the split stored it (one class, a ``mode`` field, 0 for
-    "the mode's default") -> the class it describes and that class's config dict."""
-    values = dict(values)
-    mode = values.pop("mode", "like")
-    cls = {"like": LikeRBM, "rating": RatingRBM}.get(mode)
-    if cls is None:
-        raise MovierecError(f"Unknown RBM mode {mode!r}; choose one of: like, rating.")
-    if cls is RatingRBM:
-        values.pop("conditional", None)  # meant nothing in rating mode
-        values.pop("like_threshold", None)
-        values.setdefault("orientation", "user")  # the only orientation there was
-    # The old "0 means the mode's default" had resolved to these numbers before any checkpoint was written.
-    old_defaults = {"like": {"epochs": 10, "lr": 0.2}, "rating": {"epochs": 25, "lr": 0.05}}[mode]
-    for name, value in old_defaults.items():
-        if values.get(name) == 0:
-            values[name] = value
-    return cls, values
