@@ -78,7 +78,8 @@ def main() -> None:
     device = torch.device(args.device)
     grid = json.loads(args.grid)
     settings_list = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
-    settings_list += json.loads(args.configs) if args.configs else []
+    if args.configs:  # an empty grid is the defaults alone: run them only when nothing else is asked for
+        settings_list = (settings_list if grid else []) + json.loads(args.configs)
     if args.valid:
         jobs = [("u1-valid", *validation_slice(load(args.zip, "u1.base")))]
     else:
