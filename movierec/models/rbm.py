@@ -92,10 +92,12 @@ class RatingRBMConfig(RBMConfig):
         "item", "item: one training case per movie, a visible unit per user (I-RBM, more accurate); "
         "user: one case per user, a visible unit per movie (Salakhutdinov 2007).", choices=ORIENTATIONS,
     )
-    epochs: int = option(25, "Passes over the training cases.")
+    epochs: int = option(35, "Passes over the training cases.")
+    hidden: int = option(200, "Hidden units.")
+    gibbs_steps: int = option(3, "Gibbs steps per update: the k of CD-k.", "--k")
     lr: float = option(0.05, "Learning rate, updates averaged over a batch's training cases.")
     fold_in_l2: float = option(
-        1.0, "Item orientation: weight of the prior learned from the trained users when a new user is "
+        0.01, "Item orientation: weight of the prior learned from the trained users when a new user is "
         "folded in (1 = empirical Bayes; more = closer to the average user)."
     )
 
