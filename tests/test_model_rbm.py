@@ -444,9 +444,13 @@ def test_item_orientation_beats_the_global_mean_on_a_low_rank_matrix():
     fit(model, train)
     users, items = torch.from_numpy(test.users.astype(np.int64)), torch.from_numpy(test.items.astype(np.int64))
     truth = torch.from_numpy(test.ratings)
-    rmse = ((model.predict(users, items, train.matrix()) - truth) ** 2).mean().sqrt().item()
+    pred = model.predict(users, items, train.matrix())
+    rmse = ((pred - truth) ** 2).mean().sqrt().item()
     global_mean = float(np.sqrt(np.mean((test.ratings - train.ratings.mean()) ** 2)))
     assert rmse < 0.8 * global_mean, (rmse, global_mean)
+    # predict reads the pairs out directly; they are the all-movie scores at those pairs.
+    scores = model.score(torch.arange(train.n_users), train.matrix())  # (U, I)
+    assert torch.allclose(pred, scores[users, items], atol=1e-5)
 
 
 def test_item_orientation_folds_in_a_new_user():
@@ -536,4 +540,5 @@ def test_defaults_on_movielens_u1(ml100k_zip, mode):
         always_like = 1.0 - liked.mean().item()  # ~0.179 on u1.test
         assert like_loss < always_like - 0.005, (like_loss, always_like)
     else:
-        assert ((pred - truth) ** 2).mean().sqrt().item() < 1.0
+        # Surprise's SVD reaches 0.951 on u1 (benchmarks/compare.py); the item-based default must beat it.
+        assert ((pred - truth) ** 2).mean().sqrt().item() < 0.951
