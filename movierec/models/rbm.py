@@ -86,7 +86,11 @@ class LikeRBMConfig(RBMConfig):
 
 @dataclass(frozen=True)
 class RatingRBMConfig(RBMConfig):
-    """Hyperparameters of :class:`RatingRBM`, tuned on a validation slice of MovieLens-100K u1.base."""
+    """Hyperparameters of :class:`RatingRBM`, chosen on a validation slice (a seeded random 10%) of
+    MovieLens-100K u1.base (``benchmarks/tune_rbm.py``): item-based, 200 hidden units, CD-3, 35 epochs
+    reach a validation RMSE of 0.915 (the former user-based default: 0.959). On the official
+    test sets: 0.925 on u1, 0.918 over u1..u5 (Surprise's SVD: 0.951 and 0.938), ~15 s per fit on one CPU
+    core; ML-1M-sized data takes ~6 s an epoch on two."""
 
     orientation: str = option(
         "item", "item: one training case per movie, a visible unit per user (I-RBM, more accurate); "
