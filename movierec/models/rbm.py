@@ -101,8 +101,8 @@ class RatingRBMConfig(RBMConfig):
     gibbs_steps: int = option(3, "Gibbs steps per update: the k of CD-k.", "--k")
     lr: float = option(0.05, "Learning rate, updates averaged over a batch's training cases.")
     fold_in_l2: float = option(
-        0.01, "Item orientation: weight of the prior learned from the trained users when a new user is "
-        "folded in (1 = empirical Bayes; more = closer to the average user)."
+        0.01, "Item orientation: weight of the prior fitted to the trained users' units when a new user "
+        "is folded in (more = closer to the average user; 1 = plain empirical Bayes)."
     )
 
     def __post_init__(self) -> None:
@@ -317,7 +317,7 @@ def _add(sums: dict[str, torch.Tensor], name: str, value: torch.Tensor) -> None:
 
 
 class LikeRBM(RBM):
-    """The seed project's like/dislike RBM: one case per user, a Bernoulli visible unit per movie."""
+    """Like/dislike, the seed project's RBM: one case per user, a Bernoulli visible unit per movie."""
 
     mode: ClassVar[str] = "like"
     config_class = LikeRBMConfig
@@ -374,7 +374,8 @@ class LikeRBM(RBM):
 
 
 class RatingRBM(RBM):
-    """Star ratings through softmax visible units, user- or item-oriented (see the module docstring)."""
+    """Star ratings through softmax visible units: item-based (one case per movie) by default, or
+    user-based. See the module docstring."""
 
     mode: ClassVar[str] = "rating"
     config_class = RatingRBMConfig
