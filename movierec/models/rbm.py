@@ -118,7 +118,8 @@ class RatingRBMConfig(RBMConfig):
 
 class RBM(Recommender):
     """What both RBMs share: parameters, the CD-k update on sparse batches, the epoch, the mean-field
-    pass. Subclasses say what a visible unit is (:meth:`visible_states`, :meth:`_visible_probs`)."""
+    pass. Subclasses say what a visible unit is (:meth:`visible_states`, :meth:`_activate`) and what an
+    epoch reports (:meth:`_epoch_stats`)."""
 
     name: ClassVar[str] = "rbm"
     mode: ClassVar[str]
