@@ -59,7 +59,9 @@ class Entry:
 
 ENTRIES: dict[str, Entry] = {e.name: e for e in [
     Entry("rbm", "movierec", "movierec rbm", "rbm"),
-    Entry("rbm-rating", "movierec", "movierec rbm, mode=rating", "rbm", {"mode": "rating"}),
+    Entry("rbm-rating", "movierec", "movierec rbm, mode=rating (item-based)", "rbm", {"mode": "rating"}),
+    Entry("rbm-rating-user", "movierec", "movierec rbm, mode=rating, orientation=user", "rbm",
+          {"mode": "rating", "orientation": "user"}),
     Entry("autoencoder", "movierec", "movierec autoencoder", "autoencoder"),
     Entry("autoencoder-item", "movierec", "movierec autoencoder, mode=item", "autoencoder", {"mode": "item"}),
     Entry("mf", "movierec", "movierec mf", "mf"),
@@ -73,7 +75,8 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
     Entry("implicit-als", "implicit", "implicit ALS (64 factors, binary)"),
     Entry("ease", "reference", "EASE (Steck 2019), lambda chosen on a validation slice of the training data"),
 ]}
-MOVIEREC_MODELS = ("rbm", "rbm-rating", "autoencoder", "autoencoder-item", "mf", "als", "als-implicit")
+MOVIEREC_MODELS = ("rbm", "rbm-rating", "rbm-rating-user", "autoencoder", "autoencoder-item", "mf", "als",
+                   "als-implicit")
 # Tolerance between a Surprise adapter's scores and Surprise's own predict (float32 rounding is ~3e-7).
 CHECK_TOLERANCE = 1e-4
 

@@ -1,5 +1,5 @@
-"""The RBM: hand-computed CD updates, masking of unrated movies, shapes, checkpoints, seeding, learning
-a known structure, and (slow) the real MovieLens-100K u1 split."""
+"""The RBMs: hand-computed CD updates, masking of unrated movies, shapes, checkpoints, seeding, learning
+a known structure, item orientation and its fold-in, and (slow) the real MovieLens-100K u1 split."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import torch
 from movierec.data.ratings import Ratings
 from movierec.device import make_generator, seed_everything
 from movierec.errors import MovierecError
-from movierec.models.rbm import RBM, RBMConfig
+from movierec.models import build_model, migrate_settings
+from movierec.models.rbm import RBM, LikeRBM, LikeRBMConfig, RatingRBM, RatingRBMConfig
+from tests.synthetic import holdout, low_rank_ratings
 
 STARS = (1.0, 2.0, 3.0, 4.0, 5.0)
 HALF_STARS = tuple(v / 2 for v in range(1, 11))
@@ -49,9 +51,22 @@ def fit(model: RBM, train: Ratings, seed: int = 0, epochs: int | None = None) ->
     return stats
 
 
-def make_model(cfg: RBMConfig, n_users: int, n_items: int, values=STARS, seed: int = 0) -> RBM:
+def config(mode: str = "like", **fields) -> LikeRBMConfig | RatingRBMConfig:
+    """A config of the RBM for ``mode``; ``rating-item`` / ``rating-user`` also pick the orientation."""
+    if mode == "like":
+        return LikeRBMConfig(**fields)
+    orientation = mode.split("-")[1] if "-" in mode else "user"
+    return RatingRBMConfig(**{"orientation": orientation, **fields})
+
+
+def build(cfg: LikeRBMConfig | RatingRBMConfig, n_users: int, n_items: int, values=STARS) -> RBM:
+    cls = LikeRBM if isinstance(cfg, LikeRBMConfig) else RatingRBM
+    return cls(cfg, n_users, n_items, values)
+
+
+def make_model(cfg: LikeRBMConfig | RatingRBMConfig, n_users: int, n_items: int, values=STARS, seed: int = 0) -> RBM:
     seed_everything(seed)
-    return RBM(cfg, n_users, n_items, values)
+    return build(cfg, n_users, n_items, values)
 
 
 def two_tastes(n_users: int = 80, n_items: int = 40, density: float = 0.5, seed: int = 0) -> tuple[Ratings, Ratings]:
@@ -78,7 +93,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-SYNTH_CFG = RBMConfig(epochs=30, hidden=10, gibbs_steps=1, batch_size=10, lr=0.5, weight_decay=0.001)
+SYNTH = dict(epochs=30, hidden=10, gibbs_steps=1, batch_size=10, lr=0.5, weight_decay=0.001)
 
 
 # -- known answers -------------------------------------------------------------------------------
@@ -105,9 +120,9 @@ def hand_cd1(h0: np.ndarray | None, lr: float, wd: float = 0.0):
     return w, a, b
 
 
-def like_model_3x2(**changes) -> tuple[RBM, Ratings]:
-    cfg = RBMConfig(hidden=2, gibbs_steps=1, lr=0.5, momentum=0.0, weight_decay=0.0, conditional=False)
-    model = RBM(dataclasses.replace(cfg, **changes), 2, 3, STARS)
+def like_model_3x2(**changes) -> tuple[LikeRBM, Ratings]:
+    cfg = LikeRBMConfig(hidden=2, gibbs_steps=1, lr=0.5, momentum=0.0, weight_decay=0.0, conditional=False)
+    model = LikeRBM(dataclasses.replace(cfg, **changes), 2, 3, STARS)
     set_params(model, W=W3, a=A3, b=B3)
     return model, ratings_from(TRIPLES, 2, 3)
 
@@ -162,8 +177,8 @@ def test_softmax_cd1_update_matches_hand_computation():
     w = np.array([[[0.2, -0.1, 0.4], [0.3, 0.3, -0.2]], [[-0.5, 0.2, 0.1], [0.0, 0.1, 0.2]]], np.float32)
     a = np.array([[0.05, -0.1]], np.float32)
     b = np.array([[0.1, 0.0, -0.2], [0.2, 0.1, 0.0]], np.float32)
-    cfg = RBMConfig(mode="rating", hidden=2, gibbs_steps=1, lr=1.0, momentum=0.0, weight_decay=0.0)
-    model = RBM(cfg, 1, 2, (1.0, 2.0, 3.0))
+    cfg = RatingRBMConfig(orientation="user", hidden=2, gibbs_steps=1, lr=1.0, momentum=0.0, weight_decay=0.0)
+    model = RatingRBM(cfg, 1, 2, (1.0, 2.0, 3.0))
     set_params(model, W=w, a=a, b=b)
     model.cd_update(ratings_from([(0, 0, 3.0)], 1, 2).matrix(), torch.tensor([0]), generator=None)
     v0 = np.array([0.0, 0.0, 1.0], np.float32)  # one-hot of 3 stars
@@ -188,11 +203,11 @@ def test_mean_field_prediction_matches_hand_computation():
 
 
 def test_visible_states_and_thresholds():
-    like = RBM(RBMConfig(like_threshold=3.0), 1, 1, HALF_STARS)
+    like = LikeRBM(LikeRBMConfig(like_threshold=3.0), 1, 1, HALF_STARS)
     stars = torch.tensor([0.5, 2.5, 3.0, 4.5])
     assert like.visible_states(stars)[:, 0].tolist() == [0.0, 0.0, 1.0, 1.0]
     assert like.kind == "like" and like.like_threshold == 3.0
-    rating = RBM(RBMConfig(mode="rating"), 1, 1, HALF_STARS)
+    rating = RatingRBM(RatingRBMConfig(), 1, 1, HALF_STARS)
     states = rating.visible_states(torch.tensor([0.5, 3.5, 5.0, 3.49999]))
     assert states.shape == (4, 10)
     assert states.argmax(1).tolist() == [0, 6, 9, 6]
@@ -200,35 +215,71 @@ def test_visible_states_and_thresholds():
 
 
 @pytest.mark.parametrize(
-    "changes, message",
-    [({"mode": "stars"}, "Unknown RBM mode"), ({"like_threshold": 6.0}, "like_threshold"),
-     ({"like_threshold": 1.0}, "like_threshold"), ({"hidden": 0}, "hidden"), ({"gibbs_steps": 0}, "gibbs_steps")],
+    "mode, changes, message",
+    [("like", {"like_threshold": 6.0}, "like_threshold"), ("like", {"like_threshold": 1.0}, "like_threshold"),
+     ("like", {"hidden": 0}, "--hidden"), ("rating", {"gibbs_steps": 0}, "--gibbs-steps"),
+     ("rating", {"orientation": "movie"}, "orientation"), ("rating", {"lr": 0.0}, "--lr must be"),
+     ("rating", {"fold_in_l2": -1.0}, "--fold-in-l2")],
 )
-def test_bad_config_is_one_clear_error(changes, message):
+def test_bad_config_is_one_clear_error(mode, changes, message):
     with pytest.raises(MovierecError, match=message):
-        RBM(RBMConfig(**changes), 3, 3, STARS)
+        build(config(mode, **changes), 3, 3)
 
 
-def test_zero_epochs_and_lr_mean_the_modes_defaults():
-    like, rating = RBMConfig(), RBMConfig(mode="rating")
-    assert (like.epochs, like.lr) == (10, 0.2)
-    assert (rating.epochs, rating.lr) == (25, 0.05)
-    assert (RBMConfig(mode="rating", epochs=3, lr=0.5).epochs, RBMConfig(mode="rating", lr=0.5).lr) == (3, 0.5)
-    # The resolved numbers are what a checkpoint stores, and they survive the round trip.
-    assert RBMConfig.from_dict(rating.to_dict()) == rating
+def test_each_class_has_its_own_fixed_defaults():
+    assert (LikeRBM.name, LikeRBM.mode, RatingRBM.name, RatingRBM.mode) == ("rbm", "like", "rbm", "rating")
+    assert (LikeRBM.config_class, RatingRBM.config_class) == (LikeRBMConfig, RatingRBMConfig)
+    like, rating = LikeRBMConfig(), RatingRBMConfig()
+    assert (like.epochs, like.lr, like.hidden, like.gibbs_steps) == (10, 0.2, 100, 10)  # the seed's
+    assert rating.orientation == "item"
+    for cfg in (like, rating):
+        assert "mode" not in cfg.to_dict()
+        assert type(cfg).from_dict(cfg.to_dict()) == cfg
 
 
-def test_config_fields_are_cli_friendly():
-    for field in dataclasses.fields(RBMConfig):
+@pytest.mark.parametrize("cfg_class", [LikeRBMConfig, RatingRBMConfig])
+def test_config_fields_are_cli_friendly(cfg_class):
+    for field in dataclasses.fields(cfg_class):
         assert field.type in ("int", "float", "str", "bool"), field.name
         assert field.metadata["help"], field.name
 
 
+# What RBM checkpoints stored before the two classes (one RBMConfig with a mode field).
+OLD_LIKE = {"epochs": 10, "mode": "like", "hidden": 4, "gibbs_steps": 10, "batch_size": 100, "lr": 0.2,
+            "momentum": 0.9, "weight_decay": 0.01, "init_std": 0.01, "sample_visible": False,
+            "conditional": True, "like_threshold": 3.5}
+OLD_RATING = {**OLD_LIKE, "mode": "rating", "epochs": 25, "lr": 0.05, "like_threshold": 3.0}
+
+
+@pytest.mark.parametrize("old", [OLD_LIKE, OLD_RATING], ids=["like", "rating"])
+def test_old_checkpoint_configs_map_to_the_right_class(old):
+    mode, values = migrate_settings("rbm", old)
+    seed_everything(0)
+    model = build_model("rbm", mode, values, 5, 6, STARS)
+    cfg = model.config
+    assert type(model) is {"like": LikeRBM, "rating": RatingRBM}[old["mode"]]
+    assert (cfg.hidden, cfg.epochs, cfg.lr) == (4, old["epochs"], old["lr"])
+    if mode == "like":
+        assert cfg.like_threshold == 3.5 and cfg.conditional
+    else:
+        assert cfg.orientation == "user"  # the only orientation old rating checkpoints can hold
+    # An old checkpoint's tensors (their shapes are unchanged) load into the class its config names.
+    k = 1 if mode == "like" else 5
+    old_state = {"W": torch.randn((4, 6) if k == 1 else (4, 6, k)), "a": torch.randn(1, 4),
+                 "b": torch.randn((1, 6) if k == 1 else (6, k))}
+    if mode == "like":
+        old_state["D"] = torch.randn(4, 6)
+    model.load_state_dict(old_state)
+    assert torch.equal(model.W, old_state["W"])
+    # New rating checkpoints say their orientation, and it is kept.
+    assert build_model("rbm", "rating", RatingRBMConfig().to_dict(), 5, 6, STARS).config.orientation == "item"
+
+
 # -- shapes and checkpoints -------------------------------------------------------------------------
-@pytest.mark.parametrize("mode, width", [("like", 6), ("rating", 6 * 5)])
+@pytest.mark.parametrize("mode, width", [("like", 6), ("rating-user", 6 * 5), ("rating-item", 6)])
 def test_shapes(mode, width):
     train, _ = two_tastes(n_users=12, n_items=9)
-    model = make_model(RBMConfig(mode=mode, hidden=6, epochs=1), 12, 9)
+    model = make_model(config(mode, hidden=6, epochs=1), 12, 9)
     fit(model, train)
     matrix = train.matrix()
     scores = model.score(torch.tensor([0, 3, 5]), matrix)
@@ -239,15 +290,16 @@ def test_shapes(mode, width):
     assert model.item_vectors().shape == (9, width)
     folded = model.fold_in(torch.tensor([4, 1]), torch.tensor([5.0, 2.0]))
     assert folded.shape == (9,)
+    # Expected stars are an average of star values, P(liked) a probability: in range without clipping.
     low, high = (0.0, 1.0) if mode == "like" else (1.0, 5.0)
     for out in (scores, pred, folded):
         assert torch.isfinite(out).all() and out.min() >= low and out.max() <= high
 
 
-@pytest.mark.parametrize("mode", ["like", "rating"])
+@pytest.mark.parametrize("mode", ["like", "rating-user"])
 def test_fold_in_equals_scoring_a_known_user(mode):
     train, _ = two_tastes(n_users=16, n_items=10)
-    model = make_model(RBMConfig(mode=mode, hidden=5, epochs=2), 16, 10)
+    model = make_model(config(mode, hidden=5, epochs=2), 16, 10)
     fit(model, train)
     matrix = train.matrix()
     _, items, stars = matrix.entries(torch.tensor([3]))
@@ -256,53 +308,78 @@ def test_fold_in_equals_scoring_a_known_user(mode):
     assert torch.allclose(folded, model.score(torch.tensor([3]), matrix)[0], atol=1e-6)
 
 
-@pytest.mark.parametrize("mode, conditional", [("like", True), ("like", False), ("rating", True)])
+@pytest.mark.parametrize("mode, conditional", [("like", True), ("like", False), ("rating-user", None),
+                                               ("rating-item", None)])
 def test_state_dict_round_trip_gives_identical_predictions(mode, conditional):
     train, test = two_tastes(n_users=20, n_items=12)
-    cfg = RBMConfig(mode=mode, conditional=conditional, hidden=7, epochs=2)
+    cfg = config(mode, hidden=7, epochs=2, **({} if conditional is None else {"conditional": conditional}))
     model = make_model(cfg, 20, 12)
     fit(model, train)
     state = model.state_dict()
-    expected_keys = {"W", "a", "b"} | ({"D"} if mode == "like" and conditional else set())
+    expected_keys = {"W", "a", "b"} | ({"D"} if conditional else set())
+    if mode == "rating-item":
+        expected_keys |= {"item_hidden", "prior_mean", "prior_std"}  # what fold_in reads without the ratings
     assert set(state) == expected_keys
-    fresh = RBM(RBMConfig.from_dict(cfg.to_dict()), 20, 12, STARS)
+    fresh = build(type(cfg).from_dict(cfg.to_dict()), 20, 12)
     fresh.load_state_dict(state)
     users, items = torch.from_numpy(test.users.astype(np.int64)), torch.from_numpy(test.items.astype(np.int64))
     matrix = train.matrix()
     assert torch.equal(fresh.predict(users, items, matrix), model.predict(users, items, matrix))
     assert torch.equal(fresh.item_vectors(), model.item_vectors())
+    new_user = (torch.tensor([1, 4, 7]), torch.tensor([5.0, 1.0, 4.0]))
+    assert torch.allclose(fresh.fold_in(*new_user), model.fold_in(*new_user))
 
 
-@pytest.mark.parametrize("mode, sample_visible", [("like", True), ("rating", True), ("rating", False)])
+@pytest.mark.parametrize("mode, sample_visible", [("like", True), ("rating-user", True), ("rating-user", False),
+                                                  ("rating-item", True)])
 def test_same_seed_same_parameters(mode, sample_visible):
     train, _ = two_tastes(n_users=30, n_items=12)
-    cfg = RBMConfig(mode=mode, sample_visible=sample_visible, hidden=6, epochs=1, batch_size=8)
+    cfg = config(mode, sample_visible=sample_visible, hidden=6, epochs=1, batch_size=8)
     runs = []
     for seed in (3, 3, 4):
         model = make_model(cfg, 30, 12, seed=seed)
         fit(model, train, seed=seed)
-        runs.append(model.state_dict())
-    for name in runs[0]:
-        assert torch.equal(runs[0][name], runs[1][name]), name
-    assert not torch.equal(runs[0]["W"], runs[2]["W"])
+        runs.append((model.state_dict(), model.fold_in(torch.tensor([0, 5]), torch.tensor([4.0, 2.0]))))
+    for name in runs[0][0]:
+        assert torch.equal(runs[0][0][name], runs[1][0][name]), name
+    assert torch.equal(runs[0][1], runs[1][1])  # fold-in too
+    assert not torch.equal(runs[0][0]["W"], runs[2][0]["W"])
+
+
+def test_item_orientation_is_the_user_rbm_of_the_transposed_matrix():
+    """One case per movie, a visible unit per user: exactly the user-based RBM trained on the transpose."""
+    train, _ = two_tastes(n_users=14, n_items=9)
+    flipped = Ratings(train.items, train.users, train.ratings, train.timestamps, 9, 14)
+    cfg = dict(hidden=5, epochs=2, batch_size=4, gibbs_steps=2)
+    item = make_model(config("rating-item", **cfg), 14, 9, seed=1)
+    user = make_model(config("rating-user", **cfg), 9, 14, seed=1)
+    fit(item, train, seed=1)
+    fit(user, flipped, seed=1)
+    for name in ("W", "a", "b"):
+        assert torch.allclose(getattr(item, name), getattr(user, name), atol=1e-6), name
+    assert item.W.shape == (5, 14, 5)  # (hidden, users, stars)
+    # The item RBM's prediction for (user u, movie i) is the user RBM's reconstruction of "user" u from
+    # "case" i's ratings.
+    scores = item.score(torch.arange(14), train.matrix())  # (U, I)
+    assert torch.allclose(scores, user.score(torch.arange(9), flipped.matrix()).T, atol=1e-5)
 
 
 # -- learning -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("mode", ["like", "rating"])
+@pytest.mark.parametrize("mode", ["like", "rating-user", "rating-item"])
 def test_loss_decreases(mode):
     train, _ = two_tastes()
-    model = make_model(dataclasses.replace(SYNTH_CFG, mode=mode, epochs=8), 80, 40)
+    model = make_model(config(mode, **{**SYNTH, "epochs": 8}), 80, 40)
     stats = fit(model, train)
     losses = [s["loss"] for s in stats]
     assert losses[-1] < 0.8 * losses[0], losses
     assert stats[-1]["accuracy"] > stats[0]["accuracy"]
     assert all(np.isfinite(s["loss"]) for s in stats)
-    assert ("rmse" in stats[0]) == (mode == "rating")
+    assert ("rmse" in stats[0]) == (mode != "like")
 
 
 def test_like_mode_learns_two_tastes():
     train, test = two_tastes()
-    model = make_model(SYNTH_CFG, 80, 40)
+    model = make_model(config("like", **SYNTH), 80, 40)
     fit(model, train)
     users, items = torch.from_numpy(test.users.astype(np.int64)), torch.from_numpy(test.items.astype(np.int64))
     p = model.predict(users, items, train.matrix())
@@ -315,9 +392,10 @@ def test_like_mode_learns_two_tastes():
     assert ((sims.argmax(1) % 2) == (torch.arange(40) % 2)).float().mean() > 0.9
 
 
-def test_rating_mode_learns_two_tastes():
+@pytest.mark.parametrize("mode", ["rating-user", "rating-item"])
+def test_rating_mode_learns_two_tastes(mode):
     train, test = two_tastes()
-    model = make_model(dataclasses.replace(SYNTH_CFG, mode="rating"), 80, 40)
+    model = make_model(config(mode, **SYNTH), 80, 40)
     fit(model, train)
     users, items = torch.from_numpy(test.users.astype(np.int64)), torch.from_numpy(test.items.astype(np.int64))
     truth = torch.from_numpy(test.ratings)
@@ -329,25 +407,101 @@ def test_rating_mode_learns_two_tastes():
     assert ((sims.argmax(1) % 2) == (torch.arange(40) % 2)).float().mean() > 0.9
 
 
-def test_users_without_ratings_and_unrated_movies():
+def checkerboard(n: int = 24, seed: int = 0) -> Ratings:
+    """Even users loved (5 stars) every even movie, odd users every odd one, except the diagonal (user u
+    never rated movie u); each user hated (1 star) a random half of the other kind and left the rest
+    unrated. So each user's unrated movies are their own diagonal movie, of their kind, and movies of
+    the other kind: the right top-1 among them is known."""
+    rng = np.random.default_rng(seed)
+    same = (np.arange(n)[:, None] % 2) == (np.arange(n)[None, :] % 2)
+    rated = np.where(same, True, rng.random((n, n)) < 0.5)
+    np.fill_diagonal(rated, False)
+    users, items = np.nonzero(rated)
+    stars = np.where(same[users, items], 5.0, 1.0)
+    return Ratings(users.astype(np.int32), items.astype(np.int32), stars.astype(np.float32),
+                   np.zeros(users.shape, np.int64), n, n)
+
+
+@pytest.mark.parametrize("orientation", ["item", "user"])
+def test_checkerboard_top1_is_the_withheld_diagonal(orientation):
+    train = checkerboard()
+    matrix = train.matrix()
+    model = make_model(config(f"rating-{orientation}", epochs=40, hidden=8, gibbs_steps=1, batch_size=4,
+                              lr=0.2, weight_decay=0.001), 24, 24)
+    fit(model, train)
+    scores = model.score(torch.arange(24), matrix)  # (U, I)
+    rated = torch.zeros(24, 24, dtype=torch.bool)
+    rated[torch.from_numpy(train.users.astype(np.int64)), torch.from_numpy(train.items.astype(np.int64))] = True
+    top1 = scores.masked_fill(rated, -np.inf).argmax(1)
+    assert top1.tolist() == list(range(24))
+    assert scores.diagonal().min() > 4.0  # and it is predicted as a loved movie, not just the least bad
+
+
+def test_item_orientation_beats_the_global_mean_on_a_low_rank_matrix():
+    train, test = holdout(low_rank_ratings())
+    model = make_model(config("rating-item", epochs=30, hidden=20, gibbs_steps=1, batch_size=10, lr=0.1,
+                              weight_decay=0.001), train.n_users, train.n_items)
+    fit(model, train)
+    users, items = torch.from_numpy(test.users.astype(np.int64)), torch.from_numpy(test.items.astype(np.int64))
+    truth = torch.from_numpy(test.ratings)
+    pred = model.predict(users, items, train.matrix())
+    rmse = ((pred - truth) ** 2).mean().sqrt().item()
+    global_mean = float(np.sqrt(np.mean((test.ratings - train.ratings.mean()) ** 2)))
+    assert rmse < 0.8 * global_mean, (rmse, global_mean)
+    # predict reads the pairs out directly; they are the all-movie scores at those pairs.
+    scores = model.score(torch.arange(train.n_users), train.matrix())  # (U, I)
+    assert torch.allclose(pred, scores[users, items], atol=1e-5)
+
+
+def test_item_orientation_folds_in_a_new_user():
+    """A new user is a new visible unit fitted to their ratings: folding in a trained user's training
+    ratings predicts their held-out ratings about as well as their trained unit, and better than the
+    average user (the fold-in of no ratings, the prior)."""
+    train, test = holdout(low_rank_ratings())
+    model = make_model(config("rating-item", epochs=30, hidden=20, gibbs_steps=1, batch_size=10, lr=0.1,
+                              weight_decay=0.001), train.n_users, train.n_items)
+    fit(model, train)
+    matrix = train.matrix()
+    trained, folded, average = [], [], []
+    nobody = model.fold_in(torch.tensor([], dtype=torch.int64), torch.tensor([]))  # (I,)
+    for user in np.unique(test.users):
+        held = test.users == user
+        items = torch.from_numpy(test.items[held].astype(np.int64))
+        truth = torch.from_numpy(test.ratings[held])
+        _, known, stars = matrix.entries(torch.tensor([int(user)]))
+        trained.append((model.score(torch.tensor([int(user)]), matrix)[0, items] - truth) ** 2)
+        folded.append((model.fold_in(known, stars)[items] - truth) ** 2)
+        average.append((nobody[items] - truth) ** 2)
+    trained_rmse, folded_rmse, average_rmse = (torch.cat(e).mean().sqrt().item() for e in (trained, folded, average))
+    assert folded_rmse < 1.1 * trained_rmse, (folded_rmse, trained_rmse)
+    assert folded_rmse < 0.85 * average_rmse, (folded_rmse, average_rmse)
+    # The order of a new user's ratings does not matter.
+    known, stars = torch.tensor([5, 2, 9]), torch.tensor([4.0, 1.0, 5.0])
+    assert torch.equal(model.fold_in(known, stars), model.fold_in(known.flip(0), stars.flip(0)))
+
+
+@pytest.mark.parametrize("mode", ["like", "rating-item"])
+def test_users_without_ratings_and_unrated_movies(mode):
     train, _ = two_tastes(n_users=20, n_items=10)
     # Two more users and two more movies that nobody rated.
     padded = Ratings(train.users, train.items, train.ratings, train.timestamps, 22, 12)
-    model = make_model(RBMConfig(hidden=4, epochs=2), 22, 12)
+    model = make_model(config(mode, hidden=4, epochs=2), 22, 12)
     fit(model, padded)
     scores = model.score(torch.tensor([20, 21, 0]), padded.matrix())
     assert torch.isfinite(scores).all()
-    # A user with no ratings gets the same prediction as a brand-new user with none.
-    assert torch.allclose(scores[0], model.fold_in(torch.tensor([], dtype=torch.int64), torch.tensor([])), atol=1e-6)
+    if mode == "like":
+        # A user with no ratings gets the same prediction as a brand-new user with none.
+        nobody = model.fold_in(torch.tensor([], dtype=torch.int64), torch.tensor([]))
+        assert torch.allclose(scores[0], nobody, atol=1e-6)
 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("mode", ["like", "rating"])
+@pytest.mark.parametrize("mode", ["like", "rating-user", "rating-item"])
 def test_trains_and_predicts_on_cuda(mode):
     train, test = two_tastes()
     device = torch.device("cuda")
-    model = make_model(dataclasses.replace(SYNTH_CFG, mode=mode, epochs=3), 80, 40).to(device)
+    model = make_model(config(mode, **{**SYNTH, "epochs": 3}), 80, 40).to(device)
     matrix = train.matrix(device)
     gen = make_generator(device, 0)
     model.fit_start(matrix, gen)
@@ -374,7 +528,7 @@ def load_u1(path) -> tuple[Ratings, Ratings]:
 @pytest.mark.parametrize("mode", ["like", "rating"])
 def test_defaults_on_movielens_u1(ml100k_zip, mode):
     train, test = load_u1(ml100k_zip)
-    cfg = RBMConfig() if mode == "like" else RBMConfig(mode="rating")
+    cfg = LikeRBMConfig() if mode == "like" else RatingRBMConfig()
     model = make_model(cfg, 943, 1682)
     fit(model, train)
     users, items = torch.from_numpy(test.users.astype(np.int64)), torch.from_numpy(test.items.astype(np.int64))
@@ -386,4 +540,5 @@ def test_defaults_on_movielens_u1(ml100k_zip, mode):
         always_like = 1.0 - liked.mean().item()  # ~0.179 on u1.test
         assert like_loss < always_like - 0.005, (like_loss, always_like)
     else:
-        assert ((pred - truth) ** 2).mean().sqrt().item() < 1.0
+        # Surprise's SVD reaches 0.951 on u1 (benchmarks/compare.py); the item-based default must beat it.
+        assert ((pred - truth) ** 2).mean().sqrt().item() < 0.951

@@ -31,11 +31,9 @@ class ModelEntry:
 
 
 MODELS: dict[str, ModelEntry] = {
-    # Until the RBM is split into one class per mode, both modes are the one RBM class, told its mode
-    # through its config (see build_model).
     "rbm": ModelEntry(
-        "Restricted Boltzmann Machine (contrastive divergence): like/dislike or star ratings.",
-        {"like": ("movierec.models.rbm", "RBM"), "rating": ("movierec.models.rbm", "RBM")},
+        "Restricted Boltzmann Machine (contrastive divergence): like/dislike, or star ratings (item-based).",
+        {"like": ("movierec.models.rbm", "LikeRBM"), "rating": ("movierec.models.rbm", "RatingRBM")},
     ),
     "autoencoder": ModelEntry(
         "Stacked autoencoder for rating prediction, user- or item-based (I-AutoRec).",
@@ -90,12 +88,8 @@ def build_model(
     the missing fields. For training or loading."""
     mode = resolve_mode(name, mode)
     cls = model_class(name, mode)
-    values = dict(config or {})
-    if "mode" in {f for f in cls.config_class.__dataclass_fields__}:
-        # A class that still serves several modes learns its mode from its config.
-        values["mode"] = mode
     try:
-        cfg = cls.config_class.from_dict(values)
+        cfg = cls.config_class.from_dict(dict(config or {}))
     except (TypeError, ValueError) as exc:
         raise MovierecError(f"Invalid {name} settings: {exc}.") from None
     return cls(cfg, n_users, n_items, rating_values)
@@ -111,5 +105,6 @@ def migrate_settings(name: str, config: dict) -> tuple[str, dict]:
     """
     values = dict(config)
     mode = resolve_mode(name, values.pop("mode", None))
-    known = set(model_class(name, mode).config_class.__dataclass_fields__)
-    return mode, {k: v for k, v in values.items() if v is not None and k in known}
+    config_class = model_class(name, mode).config_class
+    known = set(config_class.__dataclass_fields__)
+    return mode, config_class.migrate({k: v for k, v in values.items() if v is not None and k in known})

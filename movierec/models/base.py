@@ -69,6 +69,13 @@ class ModelConfig:
             raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
         return cls(**values)
 
+    @classmethod
+    def migrate(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """A config dict from a checkpoint saved before each mode was its own class (already stripped of
+        other modes' fields) -> this class's. For a class whose new fields' defaults do not describe the
+        old model. Default: unchanged."""
+        return values
+
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
