@@ -47,6 +47,7 @@ from movierec.models.factors import FactorModel, ridge_solve
 # Rows in one solve group differ in length by at most this factor, so padding wastes < 25 %.
 GROWTH = 1.25
 CONFIDENCES = ("stars", "binary")
+SOLVERS = ("cg", "cholesky")
 
 
 @dataclass(frozen=True)
@@ -88,17 +89,33 @@ class ImplicitALSConfig(ALSConfig):
     # More factors and ~3x the penalty rank best: on u1 NDCG@10 is 0.464 at tau 35 against 0.387 at the
     # explicit 12 (64 factors; 0.449 with 16).
     factors: int = option(64, "Latent factors per user and movie.")
-    tau: float = option(35.0, "L2 penalty on the user and movie vectors.")
+    tau: float = option(35.0, "L2 penalty on the user and movie vectors (see --reg-exponent).")
     alpha: float = option(1.0, "A rated movie's confidence is 1 + alpha x f(stars).")
     confidence: str = option(
         "stars", "f(stars) in the confidence: the stars (ranks best), or binary (1 for any rating).",
         choices=CONFIDENCES,
     )
+    reg_exponent: float = option(
+        0.0, "Each user's and movie's penalty is tau x (1 + its number of ratings)^this (0: tau for all)."
+    )
+    solver: str = option(
+        "cg", "How each half-step solves the rows: cg (a few conjugate-gradient steps, fast) or cholesky (exact).",
+        choices=SOLVERS,
+    )
+    cg_steps: int = option(3, "Conjugate-gradient steps per row and half-step (--solver cg).")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.alpha < 0:
             raise MovierecError("als needs --alpha of at least 0.")
+        if self.reg_exponent < 0:
+            raise MovierecError("als needs --reg-exponent of at least 0.")
+        if self.cg_steps < 1:
+            raise MovierecError("als needs --cg-steps of at least 1.")
+
+    def row_penalties(self, counts: torch.Tensor) -> torch.Tensor:
+        """Each row's L2 penalty from its number of ratings: ``tau x (1 + count)^reg_exponent``, (R,) -> (R,)."""
+        return counts.to(torch.float32).add(1.0).pow_(self.reg_exponent).mul_(self.tau)
 
 
 class _Plan:
@@ -262,12 +279,14 @@ class ImplicitALS(ALSBase):
 
     @torch.no_grad()
     def fold_in_factors(self, items: torch.Tensor, ratings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A new user's vector (d,) and bias (): the user half-step's closed form with the movies held fixed,
-        and bias 0 (so :meth:`fold_in` scores ``V x``)."""
+        """A new user's vector (d,) and bias (): the user half-step's exact closed form with the movies held
+        fixed, and the penalty the rule gives a user with this many ratings; bias 0 (so :meth:`fold_in`
+        scores ``V x``)."""
         items = items.to(self.device, torch.int64)
         conf = self._confidence(ratings.to(self.device, torch.float32)).unsqueeze(0)  # (1, n)
+        penalty = self.config.row_penalties(torch.tensor([items.shape[0]], device=self.device))  # (1,)
         V = self.item_factors
-        x, _, _ = self._implicit_system(self._implicit_shared(V), V[items].unsqueeze(0), conf, conf - 1.0)
+        x, _, _ = self._cholesky_rows(self._implicit_shared(V), V[items].unsqueeze(0), conf, conf - 1.0, penalty)
         return x[0], torch.zeros((), device=self.device)  # (d,), ()
 
     def train_epoch(self, train: RatingMatrix, generator: torch.Generator) -> dict[str, float]:
@@ -275,52 +294,93 @@ class ImplicitALS(ALSBase):
         U, V = self.user_factors, self.item_factors
         self._implicit_half_step(train, user_plan, V, U, with_error=False)
         weighted = self._implicit_half_step(transposed, item_plan, U, V)
-        objective = self.config.lam / 2 * weighted + self._penalty()
+        objective = self.config.lam / 2 * weighted + self._penalty_of(train, transposed)
         # Per training rating, as the explicit loss, although every pair of the matrix is in the sum.
         return {"loss": float(objective) / train.nnz}
+
+    def _penalty_of(self, train: RatingMatrix, transposed: RatingMatrix) -> torch.Tensor:
+        """``sum_r tau_r/2 |x_r|^2`` over users and movies, each with its own penalty, in float64."""
+        total = torch.zeros((), dtype=torch.float64, device=train.device)
+        for matrix, factors in ((train, self.user_factors), (transposed, self.item_factors)):
+            penalty = self.config.row_penalties(matrix.row_counts()).double()  # (R,)
+            total += (penalty * factors.double().square().sum(1)).sum() / 2
+        return total
 
     def _confidence(self, stars: torch.Tensor) -> torch.Tensor:
         """``c = 1 + alpha * f(stars)`` of rated pairs, (n,) -> (n,), a new tensor."""
         f = stars if self.config.confidence == "stars" else torch.ones_like(stars)
         return f.mul(self.config.alpha).add_(1.0)
 
-    def _implicit_system(
-        self, shared: torch.Tensor, feats: torch.Tensor, conf: torch.Tensor, weight: torch.Tensor
+    def _cholesky_rows(
+        self, shared: torch.Tensor, feats: torch.Tensor, conf: torch.Tensor, weight: torch.Tensor,
+        penalty: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Each row's ``x = (lam Y^T C_r Y + tau I)^-1 lam Y^T C_r p_r``, where
+        """Each row's exact ``x = (lam Y^T C_r Y + tau_r I)^-1 lam Y^T C_r p_r``, where
         ``Y^T C_r Y = Y^T Y + Y_r^T (C_r - I) Y_r``.
 
-        ``shared`` (d, d) is ``lam Y^T Y + tau I`` over every column; ``feats`` (B, L, d) the vectors
-        ``Y_r`` of the columns each row rated, ``conf`` (B, L) their confidences ``c`` and ``weight`` (B, L)
-        their ``c - 1``, both 0 on padding. Returns ``x`` (B, d), the system matrix (B, d, d) and
-        ``lam Y^T C_r p_r`` (B, d).
+        ``shared`` (d, d) is ``lam Y^T Y`` over every column; ``feats`` (B, L, d) the vectors ``Y_r`` of the
+        columns each row rated, ``conf`` (B, L) their confidences ``c`` and ``weight`` (B, L) their ``c - 1``,
+        both 0 on padding; ``penalty`` (B,) each row's ``tau_r``. Returns ``x`` (B, d), the system matrix
+        (B, d, d) and ``lam Y^T C_r p_r`` (B, d).
         """
         lam = self.config.lam
         # C - I is zero on unrated columns, so only the rated ones add to Y^T (C - I) Y; the preference is
         # 1 exactly there, so Y^T C p = Y_r^T c_r. Padding has c - 1 = 0 and c = 0: it adds nothing.
         system = torch.baddbmm(shared, feats.transpose(1, 2), feats * weight.unsqueeze(-1), alpha=lam)  # (B, d, d)
+        system.diagonal(dim1=1, dim2=2).add_(penalty.unsqueeze(1))
         rhs = (feats.transpose(1, 2) @ conf.unsqueeze(-1)).squeeze(-1).mul_(lam)  # (B, d)
         # Symmetric positive definite (tau > 0): Cholesky; cholesky_ex does not synchronise with the device.
         chol, _ = torch.linalg.cholesky_ex(system)
         x = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)  # (B, d)
         return x, system, rhs
 
+    def _cg_rows(
+        self, shared: torch.Tensor, feats: torch.Tensor, conf: torch.Tensor, weight: torch.Tensor,
+        penalty: torch.Tensor, x: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same systems as :meth:`_cholesky_rows`, approximately: ``cg_steps`` conjugate-gradient steps
+        from ``x`` (B, d), the rows' current vectors (as Takacs, Pilaszy & Tikk 2011 and implicit do). The
+        (B, d, d) matrices are never formed: ``A p = shared p + lam Y_r^T ((c - 1) * Y_r p) + tau_r p``
+        reads each row's rated columns twice. Returns ``x`` (B, d) and the right-hand side (B, d)."""
+        lam = self.config.lam
+        lam_weight = (weight * lam).unsqueeze(-1)  # (B, L, 1)
+        pen = penalty.unsqueeze(1)  # (B, 1)
+
+        def times_system(p: torch.Tensor) -> torch.Tensor:  # (B, d) -> (B, d)
+            along = torch.bmm(feats, p.unsqueeze(-1)).mul_(lam_weight)  # (B, L, 1)
+            return torch.bmm(feats.transpose(1, 2), along).squeeze(-1).addmm_(p, shared).addcmul_(pen, p)
+
+        rhs = torch.bmm(feats.transpose(1, 2), conf.unsqueeze(-1)).squeeze(-1).mul_(lam)  # (B, d)
+        x = x.clone()
+        residual = rhs - times_system(x)  # (B, d)
+        direction = residual.clone()
+        rs = residual.square().sum(1, keepdim=True)  # (B, 1)
+        for _ in range(self.config.cg_steps):
+            a_dir = times_system(direction)  # (B, d)
+            curvature = (direction * a_dir).sum(1, keepdim=True)  # (B, 1), > 0 unless the row has converged
+            step = torch.where(curvature > 0, rs / curvature.clamp_min(1e-30), 0.0)
+            x.addcmul_(step, direction)
+            residual.addcmul_(step, a_dir, value=-1.0)
+            rs_new = residual.square().sum(1, keepdim=True)
+            direction.mul_(torch.where(rs > 0, rs_new / rs.clamp_min(1e-30), 0.0)).add_(residual)
+            rs = rs_new
+        return x, rhs
+
     def _implicit_shared(self, other_factors: torch.Tensor) -> torch.Tensor:
-        """``lam Y^T Y + tau I`` (d, d): every row's share of the normal equations from all columns."""
-        d = other_factors.shape[1]
-        eye = torch.eye(d, dtype=other_factors.dtype, device=other_factors.device)
-        return torch.addmm(eye, other_factors.T, other_factors, beta=self.config.tau, alpha=self.config.lam)
+        """``lam Y^T Y`` (d, d): every row's share of the normal equations from all columns."""
+        return (other_factors.T @ other_factors).mul_(self.config.lam)
 
     @torch.no_grad()
     def _implicit_half_step(
         self, matrix: RatingMatrix, plan: _Plan, other_factors: torch.Tensor, factors: torch.Tensor,
         with_error: bool = True,
     ) -> torch.Tensor:
-        """Solve every row's vector with the other side fixed; returns the new weighted
-        squared error over every pair of the matrix, rated or not (0 unless ``with_error``)."""
+        """Solve every row's vector with the other side fixed (exactly, or a few CG steps from where it
+        is); returns the new weighted squared error over every pair of the matrix, rated or not (0 unless
+        ``with_error``)."""
         d = factors.shape[1]
         device = matrix.device
-        lam, tau = self.config.lam, self.config.tau
+        cfg = self.config
         # Rows with no ratings have p = 0 everywhere: their minimiser is exactly 0.
         factors[plan.empty] = 0.0
         # The unrated pairs' share of every row's normal equations: one (d, d) product per half-step.
@@ -332,15 +392,25 @@ class ImplicitALS(ALSBase):
             n_rows = rows.shape[0]
             mask, cols, values = self._gather(matrix, rows, longest)
             real = mask.to(values.dtype).view(n_rows, longest)  # (B, L) 1 for a rating, 0 for padding
-            f = values.view(n_rows, longest) * real if self.config.confidence == "stars" else real  # (B, L)
-            weight = f * self.config.alpha  # (B, L) c - 1, 0 on padding
+            f = values.view(n_rows, longest) * real if cfg.confidence == "stars" else real  # (B, L)
+            weight = f * cfg.alpha  # (B, L) c - 1, 0 on padding
             feats = other_factors.index_select(0, cols).view(n_rows, longest, d)  # (B, L, d)
-            x, system, rhs = self._implicit_system(shared, feats, weight + real, weight)
+            penalty = cfg.row_penalties(mask.sum(1))  # (B,)
+            if cfg.solver == "cholesky":
+                x, system, rhs = self._cholesky_rows(shared, feats, weight + real, weight, penalty)
+                if total is not None:
+                    a_x = torch.bmm(system, x.unsqueeze(-1)).squeeze(-1)  # (B, d)
+            else:
+                x, rhs = self._cg_rows(shared, feats, weight + real, weight, penalty, factors[rows])
+                if total is not None:
+                    along = torch.bmm(feats, x.unsqueeze(-1)).mul_(weight.unsqueeze(-1) * cfg.lam)  # (B, L, 1)
+                    a_x = torch.bmm(feats.transpose(1, 2), along).squeeze(-1).addmm_(x, shared)  # (B, d)
+                    a_x.addcmul_(penalty.unsqueeze(1), x)
             factors[rows] = x
             if total is None:
                 continue
-            # With Y^T C Y = (system - tau I) / lam and Y^T C p = rhs / lam; summed in float64 because the
-            # terms nearly cancel.
-            t = torch.bmm(system, x.unsqueeze(-1)).squeeze(-1).sub_(rhs, alpha=2.0).sub_(x, alpha=tau)  # (B, d)
-            total += (x.double() * t.double()).sum() / lam
+            # With lam Y^T C Y x = A x - tau_r x and lam Y^T C p = rhs; summed in float64 because the terms
+            # nearly cancel.
+            t = a_x.sub_(rhs, alpha=2.0).addcmul_(penalty.unsqueeze(1), x, value=-1.0)  # (B, d)
+            total += (x.double() * t.double()).sum() / cfg.lam
         return total if total is not None else torch.zeros((), dtype=torch.float64, device=device)
