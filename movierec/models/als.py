@@ -35,6 +35,7 @@ half-step costs the same padded batches as the explicit one, never the dense use
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -126,6 +127,16 @@ class _Plan:
         order = torch.argsort(counts, stable=True)  # (R,) shortest rows first
         sorted_counts = counts[order]
         self.empty = order[sorted_counts == 0]  # rows with no ratings: their minimiser is exactly 0
+        # Contiguous row ranges of at most chunk_size ratings each (a longer row is alone in its block): the
+        # conjugate-gradient solver's unit of work.
+        self.blocks: list[_Block] = []
+        ends = matrix.indptr[1:].cpu()  # (R,)
+        first = 0
+        while first < ends.shape[0]:
+            limit = (int(matrix.indptr[first]) if first else 0) + chunk_size
+            last = max(first + 1, int(torch.searchsorted(ends, limit, right=True)))
+            self.blocks.append(_Block(matrix, first, last))
+            first = last
         order, sorted_counts = order[sorted_counts > 0], sorted_counts[sorted_counts > 0]
         self.groups: list[tuple[torch.Tensor, int]] = []  # (rows, longest row length)
         if order.shape[0] == 0:
@@ -142,6 +153,33 @@ class _Plan:
                 last = min(first + per_chunk, start + size)
                 self.groups.append((order[first:last], int(sorted_counts[last - 1])))
             start += size
+
+
+class _Block:
+    """Rows ``[first, last)`` of a matrix as sparse CSR tensors on their own pattern (``(n, C)``), built
+    once per fit. The products read 32-bit indices (MKL's sparse x dense product is ~2x faster on them)
+    when the block is small enough for them."""
+
+    def __init__(self, matrix: RatingMatrix, first: int, last: int):
+        self.first, self.last = first, last
+        self.start, self.stop = int(matrix.indptr[first]), int(matrix.indptr[last])
+        crow = matrix.indptr[first:last + 1] - self.start  # (n+1,)
+        col = matrix.indices[self.start:self.stop]  # (nnz_b,)
+        self.shape = (last - first, matrix.n_cols)
+        small = self.stop - self.start < 2**31 and matrix.n_cols < 2**31
+        self.crow, self.col = (crow.int(), col.int()) if small else (crow, col)
+        self.crow64, self.col64 = crow, col
+
+    def slice(self, values: torch.Tensor) -> torch.Tensor:
+        """The block's share of a whole matrix's per-rating values: (nnz,) -> (nnz_b,)."""
+        return values[self.start:self.stop]
+
+    def sparse(self, values: torch.Tensor, wide: bool = False) -> torch.Tensor:
+        """(nnz_b,) values -> (n, C) sparse CSR (with 64-bit indices if ``wide``: faster for sampled_addmm)."""
+        crow, col = (self.crow64, self.col64) if wide else (self.crow, self.col)
+        with warnings.catch_warnings():  # torch's one-time "CSR support is in beta" notice is not for users
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(crow, col, values, self.shape, check_invariants=False)
 
 
 class ALSBase(FactorModel):
@@ -334,37 +372,74 @@ class ImplicitALS(ALSBase):
         x = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)  # (B, d)
         return x, system, rhs
 
-    def _cg_rows(
-        self, shared: torch.Tensor, feats: torch.Tensor, conf: torch.Tensor, weight: torch.Tensor,
-        penalty: torch.Tensor, x: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The same systems as :meth:`_cholesky_rows`, approximately: ``cg_steps`` conjugate-gradient steps
-        from ``x`` (B, d), the rows' current vectors (as Takacs, Pilaszy & Tikk 2011 and implicit do). The
-        (B, d, d) matrices are never formed: ``A p = shared p + lam Y_r^T ((c - 1) * Y_r p) + tau_r p``
-        reads each row's rated columns twice. Returns ``x`` (B, d) and the right-hand side (B, d)."""
+    def _cg_half_step(
+        self, matrix: RatingMatrix, plan: _Plan, other_factors: torch.Tensor, factors: torch.Tensor,
+        with_error: bool,
+    ) -> torch.Tensor | None:
+        """Every row's system of :meth:`_cholesky_rows`, approximately: ``cg_steps`` conjugate-gradient steps
+        from the row's current vector (as Takacs, Pilaszy & Tikk 2011 and implicit do), over contiguous
+        blocks of at most ``chunk_size`` ratings. Returns the new weighted squared error (None unless
+        ``with_error``)."""
         lam = self.config.lam
-        lam_weight = (weight * lam).unsqueeze(-1)  # (B, L, 1)
-        pen = penalty.unsqueeze(1)  # (B, 1)
+        shared = self._implicit_shared(other_factors)  # (d, d)
+        penalties = self.config.row_penalties(matrix.row_counts())  # (R,)
+        confidence = self._confidence(matrix.values)  # (nnz,) c
+        weight = (confidence - 1.0).mul_(lam)  # (nnz,) lam (c - 1)
+        total = confidence.sum(dtype=torch.float64) if with_error else None
+        confidence.mul_(lam)  # (nnz,) lam c
+        for block in plan.blocks:
+            rows = slice(block.first, block.last)
+            x, residual = self._cg_block(block, other_factors, shared, weight, confidence,
+                                         penalties[rows].unsqueeze(1), factors[rows])
+            factors[rows] = x
+            if total is not None:
+                # x.(lam Y^T C Y x) - 2 x.rhs = x.(A x - tau_r x) - 2 x.rhs with A x = rhs - residual (CG keeps
+                # the residual up to date): -x.rhs - x.residual - tau_r |x|^2, and x.rhs = sum lam c y.x only
+                # needs the dots at the rated pairs.
+                dots = torch.sparse.sampled_addmm(block.sparse(block.slice(confidence), wide=True), x,
+                                                  other_factors.T, beta=0.0).values()  # (nnz_b,) y.x
+                x_rhs = (dots.double() * block.slice(confidence).double()).sum()
+                rest = (x.double() * residual.double()).sum() + (
+                    penalties[rows].double() * x.double().square().sum(1)).sum()
+                total -= (x_rhs + rest) / lam
+        return total
 
-        def times_system(p: torch.Tensor) -> torch.Tensor:  # (B, d) -> (B, d)
-            along = torch.bmm(feats, p.unsqueeze(-1)).mul_(lam_weight)  # (B, L, 1)
-            return torch.bmm(feats.transpose(1, 2), along).squeeze(-1).addmm_(p, shared).addcmul_(pen, p)
+    def _cg_block(
+        self, block: _Block, other_factors: torch.Tensor, shared: torch.Tensor, weight: torch.Tensor,
+        confidence: torch.Tensor, penalty: torch.Tensor, start: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``cg_steps`` CG steps on one block's rows from ``start`` (n, d). No (d, d) matrix per row is
+        formed: ``A p = lam Y^T Y p + lam Y_r^T ((c - 1) * Y_r p) + tau_r p`` is one sampled product (the
+        dots ``y . p`` at the rated pairs only) and one sparse x dense product. ``weight`` and ``confidence``
+        (nnz,) are ``lam (c - 1)`` and ``lam c`` of the whole matrix, ``penalty`` (n, 1). Returns ``x`` and
+        the residual ``rhs - A x`` (right-hand side ``rhs = lam Y^T C p``), each (n, d)."""
+        w = block.slice(weight)  # (nnz_b,)
+        pattern = block.sparse(w, wide=True)
+        y_t = other_factors.T  # (d, C)
 
-        rhs = torch.bmm(feats.transpose(1, 2), conf.unsqueeze(-1)).squeeze(-1).mul_(lam)  # (B, d)
-        x = x.clone()
-        residual = rhs - times_system(x)  # (B, d)
+        def times_system(p: torch.Tensor, minus: torch.Tensor | None = None) -> torch.Tensor:  # (n, d) -> (n, d)
+            dots = torch.sparse.sampled_addmm(pattern, p, y_t, beta=0.0).values().mul_(w)  # (nnz_b,) w y.p
+            if minus is not None:  # Y_r^T (minus - w y.p): the right-hand side in the same product
+                dots = minus - dots
+            out = torch.sparse.mm(block.sparse(dots), other_factors)  # (n, d)
+            sign = -1.0 if minus is not None else 1.0
+            return out.addmm_(p, shared, alpha=sign).addcmul_(penalty, p, value=sign)
+
+        x = start.clone()  # (n, d)
+        # rhs - A x in one pass over the block: Y_r^T (lam c - lam (c - 1) y.x) - lam Y^T Y x - tau_r x.
+        residual = times_system(x, minus=block.slice(confidence))  # (n, d)
         direction = residual.clone()
-        rs = residual.square().sum(1, keepdim=True)  # (B, 1)
+        rs = residual.square().sum(1, keepdim=True)  # (n, 1)
         for _ in range(self.config.cg_steps):
-            a_dir = times_system(direction)  # (B, d)
-            curvature = (direction * a_dir).sum(1, keepdim=True)  # (B, 1), > 0 unless the row has converged
+            a_dir = times_system(direction)  # (n, d)
+            curvature = (direction * a_dir).sum(1, keepdim=True)  # (n, 1), > 0 unless the row has converged
             step = torch.where(curvature > 0, rs / curvature.clamp_min(1e-30), 0.0)
             x.addcmul_(step, direction)
             residual.addcmul_(step, a_dir, value=-1.0)
             rs_new = residual.square().sum(1, keepdim=True)
             direction.mul_(torch.where(rs > 0, rs_new / rs.clamp_min(1e-30), 0.0)).add_(residual)
             rs = rs_new
-        return x, rhs
+        return x, residual
 
     def _implicit_shared(self, other_factors: torch.Tensor) -> torch.Tensor:
         """``lam Y^T Y`` (d, d): every row's share of the normal equations from all columns."""
@@ -381,8 +456,11 @@ class ImplicitALS(ALSBase):
         d = factors.shape[1]
         device = matrix.device
         cfg = self.config
-        # Rows with no ratings have p = 0 everywhere: their minimiser is exactly 0.
+        # Rows with no ratings have p = 0 everywhere: their minimiser is exactly 0 (and CG keeps it there).
         factors[plan.empty] = 0.0
+        if cfg.solver == "cg":
+            total = self._cg_half_step(matrix, plan, other_factors, factors, with_error)
+            return total if total is not None else torch.zeros((), dtype=torch.float64, device=device)
         # The unrated pairs' share of every row's normal equations: one (d, d) product per half-step.
         shared = self._implicit_shared(other_factors)  # (d, d)
         # sum_cols c (p - x.y)^2 = sum_r c - 2 x.Y^T C p + x^T Y^T C Y x per row: the first term is the same
@@ -396,21 +474,13 @@ class ImplicitALS(ALSBase):
             weight = f * cfg.alpha  # (B, L) c - 1, 0 on padding
             feats = other_factors.index_select(0, cols).view(n_rows, longest, d)  # (B, L, d)
             penalty = cfg.row_penalties(mask.sum(1))  # (B,)
-            if cfg.solver == "cholesky":
-                x, system, rhs = self._cholesky_rows(shared, feats, weight + real, weight, penalty)
-                if total is not None:
-                    a_x = torch.bmm(system, x.unsqueeze(-1)).squeeze(-1)  # (B, d)
-            else:
-                x, rhs = self._cg_rows(shared, feats, weight + real, weight, penalty, factors[rows])
-                if total is not None:
-                    along = torch.bmm(feats, x.unsqueeze(-1)).mul_(weight.unsqueeze(-1) * cfg.lam)  # (B, L, 1)
-                    a_x = torch.bmm(feats.transpose(1, 2), along).squeeze(-1).addmm_(x, shared)  # (B, d)
-                    a_x.addcmul_(penalty.unsqueeze(1), x)
+            x, system, rhs = self._cholesky_rows(shared, feats, weight + real, weight, penalty)
             factors[rows] = x
             if total is None:
                 continue
             # With lam Y^T C Y x = A x - tau_r x and lam Y^T C p = rhs; summed in float64 because the terms
             # nearly cancel.
-            t = a_x.sub_(rhs, alpha=2.0).addcmul_(penalty.unsqueeze(1), x, value=-1.0)  # (B, d)
+            t = torch.bmm(system, x.unsqueeze(-1)).squeeze(-1).sub_(rhs, alpha=2.0)  # (B, d)
+            t.addcmul_(penalty.unsqueeze(1), x, value=-1.0)
             total += (x.double() * t.double()).sum() / cfg.lam
         return total if total is not None else torch.zeros((), dtype=torch.float64, device=device)
