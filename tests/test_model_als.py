@@ -277,10 +277,12 @@ def implicit_by_hand(rated: list[np.ndarray], stars: list[np.ndarray], other: np
 def implicit_objective_by_hand(model: ALSBase, data: Ratings, user_tau: np.ndarray | float | None = None,
                                item_tau: np.ndarray | float | None = None) -> float:
     """lam/2 sum over every (user, movie) of c (p - u.v)^2 + sum_r tau_r/2 |x_r|^2, on the dense matrix; the
-    penalties are every row's tau unless given."""
+    penalties are the config's rule applied to each row's count unless given."""
     cfg = model.config
-    user_tau = cfg.tau if user_tau is None else user_tau
-    item_tau = cfg.tau if item_tau is None else item_tau
+    if user_tau is None:
+        user_tau = cfg.tau * (1 + np.bincount(data.users, minlength=data.n_users)) ** cfg.reg_exponent
+    if item_tau is None:
+        item_tau = cfg.tau * (1 + np.bincount(data.items, minlength=data.n_items)) ** cfg.reg_exponent
     U, V = model.user_factors.double().numpy(), model.item_factors.double().numpy()
     p = np.zeros((data.n_users, data.n_items))
     c = np.ones((data.n_users, data.n_items))
@@ -302,7 +304,8 @@ def tiny() -> Ratings:
 @pytest.mark.parametrize("confidence", ["stars", "binary"])
 def test_implicit_iteration_is_two_hand_computed_closed_forms(confidence):
     data = tiny()
-    cfg = ImplicitALSConfig(factors=2, lam=1.5, tau=0.7, alpha=2.5, confidence=confidence, solver="cholesky")
+    cfg = ImplicitALSConfig(factors=2, lam=1.5, tau=0.7, alpha=2.5, confidence=confidence, solver="cholesky",
+                            reg_exponent=0.0)
     model = model_for(cfg, 4, 5)
     V0 = np.random.default_rng(0).normal(0, 0.5, (5, 2))
     with torch.no_grad():
@@ -413,7 +416,8 @@ def test_implicit_fold_in_is_one_user_half_step():
     stars = np.array([4.0, 5.0, 2.0, 3.0, 1.0, 4.0], np.float32)
     vector, bias = model.fold_in_factors(torch.from_numpy(items), torch.from_numpy(stars))
     V = model.item_factors.double().numpy()
-    x = implicit_by_hand([items], [stars], V, 1.0, 3.0, 2.0)[0]
+    # A new user with 6 ratings gets the penalty the rule gives 6 ratings.
+    x = implicit_by_hand([items], [stars], V, 1.0, [3.0 * 7**0.25], 2.0)[0]
     np.testing.assert_allclose(vector.numpy(), x, rtol=1e-4, atol=1e-5)
     assert bias.item() == 0
     # fold_in scores every movie by the folded-in preference, unclipped.
@@ -477,12 +481,31 @@ def test_implicit_same_seed_same_parameters():
 def test_each_mode_has_its_own_fixed_defaults():
     explicit, implicit = ExplicitALS(ExplicitALSConfig(), 3, 4, STARS), ImplicitALS(ImplicitALSConfig(), 3, 4, STARS)
     assert (explicit.config.factors, explicit.config.tau, explicit.kind) == (16, 12.0, "rating")
-    assert (implicit.config.factors, implicit.config.tau, implicit.kind) == (64, 35.0, "rank")
+    assert (implicit.config.factors, implicit.config.tau, implicit.kind) == (64, 14.0, "rank")
+    assert (implicit.config.reg_exponent, implicit.config.solver, implicit.config.cg_steps) == (0.25, "cg", 3)
     assert implicit.user_factors.shape == (3, 64)
     # Each mode has only its own settings.
     assert not hasattr(explicit.config, "alpha") and not hasattr(implicit.config, "gamma")
     # The checkpoint holds the numbers and rebuilds the same config from them.
     assert ImplicitALSConfig.from_dict(implicit.config.to_dict()) == implicit.config
+    assert ImplicitALSConfig.from_saved(implicit.config.to_dict()) == implicit.config
+
+
+def test_checkpoints_saved_before_the_data_scaled_penalty_keep_how_they_were_trained():
+    from movierec.models import build_model
+
+    # Written before --reg-exponent and --solver existed: one penalty for every row, exact solves. A saved
+    # config lacks those fields, and loading must not swap in today's defaults (a new user's fold-in would
+    # get another penalty than the model was trained with).
+    old = {"epochs": 8, "factors": 4, "lam": 1.0, "tau": 35.0, "alpha": 1.0, "confidence": "stars",
+           "init_std": 0.1, "chunk_size": 1 << 20}
+    loaded = build_model("als", "implicit", old, 3, 4, STARS, saved=True).config
+    assert (loaded.tau, loaded.reg_exponent, loaded.solver) == (35.0, 0.0, "cholesky")
+    # Training from the same partial settings takes today's defaults; a saved value always wins.
+    fresh = build_model("als", "implicit", {"factors": 4}, 3, 4, STARS).config
+    assert (fresh.tau, fresh.reg_exponent, fresh.solver) == (14.0, 0.25, "cg")
+    kept = build_model("als", "implicit", {**old, "reg_exponent": 0.5}, 3, 4, STARS, saved=True).config
+    assert kept.reg_exponent == 0.5
 
 
 def clustered(n_users: int = 90, n_items: int = 60, seed: int = 0) -> Ratings:
@@ -534,11 +557,19 @@ def test_train_implicit_from_the_cli(home, ml100k_zip, runner):
     out = json.loads(result.stdout)
     # Unset options took the implicit defaults; the given ones reached the config as plain values.
     assert out["mode"] == "implicit" and out["config"]["factors"] == 4
-    assert out["config"]["tau"] == 35.0 and out["config"]["alpha"] == 2.0
+    assert out["config"]["tau"] == 14.0 and out["config"]["alpha"] == 2.0
+    assert out["config"]["reg_exponent"] == 0.25 and out["config"]["solver"] == "cg"
     # A rank model is validated by ranking the held-out split (u1): one 4-factor iteration is already far
     # from a random order of the ~1,600 unseen movies (NDCG@10 ~0.01).
     assert set(out["metrics"]) == {"ndcg@10", "recall@10"}
     assert out["metrics"]["ndcg@10"] > 0.1, out["metrics"]
+    # The exact solver and the penalty rule are options too.
+    exact = runner.invoke(app, ["train", "als", "--mode", "implicit", "--iters", "1", "--factors", "4", "--solver",
+                                "cholesky", "--reg-exponent", "0", "--cg-steps", "5", "--device", "cpu", "--json",
+                                "--name", "exact"])
+    assert exact.exit_code == 0, exact.stderr
+    config = json.loads(exact.stdout)["config"]
+    assert (config["solver"], config["reg_exponent"], config["cg_steps"]) == ("cholesky", 0.0, 5)
     # An option of the other mode is one clear error, and nothing is trained.
     wrong = runner.invoke(app, ["train", "als", "--mode", "implicit", "--gamma", "3", "--device", "cpu"])
     assert_one_line_error(wrong, "--gamma is not an option of als --mode implicit; it applies to --mode explicit.")
