@@ -408,6 +408,20 @@ def test_conjugate_gradient_reaches_the_exact_solvers_objective():
     close(one_cg.item_factors, one_exact.item_factors, rtol=1e-3, atol=1e-4)
 
 
+def test_conjugate_gradient_works_in_blocks_of_at_most_chunk_size_ratings():
+    # The unit of uninterrupted work (Ctrl-C lands between blocks' products) is bounded whatever the data's
+    # size: contiguous rows, every row once, at most chunk_size ratings unless one row alone has more.
+    data = low_rank(50, 30)
+    train = data.matrix()
+    model, _ = fitted(ImplicitALSConfig(factors=3, chunk_size=40), data, iters=1)
+    for matrix, plan in zip((train, model._prepare(train)[0]), model._prepare(train)[1:]):
+        blocks = [(b.first, b.last) for b in plan.blocks]
+        assert blocks[0][0] == 0 and blocks[-1][1] == matrix.n_rows
+        assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+        sizes = [int(matrix.indptr[last] - matrix.indptr[first]) for first, last in blocks]
+        assert all(size <= 40 or last - first == 1 for size, (first, last) in zip(sizes, blocks)), sizes
+        assert len(blocks) >= matrix.nnz // 40
+
 def test_implicit_fold_in_is_one_user_half_step():
     data = low_rank()
     cfg = ImplicitALSConfig(factors=5, tau=3.0, alpha=2.0, solver="cholesky")
