@@ -164,8 +164,7 @@ def load(path: Path, device: torch.device | str = "cpu") -> Checkpoint:
         if not meta.mode:
             mode, config = migrate_settings(meta.model, meta.config)
             meta = dataclasses.replace(meta, mode=mode, config=config)
-        model = build_model(meta.model, meta.mode, meta.config, meta.n_users, meta.n_items, tuple(meta.rating_values),
-                            saved=True)
+        model = build_model(meta.model, meta.mode, meta.config, meta.n_users, meta.n_items, tuple(meta.rating_values))
         model.load_state_dict(payload["state"])
         user_ids, item_ids = payload["user_ids"], payload["item_ids"]
     except MovierecError:

@@ -430,8 +430,7 @@ def test_implicit_fold_in_is_one_user_half_step():
     stars = np.array([4.0, 5.0, 2.0, 3.0, 1.0, 4.0], np.float32)
     vector, bias = model.fold_in_factors(torch.from_numpy(items), torch.from_numpy(stars))
     V = model.item_factors.double().numpy()
-    # A new user with 6 ratings gets the penalty the rule gives 6 ratings.
-    x = implicit_by_hand([items], [stars], V, 1.0, [3.0 * 7**0.25], 2.0)[0]
+    x = implicit_by_hand([items], [stars], V, 1.0, 3.0, 2.0)[0]
     np.testing.assert_allclose(vector.numpy(), x, rtol=1e-4, atol=1e-5)
     assert bias.item() == 0
     # fold_in scores every movie by the folded-in preference, unclipped.
@@ -495,31 +494,26 @@ def test_implicit_same_seed_same_parameters():
 def test_each_mode_has_its_own_fixed_defaults():
     explicit, implicit = ExplicitALS(ExplicitALSConfig(), 3, 4, STARS), ImplicitALS(ImplicitALSConfig(), 3, 4, STARS)
     assert (explicit.config.factors, explicit.config.tau, explicit.kind) == (16, 12.0, "rating")
-    assert (implicit.config.factors, implicit.config.tau, implicit.kind) == (64, 14.0, "rank")
-    assert (implicit.config.reg_exponent, implicit.config.solver, implicit.config.cg_steps) == (0.25, "cg", 3)
+    assert (implicit.config.factors, implicit.config.tau, implicit.kind) == (64, 35.0, "rank")
+    assert (implicit.config.reg_exponent, implicit.config.solver, implicit.config.cg_steps) == (0.0, "cg", 3)
     assert implicit.user_factors.shape == (3, 64)
     # Each mode has only its own settings.
     assert not hasattr(explicit.config, "alpha") and not hasattr(implicit.config, "gamma")
     # The checkpoint holds the numbers and rebuilds the same config from them.
     assert ImplicitALSConfig.from_dict(implicit.config.to_dict()) == implicit.config
-    assert ImplicitALSConfig.from_saved(implicit.config.to_dict()) == implicit.config
 
 
-def test_checkpoints_saved_before_the_data_scaled_penalty_keep_how_they_were_trained():
+def test_checkpoints_saved_before_the_penalty_rule_keep_how_they_were_trained():
     from movierec.models import build_model
 
-    # Written before --reg-exponent and --solver existed: one penalty for every row, exact solves. A saved
-    # config lacks those fields, and loading must not swap in today's defaults (a new user's fold-in would
-    # get another penalty than the model was trained with).
+    # Written before --reg-exponent and --solver existed: one penalty for every row. A saved config lacks
+    # those fields and loading fills in the defaults, so they must keep that penalty (a new user's fold-in
+    # would otherwise get another penalty than the model was trained with).
     old = {"epochs": 8, "factors": 4, "lam": 1.0, "tau": 35.0, "alpha": 1.0, "confidence": "stars",
            "init_std": 0.1, "chunk_size": 1 << 20}
-    loaded = build_model("als", "implicit", old, 3, 4, STARS, saved=True).config
-    assert (loaded.tau, loaded.reg_exponent, loaded.solver) == (35.0, 0.0, "cholesky")
-    # Training from the same partial settings takes today's defaults; a saved value always wins.
-    fresh = build_model("als", "implicit", {"factors": 4}, 3, 4, STARS).config
-    assert (fresh.tau, fresh.reg_exponent, fresh.solver) == (14.0, 0.25, "cg")
-    kept = build_model("als", "implicit", {**old, "reg_exponent": 0.5}, 3, 4, STARS, saved=True).config
-    assert kept.reg_exponent == 0.5
+    loaded = build_model("als", "implicit", old, 3, 4, STARS).config
+    assert (loaded.tau, loaded.reg_exponent) == (35.0, 0.0)
+    assert loaded.row_penalties(torch.tensor([0, 3, 500])).tolist() == [35.0] * 3
 
 
 def clustered(n_users: int = 90, n_items: int = 60, seed: int = 0) -> Ratings:
@@ -571,19 +565,19 @@ def test_train_implicit_from_the_cli(home, ml100k_zip, runner):
     out = json.loads(result.stdout)
     # Unset options took the implicit defaults; the given ones reached the config as plain values.
     assert out["mode"] == "implicit" and out["config"]["factors"] == 4
-    assert out["config"]["tau"] == 14.0 and out["config"]["alpha"] == 2.0
-    assert out["config"]["reg_exponent"] == 0.25 and out["config"]["solver"] == "cg"
+    assert out["config"]["tau"] == 35.0 and out["config"]["alpha"] == 2.0
+    assert out["config"]["reg_exponent"] == 0.0 and out["config"]["solver"] == "cg"
     # A rank model is validated by ranking the held-out split (u1): one 4-factor iteration is already far
     # from a random order of the ~1,600 unseen movies (NDCG@10 ~0.01).
     assert set(out["metrics"]) == {"ndcg@10", "recall@10"}
     assert out["metrics"]["ndcg@10"] > 0.1, out["metrics"]
     # The exact solver and the penalty rule are options too.
     exact = runner.invoke(app, ["train", "als", "--mode", "implicit", "--iters", "1", "--factors", "4", "--solver",
-                                "cholesky", "--reg-exponent", "0", "--cg-steps", "5", "--device", "cpu", "--json",
+                                "cholesky", "--reg-exponent", "0.5", "--cg-steps", "5", "--device", "cpu", "--json",
                                 "--name", "exact"])
     assert exact.exit_code == 0, exact.stderr
     config = json.loads(exact.stdout)["config"]
-    assert (config["solver"], config["reg_exponent"], config["cg_steps"]) == ("cholesky", 0.0, 5)
+    assert (config["solver"], config["reg_exponent"], config["cg_steps"]) == ("cholesky", 0.5, 5)
     # An option of the other mode is one clear error, and nothing is trained.
     wrong = runner.invoke(app, ["train", "als", "--mode", "implicit", "--gamma", "3", "--device", "cpu"])
     assert_one_line_error(wrong, "--gamma is not an option of als --mode implicit; it applies to --mode explicit.")

@@ -84,12 +84,10 @@ def model_classes(name: str) -> dict[str, type[Recommender]]:
 
 
 def build_model(
-    name: str, mode: str | None, config: dict | None, n_users: int, n_items: int, rating_values: tuple[float, ...],
-    saved: bool = False,
+    name: str, mode: str | None, config: dict | None, n_users: int, n_items: int, rating_values: tuple[float, ...]
 ) -> Recommender:
     """A fresh model ``name`` in ``mode`` (None: the default) from a config dict; the class's defaults fill
-    the missing fields (for a ``saved`` config, the values of before a field existed). For training or
-    loading."""
+    the missing fields. For training or loading."""
     mode = resolve_mode(name, mode)
     cls = model_class(name, mode)
     values = dict(config or {})
@@ -97,7 +95,7 @@ def build_model(
         # A class that still serves several modes learns its mode from its config.
         values["mode"] = mode
     try:
-        cfg = cls.config_class.from_saved(values) if saved else cls.config_class.from_dict(values)
+        cfg = cls.config_class.from_dict(values)
     except (TypeError, ValueError) as exc:
         raise MovierecError(f"Invalid {name} settings: {exc}.") from None
     return cls(cfg, n_users, n_items, rating_values)

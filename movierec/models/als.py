@@ -87,27 +87,24 @@ class ExplicitALSConfig(ALSConfig):
 
 @dataclass(frozen=True)
 class ImplicitALSConfig(ALSConfig):
-    # More factors and a larger penalty than explicit's rank best (64 factors: u1 NDCG@10 0.464 at one penalty
-    # of 35 for every row, 0.387 at 12). The penalty grows as (1 + ratings)^0.25: chosen, with tau, on
-    # validation slices of ml-100k and four differently shaped subsets of it (benchmarks/implicit_als.py),
-    # where it was the most even (worst 0.96 of each set's best, against 0.83 for one penalty of 35).
+    # More factors and ~3x the penalty rank best: on u1 NDCG@10 is 0.464 at tau 35 against 0.387 at the
+    # explicit 12 (64 factors; 0.449 with 16). One penalty for every row stays the default: on validation
+    # slices of ml-100k and four differently shaped subsets of it (benchmarks/implicit_als.py select) it was
+    # the most even choice (worst set 0.96 of its best), ahead of penalties growing with the row's ratings,
+    # tau (1 + n)^nu (best 0.92 at nu 0.25), or with its weight in the loss, tau (n + n_other)^nu (0.95).
     factors: int = option(64, "Latent factors per user and movie.")
-    # Checkpoints from before the penalty grew with the ratings were trained with one penalty of 35 (a saved
-    # tau of None meant that) and exact solves.
-    tau: float = option(14.0, "L2 penalty on a vector with no ratings; it grows with them (--reg-exponent).",
-                        before=35.0)
+    tau: float = option(35.0, "L2 penalty on the user and movie vectors (x (1 + ratings)^--reg-exponent).")
     alpha: float = option(1.0, "A rated movie's confidence is 1 + alpha x f(stars).")
     confidence: str = option(
         "stars", "f(stars) in the confidence: the stars (ranks best), or binary (1 for any rating).",
         choices=CONFIDENCES,
     )
     reg_exponent: float = option(
-        0.25, "Each user's and movie's penalty is tau x (1 + its number of ratings)^this (0: tau for all).",
-        before=0.0,
+        0.0, "Each user's and movie's penalty is tau x (1 + its number of ratings)^this (0: tau for all)."
     )
     solver: str = option(
         "cg", "How each half-step solves the rows: cg (a few conjugate-gradient steps, fast) or cholesky (exact).",
-        choices=SOLVERS, before="cholesky",
+        choices=SOLVERS,
     )
     cg_steps: int = option(3, "Conjugate-gradient steps per row and half-step (--solver cg).")
 

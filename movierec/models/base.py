@@ -26,17 +26,11 @@ import torch
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
 
-_NOT_NEW = object()
 
-
-def option(default: Any, help: str, *flags: str, choices: tuple[str, ...] | None = None, before: Any = _NOT_NEW) -> Any:
-    """A config field: its default, its one-line doc (the CLI's help text), optional extra flags, for a
-    string the values it may take (checked once, by :class:`ModelConfig`) and, for a field added after
-    checkpoints were saved without it, ``before``: the value that reproduces how those were trained."""
-    metadata = {"help": help, "flags": flags, "choices": choices}
-    if before is not _NOT_NEW:
-        metadata["before"] = before
-    return dataclasses.field(default=default, metadata=metadata)
+def option(default: Any, help: str, *flags: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A config field: its default, its one-line doc (the CLI's help text), optional extra flags and, for a
+    string, the values it may take (checked once, by :class:`ModelConfig`)."""
+    return dataclasses.field(default=default, metadata={"help": help, "flags": flags, "choices": choices})
 
 
 def flag_name(field_name: str) -> str:
@@ -74,14 +68,6 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
         return cls(**values)
-
-    @classmethod
-    def from_saved(cls, values: dict[str, Any]) -> ModelConfig:
-        """The config a checkpoint stored: a field it lacks did not exist when it was written, so it takes the
-        value that reproduces the behaviour of then (its ``before``) rather than today's default."""
-        missing = {f.name: f.metadata["before"] for f in dataclasses.fields(cls)
-                   if f.name not in values and "before" in f.metadata}
-        return cls.from_dict({**missing, **values})
 
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
