@@ -256,13 +256,15 @@ def test_on_movielens_100k_u1(ml100k_zip, config):
 
 
 # -- implicit mode (Hu, Koren & Volinsky 2008) ---------------------------------------------------------------
-def implicit_by_hand(rated: list[np.ndarray], stars: list[np.ndarray], other: np.ndarray, lam: float, tau: float,
-                     alpha: float, binary: bool = False) -> np.ndarray:
+def implicit_by_hand(rated: list[np.ndarray], stars: list[np.ndarray], other: np.ndarray, lam: float,
+                     tau: float | list[float], alpha: float, binary: bool = False) -> np.ndarray:
     """Per row, the textbook closed form with the whole dense diagonal C_r (no Y^T Y trick):
-    x = (lam Y^T C_r Y + tau I)^-1 lam Y^T C_r p_r, p = 1 on rated columns, c = 1 + alpha f(stars)."""
+    x = (lam Y^T C_r Y + tau_r I)^-1 lam Y^T C_r p_r, p = 1 on rated columns, c = 1 + alpha f(stars);
+    ``tau`` is every row's penalty or one per row."""
     n_cols, d = other.shape
     out = np.zeros((len(rated), d))
-    for row, (cols, r) in enumerate(zip(rated, stars)):
+    taus = tau if isinstance(tau, list) else [tau] * len(rated)
+    for row, (cols, r, tau) in enumerate(zip(rated, stars, taus)):
         p = np.zeros(n_cols)
         p[cols] = 1.0
         c = np.ones(n_cols)
@@ -272,16 +274,23 @@ def implicit_by_hand(rated: list[np.ndarray], stars: list[np.ndarray], other: np
     return out
 
 
-def implicit_objective_by_hand(model: ALSBase, data: Ratings) -> float:
-    """lam/2 sum over every (user, movie) of c (p - u.v)^2 + tau/2 (|U|^2 + |V|^2), on the dense matrix."""
+def implicit_objective_by_hand(model: ALSBase, data: Ratings, user_tau: np.ndarray | float | None = None,
+                               item_tau: np.ndarray | float | None = None) -> float:
+    """lam/2 sum over every (user, movie) of c (p - u.v)^2 + sum_r tau_r/2 |x_r|^2, on the dense matrix; the
+    penalties are the config's rule applied to each row's count unless given."""
     cfg = model.config
+    if user_tau is None:
+        user_tau = cfg.tau * (1 + np.bincount(data.users, minlength=data.n_users)) ** cfg.reg_exponent
+    if item_tau is None:
+        item_tau = cfg.tau * (1 + np.bincount(data.items, minlength=data.n_items)) ** cfg.reg_exponent
     U, V = model.user_factors.double().numpy(), model.item_factors.double().numpy()
     p = np.zeros((data.n_users, data.n_items))
     c = np.ones((data.n_users, data.n_items))
     p[data.users, data.items] = 1.0
     f = np.ones(len(data)) if cfg.confidence == "binary" else data.ratings
     c[data.users, data.items] = 1.0 + cfg.alpha * f
-    return float(cfg.lam / 2 * (c * (p - U @ V.T) ** 2).sum() + cfg.tau / 2 * ((U**2).sum() + (V**2).sum()))
+    return float(cfg.lam / 2 * (c * (p - U @ V.T) ** 2).sum()
+                 + ((user_tau * (U**2).sum(1)).sum() + (item_tau * (V**2).sum(1)).sum()) / 2)
 
 
 def tiny() -> Ratings:
@@ -295,7 +304,8 @@ def tiny() -> Ratings:
 @pytest.mark.parametrize("confidence", ["stars", "binary"])
 def test_implicit_iteration_is_two_hand_computed_closed_forms(confidence):
     data = tiny()
-    cfg = ImplicitALSConfig(factors=2, lam=1.5, tau=0.7, alpha=2.5, confidence=confidence)
+    cfg = ImplicitALSConfig(factors=2, lam=1.5, tau=0.7, alpha=2.5, confidence=confidence, solver="cholesky",
+                            reg_exponent=0.0)
     model = model_for(cfg, 4, 5)
     V0 = np.random.default_rng(0).normal(0, 0.5, (5, 2))
     with torch.no_grad():
@@ -334,17 +344,87 @@ def test_implicit_objective_decreases_monotonically():
 def test_implicit_batching_does_not_change_the_answer():
     data = low_rank(40, 25)
     data = data.take((data.users != 7) & (data.items != 11))
-    big, _ = fitted(ImplicitALSConfig(factors=4, chunk_size=1 << 20), data, iters=2)
-    small, _ = fitted(ImplicitALSConfig(factors=4, chunk_size=7), data, iters=2)
-    for a, b in zip(big.parameters(), small.parameters()):
-        close(a, b, rtol=1e-4, atol=1e-5)
-    # Nobody rated movie 11 and user 7 rated nothing: preference 0 everywhere, so their vectors are 0.
-    assert big.user_factors[7].abs().sum() == 0 and big.item_factors[11].abs().sum() == 0
+    for solver in ("cg", "cholesky"):
+        big, _ = fitted(ImplicitALSConfig(factors=4, chunk_size=1 << 20, solver=solver), data, iters=2)
+        small, _ = fitted(ImplicitALSConfig(factors=4, chunk_size=7, solver=solver), data, iters=2)
+        for a, b in zip(big.parameters(), small.parameters()):
+            close(a, b, rtol=1e-4, atol=1e-5)
+        # Nobody rated movie 11 and user 7 rated nothing: preference 0 everywhere, so their vectors are 0.
+        assert big.user_factors[7].abs().sum() == 0 and big.item_factors[11].abs().sum() == 0
 
+
+def test_penalties_follow_each_rows_number_of_ratings():
+    # tiny(): users rated 3, 4, 2 and 1 movies; movies were rated 2, 3, 2, 2 and 1 times.
+    cfg = ImplicitALSConfig(factors=2, lam=1.5, tau=0.7, alpha=2.5, reg_exponent=0.5, solver="cholesky")
+    np.testing.assert_allclose(cfg.row_penalties(torch.tensor([3, 4, 2, 1, 0])).numpy(),
+                               [1.4, 0.7 * 5**0.5, 0.7 * 3**0.5, 0.7 * 2**0.5, 0.7], rtol=1e-6)
+    # Exponent 0 is one penalty for every row, whatever its count.
+    assert ImplicitALSConfig(tau=2.0, reg_exponent=0.0).row_penalties(torch.tensor([0, 7, 900])).tolist() == [2.0] * 3
+    data = tiny()
+    model = model_for(cfg, 4, 5)
+    V0 = np.random.default_rng(0).normal(0, 0.5, (5, 2))
+    with torch.no_grad():
+        model.item_factors.copy_(torch.tensor(V0))
+    train = data.matrix()
+    gen = make_generator(torch.device("cpu"), 0)
+    model.fit_start(train, gen)
+    stats = model.train_epoch(train, gen)
+    user_tau = [0.7 * (1 + n) ** 0.5 for n in (3, 4, 2, 1)]
+    item_tau = [0.7 * (1 + n) ** 0.5 for n in (2, 3, 2, 2, 1)]
+    by_user = [data.items[data.users == m] for m in range(4)], [data.ratings[data.users == m] for m in range(4)]
+    x_users = implicit_by_hand(*by_user, V0, 1.5, user_tau, 2.5)
+    np.testing.assert_allclose(model.user_factors.numpy(), x_users, rtol=1e-4, atol=1e-5)
+    by_item = [data.users[data.items == n] for n in range(5)], [data.ratings[data.items == n] for n in range(5)]
+    x_items = implicit_by_hand(*by_item, x_users, 1.5, item_tau, 2.5)
+    np.testing.assert_allclose(model.item_factors.numpy(), x_items, rtol=1e-4, atol=1e-5)
+    # The loss is the objective with those penalties.
+    expected = implicit_objective_by_hand(model, data, np.array(user_tau), np.array(item_tau))
+    assert stats["loss"] == pytest.approx(expected / len(data), rel=1e-5)
+    # A new user with 3 ratings gets the penalty of a training user with 3 ratings: user 0 comes back.
+    vector, _ = model.fold_in_factors(torch.from_numpy(by_user[0][0].astype(np.int64)), torch.from_numpy(by_user[1][0]))
+    model._implicit_half_step(train, model._prepare(train)[1], model.item_factors, model.user_factors)
+    close(vector, model.user_factors[0], rtol=1e-4, atol=1e-5)
+
+
+def test_conjugate_gradient_reaches_the_exact_solvers_objective():
+    data = low_rank(80, 60)
+    base = ImplicitALSConfig(factors=8, tau=2.0, alpha=2.0, reg_exponent=0.5, epochs=12)
+    exact, exact_stats = fitted(base.replace(solver="cholesky"), data, iters=12)
+    cg, cg_stats = fitted(base.replace(solver="cg", cg_steps=3), data, iters=12)
+    # Each CG step lowers a row's quadratic from its warm start, so the objective still never rises ...
+    losses = [s["loss"] for s in cg_stats]
+    assert all(b <= a * (1 + 1e-6) for a, b in zip(losses, losses[1:])), losses
+    assert losses[-1] == pytest.approx(
+        implicit_objective_by_hand(cg, data, base.row_penalties(torch.from_numpy(np.bincount(data.users))).numpy(),
+                                   base.row_penalties(torch.from_numpy(np.bincount(data.items))).numpy())
+        / len(data), rel=1e-5)
+    # ... and ends within 0.5 % of the exact solver's, clearly below where it started.
+    assert losses[-1] == pytest.approx(exact_stats[-1]["loss"], rel=5e-3), (losses[-1], exact_stats[-1]["loss"])
+    assert losses[-1] < 0.9 * losses[0]
+    # With as many steps as unknowns CG is exact (in exact arithmetic): one half-step gives Cholesky's answer.
+    one_exact, _ = fitted(base.replace(solver="cholesky"), data, iters=1)
+    one_cg, _ = fitted(base.replace(solver="cg", cg_steps=8), data, iters=1)
+    close(one_cg.user_factors, one_exact.user_factors, rtol=1e-3, atol=1e-4)
+    close(one_cg.item_factors, one_exact.item_factors, rtol=1e-3, atol=1e-4)
+
+
+def test_conjugate_gradient_works_in_blocks_of_at_most_chunk_size_ratings():
+    # The unit of uninterrupted work (Ctrl-C lands between blocks' products) is bounded whatever the data's
+    # size: contiguous rows, every row once, at most chunk_size ratings unless one row alone has more.
+    data = low_rank(50, 30)
+    train = data.matrix()
+    model, _ = fitted(ImplicitALSConfig(factors=3, chunk_size=40), data, iters=1)
+    for matrix, plan in zip((train, model._prepare(train)[0]), model._prepare(train)[1:]):
+        blocks = [(b.first, b.last) for b in plan.blocks]
+        assert blocks[0][0] == 0 and blocks[-1][1] == matrix.n_rows
+        assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+        sizes = [int(matrix.indptr[last] - matrix.indptr[first]) for first, last in blocks]
+        assert all(size <= 40 or last - first == 1 for size, (first, last) in zip(sizes, blocks)), sizes
+        assert len(blocks) >= matrix.nnz // 40
 
 def test_implicit_fold_in_is_one_user_half_step():
     data = low_rank()
-    cfg = ImplicitALSConfig(factors=5, tau=3.0, alpha=2.0)
+    cfg = ImplicitALSConfig(factors=5, tau=3.0, alpha=2.0, solver="cholesky")
     model, _ = fitted(cfg, data, iters=3)
     items = np.array([2, 5, 11, 17, 30, 31])
     stars = np.array([4.0, 5.0, 2.0, 3.0, 1.0, 4.0], np.float32)
@@ -415,11 +495,25 @@ def test_each_mode_has_its_own_fixed_defaults():
     explicit, implicit = ExplicitALS(ExplicitALSConfig(), 3, 4, STARS), ImplicitALS(ImplicitALSConfig(), 3, 4, STARS)
     assert (explicit.config.factors, explicit.config.tau, explicit.kind) == (16, 12.0, "rating")
     assert (implicit.config.factors, implicit.config.tau, implicit.kind) == (64, 35.0, "rank")
+    assert (implicit.config.reg_exponent, implicit.config.solver, implicit.config.cg_steps) == (0.0, "cg", 3)
     assert implicit.user_factors.shape == (3, 64)
     # Each mode has only its own settings.
     assert not hasattr(explicit.config, "alpha") and not hasattr(implicit.config, "gamma")
     # The checkpoint holds the numbers and rebuilds the same config from them.
     assert ImplicitALSConfig.from_dict(implicit.config.to_dict()) == implicit.config
+
+
+def test_checkpoints_saved_before_the_penalty_rule_keep_how_they_were_trained():
+    from movierec.models import build_model
+
+    # Written before --reg-exponent and --solver existed: one penalty for every row. A saved config lacks
+    # those fields and loading fills in the defaults, so they must keep that penalty (a new user's fold-in
+    # would otherwise get another penalty than the model was trained with).
+    old = {"epochs": 8, "factors": 4, "lam": 1.0, "tau": 35.0, "alpha": 1.0, "confidence": "stars",
+           "init_std": 0.1, "chunk_size": 1 << 20}
+    loaded = build_model("als", "implicit", old, 3, 4, STARS).config
+    assert (loaded.tau, loaded.reg_exponent) == (35.0, 0.0)
+    assert loaded.row_penalties(torch.tensor([0, 3, 500])).tolist() == [35.0] * 3
 
 
 def clustered(n_users: int = 90, n_items: int = 60, seed: int = 0) -> Ratings:
@@ -450,7 +544,8 @@ def test_implicit_ranks_held_out_movies_better_than_popularity():
 
 
 @pytest.mark.parametrize(
-    "change", [{"confidence": "log"}, {"alpha": -1.0}, {"tau": 0.0}]
+    "change", [{"confidence": "log"}, {"alpha": -1.0}, {"tau": 0.0}, {"reg_exponent": -0.5}, {"cg_steps": 0},
+               {"solver": "lu"}]
 )
 def test_bad_implicit_options_are_one_clear_error(change):
     with pytest.raises(MovierecError):
@@ -471,10 +566,18 @@ def test_train_implicit_from_the_cli(home, ml100k_zip, runner):
     # Unset options took the implicit defaults; the given ones reached the config as plain values.
     assert out["mode"] == "implicit" and out["config"]["factors"] == 4
     assert out["config"]["tau"] == 35.0 and out["config"]["alpha"] == 2.0
+    assert out["config"]["reg_exponent"] == 0.0 and out["config"]["solver"] == "cg"
     # A rank model is validated by ranking the held-out split (u1): one 4-factor iteration is already far
     # from a random order of the ~1,600 unseen movies (NDCG@10 ~0.01).
     assert set(out["metrics"]) == {"ndcg@10", "recall@10"}
     assert out["metrics"]["ndcg@10"] > 0.1, out["metrics"]
+    # The exact solver and the penalty rule are options too.
+    exact = runner.invoke(app, ["train", "als", "--mode", "implicit", "--iters", "1", "--factors", "4", "--solver",
+                                "cholesky", "--reg-exponent", "0.5", "--cg-steps", "5", "--device", "cpu", "--json",
+                                "--name", "exact"])
+    assert exact.exit_code == 0, exact.stderr
+    config = json.loads(exact.stdout)["config"]
+    assert (config["solver"], config["reg_exponent"], config["cg_steps"]) == ("cholesky", 0.5, 5)
     # An option of the other mode is one clear error, and nothing is trained.
     wrong = runner.invoke(app, ["train", "als", "--mode", "implicit", "--gamma", "3", "--device", "cpu"])
     assert_one_line_error(wrong, "--gamma is not an option of als --mode implicit; it applies to --mode explicit.")

@@ -23,18 +23,27 @@ Volinsky 2008). Every (user, movie) pair counts: the preference ``p_mn`` is 1 wh
 and 0 otherwise, weighted by the confidence ``c_mn = 1 + alpha * f(r_mn)`` (1 for unrated pairs), where
 ``f`` is the stars or 1 (``confidence``)::
 
-    lam/2 * sum_(all m,n) c_mn (p_mn - u_m . v_n)^2 + tau/2 * (|U|^2 + |V|^2)
+    lam/2 * sum_(all m,n) c_mn (p_mn - u_m . v_n)^2 + sum_m tau_m/2 |u_m|^2 + sum_n tau_n/2 |v_n|^2
+
+where each row's penalty is ``tau_r = tau * (1 + n_r)^reg_exponent`` for its ``n_r`` ratings (frequency-scaled
+L2 as in Rendle, Krichene, Zhang & Koren 2022; exponent 0, the default, is one ``tau`` for all).
 
 There is no mean and no bias (both stay 0, so the shared prediction formula is exactly ``u_m . v_n``), the
 scores only order movies (kind ``"rank"``). A user's exact minimiser is
-``(lam V^T C_m V + tau I)^-1 lam V^T C_m p_m``, and ``V^T C_m V = V^T V + V^T (C_m - I) V``: the first term
-is one (d, d) product shared by everyone, the second only involves the movies the user rated, so each
-half-step costs the same padded batches as the explicit one, never the dense users x movies matrix.
+``(lam V^T C_m V + tau_m I)^-1 lam V^T C_m p_m``, and ``V^T C_m V = V^T V + V^T (C_m - I) V``: the first term
+is one (d, d) product shared by everyone, the second only involves the movies the user rated, so a
+half-step never touches the dense users x movies matrix. ``solver="cholesky"`` solves each row exactly in
+the padded batches of the explicit half-step (``d^2`` work per rating); ``solver="cg"``, the default, takes
+``cg_steps`` conjugate-gradient steps per row from its current vector (Takacs, Pilaszy & Tikk 2011; as
+implicit does), whose products with ``V^T C_m V`` read each rating's vector twice (``d`` work per rating),
+over contiguous blocks of at most ``chunk_size`` ratings. Warm-started and never raising a row's quadratic,
+it reaches the exact solver's rankings within a few iterations at a fraction of the cost.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +56,7 @@ from movierec.models.factors import FactorModel, ridge_solve
 # Rows in one solve group differ in length by at most this factor, so padding wastes < 25 %.
 GROWTH = 1.25
 CONFIDENCES = ("stars", "binary")
+SOLVERS = ("cg", "cholesky")
 
 
 @dataclass(frozen=True)
@@ -86,19 +96,38 @@ class ExplicitALSConfig(ALSConfig):
 @dataclass(frozen=True)
 class ImplicitALSConfig(ALSConfig):
     # More factors and ~3x the penalty rank best: on u1 NDCG@10 is 0.464 at tau 35 against 0.387 at the
-    # explicit 12 (64 factors; 0.449 with 16).
+    # explicit 12 (64 factors; 0.449 with 16). One penalty for every row stays the default: on validation
+    # slices of ml-100k and four differently shaped subsets of it (benchmarks/implicit_als.py select) it was
+    # the most even choice (worst set 0.96 of its best), ahead of penalties growing with the row's ratings,
+    # tau (1 + n)^nu (best 0.92 at nu 0.25), or with its weight in the loss, tau (n + n_other)^nu (0.95).
     factors: int = option(64, "Latent factors per user and movie.")
-    tau: float = option(35.0, "L2 penalty on the user and movie vectors.")
+    tau: float = option(35.0, "L2 penalty on the user and movie vectors (x (1 + ratings)^--reg-exponent).")
     alpha: float = option(1.0, "A rated movie's confidence is 1 + alpha x f(stars).")
     confidence: str = option(
         "stars", "f(stars) in the confidence: the stars (ranks best), or binary (1 for any rating).",
         choices=CONFIDENCES,
     )
+    reg_exponent: float = option(
+        0.0, "Each user's and movie's penalty is tau x (1 + its number of ratings)^this (0: tau for all)."
+    )
+    solver: str = option(
+        "cg", "How each half-step solves the rows: cg (a few conjugate-gradient steps, fast) or cholesky (exact).",
+        choices=SOLVERS,
+    )
+    cg_steps: int = option(3, "Conjugate-gradient steps per row and half-step (--solver cg).")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.alpha < 0:
             raise MovierecError("als needs --alpha of at least 0.")
+        if self.reg_exponent < 0:
+            raise MovierecError("als needs --reg-exponent of at least 0.")
+        if self.cg_steps < 1:
+            raise MovierecError("als needs --cg-steps of at least 1.")
+
+    def row_penalties(self, counts: torch.Tensor) -> torch.Tensor:
+        """Each row's L2 penalty from its number of ratings: ``tau x (1 + count)^reg_exponent``, (R,) -> (R,)."""
+        return counts.to(torch.float32).add(1.0).pow_(self.reg_exponent).mul_(self.tau)
 
 
 class _Plan:
@@ -109,6 +138,16 @@ class _Plan:
         order = torch.argsort(counts, stable=True)  # (R,) shortest rows first
         sorted_counts = counts[order]
         self.empty = order[sorted_counts == 0]  # rows with no ratings: their minimiser is exactly 0
+        # Contiguous row ranges of at most chunk_size ratings each (a longer row is alone in its block): the
+        # conjugate-gradient solver's unit of work.
+        self.blocks: list[_Block] = []
+        ends = matrix.indptr[1:].cpu()  # (R,)
+        first = 0
+        while first < ends.shape[0]:
+            limit = (int(matrix.indptr[first]) if first else 0) + chunk_size
+            last = max(first + 1, int(torch.searchsorted(ends, limit, right=True)))
+            self.blocks.append(_Block(matrix, first, last))
+            first = last
         order, sorted_counts = order[sorted_counts > 0], sorted_counts[sorted_counts > 0]
         self.groups: list[tuple[torch.Tensor, int]] = []  # (rows, longest row length)
         if order.shape[0] == 0:
@@ -125,6 +164,33 @@ class _Plan:
                 last = min(first + per_chunk, start + size)
                 self.groups.append((order[first:last], int(sorted_counts[last - 1])))
             start += size
+
+
+class _Block:
+    """Rows ``[first, last)`` of a matrix as sparse CSR tensors on their own pattern (``(n, C)``), built
+    once per fit. The products read 32-bit indices (MKL's sparse x dense product is ~2x faster on them)
+    when the block is small enough for them."""
+
+    def __init__(self, matrix: RatingMatrix, first: int, last: int):
+        self.first, self.last = first, last
+        self.start, self.stop = int(matrix.indptr[first]), int(matrix.indptr[last])
+        crow = matrix.indptr[first:last + 1] - self.start  # (n+1,)
+        col = matrix.indices[self.start:self.stop]  # (nnz_b,)
+        self.shape = (last - first, matrix.n_cols)
+        small = self.stop - self.start < 2**31 and matrix.n_cols < 2**31
+        self.crow, self.col = (crow.int(), col.int()) if small else (crow, col)
+        self.crow64, self.col64 = crow, col
+
+    def slice(self, values: torch.Tensor) -> torch.Tensor:
+        """The block's share of a whole matrix's per-rating values: (nnz,) -> (nnz_b,)."""
+        return values[self.start:self.stop]
+
+    def sparse(self, values: torch.Tensor, wide: bool = False) -> torch.Tensor:
+        """(nnz_b,) values -> (n, C) sparse CSR (with 64-bit indices if ``wide``: faster for sampled_addmm)."""
+        crow, col = (self.crow64, self.col64) if wide else (self.crow, self.col)
+        with warnings.catch_warnings():  # torch's one-time "CSR support is in beta" notice is not for users
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(crow, col, values, self.shape, check_invariants=False)
 
 
 class ALSBase(FactorModel):
@@ -262,12 +328,14 @@ class ImplicitALS(ALSBase):
 
     @torch.no_grad()
     def fold_in_factors(self, items: torch.Tensor, ratings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A new user's vector (d,) and bias (): the user half-step's closed form with the movies held fixed,
-        and bias 0 (so :meth:`fold_in` scores ``V x``)."""
+        """A new user's vector (d,) and bias (): the user half-step's exact closed form with the movies held
+        fixed, and the penalty the rule gives a user with this many ratings; bias 0 (so :meth:`fold_in`
+        scores ``V x``)."""
         items = items.to(self.device, torch.int64)
         conf = self._confidence(ratings.to(self.device, torch.float32)).unsqueeze(0)  # (1, n)
+        penalty = self.config.row_penalties(torch.tensor([items.shape[0]], device=self.device))  # (1,)
         V = self.item_factors
-        x, _, _ = self._implicit_system(self._implicit_shared(V), V[items].unsqueeze(0), conf, conf - 1.0)
+        x, _, _ = self._cholesky_rows(self._implicit_shared(V), V[items].unsqueeze(0), conf, conf - 1.0, penalty)
         return x[0], torch.zeros((), device=self.device)  # (d,), ()
 
     def train_epoch(self, train: RatingMatrix, generator: torch.Generator) -> dict[str, float]:
@@ -275,54 +343,138 @@ class ImplicitALS(ALSBase):
         U, V = self.user_factors, self.item_factors
         self._implicit_half_step(train, user_plan, V, U, with_error=False)
         weighted = self._implicit_half_step(transposed, item_plan, U, V)
-        objective = self.config.lam / 2 * weighted + self._penalty()
+        objective = self.config.lam / 2 * weighted + self._penalty_of(train, transposed)
         # Per training rating, as the explicit loss, although every pair of the matrix is in the sum.
         return {"loss": float(objective) / train.nnz}
+
+    def _penalty_of(self, train: RatingMatrix, transposed: RatingMatrix) -> torch.Tensor:
+        """``sum_r tau_r/2 |x_r|^2`` over users and movies, each with its own penalty, in float64."""
+        total = torch.zeros((), dtype=torch.float64, device=train.device)
+        for matrix, factors in ((train, self.user_factors), (transposed, self.item_factors)):
+            penalty = self.config.row_penalties(matrix.row_counts()).double()  # (R,)
+            total += (penalty * factors.double().square().sum(1)).sum() / 2
+        return total
 
     def _confidence(self, stars: torch.Tensor) -> torch.Tensor:
         """``c = 1 + alpha * f(stars)`` of rated pairs, (n,) -> (n,), a new tensor."""
         f = stars if self.config.confidence == "stars" else torch.ones_like(stars)
         return f.mul(self.config.alpha).add_(1.0)
 
-    def _implicit_system(
-        self, shared: torch.Tensor, feats: torch.Tensor, conf: torch.Tensor, weight: torch.Tensor
+    def _cholesky_rows(
+        self, shared: torch.Tensor, feats: torch.Tensor, conf: torch.Tensor, weight: torch.Tensor,
+        penalty: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Each row's ``x = (lam Y^T C_r Y + tau I)^-1 lam Y^T C_r p_r``, where
+        """Each row's exact ``x = (lam Y^T C_r Y + tau_r I)^-1 lam Y^T C_r p_r``, where
         ``Y^T C_r Y = Y^T Y + Y_r^T (C_r - I) Y_r``.
 
-        ``shared`` (d, d) is ``lam Y^T Y + tau I`` over every column; ``feats`` (B, L, d) the vectors
-        ``Y_r`` of the columns each row rated, ``conf`` (B, L) their confidences ``c`` and ``weight`` (B, L)
-        their ``c - 1``, both 0 on padding. Returns ``x`` (B, d), the system matrix (B, d, d) and
-        ``lam Y^T C_r p_r`` (B, d).
+        ``shared`` (d, d) is ``lam Y^T Y`` over every column; ``feats`` (B, L, d) the vectors ``Y_r`` of the
+        columns each row rated, ``conf`` (B, L) their confidences ``c`` and ``weight`` (B, L) their ``c - 1``,
+        both 0 on padding; ``penalty`` (B,) each row's ``tau_r``. Returns ``x`` (B, d), the system matrix
+        (B, d, d) and ``lam Y^T C_r p_r`` (B, d).
         """
         lam = self.config.lam
         # C - I is zero on unrated columns, so only the rated ones add to Y^T (C - I) Y; the preference is
         # 1 exactly there, so Y^T C p = Y_r^T c_r. Padding has c - 1 = 0 and c = 0: it adds nothing.
         system = torch.baddbmm(shared, feats.transpose(1, 2), feats * weight.unsqueeze(-1), alpha=lam)  # (B, d, d)
+        system.diagonal(dim1=1, dim2=2).add_(penalty.unsqueeze(1))
         rhs = (feats.transpose(1, 2) @ conf.unsqueeze(-1)).squeeze(-1).mul_(lam)  # (B, d)
         # Symmetric positive definite (tau > 0): Cholesky; cholesky_ex does not synchronise with the device.
         chol, _ = torch.linalg.cholesky_ex(system)
         x = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)  # (B, d)
         return x, system, rhs
 
+    def _cg_half_step(
+        self, matrix: RatingMatrix, plan: _Plan, other_factors: torch.Tensor, factors: torch.Tensor,
+        with_error: bool,
+    ) -> torch.Tensor | None:
+        """Every row's system of :meth:`_cholesky_rows`, approximately: ``cg_steps`` conjugate-gradient steps
+        from the row's current vector (as Takacs, Pilaszy & Tikk 2011 and implicit do), over contiguous
+        blocks of at most ``chunk_size`` ratings. Returns the new weighted squared error (None unless
+        ``with_error``)."""
+        lam = self.config.lam
+        shared = self._implicit_shared(other_factors)  # (d, d)
+        penalties = self.config.row_penalties(matrix.row_counts())  # (R,)
+        confidence = self._confidence(matrix.values)  # (nnz,) c
+        weight = (confidence - 1.0).mul_(lam)  # (nnz,) lam (c - 1)
+        total = confidence.sum(dtype=torch.float64) if with_error else None
+        confidence.mul_(lam)  # (nnz,) lam c
+        y_t = other_factors.T.contiguous()  # (d, C) the sampled products' right operand
+        for block in plan.blocks:
+            rows = slice(block.first, block.last)
+            x, residual = self._cg_block(block, other_factors, y_t, shared, weight, confidence,
+                                         penalties[rows].unsqueeze(1), factors[rows])
+            factors[rows] = x
+            if total is not None:
+                # x.(lam Y^T C Y x) - 2 x.rhs = x.(A x - tau_r x) - 2 x.rhs with A x = rhs - residual (CG keeps
+                # the residual up to date): -x.rhs - x.residual - tau_r |x|^2, and x.rhs = sum lam c y.x only
+                # needs the dots at the rated pairs.
+                dots = torch.sparse.sampled_addmm(block.sparse(block.slice(confidence), wide=True), x, y_t,
+                                                  beta=0.0).values()  # (nnz_b,) y.x
+                x_rhs = (dots.double() * block.slice(confidence).double()).sum()
+                rest = (x.double() * residual.double()).sum() + (
+                    penalties[rows].double() * x.double().square().sum(1)).sum()
+                total -= (x_rhs + rest) / lam
+        return total
+
+    def _cg_block(
+        self, block: _Block, other_factors: torch.Tensor, y_t: torch.Tensor, shared: torch.Tensor,
+        weight: torch.Tensor, confidence: torch.Tensor, penalty: torch.Tensor, start: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``cg_steps`` CG steps on one block's rows from ``start`` (n, d). No (d, d) matrix per row is
+        formed: ``A p = lam Y^T Y p + lam Y_r^T ((c - 1) * Y_r p) + tau_r p`` is one sampled product (the
+        dots ``y . p`` at the rated pairs only) and one sparse x dense product. ``weight`` and ``confidence``
+        (nnz,) are ``lam (c - 1)`` and ``lam c`` of the whole matrix, ``y_t`` (d, C) the other side's vectors
+        transposed (contiguous), ``penalty`` (n, 1). Returns ``x`` and
+        the residual ``rhs - A x`` (right-hand side ``rhs = lam Y^T C p``), each (n, d)."""
+        w = block.slice(weight)  # (nnz_b,)
+        pattern = block.sparse(w, wide=True)
+
+        def times_system(p: torch.Tensor, minus: torch.Tensor | None = None) -> torch.Tensor:  # (n, d) -> (n, d)
+            dots = torch.sparse.sampled_addmm(pattern, p, y_t, beta=0.0).values().mul_(w)  # (nnz_b,) w y.p
+            if minus is not None:  # Y_r^T (minus - w y.p): the right-hand side in the same product
+                dots = minus - dots
+            out = torch.sparse.mm(block.sparse(dots), other_factors)  # (n, d)
+            sign = -1.0 if minus is not None else 1.0
+            return out.addmm_(p, shared, alpha=sign).addcmul_(penalty, p, value=sign)
+
+        x = start.clone()  # (n, d)
+        # rhs - A x in one pass over the block: Y_r^T (lam c - lam (c - 1) y.x) - lam Y^T Y x - tau_r x.
+        residual = times_system(x, minus=block.slice(confidence))  # (n, d)
+        direction = residual.clone()
+        rs = residual.square().sum(1, keepdim=True)  # (n, 1)
+        for _ in range(self.config.cg_steps):
+            a_dir = times_system(direction)  # (n, d)
+            # The system is positive definite with every eigenvalue >= tau_r and |direction| >= |residual|,
+            # so curvature >= tau_r * rs: a converged row (rs = 0) divides 0 by the floor and stays put.
+            curvature = (direction * a_dir).sum(1, keepdim=True)  # (n, 1)
+            step = rs / curvature.clamp_min(1e-30)  # (n, 1)
+            x.addcmul_(step, direction)
+            residual.addcmul_(step, a_dir, value=-1.0)
+            rs_new = residual.square().sum(1, keepdim=True)
+            direction.mul_(rs_new / rs.clamp_min(1e-30)).add_(residual)
+            rs = rs_new
+        return x, residual
+
     def _implicit_shared(self, other_factors: torch.Tensor) -> torch.Tensor:
-        """``lam Y^T Y + tau I`` (d, d): every row's share of the normal equations from all columns."""
-        d = other_factors.shape[1]
-        eye = torch.eye(d, dtype=other_factors.dtype, device=other_factors.device)
-        return torch.addmm(eye, other_factors.T, other_factors, beta=self.config.tau, alpha=self.config.lam)
+        """``lam Y^T Y`` (d, d): every row's share of the normal equations from all columns."""
+        return (other_factors.T @ other_factors).mul_(self.config.lam)
 
     @torch.no_grad()
     def _implicit_half_step(
         self, matrix: RatingMatrix, plan: _Plan, other_factors: torch.Tensor, factors: torch.Tensor,
         with_error: bool = True,
     ) -> torch.Tensor:
-        """Solve every row's vector with the other side fixed; returns the new weighted
-        squared error over every pair of the matrix, rated or not (0 unless ``with_error``)."""
+        """Solve every row's vector with the other side fixed (exactly, or a few CG steps from where it
+        is); returns the new weighted squared error over every pair of the matrix, rated or not (0 unless
+        ``with_error``)."""
         d = factors.shape[1]
         device = matrix.device
-        lam, tau = self.config.lam, self.config.tau
-        # Rows with no ratings have p = 0 everywhere: their minimiser is exactly 0.
+        cfg = self.config
+        # Rows with no ratings have p = 0 everywhere: their minimiser is exactly 0 (and CG keeps it there).
         factors[plan.empty] = 0.0
+        if cfg.solver == "cg":
+            total = self._cg_half_step(matrix, plan, other_factors, factors, with_error)
+            return total if total is not None else torch.zeros((), dtype=torch.float64, device=device)
         # The unrated pairs' share of every row's normal equations: one (d, d) product per half-step.
         shared = self._implicit_shared(other_factors)  # (d, d)
         # sum_cols c (p - x.y)^2 = sum_r c - 2 x.Y^T C p + x^T Y^T C Y x per row: the first term is the same
@@ -332,15 +484,17 @@ class ImplicitALS(ALSBase):
             n_rows = rows.shape[0]
             mask, cols, values = self._gather(matrix, rows, longest)
             real = mask.to(values.dtype).view(n_rows, longest)  # (B, L) 1 for a rating, 0 for padding
-            f = values.view(n_rows, longest) * real if self.config.confidence == "stars" else real  # (B, L)
-            weight = f * self.config.alpha  # (B, L) c - 1, 0 on padding
+            f = values.view(n_rows, longest) * real if cfg.confidence == "stars" else real  # (B, L)
+            weight = f * cfg.alpha  # (B, L) c - 1, 0 on padding
             feats = other_factors.index_select(0, cols).view(n_rows, longest, d)  # (B, L, d)
-            x, system, rhs = self._implicit_system(shared, feats, weight + real, weight)
+            penalty = cfg.row_penalties(mask.sum(1))  # (B,)
+            x, system, rhs = self._cholesky_rows(shared, feats, weight + real, weight, penalty)
             factors[rows] = x
             if total is None:
                 continue
-            # With Y^T C Y = (system - tau I) / lam and Y^T C p = rhs / lam; summed in float64 because the
-            # terms nearly cancel.
-            t = torch.bmm(system, x.unsqueeze(-1)).squeeze(-1).sub_(rhs, alpha=2.0).sub_(x, alpha=tau)  # (B, d)
-            total += (x.double() * t.double()).sum() / lam
+            # With lam Y^T C Y x = A x - tau_r x and lam Y^T C p = rhs; summed in float64 because the terms
+            # nearly cancel.
+            t = torch.bmm(system, x.unsqueeze(-1)).squeeze(-1).sub_(rhs, alpha=2.0)  # (B, d)
+            t.addcmul_(penalty.unsqueeze(1), x, value=-1.0)
+            total += (x.double() * t.double()).sum() / cfg.lam
         return total if total is not None else torch.zeros((), dtype=torch.float64, device=device)
