@@ -338,3 +338,12 @@ def test_the_real_data_can_be_pointed_at(tmp_path, monkeypatch):
     monkeypatch.setenv("MOVIEREC_TEST_DATA", str(tmp_path))  # or the folder that holds it
     assert conftest._ml100k_zip() == archive
     assert "set MOVIEREC_TEST_DATA=/path/to/ml-100k.zip" in conftest.ML100K_MISSING
+
+
+@pytest.mark.parametrize("args", [
+    ["--bogus"], ["train", "als", "--solver", "foo"], ["train", "rbm", "--hidden", "x"], ["recommend", "--top", "0"],
+])
+def test_usage_errors_are_one_sentence(home, args):
+    result = CliRunner().invoke(app, args)
+    line = assert_one_line_error(result, "--help`")
+    assert result.exit_code == 2 and "Usage:" not in result.stdout + result.stderr, line

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -42,6 +42,37 @@ class _App(TyperGroup):
         # The order of a session: get data, train, inspect, use.
         names = super().list_commands(ctx)
         return sorted(names, key=lambda n: self._ORDER.index(n) if n in self._ORDER else len(self._ORDER))
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Typer's own handling, except that a usage error (unknown option, bad value) is one sentence on stderr
+        with a pointer to --help, like every other error, rather than a usage box."""
+        import sys
+
+        if not kwargs.get("standalone_mode", True):  # a caller that handles the outcome itself
+            return super().main(*args, **kwargs)
+        kwargs["standalone_mode"] = False
+        try:
+            # Without standalone mode an exit (ctx.exit(1) below included) comes back as its status.
+            status = super().main(*args, **kwargs)
+        except typer.Exit as exc:
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            from movierec.cli.console import print_error
+
+            print_error("Aborted.")
+            sys.exit(1)
+        except typer.TyperException as exc:  # Typer's usage errors and bad parameters
+            ctx = getattr(exc, "ctx", None)
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `movierec` alone: the help, as always
+                exc.show()
+                sys.exit(getattr(exc, "exit_code", 2))
+            from movierec.cli.console import print_error
+
+            message = exc.format_message().strip().rstrip(".")
+            hint = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+            print_error(f"{message}{hint}.")
+            sys.exit(getattr(exc, "exit_code", 2))
+        sys.exit(status if isinstance(status, int) else 0)
 
     def invoke(self, ctx: typer.Context):
         try:
