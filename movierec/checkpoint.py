@@ -729,25 +729,20 @@ def _check_arrays(
             raise MovierecError(f"{path} holds non-finite weights (in {key.removeprefix('state.')}); retrain it.")
 
 
-def _read_all(path: Path) -> tuple[CheckpointMeta, dict[str, np.ndarray], np.ndarray, np.ndarray, SavedFile | None]:
-    """Metadata, state arrays and id maps of either format, checked; the open file for format 2."""
+def _read_all(path: Path) -> tuple[CheckpointMeta, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Metadata, state arrays and id maps of either format, checked."""
     if _is_legacy(path):
         payload = _read_legacy(path)
         meta = _meta_from_text(payload.get("meta"), path)
         state, user_ids, item_ids = _legacy_arrays(payload, path)
-        saved = None
     else:
-        saved = open_file(path)
-        try:
+        with open_file(path) as saved:
             meta = saved.meta
             state = {k: saved.get(k) for k in saved.names() if k.startswith("state.")}
             user_ids = saved.get("user_ids") if "user_ids" in saved else None
             item_ids = saved.get("item_ids") if "item_ids" in saved else None
-        except BaseException:
-            saved.close()
-            raise
     _check_arrays(state, user_ids, item_ids, meta, path)
-    return meta, state, user_ids, item_ids, saved
+    return meta, state, user_ids, item_ids
 
 
 def build_from_state(meta: CheckpointMeta, state: Mapping[str, np.ndarray], path: Path) -> Recommender:
@@ -777,9 +772,7 @@ def load(path: Path, device: torch.device | str = "cpu") -> Checkpoint:
     import torch
 
     path = Path(path)
-    meta, state, user_ids, item_ids, saved = _read_all(path)
-    if saved is not None:
-        saved.close()
+    meta, state, user_ids, item_ids = _read_all(path)
     meta = _current_meta(meta)
     model = build_from_state(meta, state, path)
     model.to(device)
