@@ -536,7 +536,9 @@ def _parse_header(path: Path, f: BinaryIO) -> tuple[dict[str, str], dict[str, _E
     metadata = header.pop("__metadata__", None)
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise MovierecError(f"{path} is not a movierec checkpoint.")
-    _check_version(metadata.get("format_version"), path)
+    version = _check_version(metadata.get("format_version"), path)
+    if version != FORMAT_VERSION:
+        raise MovierecError(f"{path} is damaged (it says format {version} but is laid out as format {FORMAT_VERSION}).")
     if not all(isinstance(v, str) for v in metadata.values()):
         raise MovierecError(f"{path} is damaged (its header's metadata is not all text).")
     entries = {}
