@@ -12,6 +12,8 @@ Median of ``--repeat`` runs, warm page cache (the file was just written). Synthe
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import statistics
 import tempfile
 import time
@@ -48,18 +50,22 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="movierec-load-"))
     npz, pt, mine = folder / "a.npz", folder / "a.pt", folder / "a.mr"
     np.savez(npz, **arrays)
-    checkpoint.write_file(mine, {"format": checkpoint.FORMAT, "format_version": "2", "meta": "{}"}, arrays)
+    meta = checkpoint.CheckpointMeta(
+        name="bench", model="mf", config={}, dataset="ml-25m", fingerprint="", split="holdout", seed=0,
+        n_users=USERS, n_items=ITEMS, rating_values=[0.5, 5.0], created="2020-01-01T00:00:00+00:00")
+    checkpoint.write_file(mine, {"format": checkpoint.FORMAT, "format_version": str(checkpoint.FORMAT_VERSION),
+                                 "meta": json.dumps(dataclasses.asdict(meta))}, arrays)
 
     def load_npz() -> None:
         with np.load(npz, allow_pickle=False) as f:
             _ = {k: f[k] for k in f.files}
 
     def load_mine() -> None:
-        with checkpoint.SavedFile(mine, open(mine, "rb"), *_header(mine)) as f:
+        with checkpoint.open_file(mine) as f:
             _ = {k: f.get(k) for k in f.names()}
 
     def serve_mine() -> None:
-        with checkpoint.SavedFile(mine, open(mine, "rb"), *_header(mine)) as f:
+        with checkpoint.open_file(mine) as f:
             _ = f.get("state.item_factors"), f.get("state.item_bias"), f.get("state.mean")
             _ = f.rows("state.user_factors", 1000, 1001), f.rows("state.user_bias", 1000, 1001)
 
@@ -78,11 +84,6 @@ def main() -> None:
     print(f"arrays: {size:.1f} MiB; median of {args.repeat}")
     for what, seconds in rows:
         print(f"  {what:<40} {seconds * 1000:8.1f} ms")
-
-
-def _header(path: Path):
-    with open(path, "rb") as f:
-        return checkpoint._parse_header(path, f)
 
 
 if __name__ == "__main__":

@@ -52,26 +52,30 @@ def recommend_command(
     if new_user == (user is not None):
         raise MovierecError("Give either --user ID, or a new user's ratings with --rate / --ratings-file.")
     served = _open(model, device)
-    movies, scorer = served.catalogue, served.scorer
-    allowed = movies.allowed(genre, min_year, max_year)
-    if new_user:
-        pairs = _parse_rates(rate or []) + (_read_ratings_file(ratings_file) if ratings_file else [])
-        items, stars = _resolve_new_ratings(movies, served.meta.rating_values, pairs)
-        recs = rec.for_new_user(scorer, items, stars, top, counts=served.counts, neutral=served.neutral,
-                                shrink=shrink, allowed=allowed)
-        who = f"a new user ({len(items)} ratings)"
-    else:
-        index = served.user_index(user)
-        seen, seen_stars = served.seen(index)
-        recs = rec.for_user(scorer, index, seen, seen_stars, top, counts=served.counts, include_seen=include_seen,
-                            allowed=allowed)
-        who = f"user {user}"
-    score_name = {"like": "like probability", "rank": "score"}.get(scorer.kind, "predicted rating")
-    rows = [
-        {"rank": r + 1, "movie_id": int(movies.item_ids[x.item]), **movies.movie(x.item), "score": round(x.score, 4),
-         "because_you_liked": movies.title(x.because) if x.because is not None else None}
-        for r, x in enumerate(recs)
-    ]
+    try:
+        movies, scorer = served.catalogue, served.scorer
+        allowed = movies.allowed(genre, min_year, max_year)
+        if new_user:
+            pairs = _parse_rates(rate or []) + (_read_ratings_file(ratings_file) if ratings_file else [])
+            items, stars = _resolve_new_ratings(movies, served.meta.rating_values, pairs)
+            recs = rec.for_new_user(scorer, items, stars, top, counts=served.counts, neutral=served.neutral,
+                                    shrink=shrink, allowed=allowed)
+            who = f"a new user ({len(items)} ratings)"
+        else:
+            index = served.user_index(user)
+            seen, seen_stars = served.seen(index)
+            recs = rec.for_user(scorer, index, seen, seen_stars, top, counts=served.counts, include_seen=include_seen,
+                                allowed=allowed)
+            who = f"user {user}"
+        score_name = {"like": "like probability", "rank": "score"}.get(scorer.kind, "predicted rating")
+        rows = [
+            {"rank": r + 1, "movie_id": int(movies.item_ids[x.item]), **movies.movie(x.item),
+             "score": round(x.score, 4),
+             "because_you_liked": movies.title(x.because) if x.because is not None else None}
+            for r, x in enumerate(recs)
+        ]
+    finally:
+        served.close()  # everything below is in memory
     if json_output:
         from movierec.cli.console import print_json
 
@@ -113,14 +117,17 @@ def similar_command(
     from movierec.data.titles import TitleIndex
 
     served = _open(model, device)
-    movies = served.catalogue
-    item = TitleIndex(movies, movies.titles()).find(movie)
-    counts = served.counts
-    items, sims = rec.similar_to(served.scorer, item, top, counts=counts, allowed=counts >= min_ratings)
-    rows = [
-        {"rank": r + 1, "movie_id": int(movies.item_ids[i]), **movies.movie(i), "score": round(s, 4)}
-        for r, (i, s) in enumerate(zip(items, sims))
-    ]
+    try:
+        movies = served.catalogue
+        item = TitleIndex(movies, movies.titles()).find(movie)
+        counts = served.counts
+        items, sims = rec.similar_to(served.scorer, item, top, counts=counts, allowed=counts >= min_ratings)
+        rows = [
+            {"rank": r + 1, "movie_id": int(movies.item_ids[i]), **movies.movie(i), "score": round(s, 4)}
+            for r, (i, s) in enumerate(zip(items, sims))
+        ]
+    finally:
+        served.close()  # everything below is in memory
     if json_output:
         from movierec.cli.console import print_json
 
@@ -146,27 +153,30 @@ def clusters_command(
     from movierec import recommend as rec
 
     served = _open(model, device)
-    data = served.catalogue
-    vectors = torch.nn.functional.normalize(torch.from_numpy(served.scorer.item_vectors()).float(), dim=1)
-    labels, _ = rec.kmeans(vectors, k, seed=seed)
-    popularity = torch.from_numpy(served.counts)
-    all_genres = Counter(g for i in range(data.n_items) for g in data.genres(i))
-    clusters = []
-    for c in range(k):
-        members = torch.nonzero(labels == c).flatten()
-        if members.numel() == 0:
-            continue
-        order = members[torch.argsort(popularity[members], descending=True, stable=True)]
-        genres = Counter(g for i in members.tolist() for g in data.genres(i))
-        # "Dominant" = over-represented here compared with the whole catalogue (lift), among genres
-        # common enough in the cluster to matter; raw counts would name Drama and Comedy everywhere.
-        size = int(members.numel())
-        lift = {g: (n / size) / (all_genres[g] / data.n_items) for g, n in genres.items() if n >= 0.1 * size}
-        clusters.append({
-            "size": size,
-            "genres": sorted(lift, key=lambda g: -lift[g])[:3],
-            "movies": [data.title(i) for i in order[:top].tolist()],
-        })
+    try:
+        data = served.catalogue
+        vectors = torch.nn.functional.normalize(torch.from_numpy(served.scorer.item_vectors()).float(), dim=1)
+        labels, _ = rec.kmeans(vectors, k, seed=seed)
+        popularity = torch.from_numpy(served.counts)
+        all_genres = Counter(g for i in range(data.n_items) for g in data.genres(i))
+        clusters = []
+        for c in range(k):
+            members = torch.nonzero(labels == c).flatten()
+            if members.numel() == 0:
+                continue
+            order = members[torch.argsort(popularity[members], descending=True, stable=True)]
+            genres = Counter(g for i in members.tolist() for g in data.genres(i))
+            # "Dominant" = over-represented here compared with the whole catalogue (lift), among genres
+            # common enough in the cluster to matter; raw counts would name Drama and Comedy everywhere.
+            size = int(members.numel())
+            lift = {g: (n / size) / (all_genres[g] / data.n_items) for g, n in genres.items() if n >= 0.1 * size}
+            clusters.append({
+                "size": size,
+                "genres": sorted(lift, key=lambda g: -lift[g])[:3],
+                "movies": [data.title(i) for i in order[:top].tolist()],
+            })
+    finally:
+        served.close()  # everything below is in memory
     clusters.sort(key=lambda c: -c["size"])
     clusters = [{"cluster": n, **c} for n, c in enumerate(clusters, 1)]
     if json_output:
