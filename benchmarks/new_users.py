@@ -132,7 +132,7 @@ def score_lists(people, fold_in, kind: str, counts: torch.Tensor, prior: float) 
         given[items] = True
         for name, (scores, extra) in variants(kind, raw, counts, prior).items():
             exclude = given | extra if extra is not None else given
-            top = rank_items(scores, 10, exclude, counts)  # (10,)
+            top = torch.from_numpy(rank_items(scores, 10, exclude, counts))  # (10,)
             ndcg = float(metrics.ndcg_at_k(top[None], relevant[None])[0])
             rare = float((counts[top] < RARE).float().mean())
             acc = sums.setdefault(name, [0.0, 0.0])

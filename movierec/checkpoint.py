@@ -1,14 +1,26 @@
-"""Saved models: plain tensors plus JSON metadata, written atomically, loaded without unpickling code.
+"""Saved models: one file per model, its metadata readable without reading its arrays, never unpickled.
 
-A checkpoint file is a ``torch.save`` of a dict holding only tensors, strings and ints::
+Format 2 (this version) has the layout of safetensors: an 8-byte little-endian header length ``N``, ``N``
+bytes of JSON, then the raw little-endian bytes of every array, back to back::
 
-    {"format": "movierec-checkpoint", "format_version": 1,
-     "meta": "<JSON: model, config, dataset, fingerprint, split, seed, history, metrics, ...>",
-     "state": {parameter name: tensor}, "user_ids": tensor, "item_ids": tensor}
+    {"__metadata__": {"format": "movierec-checkpoint", "format_version": "2",
+                      "meta": "<JSON: model, config, dataset, fingerprint, split, seed, history, metrics, ...>",
+                      "serving": "<JSON: genre names, neutral score, how the model scores (see serving.py)>"},
+     "state.user_factors": {"dtype": "F32", "shape": [943, 32], "data_offsets": [0, 120704]}, ...}
 
-and is read back with ``torch.load(weights_only=True)``, which refuses anything that is not plain data.
+The arrays are the model's ``state_dict`` (``state.*``), the MovieLens ids of every user and movie index
+(``user_ids``, ``item_ids``) and what answering needs without the dataset (:mod:`movierec.serving`: each
+user's training ratings, each movie's rating count, titles, years, genres). Listing reads the header alone;
+answering reads only the arrays it needs (one user's row, not the 22M training ratings), with numpy; only
+building a torch model imports torch. Nothing is ever unpickled: JSON and raw numbers only. The suffix stays
+``.pt`` so names, paths and scripts keep working across the format change.
+
+Format 1 files (a ``torch.save`` of plain tensors, read with ``torch.load(weights_only=True)``) are still
+read; the first time one is used to answer or evaluate, it is rewritten in format 2 (atomically, in place),
+since that is when the dataset its serving data comes from is at hand.
+
 Everything read back is checked before it is used: the metadata field by field (:func:`meta_from_dict`,
-which knows nothing of the container), the tensors against the metadata, and the id maps against the
+which knows nothing of the container), the arrays against the metadata, and the id maps against the
 dataset (:func:`load_trained`). A file that fails is "damaged", in one sentence, never a traceback.
 
 Writers take a lock per name (``.NAME.lock``) for the whole train-and-save, write to a temporary file
@@ -21,35 +33,48 @@ import contextlib
 import dataclasses
 import errno
 import json
+import logging
 import math
 import os
 import re
 import socket
+import struct
 import tempfile
 import time
 import types
 import typing
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import torch
+import numpy as np
 
 from movierec import __version__, paths
 from movierec.errors import MovierecError
 from movierec.models import build_model, migrate_settings
-from movierec.models.base import Recommender
+
+if TYPE_CHECKING:
+    import torch
+
+    from movierec.models.base import Recommender
+    from movierec.serving import ServingData
 
 FORMAT = "movierec-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+LEGACY_VERSION = 1
+"""``torch.save`` files: still read, rewritten as :data:`FORMAT_VERSION` on first use."""
 SUFFIX = ".pt"
 MAX_NAME = 150
 """Longest model name: with the temporary file's extra characters it stays within the usual 255-byte limit."""
 STALE_SECONDS = 3600
 """A temporary checkpoint older than this is a dead writer's, whoever wrote it."""
+MAX_HEADER = 100_000_000
+"""A longer header is not a checkpoint's (safetensors' own limit)."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -364,26 +389,44 @@ def reserve(name: str) -> Iterator[Path]:
         lock.release()
 
 
-def save(
-    model: Recommender, meta: CheckpointMeta, user_ids: Any, item_ids: Any, path: Path | None = None
-) -> tuple[Path, CheckpointMeta]:
-    """Write the checkpoint atomically (temp file in the same folder, then rename).
+# -- the container: a JSON header, then raw arrays -------------------------------------------------------
+_DTYPES = {
+    "F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+    "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?",
+}
+_DTYPE_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
+_LEGACY_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 
-    Returns its path and the metadata as saved (with its ``created`` stamp).
-    """
-    path = Path(path) if path is not None else path_for(meta.name)
-    if not meta.created:
-        # Microseconds: `resolve(None)` picks the newest by this stamp, and two saves can share a second.
-        created = datetime.now(timezone.utc).isoformat(timespec="microseconds")
-        meta = CheckpointMeta(**{**asdict(meta), "created": created})
-    payload = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "meta": json.dumps(asdict(meta), allow_nan=True),
-        "state": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-        "user_ids": torch.as_tensor(user_ids, dtype=torch.int64).cpu(),
-        "item_ids": torch.as_tensor(item_ids, dtype=torch.int64).cpu(),
-    }
+
+def _unreadable(path: Path) -> MovierecError:
+    return MovierecError(f"{path} is not a readable movierec checkpoint (truncated, corrupted or not a checkpoint).")
+
+
+def _header_bytes(metadata: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> bytes:
+    header: dict[str, Any] = {"__metadata__": dict(metadata)}
+    offset = 0
+    for name, array in arrays.items():
+        dtype = _DTYPE_NAMES.get(array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype)
+        if dtype is None:
+            raise TypeError(f"cannot save an array of {array.dtype}")
+        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    text = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    text += b" " * (-len(text) % 8)  # the arrays start 8-byte aligned
+    return struct.pack("<Q", len(text)) + text
+
+
+def _write_body(f: BinaryIO, header: bytes, arrays: Mapping[str, np.ndarray]) -> None:
+    f.write(header)
+    for array in arrays.values():
+        f.write(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).reshape(-1).view(np.uint8))
+
+
+def write_file(path: Path, metadata: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> None:
+    """Write a format-2 file atomically: a temporary file in the same folder, flushed to disk, then renamed
+    over ``path``. Whatever goes wrong, ``path`` is either what it was or the whole new file."""
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    header = _header_bytes(metadata, arrays)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         clean_temporaries(path.parent)
@@ -392,7 +435,7 @@ def save(
         raise MovierecError(f"Could not save the model to {path}: {exc.strerror or exc}.") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            _write_body(f, header, arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -402,7 +445,211 @@ def save(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@dataclass(frozen=True)
+class _Entry:
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    start: int
+    stop: int
+
+
+class SavedFile:
+    """An open format-2 checkpoint: its checked metadata, and its arrays read on demand.
+
+    The file stays open, so every array comes from the same file even if a new save replaces it meanwhile.
+    """
+
+    def __init__(self, path: Path, f: BinaryIO, metadata: dict[str, str], entries: dict[str, _Entry], base: int):
+        self.path = path
+        self._f = f
+        self.metadata = metadata
+        self._entries = entries
+        self._base = base  # where the arrays start
+        self.meta = _meta_from_text(metadata.get("meta"), path)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> SavedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._entry(name).shape
+
+    def get(self, name: str) -> np.ndarray:
+        """The whole array ``name``."""
+        e = self._entry(name)
+        return self._read(e, e.start, e.stop).reshape(e.shape)
+
+    def rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of array ``name`` (along its first axis), reading nothing else."""
+        e = self._entry(name)
+        row = e.dtype.itemsize * math.prod(e.shape[1:])
+        start, stop = max(0, min(start, e.shape[0])), max(0, min(stop, e.shape[0]))
+        stop = max(start, stop)
+        return self._read(e, e.start + start * row, e.start + stop * row).reshape((stop - start, *e.shape[1:]))
+
+    def _entry(self, name: str) -> _Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise MovierecError(f"{self.path} is damaged (it has no {name!r} array).") from None
+
+    def _read(self, e: _Entry, start: int, stop: int) -> np.ndarray:
+        buf = bytearray(stop - start)  # writable, so torch can take it without a copy
+        try:
+            self._f.seek(self._base + start)
+            got = self._f.readinto(buf)
+        except OSError:
+            raise _unreadable(self.path) from None
+        if got != len(buf):
+            raise _unreadable(self.path)
+        return np.frombuffer(buf, dtype=e.dtype)
+
+
+def _parse_header(path: Path, f: BinaryIO) -> tuple[dict[str, str], dict[str, _Entry], int]:
+    """The metadata and array table of a format-2 file; one sentence when it is anything else."""
+    try:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        if len(head) != 8:
+            raise _unreadable(path)
+        (n,) = struct.unpack("<Q", head)
+        if n > min(MAX_HEADER, size - 8):
+            raise _unreadable(path)
+        header = json.loads(f.read(n))
+    except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise _unreadable(path) from None
+    if not isinstance(header, dict):
+        raise _unreadable(path)
+    metadata = header.pop("__metadata__", None)
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise MovierecError(f"{path} is not a movierec checkpoint.")
+    version = _check_version(metadata.get("format_version"), path)
+    if version != FORMAT_VERSION:
+        raise MovierecError(f"{path} is damaged (it says format {version} but is laid out as format {FORMAT_VERSION}).")
+    if not all(isinstance(v, str) for v in metadata.values()):
+        raise MovierecError(f"{path} is damaged (its header's metadata is not all text).")
+    entries = {}
+    for name, spec in header.items():
+        try:
+            dtype = np.dtype(_DTYPES[spec["dtype"]])
+            shape = tuple(spec["shape"])
+            start, stop = spec["data_offsets"]
+            ok = all(_conforms(d, int) and d >= 0 for d in (*shape, start, stop))
+            ok = ok and stop - start == dtype.itemsize * math.prod(shape)
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise MovierecError(f"{path} is damaged (its array {_show(name)} is not described right).")
+        entries[name] = _Entry(dtype, shape, start, stop)
+    return metadata, entries, 8 + n
+
+
+def _check_version(version: Any, path: Path) -> int:
+    if isinstance(version, str) and version.isdigit() and version.isascii():
+        version = int(version)
+    elif isinstance(version, str):
+        raise MovierecError(f"{path} is damaged (its format version is {_show(version)}, not a whole number).")
+    if not _conforms(version, int) or version < 1:
+        raise MovierecError(f"{path} is damaged (its format version is {_show(version)}, not a whole number).")
+    if version > FORMAT_VERSION:
+        raise MovierecError(
+            f"{path} was written by a newer movierec (checkpoint format {version}); upgrade movierec to read it."
+        )
+    return version
+
+
+def _meta_from_text(text: Any, path: Path) -> CheckpointMeta:
+    if not isinstance(text, str):
+        raise MovierecError(f"{path} is damaged (its metadata is {_show(text)}, not JSON text).")
+    try:
+        return CheckpointMeta.from_json(text)
+    except ValueError as exc:
+        raise MovierecError(f"{path} is damaged ({exc}).") from None
+
+
+def _is_legacy(path: Path) -> bool:
+    """Whether ``path`` is a format-1 file (a torch zip archive); one sentence if it cannot be read at all."""
+    if not path.is_file():
+        raise MovierecError(f"No checkpoint at {path}.")
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == _LEGACY_MAGIC
+    except OSError:
+        raise _unreadable(path) from None
+
+
+def open_file(path: Path) -> SavedFile:
+    """Open the format-2 checkpoint at ``path``: header and metadata read and checked, no array read yet.
+
+    A format-1 file raises :class:`LegacyCheckpoint` (its reader needs torch: :func:`load`)."""
+    path = Path(path)
+    if _is_legacy(path):
+        raise LegacyCheckpoint(path)
+    try:
+        f = open(path, "rb")  # noqa: SIM115 (the SavedFile keeps it open and closes it)
+    except OSError:
+        raise _unreadable(path) from None
+    try:
+        return SavedFile(path, f, *_parse_header(path, f))
+    except BaseException:
+        f.close()
+        raise
+
+
+class LegacyCheckpoint(MovierecError):
+    """The file is in format 1 (``torch.save``); :func:`load` reads it."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"{path} is in checkpoint format {LEGACY_VERSION}.")
+        self.path = path
+
+
+# -- writing ------------------------------------------------------------------------------------------------
+def save(
+    model: Recommender, meta: CheckpointMeta, user_ids: Any, item_ids: Any, path: Path | None = None,
+    serving: ServingData | None = None,
+) -> tuple[Path, CheckpointMeta]:
+    """Write the checkpoint atomically (temp file in the same folder, then rename).
+
+    ``serving`` (:meth:`movierec.serving.ServingData.build`) is what `recommend` and `similar` read instead of
+    the dataset; without it the first such command derives it from the dataset once and adds it.
+    Returns the path and the metadata as saved (with its ``created`` stamp).
+    """
+    path = Path(path) if path is not None else path_for(meta.name)
+    if not meta.created:
+        # Microseconds: `resolve(None)` picks the newest by this stamp, and two saves can share a second.
+        created = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        meta = CheckpointMeta(**{**asdict(meta), "created": created})
+    state = {f"state.{k}": v.detach().cpu().contiguous().numpy() for k, v in model.state_dict().items()}
+    _write(path, meta, state, user_ids, item_ids, serving)
     return path, meta
+
+
+def _write(
+    path: Path, meta: CheckpointMeta, state: Mapping[str, np.ndarray], user_ids: Any, item_ids: Any,
+    serving: ServingData | None,
+) -> None:
+    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+                "meta": json.dumps(asdict(meta), allow_nan=True)}
+    arrays = {**state, "user_ids": np.asarray(user_ids, dtype=np.int64),
+              "item_ids": np.asarray(item_ids, dtype=np.int64)}
+    if serving is not None:
+        metadata["serving"] = json.dumps(serving.info, allow_nan=False)
+        arrays.update(serving.arrays)
+    write_file(path, metadata, arrays)
 
 
 def remove(name: str) -> Path:
@@ -421,92 +668,123 @@ def remove(name: str) -> Path:
 
 
 # -- reading ----------------------------------------------------------------------------------------------
-def _read(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise MovierecError(f"No checkpoint at {path}.")
+def _read_legacy(path: Path) -> dict[str, Any]:
+    """A format-1 payload, read with ``torch.load(weights_only=True)``: plain tensors and strings only."""
+    import torch
+
     try:
         with warnings.catch_warnings():
             # torch warns (two lines on stderr) about some files before refusing them; our sentence is enough.
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
-        raise MovierecError(
-            f"{path} is not a readable movierec checkpoint (truncated, corrupted or not a checkpoint)."
-        ) from None
+        raise _unreadable(path) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MovierecError(f"{path} is not a movierec checkpoint.")
     version = payload.get("format_version")
-    if not _conforms(version, int) or version < 1:
-        raise MovierecError(f"{path} is damaged (its format version is {_show(version)}, not a whole number).")
-    if version > FORMAT_VERSION:
-        raise MovierecError(
-            f"{path} was written by a newer movierec (checkpoint format {version}); upgrade movierec to read it."
-        )
+    if isinstance(version, str) or _check_version(version, path) != LEGACY_VERSION:
+        shown = _show(version)
+        raise MovierecError(f"{path} is damaged (its format version is {shown}, not a whole number)."
+                            if isinstance(version, str) else
+                            f"{path} is damaged (it says format {shown} but is laid out as format {LEGACY_VERSION}).")
     return payload
 
 
-def _meta_of(payload: dict[str, Any], path: Path) -> CheckpointMeta:
-    text = payload.get("meta")
-    if not isinstance(text, str):
-        raise MovierecError(f"{path} is damaged (its metadata is {_show(text)}, not JSON text).")
-    try:
-        return CheckpointMeta.from_json(text)
-    except ValueError as exc:
-        raise MovierecError(f"{path} is damaged ({exc}).") from None
+def read_meta(path: Path) -> CheckpointMeta:
+    """The metadata of the checkpoint at ``path``, checked; a format-2 file's arrays are not read."""
+    path = Path(path)
+    if _is_legacy(path):
+        return _meta_from_text(_read_legacy(path).get("meta"), path)
+    with open_file(path) as saved:
+        return saved.meta
 
 
-def _check_tensors(payload: dict[str, Any], meta: CheckpointMeta, path: Path) -> None:
-    """The tensors agree with the metadata and are finite: checked before a model is built from them."""
+def _legacy_arrays(payload: dict[str, Any], path: Path) -> tuple[dict[str, np.ndarray], Any, Any]:
+    """A format-1 payload's state and id maps as numpy arrays, after checking they are tensors."""
+    import torch
+
     state = payload.get("state")
     if not isinstance(state, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise MovierecError(f"{path} is damaged (its weights are not a table of named tensors).")
-    for key, count, what in (("user_ids", meta.n_users, "user"), ("item_ids", meta.n_items, "movie")):
-        ids = payload.get(key)
-        if (
-            not isinstance(ids, torch.Tensor) or ids.dim() != 1 or ids.dtype == torch.bool
-            or ids.dtype.is_floating_point or ids.dtype.is_complex
-        ):
+    ids = []
+    for key in ("user_ids", "item_ids"):
+        value = payload.get(key)
+        ids.append(value.numpy() if isinstance(value, torch.Tensor) and not value.is_complex() else None)
+    return {f"state.{k}": v.numpy() for k, v in state.items()}, ids[0], ids[1]
+
+
+def _check_arrays(
+    state: Mapping[str, np.ndarray], user_ids: Any, item_ids: Any, meta: CheckpointMeta, path: Path
+) -> None:
+    """The arrays agree with the metadata and are finite: checked before a model is built from them."""
+    for ids, count, what in ((user_ids, meta.n_users, "user"), (item_ids, meta.n_items, "movie")):
+        if not isinstance(ids, np.ndarray) or ids.ndim != 1 or ids.dtype.kind not in "iu":
             raise MovierecError(f"{path} is damaged (its {what} ids are not a list of whole numbers).")
         if len(ids) != count:
             raise MovierecError(f"{path} is damaged (it has {len(ids):,} {what} ids for {count:,} {what}s).")
-        if len(torch.unique(ids)) != count:
+        if len(np.unique(ids)) != count:
             raise MovierecError(f"{path} is damaged (its {what} ids repeat).")
-    for key, tensor in state.items():
-        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
-            raise MovierecError(f"{path} holds non-finite weights (in {key}); retrain it.")
+    for key, array in state.items():
+        if array.dtype.kind in "fc" and not bool(np.isfinite(array).all()):
+            raise MovierecError(f"{path} holds non-finite weights (in {key.removeprefix('state.')}); retrain it.")
 
 
-def read_meta(path: Path) -> CheckpointMeta:
-    path = Path(path)
-    return _meta_of(_read(path), path)
+def _read_all(path: Path) -> tuple[CheckpointMeta, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Metadata, state arrays and id maps of either format, checked."""
+    if _is_legacy(path):
+        payload = _read_legacy(path)
+        meta = _meta_from_text(payload.get("meta"), path)
+        state, user_ids, item_ids = _legacy_arrays(payload, path)
+    else:
+        with open_file(path) as saved:
+            meta = saved.meta
+            state = {k: saved.get(k) for k in saved.names() if k.startswith("state.")}
+            user_ids = saved.get("user_ids") if "user_ids" in saved else None
+            item_ids = saved.get("item_ids") if "item_ids" in saved else None
+    _check_arrays(state, user_ids, item_ids, meta, path)
+    return meta, state, user_ids, item_ids
 
 
-def load(path: Path, device: torch.device | str = "cpu") -> Checkpoint:
-    """Rebuild the model saved at ``path`` on ``device``."""
-    path = Path(path)
-    payload = _read(path)
-    meta = _meta_of(payload, path)
-    _check_tensors(payload, meta, path)
+def build_from_state(meta: CheckpointMeta, state: Mapping[str, np.ndarray], path: Path) -> Recommender:
+    """The torch model described by ``meta`` with the weights ``state`` (``state.*`` arrays), on the CPU."""
+    import torch
+
     try:
-        if not meta.mode:  # written before each mode had its own class
-            mode, config = migrate_settings(meta.model, meta.config)
-            meta = dataclasses.replace(meta, mode=mode, config=config)
         model = build_model(meta.model, meta.mode, meta.config, meta.n_users, meta.n_items, tuple(meta.rating_values))
-        model.load_state_dict(payload["state"])
-        user_ids, item_ids = payload["user_ids"], payload["item_ids"]
+        model.load_state_dict({k.removeprefix("state."): torch.from_numpy(v) for k, v in state.items()})
     except MovierecError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError):
         raise MovierecError(f"{path} is damaged: its tensors do not match its model description.") from None
-    model.to(device)
     model.eval()
-    return Checkpoint(path, meta, model, user_ids, item_ids)
+    return model
+
+
+def _current_meta(meta: CheckpointMeta) -> CheckpointMeta:
+    if not meta.mode:  # written before each mode had its own class
+        mode, config = migrate_settings(meta.model, meta.config)
+        meta = dataclasses.replace(meta, mode=mode, config=config)
+    return meta
+
+
+def load(path: Path, device: torch.device | str = "cpu") -> Checkpoint:
+    """Rebuild the model saved at ``path`` (either format) on ``device``."""
+    import torch
+
+    path = Path(path)
+    meta, state, user_ids, item_ids = _read_all(path)
+    meta = _current_meta(meta)
+    model = build_from_state(meta, state, path)
+    model.to(device)
+    return Checkpoint(path, meta, model, torch.from_numpy(user_ids), torch.from_numpy(item_ids))
 
 
 def scan_checkpoints() -> tuple[list[tuple[Path, CheckpointMeta]], list[Path]]:
-    """The readable checkpoints in the models folder, oldest first, and the ``*.pt`` files that are not."""
+    """The readable checkpoints in the models folder, oldest first, and the ``*.pt`` files that are not.
+
+    Only headers are read (format 2), so a file whose arrays are cut short still lists; using it fails."""
     folder = paths.models_dir()
     clean_temporaries(folder)
     found, skipped = [], []
@@ -553,7 +831,7 @@ def resolve(name: str | None) -> Path:
     return path
 
 
-
+# -- with the dataset: evaluation, and serving data for files that lack it -------------------------------------
 @dataclass(frozen=True)
 class Trained:
     """A checkpoint together with the dataset and split it was trained on: what later commands need."""
@@ -572,12 +850,16 @@ class Trained:
         return self.checkpoint.meta
 
 
-def load_trained(name: str | None = None, device: torch.device | str = "cpu") -> Trained:
-    """Load a checkpoint (newest when ``name`` is None), its dataset and its training split."""
+def load_trained(name: str | Path | None = None, device: torch.device | str = "cpu") -> Trained:
+    """Load a checkpoint (newest when ``name`` is None), its dataset and its training split.
+
+    A checkpoint without serving data (format 1, or saved without it) gets it now, rewritten in place:
+    see :func:`upgrade`."""
     from movierec.data.movielens import load_dataset
     from movierec.data.split import make_split
 
-    ckpt = load(resolve(name), device)
+    path = resolve(None if name is None else str(name))
+    ckpt = load(path, device)
     meta = ckpt.meta
     data = load_dataset(meta.dataset)
     if data.fingerprint != meta.fingerprint:
@@ -586,7 +868,45 @@ def load_trained(name: str | None = None, device: torch.device | str = "cpu") ->
         )
     _check_against_dataset(ckpt, data)
     split = make_split(data, meta.split, seed=meta.seed, test_fraction=meta.test_fraction)
-    return Trained(ckpt, data, split, split.train.matrix(ckpt.model.device))
+    trained = Trained(ckpt, data, split, split.train.matrix(ckpt.model.device))
+    if not _has_serving(path):
+        upgrade(trained)
+    return trained
+
+
+def _has_serving(path: Path) -> bool:
+    try:
+        with open_file(path) as saved:
+            return "serving" in saved.metadata
+    except LegacyCheckpoint:
+        return False
+
+
+def upgrade(trained: Trained) -> ServingData:
+    """Rewrite ``trained``'s file in the current format with its serving data, atomically; returns that data.
+
+    When the file cannot be rewritten (a read-only folder, or its name is being trained right now) it is left
+    as it is, with a warning: the next use converts it again."""
+    from filelock import FileLock, Timeout
+
+    from movierec.serving import ServingData
+
+    ckpt = trained.checkpoint
+    serving = ServingData.build(ckpt.model, trained.split.train, trained.dataset)
+    path = ckpt.path
+    lock = FileLock(str(path.parent / f".{path.stem}.lock"), timeout=0)
+    try:
+        with lock:
+            state = {f"state.{k}": v.detach().cpu().contiguous().numpy() for k, v in ckpt.model.state_dict().items()}
+            _write(path, ckpt.meta, state, ckpt.user_ids.numpy(), ckpt.item_ids.numpy(), serving)
+    except Timeout:
+        log.warning("%s is being trained right now, so it was not converted to the current format", ckpt.meta.name)
+    except (OSError, MovierecError) as exc:
+        log.warning("Could not convert %s to the current checkpoint format (%s); it is converted again on each use",
+                    path, str(exc).rstrip("."))
+    else:
+        log.info("converted %s to checkpoint format %d", path, FORMAT_VERSION)
+    return serving
 
 
 def _check_against_dataset(ckpt: Checkpoint, data: Any) -> None:
@@ -598,5 +918,5 @@ def _check_against_dataset(ckpt: Checkpoint, data: Any) -> None:
             f"has {data.n_users:,} and {data.n_items:,}); retrain it."
         )
     for what, saved, actual in (("user", ckpt.user_ids, data.user_ids), ("movie", ckpt.item_ids, data.item_ids)):
-        if not torch.equal(saved.to(torch.int64).cpu(), torch.as_tensor(actual, dtype=torch.int64)):
+        if not np.array_equal(np.asarray(saved.cpu(), dtype=np.int64), np.asarray(actual, dtype=np.int64)):
             raise MovierecError(f"{ckpt.path} is damaged (its {what} ids are not those of {meta.dataset}); retrain it.")

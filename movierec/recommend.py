@@ -1,6 +1,9 @@
 """Top-N lists, similar movies, new users without retraining, explanations and movie clusters.
 
-Everything here works on movie indices and tensors; titles are attached by the CLI.
+Everything here works on movie indices; titles are attached by the CLI. The lists are computed once, in
+numpy, from a :class:`Scorer`: :class:`movierec.serving.FactorScorer` answers for the factor models from
+their saved arrays without torch, :class:`TorchScorer` for any torch model (and for the library functions
+:func:`recommend`, :func:`recommend_new_user` and :func:`similar`, which take a model and its training matrix).
 
 How a list is ordered (every user-facing list here: recommendations, new users, similar movies):
 
@@ -13,20 +16,27 @@ The number shown beside a movie is what the model means by it: for rating models
 clipped to the rating scale (so a list can show two 5.0s in a definite order), for like models P(liked),
 for top-N models the raw score. Movies a user already rated are left out unless asked for.
 
-New users (:func:`recommend_new_user`): step 1 uses the scores shrunk towards a neutral value by how few
+New users (:func:`for_new_user`): step 1 uses the scores shrunk towards a neutral value by how few
 training ratings each movie has (:func:`shrink_rare`), because from a handful of ratings every model
 otherwise fills the top 10 with movies almost nobody rated; the numbers shown are still the model's own.
+
+Importing this module does not import torch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
+import numpy as np
 
-from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
-from movierec.models.base import Recommender
+
+if TYPE_CHECKING:
+    import torch
+
+    from movierec.data.ratings import RatingMatrix
+    from movierec.models.base import Recommender
 
 
 @dataclass(frozen=True)
@@ -38,45 +48,22 @@ class Recommendation:
     """The movie the user rated highly that is most similar to this one (None if no such movie)."""
 
 
-def item_counts(train: RatingMatrix) -> torch.Tensor:
-    """How many training ratings each movie has: (n_items,) int64."""
-    return torch.bincount(train.indices.to(torch.int64), minlength=train.n_cols)
+class Scorer(Protocol):
+    """What the lists need from a model, in numpy."""
 
+    kind: str
+    """``"rating"`` (stars), ``"like"`` (P(liked)) or ``"rank"`` (scores that only order movies)."""
+    rating_range: tuple[float, float]
+    """The lowest and highest stars: a rating model's predictions are shown clipped to them."""
 
-def rank_items(scores: torch.Tensor, n: int, exclude: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """The ``n`` best movies by the rule in the module docstring: (I,) scores -> (<= n,) indices.
+    def scores(self, user: int) -> np.ndarray:
+        """Raw scores of every movie for known user ``user``: (I,) float32."""
 
-    ``exclude`` (I,) bool marks movies that may not be listed; ``counts`` (I,) are training ratings per movie.
-    """
-    if bool(torch.isnan(scores).any()):
-        raise MovierecError("The model predicts NaN scores, so it cannot rank movies; it probably diverged.")
-    idx = torch.nonzero(~exclude).flatten()  # (E,) ascending: rule 3
-    idx = idx[torch.sort(counts[idx].to(scores.device), descending=True, stable=True).indices]  # rule 2
-    idx = idx[torch.sort(scores[idx], descending=True, stable=True).indices]  # rule 1
-    return idx[:n]
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        """Raw scores of every movie for a new user from their ratings (n,), (n,): (I,) float32."""
 
-
-@torch.no_grad()
-def recommend(
-    model: Recommender,
-    train: RatingMatrix,
-    user: int,
-    n: int = 10,
-    *,
-    include_seen: bool = False,
-    allowed: torch.Tensor | None = None,
-    liked_threshold: float = 4.0,
-    counts: torch.Tensor | None = None,
-) -> list[Recommendation]:
-    """Top-``n`` movies for a known user (index); the user's rated movies are excluded unless asked.
-
-    ``counts`` are the training ratings per movie (:func:`item_counts` of ``train`` when not given).
-    """
-    users = torch.tensor([user], device=train.device)
-    scores = model.score(users, train)[0]  # (I,) raw
-    _, items, ratings = train.entries(users)
-    counts = item_counts(train) if counts is None else counts
-    return _rank(model, scores, items, ratings, n, include_seen, allowed, liked_threshold, counts)
+    def item_vectors(self) -> np.ndarray:
+        """One vector per movie for cosine similarity: (I, d)."""
 
 
 DEFAULT_SHRINK = 8.0
@@ -86,126 +73,235 @@ minimum-ratings filter for every model, improving with K up to 8x (e.g. mf NDCG@
 autoencoder 0.001 -> 0.327); 16x added at most 0.02 while the lists drift towards the most popular movies."""
 
 
-def shrink_rare(scores: torch.Tensor, counts: torch.Tensor, strength: float, prior: float) -> torch.Tensor:
+# -- the rules, in numpy ---------------------------------------------------------------------------------
+def rank_items(scores: Any, n: int, exclude: Any, counts: Any) -> np.ndarray:
+    """The ``n`` best movies by the rule in the module docstring: (I,) scores -> (<= n,) indices.
+
+    ``exclude`` (I,) bool marks movies that may not be listed; ``counts`` (I,) are training ratings per movie.
+    """
+    scores, exclude, counts = _np(scores), _np(exclude).astype(bool), _np(counts)
+    if bool(np.isnan(scores).any()):
+        raise MovierecError("The model predicts NaN scores, so it cannot rank movies; it probably diverged.")
+    idx = np.flatnonzero(~exclude)  # (E,) ascending: rule 3
+    idx = idx[np.argsort(-counts[idx].astype(np.int64), kind="stable")]  # rule 2
+    idx = idx[np.argsort(-scores[idx], kind="stable")]  # rule 1
+    return idx[:n]
+
+
+def shrink_rare(scores: Any, counts: Any, strength: float, prior: float) -> np.ndarray:
     """Pull each movie's score towards ``prior`` by how little it is known: ``prior + (s - prior) * n / (n + K)``.
 
     ``n`` = ``counts`` (I,) training ratings of the movie, ``K`` = ``strength``. A movie almost nobody rated
     keeps almost nothing of what a model guessed for it from a handful of ratings; a well-known one keeps
     nearly all. ``strength`` 0 changes nothing.
     """
+    scores = _np(scores)
     if strength <= 0:
         return scores
-    n = counts.to(scores.device, scores.dtype)
-    return prior + (scores - prior) * n / (n + strength)
+    n = _np(counts).astype(scores.dtype)
+    return prior + (scores - prior) * n / (n + scores.dtype.type(strength))
 
 
-def neutral_score(model: Recommender, train: RatingMatrix) -> float:
-    """The score that says nothing: the mean training rating (stars), the liked share (P(liked)), else 0."""
-    if train.nnz == 0:
+def neutral_value(kind: str, like_threshold: float | None, stars: np.ndarray) -> float:
+    """The score that says nothing, from the training ``stars``: their mean (stars), the liked share
+    (P(liked)), else 0."""
+    if stars.size == 0:
         return 0.0
-    if model.kind == "rating":
-        return float(train.values.double().mean())
-    if model.kind == "like" and model.like_threshold is not None:
-        return float((train.values >= model.like_threshold).double().mean())
+    if kind == "rating":
+        return float(stars.astype(np.float64).mean())
+    if kind == "like" and like_threshold is not None:
+        return float((stars >= like_threshold).astype(np.float64).mean())
     return 0.0
 
 
-@torch.no_grad()
-def recommend_new_user(
-    model: Recommender,
-    train: RatingMatrix,
-    items: torch.Tensor,
-    ratings: torch.Tensor,
-    n: int = 10,
-    *,
-    allowed: torch.Tensor | None = None,
+def default_shrink(counts: np.ndarray) -> float:
+    """:data:`DEFAULT_SHRINK` times the mean training ratings per movie."""
+    return DEFAULT_SHRINK * float(counts.astype(np.float64).mean())
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (rows of zeros stay zero), as ``torch.nn.functional.normalize``."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, np.float32(1e-12))
+
+
+def explain(
+    vectors: np.ndarray, recommended: np.ndarray, rated: np.ndarray, ratings: np.ndarray,
     liked_threshold: float = 4.0,
-    shrink: float | None = None,
+) -> list[int | None]:
+    """For each recommended movie, the highly rated movie of the user most similar to it (cosine of ``vectors``)."""
+    if rated.size == 0 or recommended.size == 0:
+        return [None] * int(recommended.size)
+    liked = rated[ratings >= liked_threshold]
+    if liked.size == 0:  # nobody-likes-anything users: fall back to their best-rated movies
+        liked = rated[ratings >= ratings.max()]
+    sims = unit_rows(vectors[recommended]) @ unit_rows(vectors[liked]).T  # (n, L)
+    return liked[sims.argmax(axis=1)].tolist()
+
+
+def top_n(
+    scorer: Scorer, scores: np.ndarray, rated: np.ndarray, ratings: np.ndarray, n: int, *, include_seen: bool,
+    allowed: np.ndarray | None, liked_threshold: float, counts: np.ndarray, order_by: np.ndarray | None = None,
+) -> list[Recommendation]:
+    """The list ordered by ``order_by`` (default: ``scores``), showing ``scores``, explained by ``rated``."""
+    rated = np.asarray(rated, dtype=np.int64)
+    ratings = np.asarray(ratings, dtype=np.float32)
+    n = min(n, scores.shape[0])  # a list longer than the catalogue holds nothing more, only padding
+    exclude = np.zeros(scores.shape[0], dtype=bool)
+    if not include_seen:
+        exclude[rated] = True
+    if allowed is not None:
+        exclude |= ~np.asarray(allowed, dtype=bool)
+    picked = rank_items(scores if order_by is None else order_by, n, exclude, counts)  # (<= n,)
+    shown = scores[picked]
+    if scorer.kind == "rating":
+        shown = np.clip(shown, *scorer.rating_range)
+    because = explain(scorer.item_vectors(), picked, rated, ratings, liked_threshold)
+    return [Recommendation(int(i), float(s), b) for i, s, b in zip(picked.tolist(), shown.tolist(), because)]
+
+
+def for_user(
+    scorer: Scorer, user: int, rated: np.ndarray, ratings: np.ndarray, n: int = 10, *, counts: np.ndarray,
+    include_seen: bool = False, allowed: np.ndarray | None = None, liked_threshold: float = 4.0,
+) -> list[Recommendation]:
+    """Top-``n`` movies for known user ``user``, who rated ``rated`` with ``ratings`` in training."""
+    return top_n(scorer, scorer.scores(user), rated, ratings, n, include_seen=include_seen, allowed=allowed,
+                 liked_threshold=liked_threshold, counts=counts)
+
+
+def for_new_user(
+    scorer: Scorer, items: np.ndarray, ratings: np.ndarray, n: int = 10, *, counts: np.ndarray, neutral: float,
+    shrink: float | None = None, allowed: np.ndarray | None = None, liked_threshold: float = 4.0,
 ) -> list[Recommendation]:
     """Top-``n`` movies for someone who was not in the training data, from their ratings alone.
 
     A handful of ratings says little, and models then rate obscure movies as high as anything: the scores
-    are shrunk towards a neutral value by each movie's number of ``train`` ratings (:func:`shrink_rare`)
-    with strength ``shrink`` (None: :data:`DEFAULT_SHRINK` x the mean ratings per movie; 0: off) before
-    ranking. The numbers shown stay the model's own predictions (clipped for rating models), so a
-    well-known 4.6 can come before an obscure 4.9.
+    are shrunk towards ``neutral`` by each movie's number of training ratings ``counts`` (:func:`shrink_rare`)
+    with strength ``shrink`` (None: :func:`default_shrink`; 0: off) before ranking. The numbers shown stay
+    the model's own predictions (clipped for rating models), so a well-known 4.6 can come before an obscure 4.9.
     """
-    device = model.device
-    items = items.to(device, torch.int64)
-    ratings = ratings.to(device, torch.float32)
-    counts = item_counts(train)
     if shrink is None:
-        shrink = DEFAULT_SHRINK * float(counts.double().mean())
+        shrink = default_shrink(counts)
     if shrink < 0:
         raise MovierecError(f"--shrink must be 0 or more, not {shrink:g}.")
-    raw = model.fold_in(items, ratings)  # (I,)
-    order_by = shrink_rare(raw, counts, shrink, neutral_score(model, train))  # (I,)
-    return _rank(model, raw, items, ratings, n, False, allowed, liked_threshold, counts, order_by)
+    items = np.asarray(items, dtype=np.int64)
+    ratings = np.asarray(ratings, dtype=np.float32)
+    raw = scorer.fold_in(items, ratings)  # (I,)
+    order_by = shrink_rare(raw, counts, shrink, neutral)  # (I,)
+    return top_n(scorer, raw, items, ratings, n, include_seen=False, allowed=allowed,
+                 liked_threshold=liked_threshold, counts=counts, order_by=order_by)
 
 
-def _rank(
-    model: Recommender, scores: torch.Tensor, rated: torch.Tensor, ratings: torch.Tensor, n: int,
-    include_seen: bool, allowed: torch.Tensor | None, liked_threshold: float, counts: torch.Tensor,
-    order_by: torch.Tensor | None = None,
-) -> list[Recommendation]:
-    """The list ordered by ``order_by`` (default: ``scores``), showing ``scores``."""
-    n = min(n, scores.shape[0])  # a list longer than the catalogue holds nothing more, only padding
-    exclude = torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
-    if not include_seen:
-        exclude[rated] = True
-    if allowed is not None:
-        exclude |= ~allowed.to(scores.device)
-    picked = rank_items(scores if order_by is None else order_by, n, exclude, counts)  # (<= n,)
-    shown = model.clip(scores[picked]) if model.kind == "rating" else scores[picked]
-    because = explain(model, picked, rated, ratings, liked_threshold)
-    return [Recommendation(int(i), float(s), b) for i, s, b in zip(picked.tolist(), shown.tolist(), because)]
-
-
-def cosine_matrix(vectors: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of movies ``a`` (n,) against movies ``b`` (m,) -> (n, m)."""
-    unit = torch.nn.functional.normalize(vectors.float(), dim=1)  # (I, d)
-    return unit[a] @ unit[b].T
-
-
-def explain(
-    model: Recommender, recommended: torch.Tensor, rated: torch.Tensor, ratings: torch.Tensor,
-    liked_threshold: float = 4.0,
-) -> list[int | None]:
-    """For each recommended movie, the highly rated movie of the user most similar to it."""
-    if rated.numel() == 0 or recommended.numel() == 0:
-        return [None] * int(recommended.numel())
-    liked = rated[ratings >= liked_threshold]
-    if liked.numel() == 0:  # nobody-likes-anything users: fall back to their best-rated movies
-        liked = rated[ratings >= ratings.max()]
-    sims = cosine_matrix(model.item_vectors(), recommended, liked)  # (n, L)
-    return liked[sims.argmax(dim=1)].tolist()
-
-
-@torch.no_grad()
-def similar(
-    model: Recommender, item: int, n: int = 10, *, counts: torch.Tensor, allowed: torch.Tensor | None = None
+def similar_to(
+    scorer: Scorer, item: int, n: int = 10, *, counts: np.ndarray, allowed: np.ndarray | None = None
 ) -> tuple[list[int], list[float]]:
     """The ``n`` movies whose item vectors are closest (cosine) to movie ``item``, among ``allowed`` (I,) bool.
 
     Equal similarities: more training ratings (``counts`` (I,)) first, then the lower index.
     """
-    vectors = model.item_vectors()
-    n = min(n, vectors.shape[0])  # a list longer than the catalogue holds nothing more, only padding
-    all_items = torch.arange(vectors.shape[0], device=vectors.device)
-    sims = cosine_matrix(vectors, torch.tensor([item], device=vectors.device), all_items)[0]  # (I,)
-    exclude = torch.zeros_like(sims, dtype=torch.bool)
-    if allowed is not None:
-        exclude = ~allowed.to(exclude.device)
+    unit = unit_rows(scorer.item_vectors())  # (I, d)
+    n = min(n, unit.shape[0])  # a list longer than the catalogue holds nothing more, only padding
+    sims = unit @ unit[item]  # (I,)
+    exclude = np.zeros(sims.shape[0], dtype=bool) if allowed is None else ~np.asarray(allowed, dtype=bool)
     exclude[item] = True
     idx = rank_items(sims, n, exclude, counts)
     return idx.tolist(), sims[idx].tolist()
 
 
-@torch.no_grad()
+def _np(x: Any) -> np.ndarray:
+    """A numpy view of an array or a (CPU or device) tensor."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+# -- torch models ------------------------------------------------------------------------------------------
+class TorchScorer:
+    """A torch model and its training matrix, as a :class:`Scorer`."""
+
+    def __init__(self, model: Recommender, train: RatingMatrix):
+        self.model, self.train = model, train
+        self.kind = model.kind
+        self.rating_range = (model.rating_min, model.rating_max)
+        self._vectors: np.ndarray | None = None
+
+    def scores(self, user: int) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            users = torch.tensor([user], device=self.train.device)
+            return _np(self.model.score(users, self.train)[0].float())
+
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            device = self.model.device
+            return _np(self.model.fold_in(torch.as_tensor(items, dtype=torch.int64, device=device),
+                                          torch.as_tensor(ratings, dtype=torch.float32, device=device)).float())
+
+    def item_vectors(self) -> np.ndarray:
+        if self._vectors is None:
+            import torch
+
+            with torch.no_grad():
+                self._vectors = _np(self.model.item_vectors().float())
+        return self._vectors
+
+
+def item_counts(train: RatingMatrix) -> torch.Tensor:
+    """How many training ratings each movie has: (n_items,) int64."""
+    import torch
+
+    return torch.bincount(train.indices.to(torch.int64), minlength=train.n_cols)
+
+
+def neutral_score(model: Recommender, train: RatingMatrix) -> float:
+    """:func:`neutral_value` of a model and its training matrix."""
+    return neutral_value(model.kind, model.like_threshold, _np(train.values))
+
+
+def recommend(
+    model: Recommender, train: RatingMatrix, user: int, n: int = 10, *, include_seen: bool = False,
+    allowed: Any = None, liked_threshold: float = 4.0, counts: Any = None,
+) -> list[Recommendation]:
+    """:func:`for_user` of a torch model; the user's training ratings and ``counts`` (default: per movie,
+    :func:`item_counts`) come from ``train``."""
+    import torch
+
+    _, items, ratings = train.entries(torch.tensor([user], device=train.device))
+    counts = _np(item_counts(train) if counts is None else counts)
+    return for_user(TorchScorer(model, train), user, _np(items), _np(ratings), n, counts=counts,
+                    include_seen=include_seen, allowed=None if allowed is None else _np(allowed),
+                    liked_threshold=liked_threshold)
+
+
+def recommend_new_user(
+    model: Recommender, train: RatingMatrix, items: Any, ratings: Any, n: int = 10, *, allowed: Any = None,
+    liked_threshold: float = 4.0, shrink: float | None = None,
+) -> list[Recommendation]:
+    """:func:`for_new_user` of a torch model, with counts and the neutral score from ``train``."""
+    return for_new_user(TorchScorer(model, train), _np(items), _np(ratings), n, counts=_np(item_counts(train)),
+                        neutral=neutral_score(model, train), shrink=shrink,
+                        allowed=None if allowed is None else _np(allowed), liked_threshold=liked_threshold)
+
+
+def similar(
+    model: Recommender, item: int, n: int = 10, *, counts: Any, allowed: Any = None
+) -> tuple[list[int], list[float]]:
+    """:func:`similar_to` of a torch model."""
+    return similar_to(TorchScorer(model, None), item, n, counts=_np(counts),  # type: ignore[arg-type]
+                      allowed=None if allowed is None else _np(allowed))
+
+
+# -- clusters (torch) ----------------------------------------------------------------------------------------
 def kmeans(
     x: torch.Tensor, k: int, *, seed: int = 0, iters: int = 100, tol: float = 1e-6
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """k-means (Lloyd's, k-means++ start) on the rows of ``x`` (N, d) -> labels (N,), centroids (k, d)."""
+    import torch
+
     n = x.shape[0]
     if not 1 <= k <= n:
         raise MovierecError(f"--k must be between 1 and the number of movies ({n}).")
@@ -232,9 +328,11 @@ def kmeans(
     return labels, centroids
 
 
-@torch.no_grad()
 def cluster_movies(model: Recommender, k: int, *, seed: int = 0) -> torch.Tensor:
     """Group movies by their item vectors: k-means on unit-length vectors (cosine geometry) -> labels (I,)."""
-    unit = torch.nn.functional.normalize(model.item_vectors().float(), dim=1)
-    labels, _ = kmeans(unit, k, seed=seed)
+    import torch
+
+    with torch.no_grad():
+        unit = torch.nn.functional.normalize(model.item_vectors().float(), dim=1)
+        labels, _ = kmeans(unit, k, seed=seed)
     return labels

@@ -236,6 +236,7 @@ def _train_reserved(
     from movierec.data.split import default_split, make_split, validation_slice
     from movierec.device import resolve_device
     from movierec.models import build_model, resolve_mode
+    from movierec.serving import ServingData
 
     torch_device = resolve_device(device)
     data = load_dataset(dataset)
@@ -281,5 +282,6 @@ def _train_reserved(
         valid_metrics=result.final_valid,
         valid_fraction=valid_fraction,
     )
-    path, saved = checkpoint.save(model, meta, data.user_ids, data.item_ids, out_path)
+    serving = ServingData.build(model, the_split.train, data)  # what `recommend` reads instead of the dataset
+    path, saved = checkpoint.save(model, meta, data.user_ids, data.item_ids, out_path, serving=serving)
     return TrainOutcome(path, saved, result, plan)

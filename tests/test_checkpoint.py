@@ -59,9 +59,10 @@ def leftovers(folder: Path) -> list[str]:
 
 
 def valid_payload() -> dict:
+    """A format-1 (torch.save) checkpoint's payload: still read, so still checked."""
     model = small_model()
     return {
-        "format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION,
+        "format": checkpoint.FORMAT, "format_version": checkpoint.LEGACY_VERSION,
         "meta": json.dumps(dataclasses.asdict(make_meta(created="2020-01-01T00:00:00+00:00"))),
         "state": dict(model.state_dict()),
         "user_ids": torch.arange(N_USERS), "item_ids": torch.arange(N_ITEMS),
@@ -206,6 +207,11 @@ def test_future_format_version(home, tmp_path):
     with pytest.raises(MovierecError) as exc:
         checkpoint.load(path)
     one_sentence(exc, "newer movierec", f"format {checkpoint.FORMAT_VERSION + 1}", "upgrade")
+    path = write_payload(tmp_path / "future2.pt", format_version=str(checkpoint.FORMAT_VERSION + 1))
+    for read in (checkpoint.read_meta, checkpoint.load):
+        with pytest.raises(MovierecError) as exc:
+            read(path)
+        one_sentence(exc, "newer movierec", f"format {checkpoint.FORMAT_VERSION + 1}", "upgrade")
 
 
 def test_tensors_that_do_not_match_the_model(home, tmp_path):
@@ -239,7 +245,7 @@ def test_missing_file(home, tmp_path):
 
 # -- atomic save ---------------------------------------------------------------------------------------
 def _failing_save(error: BaseException):
-    def fake(obj, f, *args, **kwargs):
+    def fake(f, *args, **kwargs):
         f.write(b"half a checkpoint")  # the failure strikes mid-write
         raise error
 
@@ -249,7 +255,7 @@ def _failing_save(error: BaseException):
 def test_failed_save_keeps_the_old_checkpoint(home, monkeypatch):
     path = save("keep", seed=1)
     before = path.read_bytes()
-    monkeypatch.setattr(torch, "save", _failing_save(OSError(28, "No space left on device")))
+    monkeypatch.setattr(checkpoint, "_write_body", _failing_save(OSError(28, "No space left on device")))
     with pytest.raises(MovierecError) as exc:
         save("keep", seed=2)
     one_sentence(exc, "Could not save the model", "No space left on device")
@@ -263,7 +269,7 @@ def test_failed_save_keeps_the_old_checkpoint(home, monkeypatch):
 def test_interrupted_save_cleans_up(home, monkeypatch, error):
     path = save("keep")
     before = path.read_bytes()
-    monkeypatch.setattr(torch, "save", _failing_save(error))
+    monkeypatch.setattr(checkpoint, "_write_body", _failing_save(error))
     with pytest.raises(type(error)):
         save("keep", seed=5)
     assert path.read_bytes() == before and leftovers(path.parent) == []
@@ -350,16 +356,32 @@ def test_valid_names(home, name):
 
 # -- metadata of the wrong type or shape -----------------------------------------------------------------
 def write_payload(path: Path, meta: object = None, **changes) -> Path:
-    """A checkpoint file whose metadata is ``meta`` (JSON-encoded unless it is a string), else the valid one
-    with ``changes`` to its fields; ``changes`` to the payload's own keys (state, user_ids, ...) replace them."""
+    """A format-2 checkpoint file whose metadata is ``meta`` (JSON-encoded unless it is a string), else the
+    valid one with ``changes`` to its fields; ``changes`` to the header's own keys (format_version) or to the
+    arrays (user_ids, item_ids, state.*) replace them."""
+    model = small_model()
+    metadata = {"format": checkpoint.FORMAT, "format_version": str(checkpoint.FORMAT_VERSION)}
+    arrays = {f"state.{k}": v.numpy() for k, v in model.state_dict().items()}
+    arrays.update(user_ids=np.arange(N_USERS), item_ids=np.arange(N_ITEMS))
+    data = dataclasses.asdict(make_meta(created="2020-01-01T00:00:00+00:00"))
+    data.update({k: v for k, v in changes.items() if k not in metadata and k not in arrays})
+    metadata.update({k: v for k, v in changes.items() if k in metadata})
+    arrays.update({k: v for k, v in changes.items() if k in arrays})
+    if meta is not None:
+        metadata["meta"] = meta if isinstance(meta, str) else json.dumps(meta)
+    else:
+        metadata["meta"] = json.dumps(data)
+    checkpoint.write_file(path, metadata, arrays)
+    return path
+
+
+def write_legacy(path: Path, **changes) -> Path:
+    """A format-1 (torch.save) file: the valid payload with ``changes`` to its keys or metadata fields."""
     payload = valid_payload()
     data = json.loads(payload["meta"])
     data.update({k: v for k, v in changes.items() if k not in payload})
     payload.update({k: v for k, v in changes.items() if k in payload})
-    if meta is not None:
-        payload["meta"] = meta if isinstance(meta, str) else json.dumps(meta)
-    else:
-        payload["meta"] = json.dumps(data)
+    payload["meta"] = json.dumps(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(payload, path)
     return path
@@ -407,7 +429,7 @@ def test_metadata_of_the_wrong_type_or_shape(home, case):
     ("version", "shown"), [("1", '"1"'), (1.0, "1.0"), (True, "true"), (0, "0"), (None, "null")]
 )
 def test_format_version_that_is_not_a_positive_integer(home, tmp_path, version, shown):
-    path = write_payload(tmp_path / "version.pt", format_version=version)
+    path = write_legacy(tmp_path / "version.pt", format_version=version)
     with pytest.raises(MovierecError) as exc:
         checkpoint.load(path)
     text = one_sentence(exc, f"{path} is damaged (its format version is {shown}, not a whole number)")
@@ -465,7 +487,14 @@ def test_non_finite_weights_are_refused(home, bad):
     ids=["short-users", "long-items", "repeated", "float-ids", "2d-ids", "list-ids", "int-weight", "meta-users"],
 )
 def test_tensors_and_id_maps_must_match_the_metadata(home, tmp_path, changes, reason):
-    path = write_payload(tmp_path / "ids.pt", **changes)
+    path = write_legacy(tmp_path / "ids.pt", **changes)
+    with pytest.raises(MovierecError) as exc:
+        checkpoint.load(path)
+    one_sentence(exc, f"{path} is damaged ({reason})")
+    numpy_changes = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in changes.items()}
+    if not all(isinstance(v, (np.ndarray, int)) for v in numpy_changes.values()):
+        return  # only a torch file can hold a list or a number where an array belongs
+    path = write_payload(tmp_path / "ids2.pt", **numpy_changes)
     with pytest.raises(MovierecError) as exc:
         checkpoint.load(path)
     one_sentence(exc, f"{path} is damaged ({reason})")

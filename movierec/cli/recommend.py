@@ -47,41 +47,54 @@ def recommend_command(
 ) -> None:
     """Personalised recommendations for a known user (--user) or a new one (--rate / --ratings-file)."""
     from movierec import recommend as rec
-    from movierec.checkpoint import load_trained
-    from movierec.device import resolve_device
 
     new_user = bool(rate) or ratings_file is not None
     if new_user == (user is not None):
         raise MovierecError("Give either --user ID, or a new user's ratings with --rate / --ratings-file.")
-    trained = load_trained(model, resolve_device(device))
-    data, m = trained.dataset, trained.model
-    allowed = _allowed(data, genre, min_year, max_year)
-    if new_user:
-        import torch
-
-        pairs = _parse_rates(rate or []) + (_read_ratings_file(ratings_file) if ratings_file else [])
-        items, stars = _resolve_new_ratings(data, pairs)
-        recs = rec.recommend_new_user(m, trained.train, torch.tensor(items), torch.tensor(stars), top,
-                                      allowed=allowed, shrink=shrink)
-        who = f"a new user ({len(items)} ratings)"
-    else:
-        recs = rec.recommend(m, trained.train, data.user_index(user), top, include_seen=include_seen,
-                             allowed=allowed)
-        who = f"user {user}"
-    score_name = {"like": "like probability", "rank": "score"}.get(m.kind, "predicted rating")
-    rows = [
-        {"rank": r + 1, "movie_id": int(data.item_ids[x.item]), **_movie(data, x.item), "score": round(x.score, 4),
-         "because_you_liked": data.title(x.because) if x.because is not None else None}
-        for r, x in enumerate(recs)
-    ]
+    served = _open(model, device)
+    try:
+        movies, scorer = served.catalogue, served.scorer
+        allowed = movies.allowed(genre, min_year, max_year)
+        if new_user:
+            pairs = _parse_rates(rate or []) + (_read_ratings_file(ratings_file) if ratings_file else [])
+            items, stars = _resolve_new_ratings(movies, served.meta.rating_values, pairs)
+            recs = rec.for_new_user(scorer, items, stars, top, counts=served.counts, neutral=served.neutral,
+                                    shrink=shrink, allowed=allowed)
+            who = f"a new user ({len(items)} ratings)"
+        else:
+            index = served.user_index(user)
+            seen, seen_stars = served.seen(index)
+            recs = rec.for_user(scorer, index, seen, seen_stars, top, counts=served.counts, include_seen=include_seen,
+                                allowed=allowed)
+            who = f"user {user}"
+        score_name = {"like": "like probability", "rank": "score"}.get(scorer.kind, "predicted rating")
+        rows = [
+            {"rank": r + 1, "movie_id": int(movies.item_ids[x.item]), **movies.movie(x.item),
+             "score": round(x.score, 4),
+             "because_you_liked": movies.title(x.because) if x.because is not None else None}
+            for r, x in enumerate(recs)
+        ]
+    finally:
+        served.close()  # everything below is in memory
     if json_output:
         from movierec.cli.console import print_json
 
         print_json(rows)
         return
-    what = {"like": "like/dislike", "rank": "top-N"}.get(m.kind, "ratings")
-    _table(f"Top {top} for {who} — {trained.meta.name} ({what})",
+    what = {"like": "like/dislike", "rank": "top-N"}.get(scorer.kind, "ratings")
+    _table(f"Top {top} for {who} — {served.meta.name} ({what})",
            rows, score_name, with_because=True)
+
+
+def _open(model: str | None, device: str) -> Any:
+    """The saved model, ready to answer; torch only for models that need it (and for --device cuda)."""
+    from movierec.serving import open_model
+
+    if device != "cpu":
+        from movierec.device import resolve_device
+
+        return open_model(model, resolve_device(device))
+    return open_model(model)
 
 
 @app.command("similar")
@@ -101,25 +114,26 @@ def similar_command(
 ) -> None:
     """Movies nearest to MOVIE by the model's learned movie vectors (cosine similarity)."""
     from movierec import recommend as rec
-    from movierec.checkpoint import load_trained
     from movierec.data.titles import TitleIndex
-    from movierec.device import resolve_device
 
-    trained = load_trained(model, resolve_device(device))
-    data = trained.dataset
-    item = TitleIndex(data).find(movie)
-    counts = rec.item_counts(trained.train)
-    items, sims = rec.similar(trained.model, item, top, counts=counts, allowed=counts >= min_ratings)
-    rows = [
-        {"rank": r + 1, "movie_id": int(data.item_ids[i]), **_movie(data, i), "score": round(s, 4)}
-        for r, (i, s) in enumerate(zip(items, sims))
-    ]
+    served = _open(model, device)
+    try:
+        movies = served.catalogue
+        item = TitleIndex(movies, movies.titles()).find(movie)
+        counts = served.counts
+        items, sims = rec.similar_to(served.scorer, item, top, counts=counts, allowed=counts >= min_ratings)
+        rows = [
+            {"rank": r + 1, "movie_id": int(movies.item_ids[i]), **movies.movie(i), "score": round(s, 4)}
+            for r, (i, s) in enumerate(zip(items, sims))
+        ]
+    finally:
+        served.close()  # everything below is in memory
     if json_output:
         from movierec.cli.console import print_json
 
-        print_json({"movie_id": int(data.item_ids[item]), "title": data.title(item), "similar": rows})
+        print_json({"movie_id": int(movies.item_ids[item]), "title": movies.title(item), "similar": rows})
         return
-    _table(f"Movies like {data.title(item)} — {trained.meta.name}", rows, "cosine", with_because=False)
+    _table(f"Movies like {movies.title(item)} — {served.meta.name}", rows, "cosine", with_because=False)
 
 
 @app.command("clusters")
@@ -137,30 +151,32 @@ def clusters_command(
     import torch
 
     from movierec import recommend as rec
-    from movierec.checkpoint import load_trained
-    from movierec.device import resolve_device
 
-    trained = load_trained(model, resolve_device(device))
-    data = trained.dataset
-    labels = rec.cluster_movies(trained.model, k, seed=seed).cpu()
-    popularity = torch.bincount(torch.from_numpy(trained.split.train.items.astype("int64")), minlength=data.n_items)
-    all_genres = Counter(g for i in range(data.n_items) for g in _movie(data, i)["genres"])
-    clusters = []
-    for c in range(k):
-        members = torch.nonzero(labels == c).flatten()
-        if members.numel() == 0:
-            continue
-        order = members[torch.argsort(popularity[members], descending=True, stable=True)]
-        genres = Counter(g for i in members.tolist() for g in _movie(data, i)["genres"])
-        # "Dominant" = over-represented here compared with the whole catalogue (lift), among genres
-        # common enough in the cluster to matter; raw counts would name Drama and Comedy everywhere.
-        size = int(members.numel())
-        lift = {g: (n / size) / (all_genres[g] / data.n_items) for g, n in genres.items() if n >= 0.1 * size}
-        clusters.append({
-            "size": size,
-            "genres": sorted(lift, key=lambda g: -lift[g])[:3],
-            "movies": [data.title(i) for i in order[:top].tolist()],
-        })
+    served = _open(model, device)
+    try:
+        data = served.catalogue
+        vectors = torch.nn.functional.normalize(torch.from_numpy(served.scorer.item_vectors()).float(), dim=1)
+        labels, _ = rec.kmeans(vectors, k, seed=seed)
+        popularity = torch.from_numpy(served.counts)
+        all_genres = Counter(g for i in range(data.n_items) for g in data.genres(i))
+        clusters = []
+        for c in range(k):
+            members = torch.nonzero(labels == c).flatten()
+            if members.numel() == 0:
+                continue
+            order = members[torch.argsort(popularity[members], descending=True, stable=True)]
+            genres = Counter(g for i in members.tolist() for g in data.genres(i))
+            # "Dominant" = over-represented here compared with the whole catalogue (lift), among genres
+            # common enough in the cluster to matter; raw counts would name Drama and Comedy everywhere.
+            size = int(members.numel())
+            lift = {g: (n / size) / (all_genres[g] / data.n_items) for g, n in genres.items() if n >= 0.1 * size}
+            clusters.append({
+                "size": size,
+                "genres": sorted(lift, key=lambda g: -lift[g])[:3],
+                "movies": [data.title(i) for i in order[:top].tolist()],
+            })
+    finally:
+        served.close()  # everything below is in memory
     clusters.sort(key=lambda c: -c["size"])
     clusters = [{"cluster": n, **c} for n, c in enumerate(clusters, 1)]
     if json_output:
@@ -173,7 +189,7 @@ def clusters_command(
 
     from movierec.cli.console import clean, console, plain
 
-    table = Table(title=plain(f"{len(clusters)} movie clusters — {trained.meta.name}"), title_justify="left",
+    table = Table(title=plain(f"{len(clusters)} movie clusters — {served.meta.name}"), title_justify="left",
                   show_lines=True)
     for col in ("#", "size", "dominant genres", "best-known movies"):
         table.add_column(col, overflow="fold")
@@ -181,39 +197,6 @@ def clusters_command(
         table.add_row(str(c["cluster"]), str(c["size"]), plain(", ".join(c["genres"])),
                       Text("\n".join(clean(t) for t in c["movies"])))
     console.print(table)
-
-
-def _movie(data: Any, item: int) -> dict[str, Any]:
-    import pandas as pd
-
-    row = data.movies.loc[int(data.item_ids[item])]
-    year = row["year"]
-    return {"title": str(row["title"]), "year": None if pd.isna(year) else int(year), "genres": list(row["genres"])}
-
-
-def _allowed(data: Any, genres: list[str] | None, min_year: int | None, max_year: int | None) -> Any:
-    if not genres and min_year is None and max_year is None:
-        return None
-    import pandas as pd
-    import torch
-
-    movies = data.movies.reindex(data.item_ids)
-    keep = [True] * data.n_items
-    if genres:
-        wanted = {g.strip().lower() for g in genres}
-        known = {g.lower() for gs in movies["genres"] for g in gs}
-        unknown = wanted - known
-        if unknown:
-            raise MovierecError(
-                f"Unknown genre {sorted(unknown)[0]!r}; {data.name} has: {', '.join(sorted(known))}."
-            )
-        keep = [k and bool(wanted & {g.lower() for g in gs}) for k, gs in zip(keep, movies["genres"])]
-    for bound, ok in ((min_year, lambda y, b: y >= b), (max_year, lambda y, b: y <= b)):
-        if bound is not None:
-            keep = [k and not pd.isna(y) and ok(int(y), bound) for k, y in zip(keep, movies["year"])]
-    if not any(keep):
-        raise MovierecError("No movie passes the --genre / --min-year / --max-year filters.")
-    return torch.tensor(keep)
 
 
 def _parse_rates(rates: list[str]) -> list[tuple[str, str]]:
@@ -256,11 +239,13 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _resolve_new_ratings(data: Any, pairs: list[tuple[str, str]]) -> tuple[list[int], list[float]]:
+def _resolve_new_ratings(
+    movies: Any, rating_values: list[float], pairs: list[tuple[str, str]]
+) -> tuple[list[int], list[float]]:
     from movierec.data.titles import TitleIndex
 
-    index = TitleIndex(data)
-    lo, hi = min(data.rating_values), max(data.rating_values)
+    index = TitleIndex(movies, movies.titles())
+    lo, hi = min(rating_values), max(rating_values)
     chosen: dict[int, float] = {}
     for title, stars in pairs:
         if not _is_number(stars) or not lo <= float(stars) <= hi:

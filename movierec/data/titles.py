@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from movierec.errors import MovierecError
@@ -43,9 +44,12 @@ def _strip_article(text: str) -> str:
 class TitleIndex:
     """Normalised titles of a dataset's rated movies, for :meth:`find`."""
 
-    def __init__(self, dataset: Dataset):
+    def __init__(self, dataset: Dataset, titles: Sequence[str] | None = None):
+        """``dataset``: a Dataset, or anything with its ``item_ids``, ``item_index`` and ``title`` (a saved
+        model's catalogue), then with ``titles``, every movie index's title."""
         self.dataset = dataset
-        titles = dataset.movies["title"].reindex(dataset.item_ids).fillna("")
+        if titles is None:
+            titles = dataset.movies["title"].reindex(dataset.item_ids).fillna("")
         self.keys = [normalize(str(t)) for t in titles]
 
     def find(self, query: str) -> int:

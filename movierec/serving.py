@@ -1,0 +1,450 @@
+"""Answering from a saved model alone: what `recommend`, `similar` and `clusters` read, saved with it.
+
+A checkpoint carries, beside the model's arrays (:mod:`movierec.checkpoint`), everything answering needs
+that used to be re-derived from the dataset on every call (re-drawing the split, rebuilding the training
+matrix): each user's training ratings as a CSR (``seen.*``), each movie's number of training ratings,
+titles, years and genres (``movies.*``), and in the header the neutral score of new users' shrinkage and
+how the model scores (``"scorer"``).
+
+Factor models (``mf``, ``als`` explicit and implicit: score = mean + p_u . q_i + b_u + b_i) are answered
+here in numpy from their saved arrays, reading one user's row, never the whole file, and without importing
+torch or pandas: :class:`FactorScorer`, whose new-user fold-in solves the same ridge problem as
+``FactorModel.fold_in_factors`` with the penalties the model itself reported when it was saved. Other
+models are rebuilt in torch (:class:`movierec.recommend.TorchScorer`) with the saved training matrix.
+Either way the lists come from the one implementation in :mod:`movierec.recommend`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from movierec import checkpoint
+from movierec.errors import MovierecError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from movierec.data.movielens import Dataset
+    from movierec.data.ratings import Ratings
+    from movierec.models.base import Recommender
+    from movierec.recommend import Scorer
+
+SEEN = ("seen.indptr", "seen.items", "seen.stars")
+MOVIES = ("movies.counts", "movies.title_utf8", "movies.title_offsets", "movies.year", "movies.genre_offsets",
+          "movies.genre_ids")
+FACTOR_STATE = ("state.user_factors", "state.item_factors", "state.user_bias", "state.item_bias", "state.mean")
+
+
+# -- what is saved ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ServingData:
+    """The arrays and the JSON-able ``info`` saved beside a model's weights (see the module docstring)."""
+
+    arrays: dict[str, np.ndarray]
+    info: dict[str, Any]
+
+    @classmethod
+    def build(cls, model: Recommender, train: Ratings, data: Dataset) -> ServingData:
+        """From the model, its training ratings (all of them, validation slice included) and its dataset."""
+        from movierec.recommend import neutral_value
+
+        users = np.asarray(train.users, dtype=np.int64)
+        items = np.asarray(train.items, dtype=np.int64)
+        # Rows by user, movies ascending within a row: the order of RatingMatrix.from_coo.
+        order = np.argsort(users * np.int64(data.n_items) + items, kind="stable")
+        indptr = np.zeros(data.n_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(users, minlength=data.n_users), out=indptr[1:])
+        stars = np.asarray(train.ratings, dtype=np.float32)
+        arrays = {
+            "seen.indptr": indptr,
+            "seen.items": items[order].astype(np.int32),
+            "seen.stars": stars[order],
+            "movies.counts": np.bincount(items, minlength=data.n_items).astype(np.int64),
+            **_movie_arrays(data),
+        }
+        genres = sorted({g for gs in data.movies["genres"].reindex(data.item_ids).dropna() for g in gs})
+        info = {
+            "kind": model.kind,
+            "genres": genres,
+            "neutral": neutral_value(model.kind, model.like_threshold, stars),
+            "scorer": scorer_recipe(model),
+        }
+        genre_index = {g: i for i, g in enumerate(genres)}
+        arrays["movies.genre_ids"] = np.array([genre_index[g] for g in arrays.pop("_genre_names")], dtype=np.int32)
+        return cls(arrays, info)
+
+
+def _movie_arrays(data: Dataset) -> dict[str, np.ndarray]:
+    import pandas as pd
+
+    movies = data.movies.reindex(data.item_ids)
+    titles = [str(t).encode() for t in movies["title"].fillna("")]
+    lengths = np.array([len(t) for t in titles], dtype=np.int64)
+    years = np.array([0 if pd.isna(y) else int(y) for y in movies["year"]], dtype=np.int32)
+    genre_lists = [list(gs) if isinstance(gs, (list, tuple, np.ndarray)) else [] for gs in movies["genres"]]
+    return {
+        "movies.title_utf8": np.frombuffer(b"".join(titles), dtype=np.uint8).copy(),
+        "movies.title_offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        "movies.year": years,
+        "movies.genre_offsets": np.concatenate([[0], np.cumsum([len(g) for g in genre_lists])]).astype(np.int64),
+        "_genre_names": [g for gs in genre_lists for g in gs],  # turned into movies.genre_ids by the caller
+    }
+
+
+def scorer_recipe(model: Recommender) -> dict[str, Any]:
+    """How the saved model scores: ``{"kind": "factors", "fold_in": ...}`` where :class:`FactorScorer` computes
+    exactly what the torch model does, else ``{"kind": "torch"}``."""
+    from movierec.models.als import ImplicitALS
+    from movierec.models.factors import FactorModel
+
+    cls = type(model)
+    if not isinstance(model, FactorModel) or any(
+        getattr(cls, m) is not getattr(FactorModel, m) for m in ("score", "fold_in", "item_vectors")
+    ):
+        return {"kind": "torch"}
+    if isinstance(model, ImplicitALS) and cls.fold_in_factors is ImplicitALS.fold_in_factors:
+        c = model.config
+        return {"kind": "factors", "fold_in": {"method": "implicit", "lam": c.lam, "tau": c.tau, "alpha": c.alpha,
+                                              "confidence": c.confidence}}
+    if cls.fold_in_factors is not FactorModel.fold_in_factors:
+        return {"kind": "torch"}
+    # The penalties of an n-rating user, as the model reports them: a + b * n (checked on a few n).
+    lam, tau0, gamma0 = model.fold_in_penalties(0)
+    _, tau1, gamma1 = model.fold_in_penalties(1)
+    recipe = {"method": "ridge", "lam": lam, "tau": [tau0, tau1 - tau0], "gamma": [gamma0, gamma1 - gamma0]}
+    for n in (2, 7, 1000):
+        if not np.allclose(model.fold_in_penalties(n), _ridge_penalties(recipe, n), rtol=1e-9, atol=0):
+            return {"kind": "torch"}
+    return {"kind": "factors", "fold_in": recipe}
+
+
+def _ridge_penalties(recipe: dict[str, Any], n: int) -> tuple[float, float, float]:
+    (t0, t1), (g0, g1) = recipe["tau"], recipe["gamma"]
+    return recipe["lam"], t0 + t1 * n, g0 + g1 * n
+
+
+# -- reading it back ----------------------------------------------------------------------------------------
+class Catalogue:
+    """The dataset's movies by index, as saved: ids, titles, years (0: unknown) and genres."""
+
+    def __init__(self, name: str, saved: Any, genre_names: list[str]):
+        self.name = name
+        self.item_ids = saved.get("item_ids")
+        self.n_items = int(self.item_ids.shape[0])
+        self._utf8 = saved.get("movies.title_utf8").tobytes()
+        self._title_at = saved.get("movies.title_offsets")
+        self._years = saved.get("movies.year")
+        self._genre_at = saved.get("movies.genre_offsets")
+        self._genre_ids = saved.get("movies.genre_ids")
+        self.genre_names = genre_names
+        n = self.n_items
+        if (self._title_at.shape != (n + 1,) or self._genre_at.shape != (n + 1,) or self._years.shape != (n,)
+                or int(self._title_at[-1]) != len(self._utf8) or int(self._genre_at[-1]) != len(self._genre_ids)
+                or bool((np.diff(self._title_at) < 0).any()) or bool((np.diff(self._genre_at) < 0).any())
+                or bool(((self._genre_ids < 0) | (self._genre_ids >= len(genre_names))).any())):
+            raise MovierecError(f"{saved.path} is damaged (its movie titles and genres do not fit together).")
+
+    def title(self, item: int) -> str:
+        if not 0 <= int(item) < self.n_items:
+            raise MovierecError(
+                f"Movie index {item} is out of range: {self.name} has movie indices 0 to {self.n_items - 1}."
+            )
+        start, stop = self._title_at[item], self._title_at[item + 1]
+        return self._utf8[start:stop].decode("utf-8", "replace")
+
+    def titles(self) -> list[str]:
+        return [self.title(i) for i in range(self.n_items)]
+
+    def genres(self, item: int) -> list[str]:
+        return [self.genre_names[g] for g in self._genre_ids[self._genre_at[item]:self._genre_at[item + 1]]]
+
+    def movie(self, item: int) -> dict[str, Any]:
+        """``{"title", "year" (None if unknown), "genres"}`` of movie index ``item``."""
+        year = int(self._years[item])
+        return {"title": self.title(item), "year": year or None, "genres": self.genres(item)}
+
+    def item_index(self, movie_id: int) -> int:
+        """The index of MovieLens movie ``movie_id``."""
+        return lookup_id(self.item_ids, movie_id, "Movie", self.name)
+
+    def allowed(self, genres: list[str] | None, min_year: int | None, max_year: int | None) -> np.ndarray | None:
+        """Which movies pass the filters, (I,) bool; None without filters. Genres: any of them, any case."""
+        if not genres and min_year is None and max_year is None:
+            return None
+        keep = np.ones(self.n_items, dtype=bool)
+        if genres:
+            wanted = {g.strip().lower() for g in genres}
+            known = {g.lower() for g in self.genre_names}
+            unknown = wanted - known
+            if unknown:
+                raise MovierecError(
+                    f"Unknown genre {sorted(unknown)[0]!r}; {self.name} has: {', '.join(sorted(known))}."
+                )
+            hit = np.array([g.lower() in wanted for g in self.genre_names] + [False], dtype=bool)
+            ids = self._genre_ids if self._genre_ids.size else np.zeros(0, dtype=np.int64)
+            per_genre = hit[ids]  # (G_total,)
+            keep &= np.add.reduceat(np.append(per_genre, False).astype(np.int64), self._genre_at[:-1]) > 0
+            keep &= np.diff(self._genre_at) > 0
+        known_year = self._years != 0
+        if min_year is not None:
+            keep &= known_year & (self._years >= min_year)
+        if max_year is not None:
+            keep &= known_year & (self._years <= max_year)
+        if not keep.any():
+            raise MovierecError("No movie passes the --genre / --min-year / --max-year filters.")
+        return keep
+
+
+def lookup_id(ids: np.ndarray, raw_id: int, what: str, dataset: str) -> int:
+    """The index of MovieLens id ``raw_id`` in ascending ``ids``, or the sentence Dataset's lookups say."""
+    pos = int(np.searchsorted(ids, raw_id))
+    if pos < len(ids) and int(ids[pos]) == int(raw_id):
+        return pos
+    if len(ids) and ids[0] <= raw_id <= ids[-1]:
+        raise MovierecError(f"{what} {raw_id} has no ratings in {dataset}, so movierec does not know it.")
+    raise MovierecError(
+        f"{what} {raw_id} is not in {dataset}: its {what.lower()} ids run from {ids[0]} to {ids[-1]}."
+    )
+
+
+class FactorScorer:
+    """A factor model answered from its saved arrays in numpy (a :class:`~movierec.recommend.Scorer`).
+
+    Reads the movies' vectors and biases, and for a known user that user's row only."""
+
+    def __init__(self, saved: Any, meta: checkpoint.CheckpointMeta, fold_in: dict[str, Any], kind: str):
+        self._saved, self._path = saved, saved.path
+        self.kind = kind
+        self.rating_range = (meta.rating_values[0], meta.rating_values[-1])
+        self._recipe = fold_in
+        self.item_factors = self._finite("state.item_factors", saved.get("state.item_factors"))  # (I, d)
+        self.item_bias = self._finite("state.item_bias", saved.get("state.item_bias"))  # (I,)
+        self.mean = self._finite("state.mean", saved.get("state.mean")).astype(np.float32).reshape(())
+        n_items, d = meta.n_items, self.item_factors.shape[1] if self.item_factors.ndim == 2 else -1
+        if (self.item_factors.shape != (n_items, d) or self.item_bias.shape != (n_items,)
+                or saved.shape("state.user_factors") != (meta.n_users, d)
+                or saved.shape("state.user_bias") != (meta.n_users,)):
+            raise MovierecError(f"{self._path} is damaged: its tensors do not match its model description.")
+
+    def _finite(self, name: str, array: np.ndarray) -> np.ndarray:
+        if array.dtype.kind != "f":
+            raise MovierecError(f"{self._path} is damaged: its tensors do not match its model description.")
+        if not bool(np.isfinite(array).all()):
+            where = name.removeprefix("state.")
+            raise MovierecError(f"{self._path} holds non-finite weights (in {where}); retrain it.")
+        return array.astype(np.float32, copy=False)
+
+    def scores(self, user: int) -> np.ndarray:
+        p = self._finite("state.user_factors", self._saved.rows("state.user_factors", user, user + 1)[0])  # (d,)
+        b = self._finite("state.user_bias", self._saved.rows("state.user_bias", user, user + 1)[0])  # ()
+        return self.item_factors @ p + ((b + self.item_bias) + self.mean)  # (I,)
+
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        vector, bias = self.fold_in_factors(items, ratings)
+        return ((self.item_factors @ vector + bias) + self.item_bias) + self.mean  # (I,)
+
+    def fold_in_factors(self, items: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, np.float32]:
+        """A new user's vector (d,) and bias (): the minimiser of the model's training objective with every
+        movie held fixed, as ``fold_in_factors`` of the torch model."""
+        r = self._recipe
+        V = self.item_factors
+        q = V[items]  # (n, d)
+        ratings = ratings.astype(np.float32)
+        if r["method"] == "implicit":
+            f = ratings if r["confidence"] == "stars" else np.ones_like(ratings)
+            conf = (1.0 + r["alpha"] * f).astype(np.float32)  # (n,)
+            shared = r["lam"] * (V.T @ V).astype(np.float64) + r["tau"] * np.eye(V.shape[1])  # (d, d)
+            system = shared + r["lam"] * (q.T @ (q * (conf - 1.0)[:, None])).astype(np.float64)
+            rhs = r["lam"] * (q.T @ conf).astype(np.float64)
+            return np.linalg.solve(system, rhs).astype(np.float32), np.float32(0.0)
+        feats = np.concatenate([q, np.ones((len(items), 1), np.float32)], axis=1)  # (n, d+1)
+        target = ratings - self.mean - self.item_bias[items]  # (n,)
+        lam, tau, gamma = _ridge_penalties(r, len(items))
+        penalty = np.full(feats.shape[1], float(tau))
+        penalty[-1] = float(gamma)
+        system = lam * (feats.T @ feats).astype(np.float64) + np.diag(penalty)  # (d+1, d+1)
+        rhs = lam * (feats.T @ target).astype(np.float64)  # (d+1,)
+        if tau > 0 and gamma > 0:
+            x = np.linalg.solve(system, rhs)
+        else:  # without a penalty a user with fewer ratings than unknowns has no unique answer: the smallest
+            x = np.linalg.pinv(system) @ rhs
+        x = x.astype(np.float32)
+        return x[:-1], x[-1]
+
+    def item_vectors(self) -> np.ndarray:
+        return self.item_factors
+
+
+class Served:
+    """A saved model ready to answer: its scorer, users, movies, and each user's training ratings."""
+
+    def __init__(self, saved: Any, device: Any = "cpu"):
+        self.path: Path = saved.path
+        self.meta = checkpoint._current_meta(saved.meta)
+        self._saved = saved
+        info = _check_info(saved.metadata.get("serving"), saved.path)
+        meta = self.meta
+        shapes = {"seen.indptr": (meta.n_users + 1,), "movies.counts": (meta.n_items,),
+                  "user_ids": (meta.n_users,), "item_ids": (meta.n_items,)}
+        for name, shape in shapes.items():
+            if saved.shape(name) != shape:
+                raise MovierecError(f"{self.path} is damaged (its {name!r} has the wrong shape).")
+        if saved.shape("seen.items") != saved.shape("seen.stars"):
+            raise MovierecError(f"{self.path} is damaged (its 'seen.items' and 'seen.stars' differ in length).")
+        self.neutral: float = info["neutral"]
+        self.user_ids = saved.get("user_ids")
+        self.counts = saved.get("movies.counts")
+        self.catalogue = Catalogue(meta.dataset, saved, info["genres"])
+        for what, ids in (("user", self.user_ids), ("movie", self.catalogue.item_ids)):
+            if ids.dtype.kind not in "iu" or bool((np.diff(ids) <= 0).any()):
+                raise MovierecError(f"{self.path} is damaged (its {what} ids are not a list of distinct ids in order).")
+        self.scorer: Scorer
+        if info["scorer"]["kind"] == "factors":
+            self.scorer = FactorScorer(saved, meta, info["scorer"]["fold_in"], info["kind"])
+        else:
+            self.scorer = self._torch_scorer(device)
+
+    def _torch_scorer(self, device: Any) -> Scorer:
+        import torch
+
+        from movierec.data.ratings import RatingMatrix
+        from movierec.recommend import TorchScorer
+
+        saved, meta = self._saved, self.meta
+        state = {k: saved.get(k) for k in saved.names() if k.startswith("state.")}
+        checkpoint._check_arrays(state, self.user_ids, self.catalogue.item_ids, meta, self.path)
+        model = checkpoint.build_from_state(meta, state, self.path).to(device)
+        indptr, items, stars = (saved.get(k) for k in SEEN)
+        self._check_seen(indptr, items)
+        train = RatingMatrix(torch.from_numpy(indptr), torch.from_numpy(items.astype(np.int64)),
+                             torch.from_numpy(stars), meta.n_items).to(model.device)
+        return TorchScorer(model, train)
+
+    def _check_seen(self, indptr: np.ndarray, items: np.ndarray) -> None:
+        if (indptr.size and (int(indptr[0]) < 0 or int(indptr[-1]) > self._saved.shape("seen.items")[0]
+                             or bool((np.diff(indptr) < 0).any()))) or bool(
+                ((items < 0) | (items >= self.meta.n_items)).any()):
+            raise MovierecError(f"{self.path} is damaged (its users' training ratings are out of range).")
+
+    def close(self) -> None:
+        self._saved.close()
+
+    def user_index(self, user_id: int) -> int:
+        """The index of MovieLens user ``user_id``."""
+        return lookup_id(self.user_ids, user_id, "User", self.meta.dataset)
+
+    def seen(self, user: int) -> tuple[np.ndarray, np.ndarray]:
+        """The movies (int64) user index ``user`` rated in training and their stars (float32), reading that
+        user's row alone."""
+        start, stop = (int(v) for v in self._saved.rows("seen.indptr", user, user + 2))
+        items = self._saved.rows("seen.items", start, stop).astype(np.int64)
+        stars = self._saved.rows("seen.stars", start, stop)
+        self._check_seen(np.array([start, stop]), items)
+        return items, stars
+
+
+def _check_info(text: Any, path: Path) -> dict[str, Any]:
+    def bad(what: str) -> MovierecError:
+        return MovierecError(f"{path} is damaged (its serving data {what}).")
+
+    try:
+        info = json.loads(text)
+    except (TypeError, ValueError):
+        raise bad("is not valid JSON") from None
+    if not isinstance(info, dict):
+        raise bad("is not an object")
+    genres, neutral, scorer = info.get("genres"), info.get("neutral"), info.get("scorer")
+    if not isinstance(genres, list) or not all(isinstance(g, str) for g in genres):
+        raise bad("has no list of genres")
+    if not _number(neutral):
+        raise bad("has no neutral score")
+    if info.get("kind") not in ("rating", "like", "rank"):
+        raise bad("does not say what the model predicts")
+    if not isinstance(scorer, dict) or scorer.get("kind") not in ("factors", "torch"):
+        raise bad("does not say how the model scores")
+    if scorer["kind"] == "factors":
+        r = scorer.get("fold_in")
+        ok = isinstance(r, dict) and _number(r.get("lam")) and r["lam"] > 0
+        if ok and r.get("method") == "implicit":
+            ok = _number(r.get("tau")) and _number(r.get("alpha")) and r.get("confidence") in ("stars", "binary")
+        elif ok and r.get("method") == "ridge":
+            ok = all(isinstance(r.get(k), list) and len(r[k]) == 2 and all(map(_number, r[k]))
+                     for k in ("tau", "gamma"))
+        else:
+            ok = False
+        if not ok:
+            raise bad("has a new-user fold-in it cannot follow")
+    return info
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def open_model(name: str | None, device: Any = "cpu") -> Served:
+    """The saved model ``name`` (newest when None), ready to answer.
+
+    A checkpoint without serving data (format 1, or saved without it) is converted first: its dataset and
+    split are loaded once, and the file rewritten in place (:func:`movierec.checkpoint.upgrade`)."""
+    path = checkpoint.resolve(name)
+    try:
+        saved = checkpoint.open_file(path)
+        if "serving" in saved.metadata:
+            return _serve(saved, device)
+        saved.close()
+    except checkpoint.LegacyCheckpoint:
+        pass
+    trained = checkpoint.load_trained(path, device)  # converts the file, when it can
+    try:
+        saved = checkpoint.open_file(path)
+        if "serving" in saved.metadata:
+            return _serve(saved, device)
+        saved.close()
+    except checkpoint.LegacyCheckpoint:
+        pass
+    serving = ServingData.build(trained.model, trained.split.train, trained.dataset)
+    return _serve(_InMemory(trained, serving), device)
+
+
+def _serve(saved: Any, device: Any) -> Served:
+    try:
+        return Served(saved, device)
+    except BaseException:
+        saved.close()
+        raise
+
+
+class _InMemory:
+    """A checkpoint converted in memory, when its file could not be rewritten: the SavedFile interface."""
+
+    def __init__(self, trained: checkpoint.Trained, serving: ServingData):
+        ckpt = trained.checkpoint
+        self.path = ckpt.path
+        self.meta = ckpt.meta
+        self.metadata = {"serving": json.dumps(serving.info)}
+        state = {f"state.{k}": v.detach().cpu().numpy() for k, v in ckpt.model.state_dict().items()}
+        self._arrays = {**state, "user_ids": ckpt.user_ids.numpy(), "item_ids": ckpt.item_ids.numpy(),
+                        **serving.arrays}
+
+    def close(self) -> None:
+        pass
+
+    def names(self) -> list[str]:
+        return list(self._arrays)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._arrays
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._arrays[name].shape)
+
+    def get(self, name: str) -> np.ndarray:
+        return self._arrays[name]
+
+    def rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        return self._arrays[name][start:stop]

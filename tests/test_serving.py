@@ -1,0 +1,182 @@
+"""Answering from the saved model alone: the numpy path gives the torch path's lists, imports neither torch nor
+pandas for factor models, reads only headers to list, and converts format-1 checkpoints on first use."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from conftest import ML100K_ZIP, assert_one_line_error, isolated_home
+from typer.testing import CliRunner
+
+from movierec import checkpoint, paths
+from movierec import recommend as rec
+from movierec.cli import app
+from movierec.serving import FactorScorer, open_model
+
+FACTOR_MODELS = {
+    "mf": ["mf", "--epochs", "2", "--factors", "8"],
+    "als": ["als", "--epochs", "2", "--factors", "8"],
+    "implicit": ["als", "--mode", "implicit", "--epochs", "2", "--factors", "8"],
+}
+MODELS = {**FACTOR_MODELS, "rbm": ["rbm", "--epochs", "1", "--hidden", "8"]}
+USERS = [0, 41, 500, 942]
+NEW_USER = (np.array([0, 49, 180, 126, 99]), np.array([5.0, 4.0, 1.0, 3.5, 2.0], dtype=np.float32))
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    if not ML100K_ZIP.exists():
+        pytest.skip(f"{ML100K_ZIP} is not present")
+    with isolated_home(tmp_path_factory.mktemp("serving") / "home") as h:
+        runner = CliRunner()
+        result = runner.invoke(app, ["fetch", "ml-100k", "--from-file", str(ML100K_ZIP), "--no-verify"])
+        assert result.exit_code == 0, result.stderr
+        for name, args in MODELS.items():
+            result = runner.invoke(app, ["train", *args, "--device", "cpu", "--name", name, "--json"])
+            assert result.exit_code == 0, result.stderr
+        yield h
+
+
+def same_lists(a: list[rec.Recommendation], b: list[rec.Recommendation]) -> None:
+    assert [r.item for r in a] == [r.item for r in b]
+    assert [r.because for r in a] == [r.because for r in b]
+    np.testing.assert_allclose([r.score for r in a], [r.score for r in b], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(FACTOR_MODELS))
+def test_numpy_serving_matches_the_torch_model(home, name):
+    served = open_model(name)
+    assert isinstance(served.scorer, FactorScorer)
+    trained = checkpoint.load_trained(name)
+    model, train = trained.model, trained.train
+    counts = rec.item_counts(train).numpy()
+    assert np.array_equal(served.counts, counts)
+    for user in USERS:
+        items, stars = served.seen(user)
+        _, want_items, want_stars = train.entries(torch.tensor([user]))
+        assert items.tolist() == want_items.tolist() and stars.tolist() == want_stars.tolist()
+        want = model.score(torch.tensor([user]), train)[0].numpy()
+        np.testing.assert_allclose(served.scorer.scores(user), want, rtol=1e-5, atol=1e-5)
+        for include_seen in (False, True):
+            same_lists(rec.for_user(served.scorer, user, items, stars, 30, counts=served.counts,
+                                    include_seen=include_seen),
+                       rec.recommend(model, train, user, 30, include_seen=include_seen))
+    items, stars = NEW_USER
+    vector, bias = model.fold_in_factors(torch.from_numpy(items), torch.from_numpy(stars))
+    got_vector, got_bias = served.scorer.fold_in_factors(items, stars)
+    np.testing.assert_allclose(got_vector, vector.numpy(), rtol=1e-4, atol=1e-5)
+    assert got_bias == pytest.approx(float(bias), abs=1e-5)
+    np.testing.assert_allclose(served.scorer.fold_in(items, stars),
+                               model.fold_in(torch.from_numpy(items), torch.from_numpy(stars)).numpy(),
+                               rtol=1e-5, atol=1e-5)
+    for shrink in (None, 0.0):
+        same_lists(rec.for_new_user(served.scorer, items, stars, 30, counts=served.counts, neutral=served.neutral,
+                                    shrink=shrink),
+                   rec.recommend_new_user(model, train, torch.from_numpy(items), torch.from_numpy(stars), 30,
+                                          shrink=shrink))
+    assert served.neutral == pytest.approx(rec.neutral_score(model, train))
+    sims = rec.similar_to(served.scorer, 49, 15, counts=served.counts, allowed=served.counts >= 20)
+    want_items, want_sims = rec.similar(model, 49, 15, counts=counts, allowed=counts >= 20)
+    assert sims[0] == want_items and np.allclose(sims[1], want_sims, atol=1e-5)
+    served.close()
+
+
+def test_other_models_use_the_saved_training_ratings(home):
+    served = open_model("rbm")
+    assert isinstance(served.scorer, rec.TorchScorer)
+    trained = checkpoint.load_trained("rbm")
+    items, stars = served.seen(41)
+    same_lists(rec.for_user(served.scorer, 41, items, stars, 20, counts=served.counts),
+               rec.recommend(trained.model, trained.train, 41, 20))
+
+
+def run_cli(home, *args: str) -> subprocess.CompletedProcess:
+    code = textwrap.dedent("""
+        import sys
+        from movierec.cli import app
+        try:
+            app(sys.argv[1:], standalone_mode=False)
+        finally:
+            print("\\nIMPORTED", "torch" in sys.modules, "pandas" in sys.modules)
+    """)
+    env = {"MOVIEREC_HOME": str(home), "OMP_NUM_THREADS": "1", "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("name", list(FACTOR_MODELS))
+def test_factor_models_answer_without_torch_or_pandas(home, name):
+    for args in (["recommend", "--user", "42", "--genre", "comedy", "--min-year", "1990"],
+                 ["recommend", "--rate", "Toy Story=5", "--rate", "50=4", "--json"],
+                 ["similar", "star wars", "--json"]):
+        proc = run_cli(home, *args, "--model", name)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.rstrip().endswith("IMPORTED False False"), args
+
+
+def test_listing_reads_headers_only(home, runner):
+    models = paths.models_dir()
+    cut = models / "cut.pt"
+    shutil.copy(models / "mf.pt", cut)
+    cut.write_bytes(cut.read_bytes()[:4096])  # the header and a little of the first array
+    listed = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
+    assert str(cut) in [m["path"] for m in listed]
+    assert checkpoint.read_meta(cut).name == "mf"
+    for args in (["recommend", "--user", "42"], ["similar", "1"]):
+        result = runner.invoke(app, [*args, "--model", "cut"])
+        assert_one_line_error(result, "cut.pt is not a readable movierec checkpoint (truncated")
+    cut.unlink()
+
+
+def legacy_copy(home, name: str, to: str) -> None:
+    """Write model ``name`` as movierec wrote checkpoints before format 2 (``torch.save``), as ``to``."""
+    ckpt = checkpoint.load(checkpoint.resolve(name))
+    meta = json.dumps({**ckpt.meta.__dict__, "name": to})
+    payload = {"format": checkpoint.FORMAT, "format_version": 1, "meta": meta,
+               "state": {k: v.contiguous() for k, v in ckpt.model.state_dict().items()},
+               "user_ids": ckpt.user_ids, "item_ids": ckpt.item_ids}
+    torch.save(payload, paths.models_dir() / f"{to}.pt")
+
+
+def test_format_1_checkpoints_are_converted_on_first_use(home, runner):
+    legacy_copy(home, "mf", "old-mf")
+    path = paths.models_dir() / "old-mf.pt"
+    assert path.read_bytes()[:4] == b"PK\x03\x04"
+    assert checkpoint.read_meta(path).name == "old-mf"  # listed as it is
+    want = runner.invoke(app, ["recommend", "--user", "42", "--json", "--model", "mf"])
+    got = runner.invoke(app, ["recommend", "--user", "42", "--json", "--model", "old-mf"])
+    assert got.exit_code == 0, got.stderr
+    assert json.loads(got.stdout) == json.loads(want.stdout)
+    with checkpoint.open_file(path) as saved:  # rewritten in place, in format 2, with its serving data
+        assert saved.metadata["format_version"] == str(checkpoint.FORMAT_VERSION) and "serving" in saved.metadata
+        assert saved.meta.name == "old-mf"
+    again = run_cli(home, "recommend", "--user", "42", "--json", "--model", "old-mf")
+    assert again.returncode == 0 and again.stdout.rstrip().endswith("IMPORTED False False")
+    assert [r["movie_id"] for r in json.loads(again.stdout.rsplit("\n", 2)[0])] == \
+        [r["movie_id"] for r in json.loads(want.stdout)]
+    path.unlink()
+
+
+def test_a_format_1_checkpoint_that_cannot_be_rewritten_still_answers(home, runner, monkeypatch):
+    legacy_copy(home, "als", "old-als")
+    path = paths.models_dir() / "old-als.pt"
+    before = path.read_bytes()
+
+    def read_only(target, *args, **kwargs):
+        raise checkpoint.MovierecError(f"Could not save the model to {target}: Read-only file system.")
+
+    monkeypatch.setattr(checkpoint, "write_file", read_only)
+    got = runner.invoke(app, ["recommend", "--user", "42", "--json", "--model", "old-als"])
+    monkeypatch.undo()
+    want = runner.invoke(app, ["recommend", "--user", "42", "--json", "--model", "als"])
+    assert got.exit_code == 0, got.stderr
+    assert json.loads(got.stdout) == json.loads(want.stdout)
+    assert got.stderr.startswith("Warning: Could not convert") and "Read-only file system" in got.stderr
+    assert path.read_bytes() == before
+    path.unlink()
