@@ -47,7 +47,7 @@ MODELS: dict[str, list[str]] = {
     "als": ["als"],
     "als-implicit": ["als", "--mode", "implicit"],
 }
-SHAPES = ("ml-1m", "ml-10m", "ml-25m")
+SHAPES = ("ml-latest-small", "ml-1m", "ml-10m", "ml-25m")
 
 
 def _generator() -> Path:
@@ -126,9 +126,10 @@ def bench_shape(shape: str, args: argparse.Namespace) -> list[dict[str, object]]
             epochs = int(result.get("epochs") or 0)
             fit = float(result.get("fit_seconds") or 0.0)
             metrics = result.get("metrics") or {}
+            baseline = result.get("baseline") or {}
             rows.append({"shape": shape, "what": f"train {name}", "seconds": seconds, "peak_mb": peak,
                          "epochs": epochs, "seconds_per_epoch": fit / epochs if epochs else None,
-                         "metrics": metrics})
+                         "metrics": metrics, "baseline": baseline})
             trained.append(name)
             print(f"[{shape}] train {name}: {seconds:.1f} s wall, {fit / max(epochs, 1):.2f} s/epoch, "
                   f"{peak:.0f} MB, {metrics}", file=sys.stderr)
@@ -161,6 +162,16 @@ def bench_shape(shape: str, args: argparse.Namespace) -> list[dict[str, object]]
     finally:
         shutil.rmtree(home, ignore_errors=True)
     return rows
+
+
+def _judged(metrics: dict[str, object], baseline: dict[str, object]) -> str:
+    """Whether the model beat the trivial answer on the test split, on the metric that judges its kind."""
+    for key, higher in (("rmse", False), ("ndcg@10", True), ("loss", False)):
+        mine, theirs = metrics.get(key), baseline.get(key)
+        if isinstance(mine, float) and isinstance(theirs, float):
+            beaten = mine > theirs if higher else mine < theirs
+            return f"{'beats' if beaten else 'does NOT beat'} {baseline.get('name', 'baseline')} {theirs:.4f}"
+    return ""
 
 
 def main() -> None:
@@ -200,7 +211,11 @@ def main() -> None:
             continue
         spe = r.get("seconds_per_epoch")
         metrics = r.get("metrics") or {}
+        baseline = r.get("baseline") or {}
         result = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        judged = _judged(metrics, baseline)
+        if judged:
+            result += f" ({judged})"
         print(f"| {r['shape']} | {r['what']} | {r['seconds']:.2f} | {'-' if spe is None else f'{spe:.2f}'} "
               f"| {r['peak_mb']:.0f} | {result} |")
 
