@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from movierec import checkpoint
+from movierec.data.ids import lookup_id
 from movierec.errors import MovierecError
 
 if TYPE_CHECKING:
@@ -200,18 +201,6 @@ class Catalogue:
         return keep
 
 
-def lookup_id(ids: np.ndarray, raw_id: int, what: str, dataset: str) -> int:
-    """The index of MovieLens id ``raw_id`` in ascending ``ids``, or the sentence Dataset's lookups say."""
-    pos = int(np.searchsorted(ids, raw_id))
-    if pos < len(ids) and int(ids[pos]) == int(raw_id):
-        return pos
-    if len(ids) and ids[0] <= raw_id <= ids[-1]:
-        raise MovierecError(f"{what} {raw_id} has no ratings in {dataset}, so movierec does not know it.")
-    raise MovierecError(
-        f"{what} {raw_id} is not in {dataset}: its {what.lower()} ids run from {ids[0]} to {ids[-1]}."
-    )
-
-
 class FactorScorer:
     """A factor model answered from its saved arrays in numpy (a :class:`~movierec.recommend.Scorer`).
 
@@ -386,27 +375,31 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _served_from_file(path: Path, device: Any) -> Served | None:
+    """The model at ``path`` served from its own serving data, or None when the file has none (yet)."""
+    try:
+        saved = checkpoint.open_file(path)
+    except checkpoint.LegacyCheckpoint:
+        return None
+    if "serving" in saved.metadata:
+        return _serve(saved, device)
+    saved.close()
+    return None
+
+
 def open_model(name: str | None, device: Any = "cpu") -> Served:
     """The saved model ``name`` (newest when None), ready to answer.
 
     A checkpoint without serving data (format 1, or saved without it) is converted first: its dataset and
     split are loaded once, and the file rewritten in place (:func:`movierec.checkpoint.upgrade`)."""
     path = checkpoint.resolve(name)
-    try:
-        saved = checkpoint.open_file(path)
-        if "serving" in saved.metadata:
-            return _serve(saved, device)
-        saved.close()
-    except checkpoint.LegacyCheckpoint:
-        pass
+    served = _served_from_file(path, device)
+    if served is not None:
+        return served
     trained = checkpoint.load_trained(path, device)  # converts the file, when it can
-    try:
-        saved = checkpoint.open_file(path)
-        if "serving" in saved.metadata:
-            return _serve(saved, device)
-        saved.close()
-    except checkpoint.LegacyCheckpoint:
-        pass
+    served = _served_from_file(path, device)
+    if served is not None:
+        return served
     serving = ServingData.build(trained.model, trained.split.train, trained.dataset)
     return _serve(_InMemory(trained, serving), device)
 

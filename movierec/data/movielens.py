@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from movierec import paths
+from movierec.data.ids import lookup_id
 from movierec.data.registry import DatasetInfo, get_dataset_info
 from movierec.errors import MovierecError
 
@@ -141,11 +142,11 @@ class Dataset:
 
     def user_index(self, user_id: int) -> int:
         """The index of MovieLens user ``user_id``."""
-        return _lookup(self.user_ids, user_id, "User", self.name)
+        return lookup_id(self.user_ids, user_id, "User", self.name)
 
     def item_index(self, movie_id: int) -> int:
         """The index of MovieLens movie ``movie_id``."""
-        return _lookup(self.item_ids, movie_id, "Movie", self.name)
+        return lookup_id(self.item_ids, movie_id, "Movie", self.name)
 
     def title(self, item_index: int) -> str:
         """The title of the movie at ``item_index``."""
@@ -155,17 +156,6 @@ class Dataset:
                 f"{self.name} has movie indices 0 to {self.n_items - 1}."
             )
         return str(self.movies.at[int(self.item_ids[int(item_index)]), "title"])
-
-
-def _lookup(ids: np.ndarray, raw_id: int, what: str, dataset: str) -> int:
-    pos = int(np.searchsorted(ids, raw_id))
-    if pos < len(ids) and int(ids[pos]) == int(raw_id):
-        return pos
-    if len(ids) and ids[0] <= raw_id <= ids[-1]:
-        raise MovierecError(f"{what} {raw_id} has no ratings in {dataset}, so movierec does not know it.")
-    raise MovierecError(
-        f"{what} {raw_id} is not in {dataset}: its {what.lower()} ids run from {ids[0]} to {ids[-1]}."
-    )
 
 
 # ---------------------------------------------------------------------------------------------------

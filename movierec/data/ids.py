@@ -1,0 +1,19 @@
+"""MovieLens ids to movierec's contiguous indices: the one lookup every command and module uses (no pandas)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from movierec.errors import MovierecError
+
+
+def lookup_id(ids: np.ndarray, raw_id: int, what: str, dataset: str) -> int:
+    """The index of MovieLens id ``raw_id`` in ascending ``ids``; an unknown id is one sentence saying why."""
+    pos = int(np.searchsorted(ids, raw_id))
+    if pos < len(ids) and int(ids[pos]) == int(raw_id):
+        return pos
+    if len(ids) and ids[0] <= raw_id <= ids[-1]:
+        raise MovierecError(f"{what} {raw_id} has no ratings in {dataset}, so movierec does not know it.")
+    raise MovierecError(
+        f"{what} {raw_id} is not in {dataset}: its {what.lower()} ids run from {ids[0]} to {ids[-1]}."
+    )
