@@ -121,7 +121,10 @@ def hand_cd1(h0: np.ndarray | None, lr: float, wd: float = 0.0):
 
 
 def like_model_3x2(**changes) -> tuple[LikeRBM, Ratings]:
-    cfg = LikeRBMConfig(hidden=2, gibbs_steps=1, lr=0.5, momentum=0.0, weight_decay=0.0, conditional=False)
+    """The plain RBM (no conditional term, no user offset) with the parameters above; tests that want
+    the offset turn it on and set ``like_rate``."""
+    cfg = LikeRBMConfig(hidden=2, gibbs_steps=1, lr=0.5, momentum=0.0, weight_decay=0.0, conditional=False,
+                        user_bias=False)
     model = LikeRBM(dataclasses.replace(cfg, **changes), 2, 3, STARS)
     set_params(model, W=W3, a=A3, b=B3)
     return model, ratings_from(TRIPLES, 2, 3)
@@ -219,7 +222,8 @@ def test_visible_states_and_thresholds():
     [("like", {"like_threshold": 6.0}, "like_threshold"), ("like", {"like_threshold": 1.0}, "like_threshold"),
      ("like", {"hidden": 0}, "--hidden"), ("rating", {"gibbs_steps": 0}, "--gibbs-steps"),
      ("rating", {"orientation": "movie"}, "orientation"), ("rating", {"lr": 0.0}, "--lr must be"),
-     ("rating", {"fold_in_l2": -1.0}, "--fold-in-l2")],
+     ("rating", {"fold_in_l2": -1.0}, "--fold-in-l2"), ("like", {"user_bias_prior": 0.0}, "--user-bias-prior"),
+     ("like", {"movie_confidence": -1.0}, "--movie-confidence")],
 )
 def test_bad_config_is_one_clear_error(mode, changes, message):
     with pytest.raises(MovierecError, match=message):
@@ -261,6 +265,7 @@ def test_old_checkpoint_configs_map_to_the_right_class(old):
     assert (cfg.hidden, cfg.epochs, cfg.lr) == (4, old["epochs"], old["lr"])
     if mode == "like":
         assert cfg.like_threshold == 3.5 and cfg.conditional
+        assert not cfg.user_bias and cfg.movie_confidence == 0  # trained and scored as they were
     else:
         assert cfg.orientation == "user"  # the only orientation old rating checkpoints can hold
     # An old checkpoint's tensors (their shapes are unchanged) load into the class its config names.
@@ -316,7 +321,7 @@ def test_state_dict_round_trip_gives_identical_predictions(mode, conditional):
     model = make_model(cfg, 20, 12)
     fit(model, train)
     state = model.state_dict()
-    expected_keys = {"W", "a", "b"} | ({"D"} if conditional else set())
+    expected_keys = {"W", "a", "b"} | ({"D"} if conditional else set()) | ({"like_rate"} if mode == "like" else set())
     if mode == "rating-item":
         expected_keys |= {"item_hidden", "prior_mean", "prior_std"}  # what fold_in reads without the ratings
     assert set(state) == expected_keys
