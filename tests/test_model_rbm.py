@@ -121,7 +121,10 @@ def hand_cd1(h0: np.ndarray | None, lr: float, wd: float = 0.0):
 
 
 def like_model_3x2(**changes) -> tuple[LikeRBM, Ratings]:
-    cfg = LikeRBMConfig(hidden=2, gibbs_steps=1, lr=0.5, momentum=0.0, weight_decay=0.0, conditional=False)
+    """The plain RBM (no conditional term, no user offset) with the parameters above; tests that want
+    the offset turn it on and set ``like_rate``."""
+    cfg = LikeRBMConfig(hidden=2, gibbs_steps=1, lr=0.5, momentum=0.0, weight_decay=0.0, conditional=False,
+                        user_bias=False)
     model = LikeRBM(dataclasses.replace(cfg, **changes), 2, 3, STARS)
     set_params(model, W=W3, a=A3, b=B3)
     return model, ratings_from(TRIPLES, 2, 3)
@@ -202,6 +205,73 @@ def test_mean_field_prediction_matches_hand_computation():
     np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-5)
 
 
+def logit(p: float) -> float:
+    return float(np.log(p / (1 - p)))
+
+
+def test_user_offset_shifts_each_users_predictions_by_their_like_rate():
+    """P(liked) = sigmoid(h W + b + o_u), o_u = logit((likes + k r) / (rated + k)) - logit(r): user 0
+    liked 1 of 2, user 1 none of 1; everyone's rate r = 0.6 here, k = user_bias_prior = 2."""
+    model, train = like_model_3x2(user_bias=True, user_bias_prior=2.0)
+    model.like_rate.fill_(0.6)
+    scores = model.score(torch.tensor([0, 1]), train.matrix())
+    offset = np.array([[logit((1 + 1.2) / 4) - logit(0.6)], [logit((0 + 1.2) / 3) - logit(0.6)]], np.float32)
+    expected = sigmoid(sigmoid(V0 @ W3.T + A3) @ W3 + B3 + offset)
+    np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-5)
+    assert offset[1, 0] < offset[0, 0] < 0  # the pickier user gets the lower P(liked) everywhere
+    # A new user with the same ratings is folded in with the same offset.
+    np.testing.assert_allclose(model.fold_in(torch.tensor([0]), torch.tensor([2.0])).numpy(), expected[1], rtol=1e-5)
+    # The Gibbs chain of the CD update reconstructs with the same offsets.
+    model.cd_update(train.matrix(), torch.tensor([0, 1]), generator=None)
+    ph0 = sigmoid(V0 @ W3.T + A3)
+    v1 = sigmoid(ph0 @ W3 + B3 + offset) * RATED
+    ph1 = sigmoid(v1 @ W3.T + A3)
+    np.testing.assert_allclose(model.W.numpy(), W3 + 0.5 * (ph0.T @ V0 - ph1.T @ v1) / 2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.b.numpy(), B3 + 0.5 * (V0 * RATED - v1).sum(0, keepdims=True) / 2, rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_movie_biases_are_fitted_given_the_user_offsets():
+    """A picky user (1 like in 10) and a generous one (9 in 10) rate the same ten movies; only the picky
+    one rates movie 10, and dislikes it. Its bias must not count that user's pickiness twice: it stays
+    above the plain log-odds of its ratings, and every bias satisfies its own likelihood equation."""
+    picky = [(0, i, 5.0 if i == 0 else 1.0) for i in range(10)] + [(0, 10, 1.0)]
+    generous = [(1, i, 1.0 if i == 9 else 5.0) for i in range(10)]
+    train = ratings_from(picky + generous, 2, 12).matrix()  # movie 11: nobody
+    model = make_model(config("like", hidden=3, user_bias_prior=5.0), 2, 12)
+    model.fit_start(train, make_generator(torch.device("cpu"), 0))
+    rate = model.like_rate.item()
+    assert rate == pytest.approx((10 + 1) / (21 + 2))
+    liked = model.visible_states(train.values)
+    offset = model._case_offset(train.row_ids(), liked, 2)[:, 0]  # (2,)
+    assert offset[0] < 0 < offset[1]
+    b = model.b[0]
+    p = torch.sigmoid(b[train.indices] + offset[train.row_ids()])
+    grad = torch.zeros(12).index_add_(0, train.indices, liked[:, 0] - p) + 2.0 * (rate - torch.sigmoid(b))
+    assert grad.abs().max() < 1e-4
+    plain = logit((0 + 2 * rate) / (1 + 2))  # movie 10's log-odds from its own rating and the same prior
+    assert b[10] > plain
+    assert b[11] == pytest.approx(logit(rate), abs=1e-4)  # unrated: everyone's rate
+
+
+def test_movie_confidence_slows_rarely_rated_movies():
+    """Each movie's W, D and b move at n / (n + movie_confidence) of the plain update, n its ratings."""
+    train = ratings_from(TRIPLES, 2, 3).matrix()  # movie 0: 2 ratings, movie 1: none, movie 2: one
+    moved = {}
+    for confidence in (0.0, 2.0):
+        model = make_model(config("like", hidden=2, gibbs_steps=1, momentum=0.0, weight_decay=0.0,
+                                  movie_confidence=confidence), 2, 3)
+        model.fit_start(train, make_generator(torch.device("cpu"), 0))
+        start = {name: getattr(model, name).clone() for name in ("W", "D", "b", "a")}
+        model.cd_update(train, torch.tensor([0, 1]), generator=None)
+        moved[confidence] = {name: getattr(model, name) - value for name, value in start.items()}
+    share = torch.tensor([2 / 4, 0.0, 1 / 3])
+    for name in ("W", "D", "b"):
+        torch.testing.assert_close(moved[2.0][name], moved[0.0][name] * share, rtol=1e-5, atol=1e-7)
+        assert moved[0.0][name][:, 0].abs().max() > 1e-4
+    torch.testing.assert_close(moved[2.0]["a"], moved[0.0]["a"])  # the hidden biases belong to no movie
+
+
 def test_visible_states_and_thresholds():
     like = LikeRBM(LikeRBMConfig(like_threshold=3.0), 1, 1, HALF_STARS)
     stars = torch.tensor([0.5, 2.5, 3.0, 4.5])
@@ -219,7 +289,8 @@ def test_visible_states_and_thresholds():
     [("like", {"like_threshold": 6.0}, "like_threshold"), ("like", {"like_threshold": 1.0}, "like_threshold"),
      ("like", {"hidden": 0}, "--hidden"), ("rating", {"gibbs_steps": 0}, "--gibbs-steps"),
      ("rating", {"orientation": "movie"}, "orientation"), ("rating", {"lr": 0.0}, "--lr must be"),
-     ("rating", {"fold_in_l2": -1.0}, "--fold-in-l2")],
+     ("rating", {"fold_in_l2": -1.0}, "--fold-in-l2"), ("like", {"user_bias_prior": 0.0}, "--user-bias-prior"),
+     ("like", {"movie_confidence": -1.0}, "--movie-confidence")],
 )
 def test_bad_config_is_one_clear_error(mode, changes, message):
     with pytest.raises(MovierecError, match=message):
@@ -261,6 +332,7 @@ def test_old_checkpoint_configs_map_to_the_right_class(old):
     assert (cfg.hidden, cfg.epochs, cfg.lr) == (4, old["epochs"], old["lr"])
     if mode == "like":
         assert cfg.like_threshold == 3.5 and cfg.conditional
+        assert not cfg.user_bias and cfg.movie_confidence == 0  # trained and scored as they were
     else:
         assert cfg.orientation == "user"  # the only orientation old rating checkpoints can hold
     # An old checkpoint's tensors (their shapes are unchanged) load into the class its config names.
@@ -316,7 +388,7 @@ def test_state_dict_round_trip_gives_identical_predictions(mode, conditional):
     model = make_model(cfg, 20, 12)
     fit(model, train)
     state = model.state_dict()
-    expected_keys = {"W", "a", "b"} | ({"D"} if conditional else set())
+    expected_keys = {"W", "a", "b"} | ({"D"} if conditional else set()) | ({"like_rate"} if mode == "like" else set())
     if mode == "rating-item":
         expected_keys |= {"item_hidden", "prior_mean", "prior_std"}  # what fold_in reads without the ratings
     assert set(state) == expected_keys
