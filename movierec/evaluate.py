@@ -167,27 +167,40 @@ class _EvalMode:
             self.module.train()
 
 
-def heldout_metrics(model: Scorer, train: RatingMatrix, test: Ratings) -> dict[str, float]:
+def heldout_metrics(
+    model: Scorer, train: RatingMatrix, test: Ratings, progress: Callable[[int, int], None] | None = None
+) -> dict[str, float]:
     """The quick validation the training loop runs after every epoch.
 
     ``"rating"`` models -> ``{"rmse", "mae"}``; ``"like"`` models -> ``{"loss", "accuracy", "auc"}``
     with liked = test stars >= ``model.like_threshold`` (``auc`` is NaN when the test ratings are all
     liked or all disliked); ``"rank"`` models -> ``{"ndcg@10", "recall@10"}`` by the ranking protocol of
-    :func:`evaluate`. Predictions come from ``model.predict``, batched over users.
+    :func:`evaluate`. Predictions come from ``model.predict``, batched over users;
+    ``progress(done, total)`` is told of the test users done after every batch.
     """
     kind = model.kind
     if kind == "rank":
-        full = evaluate(model, train, test, k=10)
+        full = evaluate(model, train, test, k=10, progress=progress)
         return {key: math.nan if full[key] is None else float(full[key]) for key in ("ndcg@10", "recall@10")}
     if kind not in ("rating", "like"):
         raise ValueError(f"heldout_metrics needs a rating, like or rank model, not kind {kind!r}")
     device = model.device
     train = train.to(device)
-    users = torch.from_numpy(test.users).to(device, torch.int64)
-    items = torch.from_numpy(test.items).to(device, torch.int64)
-    truth = torch.from_numpy(test.ratings).to(device, torch.float32)
+    test_matrix = test.matrix(device)  # the ratings grouped by user: a batch of users is a slice
+    users = test_matrix.row_ids()
+    items, truth = test_matrix.indices, test_matrix.values
+    pred = torch.empty_like(truth)
+    test_users = torch.nonzero(test_matrix.row_counts() > 0).flatten()  # (U,)
+    n_users = int(test_users.shape[0])
+    batch = batch_size_for(train.n_cols)
     with torch.no_grad(), _EvalMode(model):
-        pred = clamp_stars(model, model.predict(users, items, train))
+        for start in range(0, n_users, batch):
+            last = test_users[min(start + batch, n_users) - 1]
+            a, b = int(test_matrix.indptr[test_users[start]]), int(test_matrix.indptr[last + 1])
+            pred[a:b] = model.predict(users[a:b], items[a:b], train, batch_users=batch)
+            if progress is not None:
+                progress(min(start + batch, n_users), n_users)
+        pred = clamp_stars(model, pred)
     if kind == "rating":
         return {"rmse": metrics.rmse(pred, truth), "mae": metrics.mae(pred, truth)}
     if model.like_threshold is None:
@@ -444,7 +457,9 @@ def evaluate_checkpoints(
     return rows
 
 
-def reference_metrics(model: Scorer, train: RatingMatrix, test: Ratings) -> tuple[str, dict[str, float]]:
+def reference_metrics(
+    model: Scorer, train: RatingMatrix, test: Ratings, progress: Callable[[int, int], None] | None = None
+) -> tuple[str, dict[str, float]]:
     """The trivial answer a model of this kind must beat on ``test``, with the same validation numbers.
 
     Rating models: the global mean; like/dislike models: always answering "liked"; top-N models: popularity.
@@ -454,5 +469,5 @@ def reference_metrics(model: Scorer, train: RatingMatrix, test: Ratings) -> tupl
         always = torch.ones_like(liked, dtype=torch.float32)
         return "always like", {"loss": metrics.like_loss(always, liked), "accuracy": metrics.accuracy(always, liked)}
     if model.kind == "rank":
-        return "popularity", heldout_metrics(PopularityBaseline(train), train, test)
-    return "global mean", heldout_metrics(GlobalMeanBaseline(train), train, test)
+        return "popularity", heldout_metrics(PopularityBaseline(train), train, test, progress)
+    return "global mean", heldout_metrics(GlobalMeanBaseline(train), train, test, progress)

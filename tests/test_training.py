@@ -244,9 +244,9 @@ def recording(monkeypatch):
     seen: list[Ratings] = []
     real = training.heldout_metrics
 
-    def spy(model, train, held_out):
+    def spy(model, train, held_out, progress=None):
         seen.append(held_out)
-        return real(model, train, held_out)
+        return real(model, train, held_out, progress)
 
     monkeypatch.setattr(training, "heldout_metrics", spy)
     return seen

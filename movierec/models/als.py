@@ -224,6 +224,7 @@ class ExplicitALS(ALSBase):
             x = ridge_solve(gram[:, :-1, :-1], gram[:, :-1, -1], self.config.lam, self.config.tau,
                             self.config.gamma)  # (B, d+1)
             factors[rows] = x[:, :d]
+            self.advance(n_rows, self.n_users + self.n_items)
             bias[rows] = x[:, d]
             if not with_error:
                 continue
@@ -337,6 +338,7 @@ class ImplicitALS(ALSBase):
             feats = other_factors.index_select(0, cols).view(n_rows, longest, d)  # (B, L, d)
             x, system, rhs = self._implicit_system(shared, feats, weight + real, weight)
             factors[rows] = x
+            self.advance(n_rows, self.n_users + self.n_items)
             if total is None:
                 continue
             # With Y^T C Y = (system - tau I) / lam and Y^T C p = rhs / lam; summed in float64 because the

@@ -275,6 +275,7 @@ class RBM(Recommender):
         for start in range(0, order.shape[0], self.config.batch_size):
             out = self.cd_update(train, order[start:start + self.config.batch_size], generator, momentum)
             v0, vk, pv = out["v0"], out["vk"], out["pv"]
+            self.advance(min(self.config.batch_size, order.shape[0] - start), order.shape[0])
             if self.like_mode:
                 abs_err += (vk - v0).abs().sum()
                 correct += ((pv >= 0.5).to(torch.float32) == v0).sum()
