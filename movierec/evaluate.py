@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Protocol
 
 import torch
@@ -421,20 +422,28 @@ def evaluate_checkpoints(
     baselines: bool = True,
     batch_users: int | None = None,
     selection: Selection | None = None,
+    on_step: Callable[[str], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, object]]:
     """Evaluate saved models on their test splits, with the reference baselines of each split.
 
     The models are ``selection`` (or :func:`select_checkpoints` of ``names``). One row per model, each split's
     baselines before its first model: ``model``, ``checkpoint``, ``dataset``, ``split``, ``seed``,
     ``test_fraction``, ``split_label`` (:func:`describe_split`), ``fit_seconds`` and the metrics of
-    :func:`evaluate`.
+    :func:`evaluate`. ``on_step(description)`` is told of each step as it begins (loading a model and its data,
+    evaluating one model), ``progress(done, total)`` of the test users each evaluation has done.
     """
     from movierec import checkpoint
+
+    def step(description: str) -> None:
+        if on_step is not None:
+            on_step(description)
 
     selection = selection or select_checkpoints(names)
     rows: list[dict[str, object]] = []
     baseline_done: set[tuple] = set()
     for path in selection.paths:
+        step(f"Loading {Path(path).stem} and its data")
         trained = checkpoint.load_trained(path, device)
         meta = trained.meta
         if k > trained.train.n_cols:  # ranked lists padded past the catalogue would only cost memory, by K
@@ -448,10 +457,13 @@ def evaluate_checkpoints(
         if baselines and group not in baseline_done:
             baseline_done.add(group)
             for name, cls in (("popularity", PopularityBaseline), ("global mean", GlobalMeanBaseline)):
+                step(f"Evaluating the {name} baseline")
                 scores = evaluate(cls(trained.train), trained.train, test, k=k, relevance=relevance,
-                                  batch_users=batch_users)
+                                  batch_users=batch_users, progress=progress)
                 rows.append({"model": name, "checkpoint": None, **common, "fit_seconds": None, **scores})
-        scores = evaluate(trained.model, trained.train, test, k=k, relevance=relevance, batch_users=batch_users)
+        step(f"Evaluating {meta.name}")
+        scores = evaluate(trained.model, trained.train, test, k=k, relevance=relevance, batch_users=batch_users,
+                          progress=progress)
         rows.append({"model": meta.model, "checkpoint": meta.name, **common, "fit_seconds": meta.fit_seconds,
                      **scores})
     return rows
