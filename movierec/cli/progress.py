@@ -74,12 +74,13 @@ class Steps:
         if self._task is not None:
             self._progress.update(self._task, completed=done, total=total)
 
-    def line(self, text: str) -> None:
-        """A line for stdout, printed above the live display when both share the terminal."""
+    def line(self, text: str, markup: bool = False) -> None:
+        """A line for stdout, printed above the live display when both share the terminal (anything else
+        written to the terminal meanwhile would land inside the display)."""
         if self._progress is not None and console.is_terminal:
-            self._progress.console.print(text, markup=False, highlight=False)
+            self._progress.console.print(text, markup=markup, highlight=False)
         else:
-            console.print(text, markup=False, highlight=False)
+            console.print(text, markup=markup, highlight=False)
 
     def _end(self, finished: bool = True) -> None:
         if self._task is not None:

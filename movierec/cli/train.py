@@ -172,7 +172,7 @@ def _model_command(model: str) -> TyperCommand:
 def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, split: str | None,
          test_fraction: float, seed: int, device: str, patience: int | None, valid_fraction: float | None,
          name: str | None, json_output: bool) -> None:
-    from movierec.cli.console import console, print_json
+    from movierec.cli.console import print_json
     from movierec.cli.progress import Steps
     from movierec.training import train_and_save
 
@@ -185,14 +185,14 @@ def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, 
         if not json_output:
             why = f" ({plan.dataset_why})" if plan.dataset_why else ""
             valid = f", {len(plan.valid):,} of them set aside to validate," if plan.valid is not None else ""
-            console.print(
+            steps.line(
                 f"Training [bold]{model}[/] on {plan.dataset}{why} split {plan.split.name}: "
                 f"{len(plan.split.train):,} training{valid} and {len(plan.split.test):,} test ratings, "
-                f"{m.n_users:,} users x {m.n_items:,} movies, device {m.device}."
+                f"{m.n_users:,} users x {m.n_items:,} movies, device {m.device}.", markup=True,
             )
             if plan.valid_users:
-                console.print(f"Each epoch is validated on a fixed sample of {plan.valid_users:,} of the "
-                              "validation users; the test split is ranked in full at the end.")
+                steps.line(f"Each epoch is validated on a fixed sample of {plan.valid_users:,} of the validation "
+                           "users; the test split is ranked in full at the end.")
 
     def on_epoch(r: Any) -> None:
         steps.step("")  # ends the validation step
