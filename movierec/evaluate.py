@@ -24,8 +24,9 @@ The protocol, for a training :class:`RatingMatrix` and the held-out test :class:
   averaged over the ranked users (definitions in :mod:`movierec.metrics`); coverage is the fraction of
   all movies that appear in at least one user's list.
 
-Users are scored ``batch_users`` at a time, so memory is one (batch x movies) score block, never the
-whole users x movies matrix.
+Users are scored ``batch_users`` at a time (by default as many as fit :data:`SCORE_BLOCK` scores), so memory
+is one (batch x movies) score block, never the whole users x movies matrix, and Ctrl-C is answered between
+batches. A ``progress(done, total)`` callback hears of the test users done after every batch.
 """
 
 from __future__ import annotations
