@@ -140,6 +140,8 @@ def fit(
         if on_progress is not None:
             on_progress(min(done, total), total)
 
+    if on_step is not None:
+        on_step("Preparing the model")  # e.g. ALS lays out both sides' solves
     model.fit_start(matrix, generator)
     for epoch in range(1, epochs + 1):
         if on_step is not None:

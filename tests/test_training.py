@@ -326,7 +326,7 @@ def test_every_model_reports_each_epochs_batches_monotonically(data, name, mode)
     fit(model, train, valid, on_step=lambda s: events.append(("step", s)),
         on_progress=lambda done, total: events.append(("progress", done, total)))
     steps = [e[1] for e in events if e[0] == "step"]
-    assert steps == ["Epoch 1/2", "Validating epoch 1", "Epoch 2/2", "Validating epoch 2"]
+    assert steps == ["Preparing the model", "Epoch 1/2", "Validating epoch 1", "Epoch 2/2", "Validating epoch 2"]
     for epoch in ("Epoch 1/2", "Epoch 2/2"):
         first = events.index(("step", epoch)) + 1
         counts = []
