@@ -89,6 +89,11 @@ class ImplicitALSConfig(ALSConfig):
     # explicit 12 (64 factors; 0.449 with 16).
     factors: int = option(64, "Latent factors per user and movie.")
     tau: float = option(35.0, "L2 penalty on the user and movie vectors.")
+    # A padded rating costs a (d, d) product here, not d + 2 floats: at ML-25M scale smaller batches keep each
+    # solve (the wait for Ctrl-C) near 0.4 s instead of 1.3-1.9 s, and the epoch is faster (34 s against 45 s).
+    chunk_size: int = option(
+        1 << 18, "Most (padded) ratings per batched solve; memory ~ chunk_size x (factors + 2) floats."
+    )
     alpha: float = option(1.0, "A rated movie's confidence is 1 + alpha x f(stars).")
     confidence: str = option(
         "stars", "f(stars) in the confidence: the stars (ranks best), or binary (1 for any rating).",
