@@ -182,6 +182,7 @@ def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, 
     steps = Steps(quiet=json_output, unlined=("Epoch ", "Validating "))
 
     def on_start(m: Any, plan: Any) -> None:
+        steps.step("")  # the data is ready: its steps' lines come before what is made of it
         if not json_output:
             why = f" ({plan.dataset_why})" if plan.dataset_why else ""
             valid = f", {len(plan.valid):,} of them set aside to validate," if plan.valid is not None else ""
