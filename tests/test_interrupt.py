@@ -38,8 +38,11 @@ def fetched_home(tmp_path_factory) -> Path:
 def _start_training(home: Path, args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "MOVIEREC_HOME": str(home), "COLUMNS": "120", "PYTHONPATH": str(REPO)}
     env.pop("MOVIEREC_DEVICE", None)
+    # A shell without job control starts background jobs ignoring SIGINT, and the child would inherit that: the
+    # test is about movierec, so it starts with the signal's default, as from a terminal.
     return subprocess.Popen([sys.executable, "-m", "movierec", "train", *args, "--device", "cpu", "--name", "stopped"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 @pytest.mark.parametrize("model", list(SLOW))
