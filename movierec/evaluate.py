@@ -24,8 +24,9 @@ The protocol, for a training :class:`RatingMatrix` and the held-out test :class:
   averaged over the ranked users (definitions in :mod:`movierec.metrics`); coverage is the fraction of
   all movies that appear in at least one user's list.
 
-Users are scored ``batch_users`` at a time, so memory is one (batch x movies) score block, never the
-whole users x movies matrix.
+Users are scored ``batch_users`` at a time (by default as many as fit :data:`SCORE_BLOCK` scores), so memory
+is one (batch x movies) score block, never the whole users x movies matrix, and Ctrl-C is answered between
+batches. A ``progress(done, total)`` callback hears of the test users done after every batch.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Protocol
 
 import torch
@@ -167,27 +169,40 @@ class _EvalMode:
             self.module.train()
 
 
-def heldout_metrics(model: Scorer, train: RatingMatrix, test: Ratings) -> dict[str, float]:
+def heldout_metrics(
+    model: Scorer, train: RatingMatrix, test: Ratings, progress: Callable[[int, int], None] | None = None
+) -> dict[str, float]:
     """The quick validation the training loop runs after every epoch.
 
     ``"rating"`` models -> ``{"rmse", "mae"}``; ``"like"`` models -> ``{"loss", "accuracy", "auc"}``
     with liked = test stars >= ``model.like_threshold`` (``auc`` is NaN when the test ratings are all
     liked or all disliked); ``"rank"`` models -> ``{"ndcg@10", "recall@10"}`` by the ranking protocol of
-    :func:`evaluate`. Predictions come from ``model.predict``, batched over users.
+    :func:`evaluate`. Predictions come from ``model.predict``, batched over users;
+    ``progress(done, total)`` is told of the test users done after every batch.
     """
     kind = model.kind
     if kind == "rank":
-        full = evaluate(model, train, test, k=10)
+        full = evaluate(model, train, test, k=10, progress=progress)
         return {key: math.nan if full[key] is None else float(full[key]) for key in ("ndcg@10", "recall@10")}
     if kind not in ("rating", "like"):
         raise ValueError(f"heldout_metrics needs a rating, like or rank model, not kind {kind!r}")
     device = model.device
     train = train.to(device)
-    users = torch.from_numpy(test.users).to(device, torch.int64)
-    items = torch.from_numpy(test.items).to(device, torch.int64)
-    truth = torch.from_numpy(test.ratings).to(device, torch.float32)
+    test_matrix = test.matrix(device)  # the ratings grouped by user: a batch of users is a slice
+    users = test_matrix.row_ids()
+    items, truth = test_matrix.indices, test_matrix.values
+    pred = torch.empty_like(truth)
+    test_users = torch.nonzero(test_matrix.row_counts() > 0).flatten()  # (U,)
+    n_users = int(test_users.shape[0])
+    batch = batch_size_for(train.n_cols)
     with torch.no_grad(), _EvalMode(model):
-        pred = clamp_stars(model, model.predict(users, items, train))
+        for start in range(0, n_users, batch):
+            last = test_users[min(start + batch, n_users) - 1]
+            a, b = int(test_matrix.indptr[test_users[start]]), int(test_matrix.indptr[last + 1])
+            pred[a:b] = model.predict(users[a:b], items[a:b], train, batch_users=batch)
+            if progress is not None:
+                progress(min(start + batch, n_users), n_users)
+        pred = clamp_stars(model, pred)
     if kind == "rating":
         return {"rmse": metrics.rmse(pred, truth), "mae": metrics.mae(pred, truth)}
     if model.like_threshold is None:
@@ -201,26 +216,56 @@ def heldout_metrics(model: Scorer, train: RatingMatrix, test: Ratings) -> dict[s
     }
 
 
-_PER_USER = {
-    "precision": metrics.precision_at_k,
-    "recall": metrics.recall_at_k,
-    "ndcg": metrics.ndcg_at_k,
-    "hit": metrics.hit_rate_at_k,
-    "map": metrics.average_precision_at_k,
-}
+_PER_USER = ("precision", "recall", "ndcg", "hit", "map")  # the keys of metrics.ranking_metrics
 
 
-def _rows_mask(
-    matrix: RatingMatrix, rows: torch.Tensor, keep: Callable[[torch.Tensor], torch.Tensor] | None = None
-) -> torch.Tensor:
-    """(B, n_cols) bool: the columns each of ``rows`` has stored (only entries passing ``keep``, if given)."""
-    pos, cols, vals = matrix.entries(rows)
-    if keep is not None:
-        sel = keep(vals)
-        pos, cols = pos[sel], cols[sel]
+def _rows_mask(matrix: RatingMatrix, rows: torch.Tensor, pos: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """(B, n_cols) bool, True at the entries (``pos`` in ``rows``, ``cols``)."""
     mask = torch.zeros((rows.shape[0], matrix.n_cols), dtype=torch.bool, device=matrix.device)
     mask[pos, cols] = True
     return mask
+
+
+def _rank_batch(
+    scores: torch.Tensor, users: torch.Tensor, train: RatingMatrix, test_matrix: RatingMatrix,
+    relevant_counts: torch.Tensor, k: int, relevance: float, sums: torch.Tensor, listed: torch.Tensor,
+) -> None:
+    """Rank one batch's unseen movies and add its users' ranking metrics to ``sums`` (in ``_PER_USER`` order)
+    and their lists' movies to ``listed``."""
+    ranked = relevant_counts[users] > 0  # (B,)
+    if not bool(ranked.any()):
+        return
+    if not bool(ranked.all()):
+        users, scores = users[ranked], scores[ranked]
+    pos, cols, _ = train.entries(users)
+    seen = _rows_mask(train, users, pos, cols)  # (b, I)
+    try:
+        topk = metrics.top_k(scores, k, exclude=seen)  # (b, K)
+    except ValueError as exc:  # the only ValueError left once k >= 1: NaN scores
+        raise MovierecError(
+            "The model predicts NaN scores, so it cannot be ranked; it probably diverged in training."
+        ) from exc
+    pos, cols, vals = test_matrix.entries(users)
+    good = vals >= relevance
+    relevant = _rows_mask(test_matrix, users, pos[good], cols[good])  # (b, I)
+    hits = relevant.gather(1, topk.clamp(min=0)) & (topk >= 0)  # (b, K)
+    per_user = metrics.ranking_metrics(hits, relevant_counts[users])
+    for j, name in enumerate(_PER_USER):
+        sums[j] += per_user[name].sum(dtype=torch.float64)
+    listed[topk[topk >= 0]] = True
+
+
+SCORE_BLOCK = 1 << 22
+"""Scores per block when :func:`evaluate` sizes its own user batches: a (batch x movies) float block of 16 MB.
+
+Small enough that every per-batch tensor is reused from the allocator's free lists instead of fresh pages from
+the system (which cost more than the ranking itself on a CPU), and that a batch takes a fraction of a second,
+so Ctrl-C is never kept waiting; large enough that the per-batch overhead does not show."""
+
+
+def batch_size_for(n_items: int) -> int:
+    """Users per batch when none is given: as many as fit :data:`SCORE_BLOCK` scores (1 at least)."""
+    return max(1, min(4096, SCORE_BLOCK // max(1, n_items)))
 
 
 def evaluate(
@@ -230,7 +275,8 @@ def evaluate(
     k: int = 10,
     relevance: float = 4.0,
     like_threshold: float = 3.0,
-    batch_users: int = 512,
+    batch_users: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float | None]:
     """Every metric of ``model`` on ``test``, given the ``train`` ratings it learned from.
 
@@ -239,9 +285,15 @@ def evaluate(
     movie, the ones the ranking metrics average over), ``ratings`` (int: test ratings). A metric that does
     not apply to the model -- or has nothing to average over -- is ``None``. See the module docstring for
     the protocol.
+
+    Users are scored ``batch_users`` at a time (None: :func:`batch_size_for` the catalogue); the batch size
+    never changes a result. ``progress(done, total)`` is called after every batch with the test users done
+    so far and all of them.
     """
     if k < 1:
         raise MovierecError(f"K must be at least 1 (got {k}).")
+    if batch_users is None:
+        batch_users = batch_size_for(train.n_cols)
     if batch_users < 1:
         raise MovierecError(f"The user batch size must be at least 1 (got {batch_users}).")
     _check_shapes(model, train, test)
@@ -254,6 +306,7 @@ def evaluate(
     test_matrix = test.matrix(device)  # users x movies, CSR: one user's test ratings are contiguous
 
     test_users = torch.nonzero(test_matrix.row_counts() > 0).flatten()  # (U,) ascending
+    n_test_users = int(test_users.shape[0])
     relevant_counts = torch.zeros(test_matrix.n_rows, dtype=torch.int64, device=device)
     relevant_counts.index_add_(0, test_matrix.row_ids(), (test_matrix.values >= relevance).long())
     n_ranked = int((relevant_counts > 0).sum())
@@ -261,33 +314,19 @@ def evaluate(
 
     pred = torch.empty(test_matrix.nnz, dtype=torch.float32, device=device)  # in test_matrix entry order
     sums = torch.zeros(len(_PER_USER), dtype=torch.float64, device=device)
-    lists: list[torch.Tensor] = []
+    listed = torch.zeros(train.n_cols, dtype=torch.bool, device=device)  # movies in some user's list
     offset = 0
     with torch.no_grad(), _EvalMode(model):
-        for start in range(0, test_users.shape[0], batch_users):
+        for start in range(0, n_test_users, batch_users):
             users = test_users[start:start + batch_users]  # (B,)
             scores = model.score(users, train).float()  # (B, I)
             pos, cols, _ = test_matrix.entries(users)
             pred[offset:offset + pos.shape[0]] = scores[pos, cols]
             offset += pos.shape[0]
-            if not rank:
-                continue
-            ranked = relevant_counts[users] > 0  # (B,)
-            if not bool(ranked.any()):
-                continue
-            if not bool(ranked.all()):
-                users, scores = users[ranked], scores[ranked]
-            seen = _rows_mask(train, users)  # (b, I)
-            try:
-                topk = metrics.top_k(scores, k, exclude=seen)  # (b, K)
-            except ValueError as exc:  # the only ValueError left once k >= 1: NaN scores
-                raise MovierecError(
-                    "The model predicts NaN scores, so it cannot be ranked; it probably diverged in training."
-                ) from exc
-            relevant = _rows_mask(test_matrix, users, lambda v: v >= relevance)  # (b, I)
-            for j, fn in enumerate(_PER_USER.values()):
-                sums[j] += fn(topk, relevant).sum(dtype=torch.float64)
-            lists.append(topk)
+            if rank:
+                _rank_batch(scores, users, train, test_matrix, relevant_counts, k, relevance, sums, listed)
+            if progress is not None:
+                progress(min(start + batch_users, n_test_users), n_test_users)
 
     out: dict[str, float | None] = {}
     truth = test_matrix.values
@@ -307,7 +346,7 @@ def evaluate(
     means = (sums / n_ranked).tolist() if rank else [None] * len(_PER_USER)
     for name, value in zip(_PER_USER, means, strict=True):
         out[f"{name}@{k}"] = value
-    out[f"coverage@{k}"] = metrics.coverage(torch.cat(lists), train.n_cols) if rank else None
+    out[f"coverage@{k}"] = float(listed.sum()) / train.n_cols if rank else None
     out["users"] = n_ranked
     out["ratings"] = len(test)
     return out
@@ -382,22 +421,30 @@ def evaluate_checkpoints(
     relevance: float = 4.0,
     device: torch.device | str = "cpu",
     baselines: bool = True,
-    batch_users: int = 512,
+    batch_users: int | None = None,
     selection: Selection | None = None,
+    on_step: Callable[[str], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, object]]:
     """Evaluate saved models on their test splits, with the reference baselines of each split.
 
     The models are ``selection`` (or :func:`select_checkpoints` of ``names``). One row per model, each split's
     baselines before its first model: ``model``, ``checkpoint``, ``dataset``, ``split``, ``seed``,
     ``test_fraction``, ``split_label`` (:func:`describe_split`), ``fit_seconds`` and the metrics of
-    :func:`evaluate`.
+    :func:`evaluate`. ``on_step(description)`` is told of each step as it begins (loading a model and its data,
+    evaluating one model), ``progress(done, total)`` of the test users each evaluation has done.
     """
     from movierec import checkpoint
+
+    def step(description: str) -> None:
+        if on_step is not None:
+            on_step(description)
 
     selection = selection or select_checkpoints(names)
     rows: list[dict[str, object]] = []
     baseline_done: set[tuple] = set()
     for path in selection.paths:
+        step(f"Loading {Path(path).stem} and its data")
         trained = checkpoint.load_trained(path, device)
         meta = trained.meta
         if k > trained.train.n_cols:  # ranked lists padded past the catalogue would only cost memory, by K
@@ -411,16 +458,21 @@ def evaluate_checkpoints(
         if baselines and group not in baseline_done:
             baseline_done.add(group)
             for name, cls in (("popularity", PopularityBaseline), ("global mean", GlobalMeanBaseline)):
+                step(f"Evaluating the {name} baseline")
                 scores = evaluate(cls(trained.train), trained.train, test, k=k, relevance=relevance,
-                                  batch_users=batch_users)
+                                  batch_users=batch_users, progress=progress)
                 rows.append({"model": name, "checkpoint": None, **common, "fit_seconds": None, **scores})
-        scores = evaluate(trained.model, trained.train, test, k=k, relevance=relevance, batch_users=batch_users)
+        step(f"Evaluating {meta.name}")
+        scores = evaluate(trained.model, trained.train, test, k=k, relevance=relevance, batch_users=batch_users,
+                          progress=progress)
         rows.append({"model": meta.model, "checkpoint": meta.name, **common, "fit_seconds": meta.fit_seconds,
                      **scores})
     return rows
 
 
-def reference_metrics(model: Scorer, train: RatingMatrix, test: Ratings) -> tuple[str, dict[str, float]]:
+def reference_metrics(
+    model: Scorer, train: RatingMatrix, test: Ratings, progress: Callable[[int, int], None] | None = None
+) -> tuple[str, dict[str, float]]:
     """The trivial answer a model of this kind must beat on ``test``, with the same validation numbers.
 
     Rating models: the global mean; like/dislike models: always answering "liked"; top-N models: popularity.
@@ -430,5 +482,5 @@ def reference_metrics(model: Scorer, train: RatingMatrix, test: Ratings) -> tupl
         always = torch.ones_like(liked, dtype=torch.float32)
         return "always like", {"loss": metrics.like_loss(always, liked), "accuracy": metrics.accuracy(always, liked)}
     if model.kind == "rank":
-        return "popularity", heldout_metrics(PopularityBaseline(train), train, test)
-    return "global mean", heldout_metrics(GlobalMeanBaseline(train), train, test)
+        return "popularity", heldout_metrics(PopularityBaseline(train), train, test, progress)
+    return "global mean", heldout_metrics(GlobalMeanBaseline(train), train, test, progress)

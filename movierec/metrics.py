@@ -41,6 +41,7 @@ __all__ = [
     "ndcg_at_k",
     "precision_at_k",
     "recall_at_k",
+    "ranking_metrics",
     "rmse",
     "roc_auc",
     "top_k",
@@ -140,12 +141,15 @@ def top_k(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> 
     s = scores.detach().float().clamp(-big, big)
     if exclude is not None:
         s.masked_fill_(exclude, -math.inf)
-    vals, cols = torch.topk(s, k_eff, dim=1)  # (B, k_eff); which of several tied movies it keeps is arbitrary
+    # One score past the list: a movie left out ties the k-th best exactly when the (k+1)-th best equals it,
+    # which spares a pass over the whole (B, I) block to count the ties.
+    vals, cols = torch.topk(s, min(k_eff + 1, n_cols), dim=1)  # (B, k_eff[+1]); ties kept in arbitrary order
     if bool(torch.isnan(vals).any()):  # topk ranks NaN above everything, so any NaN shows up here
         raise ValueError("top_k: scores contain NaN")
-    kth = vals[:, -1:]  # (B, 1) the k-th best score
+    kth = vals[:, k_eff - 1:k_eff]  # (B, 1) the k-th best score
+    crossing = vals[:, k_eff] == kth[:, 0] if k_eff < n_cols else torch.zeros_like(kth[:, 0], dtype=torch.bool)
+    vals, cols = vals[:, :k_eff], cols[:, :k_eff]
     # Only rows whose k-th score is shared with a movie left out of the list need the exact (slower) pick.
-    crossing = torch.count_nonzero(s == kth, 1) > torch.count_nonzero(vals == kth, 1)  # (B,)
     if bool(crossing.any()):
         rows = crossing.nonzero().flatten()
         cols[rows] = _lowest_index_top_k(s[rows], kth[rows], k_eff)
@@ -189,36 +193,68 @@ def _discounts(k: int, device: torch.device) -> torch.Tensor:
 
 def precision_at_k(topk: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
     """Per user: relevant movies in the list / K. (B,)"""
-    return _hits(topk, relevant).float().sum(1) / topk.shape[1]
+    return _precision(_hits(topk, relevant))
 
 
 def recall_at_k(topk: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
     """Per user: relevant movies in the list / all the user's relevant movies (NaN if none). (B,)"""
-    return _hits(topk, relevant).float().sum(1) / _n_relevant(relevant)
+    return _recall(_hits(topk, relevant), _n_relevant(relevant))
 
 
 def hit_rate_at_k(topk: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
     """Per user: 1 if the list holds at least one relevant movie, else 0. (B,)"""
-    return _hits(topk, relevant).any(1).float()
+    return _hit(_hits(topk, relevant))
 
 
 def ndcg_at_k(topk: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
     """Per user: binary-gain DCG with a log2 discount over the ideal DCG of min(K, R) hits (NaN if R = 0)."""
-    k = topk.shape[1]
-    disc = _discounts(k, topk.device)  # (K,)
-    dcg = (_hits(topk, relevant).float() * disc).sum(1)  # (B,)
-    ideal_hits = torch.clamp(_n_relevant(relevant), max=k).long()  # (B,)
-    ideal = torch.cat([disc.new_zeros(1), torch.cumsum(disc, 0)])[ideal_hits]  # (B,) sum of first n discounts
-    return dcg / ideal
+    return _ndcg(_hits(topk, relevant), _n_relevant(relevant))
 
 
 def average_precision_at_k(topk: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
     """Per user: sum of precision@i at the ranks i that are hits, over min(K, R) (NaN if R = 0). (B,)"""
-    k = topk.shape[1]
-    hits = _hits(topk, relevant).float()  # (B, K)
-    ranks = torch.arange(1, k + 1, device=topk.device, dtype=torch.float32)  # (K,)
+    return _average_precision(_hits(topk, relevant), _n_relevant(relevant))
+
+
+def ranking_metrics(hits: torch.Tensor, n_relevant: torch.Tensor) -> dict[str, torch.Tensor]:
+    """All five per-user ranking metrics at once, from what they are made of: ``hits`` (B, K) bool (is the
+    movie at each rank relevant; empty slots are not) and ``n_relevant`` (B,) (each user's relevant movies).
+
+    Keys ``precision``, ``recall``, ``ndcg``, ``hit``, ``map`` (AP@K; its mean over users is MAP@K), each
+    (B,) and equal to the function of the same meaning above. For evaluating many users: no (B, I) pass.
+    """
+    n = n_relevant.to(torch.float32)
+    return {"precision": _precision(hits), "recall": _recall(hits, n), "ndcg": _ndcg(hits, n),
+            "hit": _hit(hits), "map": _average_precision(hits, n)}
+
+
+def _precision(hits: torch.Tensor) -> torch.Tensor:
+    return hits.float().sum(1) / hits.shape[1]
+
+
+def _recall(hits: torch.Tensor, n_relevant: torch.Tensor) -> torch.Tensor:
+    return hits.float().sum(1) / n_relevant
+
+
+def _hit(hits: torch.Tensor) -> torch.Tensor:
+    return hits.any(1).float()
+
+
+def _ndcg(hits: torch.Tensor, n_relevant: torch.Tensor) -> torch.Tensor:
+    k = hits.shape[1]
+    disc = _discounts(k, hits.device)  # (K,)
+    dcg = (hits.float() * disc).sum(1)  # (B,)
+    ideal_hits = torch.clamp(n_relevant, max=k).long()  # (B,)
+    ideal = torch.cat([disc.new_zeros(1), torch.cumsum(disc, 0)])[ideal_hits]  # (B,) sum of first n discounts
+    return dcg / ideal
+
+
+def _average_precision(hits: torch.Tensor, n_relevant: torch.Tensor) -> torch.Tensor:
+    k = hits.shape[1]
+    hits = hits.float()  # (B, K)
+    ranks = torch.arange(1, k + 1, device=hits.device, dtype=torch.float32)  # (K,)
     precision_at_i = torch.cumsum(hits, 1) / ranks  # (B, K)
-    return (precision_at_i * hits).sum(1) / torch.clamp(_n_relevant(relevant), max=k)
+    return (precision_at_i * hits).sum(1) / torch.clamp(n_relevant, max=k)
 
 
 def coverage(topk: torch.Tensor, n_items: int) -> float:

@@ -8,7 +8,12 @@ Validation is not the test set. :func:`train_and_save` carves a seeded validatio
 ratings (``valid_fraction``; by default only with ``patience``), and everything that chooses by a metric --
 early stopping, the epoch whose weights are kept -- reads that slice. The test split is read once, at the
 end, to report the model's metrics and the trivial baseline's beside them. Without a validation slice no
-held-out ranking runs between epochs.
+held-out ranking runs between epochs. Ranking models validate on a fixed seeded sample of at most
+:data:`VALID_RANK_USERS` of the slice's users, so validating costs a small part of an epoch at any scale.
+
+Nothing runs silently: :func:`train_and_save` names each step as it begins (``on_step``) and reports the
+countable ones' progress as ``on_progress(done, total)``: the batches of every epoch (each model calls
+:meth:`~movierec.models.base.Recommender.advance` once per batch) and the users of every evaluation.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from movierec.data.ratings import RatingMatrix, Ratings
@@ -25,6 +31,25 @@ from movierec.device import make_generator, seed_everything
 from movierec.errors import MovierecError
 from movierec.evaluate import heldout_metrics, reference_metrics
 from movierec.models.base import Recommender
+
+StepCallback = Callable[[str], None]
+"""``on_step(description)``: a new step begins ("Loading ml-1m", "Epoch 3/20", "Saving"); the previous one ended."""
+ProgressCallback = Callable[[int, int], None]
+"""``on_progress(done, total)``: how far the current step is, in its own units; ``done`` only grows."""
+
+VALID_RANK_USERS = 2000
+"""Ranking models validate every epoch on a fixed seeded sample of at most this many validation users."""
+
+
+def validation_sample(valid: Ratings, kind: str, seed: int = 0) -> Ratings:
+    """What :func:`fit` validates a model of ``kind`` on: the slice itself, or for ``"rank"`` models the ratings
+    of a seeded sample of :data:`VALID_RANK_USERS` of its users (ranking a user costs a pass over the catalogue;
+    predicting a rating costs one dot product)."""
+    users = np.unique(valid.users)
+    if kind != "rank" or users.shape[0] <= VALID_RANK_USERS:
+        return valid
+    chosen = np.random.default_rng(seed).choice(users, VALID_RANK_USERS, replace=False)
+    return valid.take(np.isin(valid.users, chosen))
 
 
 @dataclass(frozen=True)
@@ -73,6 +98,8 @@ def fit(
     patience: int | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
     matrix: RatingMatrix | None = None,
+    on_step: StepCallback | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> FitResult:
     """Train ``model`` (already on its device) on ``train``, validating on ``valid`` after every epoch.
 
@@ -80,7 +107,9 @@ def fit(
     ``patience``, training stops once the monitored validation metric (the training loss when there is no
     ``valid``) has not improved for that many epochs, and the best epoch's weights are kept. ``matrix`` is
     ``train`` as a :class:`RatingMatrix` on the model's device, when the caller has built it already.
-    Raises :class:`MovierecError` when training diverges (a non-finite loss or weight).
+    Raises :class:`MovierecError` when training diverges (a non-finite loss or weight). A ranking model is
+    validated on :func:`validation_sample` of ``valid``. ``on_step`` is told of every epoch and every
+    validation as it begins, ``on_progress`` of their batches (see the module docstring).
     """
     device = model.device
     epochs = int(epochs if epochs is not None else model.config.epochs)
@@ -101,11 +130,29 @@ def fit(
     best_state: dict[str, torch.Tensor] | None = None
     since_best = 0
 
+    if valid is not None and len(valid):
+        valid = validation_sample(valid, model.kind, seed)
+    done = 0
+
+    def advance(amount: int, total: int) -> None:
+        nonlocal done
+        done += int(amount)
+        if on_progress is not None:
+            on_progress(min(done, total), total)
+
+    if on_step is not None:
+        on_step("Preparing the model")  # e.g. ALS lays out both sides' solves
     model.fit_start(matrix, generator)
     for epoch in range(1, epochs + 1):
+        if on_step is not None:
+            on_step(f"Epoch {epoch}/{epochs}")
         start = time.perf_counter()
         model.train()
-        stats = {k: float(v) for k, v in model.train_epoch(matrix, generator).items()}
+        done, model._on_advance = 0, advance
+        try:
+            stats = {k: float(v) for k, v in model.train_epoch(matrix, generator).items()}
+        finally:
+            model._on_advance = None
         model.eval()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -113,7 +160,11 @@ def fit(
         result.fit_seconds += seconds
         _check_finite(model, stats, epoch)
 
-        scores = heldout_metrics(model, matrix, valid) if valid is not None and len(valid) else {}
+        scores = {}
+        if valid is not None and len(valid):
+            if on_step is not None:
+                on_step(f"Validating epoch {epoch}")
+            scores = heldout_metrics(model, matrix, valid, progress=on_progress)
         value = sign * scores[monitor] if monitor in scores else stats.get("loss", math.inf)
         improved = value < best_value
         if improved:
@@ -160,6 +211,8 @@ class TrainPlan:
     """The ratings the model learns from: the split's training ratings less the validation slice."""
     valid: Ratings | None
     valid_fraction: float
+    valid_users: int | None = None
+    """How many validation users a ranking model is validated on when that is a sample of the slice's users."""
 
 
 @dataclass(frozen=True)
@@ -189,13 +242,15 @@ def train_and_save(
     test_fraction: float = 0.1,
     on_start: Callable[[Recommender, TrainPlan], None] | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    on_step: StepCallback | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> TrainOutcome:
     """Train ``model_name`` on a fetched dataset's split and save the checkpoint: what `movierec train` does.
 
     ``dataset`` None is the fetched one (:func:`movierec.data.default.default_dataset`). ``valid_fraction``
     None means :data:`DEFAULT_VALID_FRACTION` with ``patience``, else no validation slice. The checkpoint's
     ``metrics`` are the test split's, measured once after training; ``valid_metrics`` those of the kept
-    epoch on the validation slice.
+    epoch on the validation slice. ``on_step`` and ``on_progress`` follow every step (see the module docstring).
     """
     from movierec import checkpoint
     from movierec.data.default import default_dataset
@@ -220,7 +275,7 @@ def train_and_save(
         return _train_reserved(
             model_name, config, mode=mode, dataset=dataset, why=why, split=split, seed=seed, device=device,
             patience=patience, valid_fraction=valid_fraction, name=name, test_fraction=test_fraction,
-            out_path=out_path, on_start=on_start, on_epoch=on_epoch,
+            out_path=out_path, on_start=on_start, on_epoch=on_epoch, on_step=on_step, on_progress=on_progress,
         )
 
 
@@ -228,7 +283,8 @@ def _train_reserved(
     model_name: str, config: dict | None, *, mode: str | None, dataset: str, why: str | None, split: str | None,
     seed: int, device: str, patience: int | None, valid_fraction: float, name: str, test_fraction: float,
     out_path: object, on_start: Callable[[Recommender, TrainPlan], None] | None,
-    on_epoch: Callable[[EpochReport], None] | None,
+    on_epoch: Callable[[EpochReport], None] | None, on_step: StepCallback | None,
+    on_progress: ProgressCallback | None,
 ) -> TrainOutcome:
     """:func:`train_and_save` once the dataset is chosen and the checkpoint's name is held."""
     from movierec import checkpoint
@@ -238,25 +294,40 @@ def _train_reserved(
     from movierec.models import build_model, resolve_mode
     from movierec.serving import ServingData
 
+    def step(description: str) -> None:
+        if on_step is not None:
+            on_step(description)
+
     torch_device = resolve_device(device)
+    step(f"Loading {dataset}")
     data = load_dataset(dataset)
+    step("Splitting the ratings")
     the_split = make_split(data, split or default_split(dataset), seed=seed, test_fraction=test_fraction)
     fit_ratings, valid = the_split.train, None
     if valid_fraction > 0:
         fit_ratings, valid = validation_slice(the_split.train, valid_fraction, seed)
-    plan = TrainPlan(data.name, why, the_split, fit_ratings, valid, valid_fraction)
     seed_everything(seed)
     mode = resolve_mode(model_name, mode)
     model = build_model(model_name, mode, config, data.n_users, data.n_items, tuple(data.rating_values))
     model.to(torch_device)
+    sample = validation_sample(valid, model.kind, seed) if valid is not None else None
+    sampled = sample is not None and len(sample) < len(valid)
+    plan = TrainPlan(data.name, why, the_split, fit_ratings, valid, valid_fraction,
+                     VALID_RANK_USERS if sampled else None)
     if on_start is not None:
         on_start(model, plan)
+    step("Building the training matrix")
     fit_matrix = fit_ratings.matrix(torch_device)  # built once: training, validation and, without a slice, test
-    result = fit(model, fit_ratings, valid, seed=seed, patience=patience, on_epoch=on_epoch, matrix=fit_matrix)
+    result = fit(model, fit_ratings, sample, seed=seed, patience=patience, on_epoch=on_epoch, matrix=fit_matrix,
+                 on_step=on_step, on_progress=on_progress)
     # The test split is scored with every training rating as the user's known history, as `evaluate` does.
+    if valid is not None:
+        step("Building the full training matrix")
     known = fit_matrix if valid is None else the_split.train.matrix(torch_device)
-    test_metrics = heldout_metrics(model, known, the_split.test)
-    baseline_name, baseline = reference_metrics(model, known, the_split.test)
+    step("Testing")
+    test_metrics = heldout_metrics(model, known, the_split.test, progress=on_progress)
+    step("Testing the baseline")
+    baseline_name, baseline = reference_metrics(model, known, the_split.test, progress=on_progress)
     meta = checkpoint.CheckpointMeta(
         name=name,
         model=model_name,
@@ -282,6 +353,7 @@ def _train_reserved(
         valid_metrics=result.final_valid,
         valid_fraction=valid_fraction,
     )
+    step("Saving")
     serving = ServingData.build(model, the_split.train, data)  # what `recommend` reads instead of the dataset
     path, saved = checkpoint.save(model, meta, data.user_ids, data.item_ids, out_path, serving=serving)
     return TrainOutcome(path, saved, result, plan)

@@ -332,3 +332,93 @@ def test_stars_are_clamped_to_the_scale_but_movies_are_ranked_by_raw_scores():
     assert out["hit@1"] == pytest.approx(1.0)
     held = heldout_metrics(TableModel(RAW), TRAIN.matrix(), TEST)
     assert held == {"rmse": pytest.approx(out["rmse"]), "mae": pytest.approx(out["mae"])}
+
+
+def _random_case(seed: int, n_users: int = 60, n_items: int = 40, ties: bool = True):
+    """A random train/test split and a score table with many exact ties (the hardest case for a top-k)."""
+    rng = random.Random(seed)
+    pairs = rng.sample([(u, i) for u in range(n_users) for i in range(n_items)], 900)
+    rows = [(u, i, float(rng.randint(1, 5))) for u, i in pairs]
+    train, test = ratings(rows[:600], n_users, n_items), ratings(rows[600:], n_users, n_items)
+    gen = torch.Generator().manual_seed(seed)
+    table = torch.randint(0, 3, (n_users, n_items), generator=gen).float() if ties else torch.rand(
+        n_users, n_items, generator=gen)
+    return train, test, table
+
+
+def _recorder():
+    calls: list[tuple[int, int]] = []
+    return calls, lambda done, total: calls.append((done, total))
+
+
+@pytest.mark.parametrize("kind", ["rating", "rank"])
+def test_results_identical_with_and_without_progress_and_across_batch_sizes(kind):
+    train, test, table = _random_case(11)
+    reference = run(TableModel(table, kind=kind), train=train, test=test, k=5, batch_users=1)
+    for batch_users in (None, 2, 7, 33, 4096):
+        calls, record = _recorder()
+        out = run(TableModel(table, kind=kind), train=train, test=test, k=5, batch_users=batch_users,
+                  progress=record)
+        assert out == reference, batch_users
+        assert calls, batch_users
+    assert reference["ndcg@5"] is not None and reference["users"] > 0
+
+
+def test_progress_counts_every_test_user_monotonically_with_the_total():
+    train, test, table = _random_case(5)
+    n_users = len(set(test.users.tolist()))
+    calls: list[tuple[int, int]] = []
+    run(TableModel(table), train=train, test=test, k=3, batch_users=7,
+        progress=lambda done, total: calls.append((done, total)))
+    dones = [d for d, _ in calls]
+    assert {t for _, t in calls} == {n_users}
+    assert dones == sorted(dones) and len(set(dones)) == len(dones)  # strictly growing
+    assert dones[-1] == n_users and len(calls) == -(-n_users // 7)
+
+
+def test_heldout_metrics_report_progress_and_do_not_depend_on_it():
+    train, test, table = _random_case(3)
+    for kind in ("rating", "rank"):
+        calls, record = _recorder()
+        quiet = heldout_metrics(TableModel(table, kind=kind), train.matrix(), test)
+        told = heldout_metrics(TableModel(table, kind=kind), train.matrix(), test, progress=record)
+        assert quiet == pytest.approx(told, nan_ok=True)
+        assert calls[-1][0] == calls[-1][1] == len(set(test.users.tolist()))
+
+
+def test_default_batches_are_bounded_by_a_score_block():
+    from movierec.evaluate import SCORE_BLOCK, batch_size_for
+
+    assert batch_size_for(59_047) * 59_047 <= SCORE_BLOCK and batch_size_for(59_047) >= 32
+    assert batch_size_for(10**9) == 1 and batch_size_for(5) >= 512
+    train, test, table = _random_case(2)
+    model = TableModel(table)
+    run(model, train=train, test=test, k=3)
+    assert max(model.batches) <= batch_size_for(table.shape[1])
+
+
+def test_ranking_metrics_from_hits_are_the_metric_functions():
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 4, (30, 25), generator=gen).float()
+    relevant = torch.rand(30, 25, generator=gen) < 0.2
+    relevant[0] = False  # a user with nothing relevant: NaN where the definitions say so
+    topk = metrics.top_k(scores, 6, exclude=torch.rand(30, 25, generator=gen) < 0.7)  # some lists padded
+    hits = relevant.gather(1, topk.clamp(min=0)) & (topk >= 0)
+    together = metrics.ranking_metrics(hits, relevant.sum(1))
+    for name, fn in (("precision", metrics.precision_at_k), ("recall", metrics.recall_at_k),
+                     ("ndcg", metrics.ndcg_at_k), ("hit", metrics.hit_rate_at_k),
+                     ("map", metrics.average_precision_at_k)):
+        torch.testing.assert_close(together[name], fn(topk, relevant), equal_nan=True, msg=name)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_top_k_takes_the_lowest_index_among_ties_at_the_cut(seed):
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, 3, (20, 17), generator=gen).float()
+    exclude = torch.rand(20, 17, generator=gen) < 0.3
+    for k in (1, 4, 16, 17, 20):
+        got = metrics.top_k(scores, k, exclude=exclude)
+        for row in range(20):
+            eligible = [c for c in range(17) if not exclude[row, c]]
+            want = sorted(eligible, key=lambda c: (-float(scores[row, c]), c))[:k]
+            assert got[row].tolist() == want + [-1] * (k - len(want)), (k, row)

@@ -244,9 +244,9 @@ def recording(monkeypatch):
     seen: list[Ratings] = []
     real = training.heldout_metrics
 
-    def spy(model, train, held_out):
+    def spy(model, train, held_out, progress=None):
         seen.append(held_out)
-        return real(model, train, held_out)
+        return real(model, train, held_out, progress)
 
     monkeypatch.setattr(training, "heldout_metrics", spy)
     return seen
@@ -307,3 +307,49 @@ def test_useless_splits_are_refused_before_training(fetched, kwargs, message):
         train_and_save("mf", {"epochs": 1}, name="never", **kwargs)
     assert str(exc.value) == message
     assert not (paths.models_dir() / "never.pt").exists()
+
+
+# -- progress ------------------------------------------------------------------------------------------
+def _every_model_and_mode():
+    from movierec.models import MODELS
+
+    return [(name, mode) for name, entry in MODELS.items() for mode in entry.modes]
+
+
+@pytest.mark.parametrize(("name", "mode"), _every_model_and_mode())
+def test_every_model_reports_each_epochs_batches_monotonically(data, name, mode):
+    train, valid = data
+    model = build_model(name, mode, {"epochs": 2}, train.n_users, train.n_items, STARS)
+    if "batch_size" in model.config.to_dict():  # several batches per epoch whatever the default
+        model = build_model(name, mode, {"epochs": 2, "batch_size": 16}, train.n_users, train.n_items, STARS)
+    events: list[tuple] = []
+    fit(model, train, valid, on_step=lambda s: events.append(("step", s)),
+        on_progress=lambda done, total: events.append(("progress", done, total)))
+    steps = [e[1] for e in events if e[0] == "step"]
+    assert steps == ["Preparing the model", "Epoch 1/2", "Validating epoch 1", "Epoch 2/2", "Validating epoch 2"]
+    for epoch in ("Epoch 1/2", "Epoch 2/2"):
+        first = events.index(("step", epoch)) + 1
+        counts = []
+        for e in events[first:]:
+            if e[0] == "step":
+                break
+            counts.append(e[1:])
+        assert len(counts) >= 2, (epoch, counts)  # more than one batch reported
+        dones, totals = [d for d, _ in counts], {t for _, t in counts}
+        assert len(totals) == 1 and dones == sorted(dones) and dones[-1] <= totals.pop()
+    assert model._on_advance is None  # no callback left behind on the model
+
+
+def test_ranking_models_validate_on_a_fixed_sample_of_users():
+    from movierec.training import VALID_RANK_USERS, validation_sample
+
+    n = VALID_RANK_USERS + 500
+    users = np.repeat(np.arange(n, dtype=np.int32), 2)
+    valid = Ratings(users, np.zeros_like(users), np.full(users.shape, 4.0, np.float32),
+                    np.zeros(users.shape, np.int64), n, 1)
+    sample = validation_sample(valid, "rank", seed=3)
+    assert np.unique(sample.users).shape[0] == VALID_RANK_USERS and len(sample) == 2 * VALID_RANK_USERS
+    assert np.array_equal(sample.users, validation_sample(valid, "rank", seed=3).users)  # same seed, same users
+    assert validation_sample(valid, "rating", seed=3) is valid  # a rating costs one prediction: all of them
+    small = valid.take(valid.users < 10)
+    assert validation_sample(small, "rank", seed=3) is small

@@ -55,7 +55,11 @@ def evaluate_command(
             f"{'them' if n > 1 else 'it'} to include {'them' if n > 1 else 'it'}, e.g. `movierec evaluate "
             f"{selection.left_out[-1]}`.", markup=False, soft_wrap=True,
         )
-    rows = evaluate_checkpoints(selection=selection, k=k, relevance=relevance, device=resolve_device(device))
+    from movierec.cli.progress import Steps
+
+    with Steps(quiet=json_output or csv_output) as steps:
+        rows = evaluate_checkpoints(selection=selection, k=k, relevance=relevance, device=resolve_device(device),
+                                    on_step=steps.step, progress=steps.progress)
     if json_output:
         from movierec.cli.console import print_json
 

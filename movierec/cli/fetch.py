@@ -13,6 +13,8 @@ from movierec.cli.console import console, err_console, print_json, print_warning
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
+    from movierec.cli.progress import Steps
+
 
 class _Reporter:
     """Turns the library's progress and status callbacks into a rich progress bar and status lines.
@@ -26,14 +28,19 @@ class _Reporter:
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self._label = "Downloading"
+        self._steps: Steps | None = None  # a spinner with the time spent, for the steps that count nothing
 
     def status(self, message: str) -> None:
+        self.close()
         if message.startswith(("Downloading", "Copying")):
             self._label = message.split(" ", 1)[0]
-        else:
-            self.close()
         if not self._quiet:
             console.print(f"{message}…", style="dim", markup=False, highlight=False)
+        if not message.startswith(("Downloading", "Copying")):
+            from movierec.cli.progress import Steps
+
+            self._steps = Steps(quiet=True)  # the status line above already says what it is
+            self._steps.step(message)
 
     def retry(self, delay: float, attempt: int, attempts: int, reason: str) -> None:
         # On stderr even with --json: a wait the user did not ask for must never be silent.
@@ -66,6 +73,9 @@ class _Reporter:
         self._progress.update(self._task, completed=done, total=total)
 
     def close(self) -> None:
+        if self._steps is not None:
+            self._steps.close()
+            self._steps = None
         if self._progress is not None:
             self._progress.stop()
             self._progress = None

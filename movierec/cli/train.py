@@ -172,48 +172,41 @@ def _model_command(model: str) -> TyperCommand:
 def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, split: str | None,
          test_fraction: float, seed: int, device: str, patience: int | None, valid_fraction: float | None,
          name: str | None, json_output: bool) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from movierec.cli.console import console, err_console, print_json
+    from movierec.cli.console import print_json
+    from movierec.cli.progress import Steps
     from movierec.training import train_and_save
 
     if not 0.0 < test_fraction < 1.0:
         raise MovierecError("--test-fraction must be between 0 and 1.")
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"), console=err_console, transient=True, disable=json_output,
-    )
-    task = None
+    # An epoch and its validation leave the epoch's line of the training curve, nothing else.
+    steps = Steps(quiet=json_output, unlined=("Epoch ", "Validating "))
 
     def on_start(m: Any, plan: Any) -> None:
-        nonlocal task
-        task = progress.add_task(f"Training {model}", total=m.config.epochs, status="")
-        progress.start()
+        steps.step("")  # the data is ready: its steps' lines come before what is made of it
         if not json_output:
             why = f" ({plan.dataset_why})" if plan.dataset_why else ""
             valid = f", {len(plan.valid):,} of them set aside to validate," if plan.valid is not None else ""
-            console.print(
+            steps.line(
                 f"Training [bold]{model}[/] on {plan.dataset}{why} split {plan.split.name}: "
                 f"{len(plan.split.train):,} training{valid} and {len(plan.split.test):,} test ratings, "
-                f"{m.n_users:,} users x {m.n_items:,} movies, device {m.device}."
+                f"{m.n_users:,} users x {m.n_items:,} movies, device {m.device}.", markup=True,
             )
+            if plan.valid_users:
+                steps.line(f"Each epoch is validated on a fixed sample of {plan.valid_users:,} of the validation "
+                           "users; the test split is ranked in full at the end.")
 
     def on_epoch(r: Any) -> None:
-        line = _epoch_line(r)
-        progress.update(task, completed=r.epoch, status=line)
+        steps.step("")  # ends the validation step
         if not json_output:
-            progress.console.print(line, highlight=False)
+            steps.line(_epoch_line(r))
 
-    try:
+    # Ctrl-C or an error ends the display first, so the one-line message is all that is left on screen.
+    with steps:
         outcome = train_and_save(
             model, config, mode=mode, dataset=dataset, split=split, seed=seed, device=device, patience=patience,
             name=name, test_fraction=test_fraction, valid_fraction=valid_fraction, on_start=on_start,
-            on_epoch=on_epoch,
+            on_epoch=on_epoch, on_step=steps.step, on_progress=steps.progress,
         )
-    finally:
-        # Started only once training starts, so an early error is just its one line on stderr.
-        if task is not None:
-            progress.stop()
     meta = outcome.meta
     if json_output:
         print_json({"name": meta.name, "model": meta.model, "mode": meta.mode, "dataset": meta.dataset,

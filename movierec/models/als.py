@@ -290,6 +290,7 @@ class ExplicitALS(ALSBase):
             x = ridge_solve(gram[:, :-1, :-1], gram[:, :-1, -1], self.config.lam, self.config.tau,
                             self.config.gamma)  # (B, d+1)
             factors[rows] = x[:, :d]
+            self.advance(n_rows, self.n_users + self.n_items)
             bias[rows] = x[:, d]
             if not with_error:
                 continue
@@ -404,6 +405,7 @@ class ImplicitALS(ALSBase):
             x, residual = self._cg_block(block, other_factors, y_t, shared, weight, confidence,
                                          penalties[rows].unsqueeze(1), factors[rows])
             factors[rows] = x
+            self.advance(block.last - block.first, self.n_users + self.n_items)
             if total is not None:
                 # x.(lam Y^T C Y x) - 2 x.rhs = x.(A x - tau_r x) - 2 x.rhs with A x = rhs - residual (CG keeps
                 # the residual up to date): -x.rhs - x.residual - tau_r |x|^2, and x.rhs = sum lam c y.x only
@@ -490,6 +492,7 @@ class ImplicitALS(ALSBase):
             penalty = cfg.row_penalties(mask.sum(1))  # (B,)
             x, system, rhs = self._cholesky_rows(shared, feats, weight + real, weight, penalty)
             factors[rows] = x
+            self.advance(n_rows, self.n_users + self.n_items)
             if total is None:
                 continue
             # With lam Y^T C Y x = A x - tau_r x and lam Y^T C p = rhs; summed in float64 because the terms

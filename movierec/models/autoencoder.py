@@ -325,6 +325,7 @@ class AutoEncoder(Recommender):
             loss.backward()
             self._optimizer.step()
             total += loss.detach() * counts[rows].sum()
+            self.advance(rows.shape[0], order.shape[0])
         self._epochs_done += 1
         mse = float(total) / max(matrix.nnz, 1)  # the one host sync of the epoch
         # With dropout this overestimates the noise a little, which errs towards the prior in fold_in.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -125,6 +126,14 @@ class Recommender(torch.nn.Module, ABC):
         return torch.device("cpu")
 
     # -- training --------------------------------------------------------------------------------
+    _on_advance: Callable[[int, int], None] | None = None  # set by the training loop for its epochs
+
+    def advance(self, amount: int, total: int) -> None:
+        """Say that ``amount`` more of this epoch's ``total`` units of work are done (ratings, users, movies:
+        the model's choice, the same all epoch). Called once per batch; the training loop shows it."""
+        if self._on_advance is not None:
+            self._on_advance(amount, total)
+
     def fit_start(self, train: RatingMatrix, generator: torch.Generator) -> None:  # noqa: B027
         """Called once before the first epoch (e.g. to read the global mean). Default: nothing."""
 

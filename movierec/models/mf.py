@@ -106,6 +106,7 @@ class MatrixFactorization(FactorModel):
             err = r - (self.mean + (p * q).sum(-1) + bu + bi)  # (b,)
             total_squared += err.square().sum()
             total_penalty += p.square().sum() + q.square().sum() + bu.square().sum() + bi.square().sum()
+            self.advance(u.shape[0], train.nnz)
             # d/dparam of sum(err^2) + reg * (|p|^2 + |q|^2 + bu^2 + bi^2), one row per rating; a user
             # or movie rated twice in the batch gets the sum.
             e = err.unsqueeze(1)  # (b, 1)

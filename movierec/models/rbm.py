@@ -358,6 +358,7 @@ class RBM(Recommender):
         sums: dict[str, torch.Tensor] = {}
         for start in range(0, order.shape[0], self.config.batch_size):
             out = self.cd_update(matrix, order[start:start + self.config.batch_size], generator, momentum)
+            self.advance(min(self.config.batch_size, order.shape[0] - start), order.shape[0])
             self._epoch_stats(out, sums)
         self._epochs_done += 1
         n = max(matrix.nnz, 1)  # every rating was in exactly one batch
