@@ -243,8 +243,11 @@ def test_importing_movierec_sets_a_passive_openmp_wait_policy():
 def _movierec(home: Path, *args: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOVIEREC_")}
     env.update(MOVIEREC_HOME=str(home), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    # Started with Ctrl-C's default action, as from a terminal, even when the test run itself ignores SIGINT (a
+    # background job of a shell without job control).
     return subprocess.Popen([sys.executable, "-m", "movierec", *args], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _files(folder: Path) -> set[str]:

@@ -20,7 +20,7 @@ from tests.conftest import REPO, isolated_home, require_ml100k
 # Settings under which one epoch on ml-100k takes several seconds on a CPU.
 SLOW = {
     "mf": ["mf", "--batch-size", "2", "--epochs", "50"],
-    "als-implicit": ["als", "--mode", "implicit", "--factors", "320", "--epochs", "50"],
+    "als-implicit": ["als", "--mode", "implicit", "--solver", "cholesky", "--factors", "320", "--epochs", "50"],
 }
 
 
