@@ -32,12 +32,9 @@ METRIC_KEYS = ["rmse", "mae", "auc", "precision@{k}", "recall@{k}", "ndcg@{k}", 
 
 
 def assert_usage_error(result, *fragments: str) -> None:
+    """A usage error: exit status 2 and one sentence on stderr naming what was wrong."""
     assert result.exit_code == 2
-    assert "Traceback" not in result.stdout + result.stderr
-    # Click's message sits in a rich panel, wrapped: unwrap it before looking for phrases.
-    text = " ".join(line.strip(" │╭╮╰╯─") for line in result.stderr.splitlines())
-    for fragment in fragments:
-        assert fragment in text, result.stderr
+    assert_one_line_error(result, *fragments)
 
 
 def invoke(*args: str):
@@ -217,7 +214,7 @@ def test_unknown_split_lists_the_valid_ones(trained, runner):
     [
         (["rbm", "--mode", "nonsense"], ["'--mode'", "'nonsense' is not one of", "'like'", "'rating'"]),
         (["mf", "--optimizer", "lbfgs"], ["'--optimizer'", "'lbfgs'", "'sgd'"]),
-        (["mf", "--epochs", "many"], ["Invalid value for '--epochs'", "integer"]),
+        (["mf", "--epochs", "many"], ["Invalid value for '--epochs'"]),
         (["mf", "--no-such-option"], ["No such option", "--no-such-option"]),
     ],
 )
