@@ -567,6 +567,9 @@ def read_ratings_file(
         _raise_bad_line(path, sep, header, scale, f"{frame.shape[1]} columns instead of 4")
     users, items, stars, times = (frame[c].to_numpy(copy=True) for c in columns)
     del frame
+    if any(a.dtype != t for a, t in zip((users, items, stars, times), dtypes.values(), strict=True)):
+        # Some pandas versions keep a value beyond int64 as uint64 or object instead of failing the parse.
+        _raise_bad_line(path, sep, header, scale, "a number too large for a 64-bit id or timestamp")
     if len(users) == 0:
         raise MovierecError(f"{path} has no ratings.")
     # Cheap whole-array checks; the slow line scan runs only when one fails, to say which line.
