@@ -45,14 +45,13 @@ def models_command(
 
     table = Table(title=plain(f"Saved models ({checkpoint.paths.models_dir()})"), title_justify="left")
     # The name is what --model takes: never cut, whatever the terminal; the other columns wrap instead.
-    longest = max(len(m.name) for _, m in found)
+    longest = max(len(m.name) + len(" (newest)") * (i == len(found) - 1) for i, (_, m) in enumerate(found))
     table.add_column("name", no_wrap=True, overflow="fold", min_width=longest)
     for col in ("model", "dataset", "split", "created", "epochs", "test"):
         table.add_column(col)
     for i, (_, m) in enumerate(found):
         valid = "  ".join(f"{k} {v:.4f}" for k, v in m.metrics.items() if isinstance(v, (int, float)))
         style = "bold" if i == len(found) - 1 else None
-        name = plain(m.name).append("\n(newest)" if style else "")
-        table.add_row(name, *map(plain, (m.model, m.dataset, m.split, m.created.replace("T", " ")[:19], m.epochs,
-                                         valid)), style=style)
+        table.add_row(*map(plain, (m.name + (" (newest)" if style else ""), m.model, m.dataset, m.split,
+                                   m.created.replace("T", " ")[:19], m.epochs, valid)), style=style)
     console.print(table)
