@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import itertools
 import json
 import logging
 import math
@@ -264,9 +265,10 @@ def _show(value: Any) -> str:
 
 
 # -- names, paths and writers -----------------------------------------------------------------------------
-def default_name(model: str, dataset: str, split: str) -> str:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{model}-{dataset}-{split}-{stamp}"
+def default_name(model: str, mode: str | None = None, default_mode: str | None = None) -> str:
+    """The name a model is saved under when none is given: ``als``, or ``als-implicit`` for a mode other than
+    the default one. It is a stem: :func:`reserve` with ``fresh=True`` adds ``-2``, ``-3``... when it is taken."""
+    return model if not mode or mode == default_mode else f"{model}-{mode}"
 
 
 def path_for(name: str) -> Path:
@@ -354,27 +356,41 @@ def _check_writable(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def reserve(name: str) -> Iterator[Path]:
+def reserve(name: str, fresh: bool = False) -> Iterator[Path]:
     """Hold the model name ``name`` for a whole train-and-save; yields the path to save to.
 
     Fails at once, before any training, when the name is invalid or too long, when the models folder cannot
     be written, or when another process holds the name (it is training a model of that name right now).
+    With ``fresh``, ``name`` is a stem (:func:`default_name`): the first of ``name``, ``name-2``, ``name-3``...
+    that is neither saved nor held is taken, under its lock, so two runs at once never pick the same one; the
+    name taken is the yielded path's stem.
     """
     from filelock import FileLock, Timeout
 
     path = path_for(name)
     new_folder = not path.parent.exists()
     _check_writable(path)
-    lock_path = path.parent / f".{name}.lock"
-    lock = FileLock(str(lock_path), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise MovierecError(
-            f"Another movierec is training {name} right now; wait for it to finish or choose another name."
-        ) from None
-    except OSError as exc:
-        raise _cannot_write(path.parent, exc) from None
+    for n in itertools.count(1):
+        if fresh and n > 1:
+            path = path_for(f"{name}-{n}")
+        if fresh and path.exists():
+            continue
+        lock_path = path.parent / f".{path.stem}.lock"
+        lock = FileLock(str(lock_path), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            if fresh:
+                continue
+            raise MovierecError(
+                f"Another movierec is training {name} right now; wait for it to finish or choose another name."
+            ) from None
+        except OSError as exc:
+            raise _cannot_write(path.parent, exc) from None
+        if fresh and path.exists():  # saved by a run that ended between the look and the lock
+            lock.release()
+            continue
+        break
     try:
         yield path
     except BaseException:
@@ -815,8 +831,26 @@ def _is_file(path: Path) -> bool:
         return False
 
 
+MAX_CANDIDATES = 10
+"""An ambiguous name lists at most this many of the saved names it begins."""
+
+
+def saved_names() -> list[str]:
+    """The names of the files in the models folder, sorted (without reading them: damaged ones included)."""
+    try:
+        entries = list(os.scandir(paths.models_dir()))
+    except OSError:
+        return []
+    names = (e.name[: -len(SUFFIX)] for e in entries if e.name.endswith(SUFFIX))
+    return sorted(n for n in names if _NAME_OK.match(n) and _is_file(paths.models_dir() / f"{n}{SUFFIX}"))
+
+
 def resolve(name: str | None) -> Path:
-    """A checkpoint by name or path; ``None`` means the newest one."""
+    """A checkpoint by path, name, or the beginning of one name; ``None`` means the newest one.
+
+    An exact name always wins; otherwise ``name`` must begin exactly one saved name (``als-i`` for
+    ``als-implicit``), and when it begins several the error lists them.
+    """
     if name is None:
         found = list_checkpoints()
         if not found:
@@ -826,9 +860,16 @@ def resolve(name: str | None) -> Path:
     if candidate.suffix == SUFFIX and _is_file(candidate):
         return candidate
     path = path_for(name)
-    if not path.is_file():
+    if path.is_file():
+        return path
+    matches = [n for n in saved_names() if n.startswith(name)]
+    if len(matches) == 1:
+        return path_for(matches[0])
+    if not matches:
         raise _not_saved(name)
-    return path
+    shown = ", ".join(matches[:MAX_CANDIDATES]) + (f" and {len(matches) - MAX_CANDIDATES} more"
+                                                    if len(matches) > MAX_CANDIDATES else "")
+    raise MovierecError(f"{name!r} begins the names of {len(matches)} saved models ({shown}); type more of the name.")
 
 
 # -- with the dataset: evaluation, and serving data for files that lack it -------------------------------------

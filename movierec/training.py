@@ -254,7 +254,6 @@ def train_and_save(
     """
     from movierec import checkpoint
     from movierec.data.default import default_dataset
-    from movierec.data.split import default_split
 
     if valid_fraction is None:
         valid_fraction = DEFAULT_VALID_FRACTION if patience is not None else 0.0
@@ -268,10 +267,17 @@ def train_and_save(
     if dataset is None:
         chosen = default_dataset()
         dataset, why = chosen.name, chosen.why
-    name = name or checkpoint.default_name(model_name, dataset, split or default_split(dataset))
+    fresh = name is None
+    if fresh:
+        from movierec.models import model_entry, resolve_mode
+
+        default_mode = model_entry(model_name).default_mode
+        name = checkpoint.default_name(model_name, resolve_mode(model_name, mode), default_mode)
     # The name is checked, its folder proven writable and locked before any work, and held until the model
     # is saved: a long run must not end in a failed save, nor two runs of one name overwrite each other.
-    with checkpoint.reserve(name) as out_path:
+    # A default name is the first free one of als, als-2, als-3...
+    with checkpoint.reserve(name, fresh=fresh) as out_path:
+        name = out_path.stem
         return _train_reserved(
             model_name, config, mode=mode, dataset=dataset, why=why, split=split, seed=seed, device=device,
             patience=patience, valid_fraction=valid_fraction, name=name, test_fraction=test_fraction,

@@ -333,8 +333,9 @@ def test_evaluate_table(trained):
     assert len(note) == 1 and note[0].startswith("Note: 2 saved models tested on other data or splits left out")
     assert "`movierec evaluate mf-temporal`" in note[0]
     assert "popularity*" in out and "global mean*" in out and "* baseline" in out
-    for model in TINY:
-        assert f"│ {model} (" in out
+    for model in TINY:  # each row is the saved name, what --model takes; no numbered footnote
+        assert f"│ {model}-tiny " in out
+    assert "(1)" not in out
     for header in ("RMSE", "AUC", "P@10", "NDCG@10", "Cov@10"):
         assert header in out
     assert "mf-random" not in out  # another split: not in the default comparison

@@ -90,7 +90,7 @@ def test_quick_start_on_ml1m_verbatim(tmp_path, runner, archives):
         assert listed.stdout.count("Synthetic Movie Number") >= 10
         evaluated = ok(runner, "evaluate")
         assert "Evaluation on ml-1m, random split, seed 0, 10% held out" in " ".join(evaluated.stdout.split())
-        assert "rbm (1)" in evaluated.stdout
+        assert "│ rbm " in evaluated.stdout  # the default name: the model's own
         assert time.time() - start < 300  # a guard against a hang, not a timing claim
 
 

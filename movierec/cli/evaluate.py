@@ -101,13 +101,15 @@ def _print_table(rows: list[dict[str, Any]], k: int) -> None:
         values = [r[key] for r in rows if r.get(key) is not None and r.get("checkpoint") is not None]
         values = values or [r[key] for r in rows if r.get(key) is not None]
         best[key] = (min if low else max)(values)
-    checkpoints = []
+    on_split = []
     for r in rows:
         if r["checkpoint"] is None:
             name = Text.assemble((clean(r["model"]), "italic"), "*")
         else:
-            checkpoints.append(r["checkpoint"] + (f" on {r['split_label']}" if len(labels) > 1 else ""))
-            name = Text.assemble(clean(r["model"]), (f" ({len(checkpoints)})", "dim"))
+            # The saved name itself, what --model takes; its model when the name does not say it.
+            shown = "" if r["checkpoint"].startswith(r["model"]) else f" {r['model']}"
+            name = Text.assemble(clean(r["checkpoint"]), (clean(shown), "dim"))
+            on_split.append(f"{r['checkpoint']} on {r['split_label']}")
         cells = [name]
         for key, _, _ in columns:
             v = r.get(key)
@@ -116,6 +118,5 @@ def _print_table(rows: list[dict[str, Any]], k: int) -> None:
         fit = r.get("fit_seconds")
         cells.append("-" if fit is None else f"{fit:.1f}s")
         table.add_row(*cells)
-    sep = "\n" if len(labels) > 1 else "  "
-    table.caption = plain(sep.join(f"({i}) {c}" for i, c in enumerate(checkpoints, 1)) + sep + "* baseline")
+    table.caption = plain("\n".join(on_split) + "\n* baseline" if len(labels) > 1 else "* baseline")
     console.print(table)

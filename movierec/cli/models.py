@@ -44,7 +44,10 @@ def models_command(
     from rich.table import Table
 
     table = Table(title=plain(f"Saved models ({checkpoint.paths.models_dir()})"), title_justify="left")
-    for col in ("name", "model", "dataset", "split", "created", "epochs", "test"):
+    # The name is what --model takes: never cut, whatever the terminal; the other columns wrap instead.
+    longest = max(len(m.name) + len(" (newest)") * (i == len(found) - 1) for i, (_, m) in enumerate(found))
+    table.add_column("name", no_wrap=True, overflow="fold", min_width=longest)
+    for col in ("model", "dataset", "split", "created", "epochs", "test"):
         table.add_column(col)
     for i, (_, m) in enumerate(found):
         valid = "  ".join(f"{k} {v:.4f}" for k, v in m.metrics.items() if isinstance(v, (int, float)))
