@@ -386,8 +386,9 @@ class Selection:
 def select_checkpoints(names: list[str] | None = None) -> Selection:
     """Which saved models to evaluate.
 
-    ``names`` are checkpoint names/paths or model names (``mf`` = the newest ``mf`` checkpoint trained on
-    the newest checkpoint's test split, else the newest ``mf`` of any). Without names: every checkpoint
+    ``names`` are checkpoint names/paths (a saved name always means that model, as for every command) or, when
+    no saved model has that name, model names (``mf`` = the newest ``mf`` checkpoint trained on the newest
+    checkpoint's test split, else the newest ``mf`` of any). Without names: every checkpoint
     whose test split (:func:`split_key`) is the newest checkpoint's, so the table compares like with like;
     the others are named in ``left_out``.
     """
@@ -403,8 +404,9 @@ def select_checkpoints(names: list[str] | None = None) -> Selection:
         left_out = [m.name for _, m in found if split_key(m) != newest]
         return Selection([str(p) for p, _ in same], left_out)
     chosen: list[str] = []
+    saved = {m.name for _, m in found}
     for name in names:
-        if name in MODELS:
+        if name in MODELS and name not in saved:
             of_model = [p for p, m in same if m.model == name] or [p for p, m in found if m.model == name]
             if not of_model:
                 raise MovierecError(f"No saved {name} model; train one with `movierec train {name}`.")

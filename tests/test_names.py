@@ -175,3 +175,17 @@ def test_evaluate_rows_are_the_saved_names(in_trained):
     first_cells = [line.split("│")[1].strip() for line in result.stdout.splitlines() if line.startswith("│")]
     assert first_cells == ["popularity*", "global mean*", "mf-2", "als-implicit", f"{LONG} mf"], result.stdout
     assert "(1)" not in result.stdout and "(2)" not in result.stdout
+
+
+def test_evaluate_takes_a_saved_name_before_a_model_family(home, ml100k_zip):
+    """`evaluate als` means the saved model named als, as `recommend --model als` does."""
+    from movierec.data import download
+    from movierec.evaluate import select_checkpoints
+    from movierec.training import train_and_save
+
+    download.fetch("ml-100k", from_file=ml100k_zip, verify=False)
+    train_and_save("als", {"epochs": 1, "factors": 2}, device="cpu")
+    newer = train_and_save("als", {"epochs": 1, "factors": 2}, device="cpu")
+    assert newer.meta.name == "als-2"
+    chosen = select_checkpoints(["als"]).paths
+    assert [p.rsplit("/", 1)[-1] for p in chosen] == ["als.pt"]
