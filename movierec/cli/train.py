@@ -254,7 +254,7 @@ def _print_summary(outcome: Any) -> None:
 
     table = Table(title="Training summary", show_header=False, title_justify="left")
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")  # a long path folds rather than losing its end
     table.add_row("model", f"{meta.model} ({meta.mode})" if meta.mode else meta.model)
     table.add_row("dataset", f"{meta.dataset} (split {meta.split})")
     stop = f", stopped early; kept epoch {result.kept_epoch}" if result.stopped_early else ""
