@@ -78,7 +78,8 @@ def ml100k_zip() -> Path:
 def runner():
     from typer.testing import CliRunner
 
-    return CliRunner()
+    # A wide terminal, as tables are read whole here; tests/test_cli_width.py sets 80 and 120 itself.
+    return CliRunner(env={"COLUMNS": "200"})
 
 
 def assert_one_line_error(result, *fragments: str) -> str:

@@ -69,7 +69,8 @@ def tiny_release() -> bytes:
 
 
 def invoke(*args: str):
-    result = CliRunner().invoke(app, list(args))
+    # A wide terminal: these tests read each title whole off one line of a table.
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
     if result.exit_code != 0:
         raise AssertionError(f"movierec {' '.join(args)} failed: {result.stderr}{result.exception!r}")
     return result

@@ -38,7 +38,8 @@ def assert_usage_error(result, *fragments: str) -> None:
 
 
 def invoke(*args: str):
-    result = CliRunner().invoke(app, list(args))
+    # A wide terminal: these tests read whole lines and table rows (test_cli_width covers 80 columns).
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
     if result.exit_code != 0:
         raise AssertionError(f"movierec {' '.join(args)} failed: {result.stderr}{result.exception!r}")
     return result

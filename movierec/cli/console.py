@@ -4,25 +4,36 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from typing import Any
 
 from rich.console import Console
 from rich.text import Text
 
-
-def _width(stream: Any) -> int | None:
-    # Piped or captured output has no terminal to measure; wide tables would fold into unreadable
-    # columns at rich's 80-column fallback, so give them room unless the user set COLUMNS.
-    if "COLUMNS" in os.environ or (hasattr(stream, "isatty") and stream.isatty()):
-        return None
-    return 160
-
-
+# No fixed width: rich measures at every print, from $COLUMNS when set, else the terminal (also when
+# output is piped, e.g. into `less`, it asks stdin/stderr), else 80. Tables choose their columns from it.
 # No emoji codes either: ":clapper:" in a title stays text.
-console = Console(highlight=False, emoji=False, width=_width(sys.stdout))
-err_console = Console(stderr=True, highlight=False, emoji=False, width=_width(sys.stderr))
+console = Console(highlight=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, emoji=False)
+
+
+def table_room(n_columns: int) -> int:
+    """Characters left for the cells of a default-boxed rich table of ``n_columns`` at the console's width.
+
+    Each column takes one space of padding on either side and a border after it, plus the left border.
+    """
+    return console.width - 3 * n_columns - 1
+
+
+def pack(items: list[str], width: int, sep: str = "  ") -> str:
+    """``items`` joined by ``sep``, starting a new line rather than splitting an item across two."""
+    lines: list[str] = []
+    for item in items:
+        if lines and len(lines[-1]) + len(sep) + len(item) <= width:
+            lines[-1] += sep + item
+        else:
+            lines.append(item)
+    return "\n".join(lines)
 
 
 # Terminal control characters: C0 and DEL, C1, and the bidi overrides/isolates that reorder what is shown.

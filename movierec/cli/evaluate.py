@@ -15,6 +15,9 @@ _COLUMNS = [
     ("ndcg@{k}", "NDCG@{k}", False), ("hit@{k}", "Hit@{k}", False), ("map@{k}", "MAP@{k}", False),
     ("coverage@{k}", "Cov@{k}", False),
 ]
+# What a narrow table keeps first: the headline rating and ranking metrics, then the rest.
+_PRIORITY = ["rmse", "mae", "auc", "ndcg@{k}", "recall@{k}", "precision@{k}", "hit@{k}", "map@{k}", "accuracy",
+             "loss", "coverage@{k}"]
 
 
 @app.command("evaluate")
@@ -34,6 +37,12 @@ def evaluate_command(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
     json_output: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
     csv_output: Annotated[bool, typer.Option("--csv", help="Print the rows as CSV.")] = False,
+    metrics: Annotated[
+        str | None,
+        typer.Option("--metrics", metavar="LIST",
+                     help="Columns of the table, e.g. rmse,ndcg@10,recall (default: those that fit the terminal; "
+                          "--json and --csv always have all)."),
+    ] = None,
 ) -> None:
     """Metrics of saved models on their test split, next to popularity and global-mean baselines.
 
@@ -44,6 +53,8 @@ def evaluate_command(
     """
     from movierec.device import resolve_device
     from movierec.evaluate import evaluate_checkpoints, select_checkpoints
+
+    chosen = _parse_metrics(metrics, k) if metrics is not None else None
 
     selection = select_checkpoints([*(checkpoints or []), *(model or [])] or None)
     if selection.left_out:
@@ -72,51 +83,103 @@ def evaluate_command(
         writer.writeheader()
         writer.writerows({key: "" if v is None else v for key, v in r.items()} for r in rows)
     else:
-        _print_table(rows, k)
+        _print_table(rows, k, chosen)
 
 
-def _print_table(rows: list[dict[str, Any]], k: int) -> None:
+def _parse_metrics(text: str, k: int) -> list[str]:
+    """The metric keys named in --metrics ("rmse,ndcg@10,r@10,recall"), in the order given."""
+    from movierec.errors import MovierecError
+
+    names = {}
+    for key, head, _ in _COLUMNS:
+        full, short = key.format(k=k), head.format(k=k).lower()
+        names.update({full: full, short: full, full.split("@")[0]: full, short.split("@")[0]: full})
+    chosen = []
+    for name in (n.strip().lower() for n in text.split(",")):
+        if name not in names:
+            known = ", ".join(key.format(k=k) for key, _, _ in _COLUMNS)
+            raise MovierecError(f"--metrics: {name!r} is not one of {known}.")
+        if names[name] not in chosen:
+            chosen.append(names[name])
+    return chosen
+
+
+def _print_table(rows: list[dict[str, Any]], k: int, chosen: list[str] | None = None) -> None:
     from rich.table import Table
     from rich.text import Text
 
     from movierec.cli.console import clean, console, plain
 
-    columns = [(key.format(k=k), head.format(k=k), low) for key, head, low in _COLUMNS]
-    columns = [c for c in columns if any(r.get(c[0]) is not None for r in rows)]
+    every = [(key.format(k=k), head.format(k=k), low) for key, head, low in _COLUMNS]
+    # The metrics that apply to the models shown (a like/dislike model has no RMSE, even if a baseline has).
+    models = [r for r in rows if r["checkpoint"] is not None] or rows
+    measured = [c for c in every if any(r.get(c[0]) is not None for r in models)]
     first = rows[0]
     labels = list(dict.fromkeys(r["split_label"] for r in rows))
+    on_split = []
+    names = []
+    for r in rows:
+        if r["checkpoint"] is None:
+            names.append(Text.assemble((clean(r["model"]), "italic"), "*"))
+        else:
+            # The saved name itself, what --model takes; its model when the name does not say it.
+            shown = "" if r["checkpoint"].startswith(r["model"]) else f" {r['model']}"
+            names.append(Text.assemble(clean(r["checkpoint"]), (clean(shown), "dim")))
+            on_split.append(f"{r['checkpoint']} on {r['split_label']}")
+    cells = {c[0]: ["-" if r.get(c[0]) is None else f"{r[c[0]]:.3f}" for r in rows] for c in every}
+    fits = ["-" if r.get("fit_seconds") is None else f"{r['fit_seconds']:.1f}s" for r in rows]
+    width = {c[0]: max(len(c[1]), *map(len, cells[c[0]])) for c in every}
+    name_width = max(len("model"), *(t.cell_len for t in names))
+    fit_width = max(len("fit"), *map(len, fits))
+
+    def room(keys: list[str]) -> int:  # the width of a table of the model column, these metrics and fit
+        return name_width + fit_width + sum(width[key] for key in keys) + 3 * (len(keys) + 2) + 1
+
+    if chosen is None:
+        order = [key.format(k=k) for key in _PRIORITY]
+        shown = []
+        for key in (key for key in order if key in {c[0] for c in measured}):
+            if room([*shown, key]) <= console.width:
+                shown.append(key)
+        shown = [c[0] for c in measured if c[0] in shown] or [order[0]]
+        hidden = [c[1] for c in measured if c[0] not in shown]
+    else:
+        shown, hidden = chosen, []
+    # What does not fit one table goes on in the next, each led by the model column.
+    blocks: list[list[str]] = [[]]
+    for key in shown:
+        if blocks[-1] and room([*blocks[-1], key]) > console.width:
+            blocks.append([])
+        blocks[-1].append(key)
+    best = {}
+    for key, _, low in every:
+        values = [r[key] for r in models if r.get(key) is not None] or [r[key] for r in rows if r.get(key) is not None]
+        best[key] = (min if low else max)(values) if values else None
+    heads = {c[0]: c[1] for c in every}
     if len(labels) == 1:
         title = (f"Evaluation on {labels[0]}: {first['users']:,} ranked users, {first['ratings']:,} test ratings "
                  "(best per column in bold green)")
     else:
         title = (f"Evaluation on {len(labels)} different test splits, each model beside its own split's "
                  "baselines (best per column in bold green)")
-    table = Table(title=plain(title), title_justify="left", padding=(0, 1), caption_justify="left")
-    table.add_column("model", no_wrap=True)
-    for _, head, _ in columns:
-        table.add_column(head, justify="right", no_wrap=True)
-    table.add_column("fit", justify="right", no_wrap=True)
-    best = {}
-    for key, _, low in columns:
-        values = [r[key] for r in rows if r.get(key) is not None and r.get("checkpoint") is not None]
-        values = values or [r[key] for r in rows if r.get(key) is not None]
-        best[key] = (min if low else max)(values)
-    on_split = []
-    for r in rows:
-        if r["checkpoint"] is None:
-            name = Text.assemble((clean(r["model"]), "italic"), "*")
-        else:
-            # The saved name itself, what --model takes; its model when the name does not say it.
-            shown = "" if r["checkpoint"].startswith(r["model"]) else f" {r['model']}"
-            name = Text.assemble(clean(r["checkpoint"]), (clean(shown), "dim"))
-            on_split.append(f"{r['checkpoint']} on {r['split_label']}")
-        cells = [name]
-        for key, _, _ in columns:
-            v = r.get(key)
-            text = "-" if v is None else f"{v:.3f}"
-            cells.append(Text(text, style="bold green" if v is not None and v == best[key] else ""))
-        fit = r.get("fit_seconds")
-        cells.append("-" if fit is None else f"{fit:.1f}s")
-        table.add_row(*cells)
-    table.caption = plain("\n".join(on_split) + "\n* baseline" if len(labels) > 1 else "* baseline")
-    console.print(table)
+    # Several splits: which split each model was tested on, a line each.
+    lines = [*(clean(x) for x in on_split), "* baseline"] if len(labels) > 1 else ["* baseline"]
+    if hidden:
+        lines.append(f"Not shown at this width: {', '.join(hidden)} (--metrics chooses, --json has all).")
+    caption = Text("\n".join(lines))
+    for n, block in enumerate(blocks):
+        last = n == len(blocks) - 1
+        table = Table(title=plain(title) if n == 0 else None, title_justify="left", padding=(0, 1),
+                      caption=caption if last else None, caption_justify="left")
+        table.add_column("model", no_wrap=True, min_width=name_width)
+        for key in block:
+            table.add_column(heads[key], justify="right", no_wrap=True, min_width=width[key])
+        if last:
+            table.add_column("fit", justify="right", no_wrap=True, min_width=fit_width)
+        for i, r in enumerate(rows):
+            row = [names[i]]
+            for key in block:
+                v = r.get(key)
+                row.append(Text(cells[key][i], style="bold green" if v is not None and v == best[key] else ""))
+            table.add_row(*row, *([fits[i]] if last else []))
+        console.print(table)

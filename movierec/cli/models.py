@@ -8,6 +8,8 @@ import typer
 
 from movierec.cli.app import app
 
+_HEADS = ("name", "model", "dataset", "split", "created", "epochs", "test")
+
 
 @app.command("models")
 def models_command(
@@ -19,7 +21,7 @@ def models_command(
 ) -> None:
     """List the saved models, newest last; the newest is what `evaluate` and `recommend` use by default."""
     from movierec import checkpoint
-    from movierec.cli.console import clean, console, plain, print_json, print_warning
+    from movierec.cli.console import clean, console, pack, plain, print_json, print_warning, table_room
 
     if remove is not None:
         path = checkpoint.remove(remove)
@@ -42,16 +44,33 @@ def models_command(
         console.print("No saved models yet; train one with `movierec train MODEL`.")
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=plain(f"Saved models ({checkpoint.paths.models_dir()})"), title_justify="left")
-    # The name is what --model takes: never cut, whatever the terminal; the other columns wrap instead.
-    longest = max(len(m.name) + len(" (newest)") * (i == len(found) - 1) for i, (_, m) in enumerate(found))
-    table.add_column("name", no_wrap=True, overflow="fold", min_width=longest)
-    for col in ("model", "dataset", "split", "created", "epochs", "test"):
-        table.add_column(col)
-    for i, (_, m) in enumerate(found):
-        valid = "  ".join(f"{k} {v:.4f}" for k, v in m.metrics.items() if isinstance(v, (int, float)))
-        style = "bold" if i == len(found) - 1 else None
-        table.add_row(*map(plain, (m.name + (" (newest)" if style else ""), m.model, m.dataset, m.split,
-                                   m.created.replace("T", " ")[:19], m.epochs, valid)), style=style)
+    rows = [[clean(m.name), clean(m.model), clean(m.dataset), clean(m.split), m.created.replace("T", " ")[:16],
+             str(m.epochs), [f"{k} {v:.4f}" for k, v in m.metrics.items() if isinstance(v, (int, float))]]
+            for _, m in found]
+    heads = list(_HEADS)
+    longest_metric = max((len(x) for r in rows for x in r[6]), default=4)
+
+    def widths() -> list[int]:
+        return [max(len(head), *(max(map(len, str(r[i]).split("\n"))) for r in rows))
+                for i, head in enumerate(heads[:-1])]
+
+    if sum(widths()) + longest_metric + 3 * len(heads) + 1 > console.width:
+        # Narrow: the date over the time, and the model over the data it was trained on.
+        for r in rows:
+            r[1:5] = [f"{r[1]}\n{r[2]} {r[3]}", r[4].replace(" ", "\n")]
+        heads[1:5] = ["model, data", "created"]
+    # Names and numbers stay whole: the metrics take the room the other columns leave, a line per pair if need be.
+    room = max(table_room(len(heads)) - sum(widths()), longest_metric)
+    # The name is what --model takes: at least as wide as the longest name, so only " (newest)" may wrap.
+    for i, head in enumerate(heads):
+        table.add_column(head, no_wrap=head != "name", justify="right" if head == "epochs" else "left",
+                         min_width=widths()[0] if i == 0 else None)
+    for i, r in enumerate(rows):
+        newest = i == len(rows) - 1
+        # Cells were cleaned above; Text keeps the line breaks of the narrow layout.
+        table.add_row(*map(Text, (r[0] + (" (newest)" if newest else ""), *r[1:-1], pack(r[-1], room))),
+                      style="bold" if newest else None)
     console.print(table)

@@ -191,7 +191,10 @@ def clusters_command(
 
     table = Table(title=plain(f"{len(clusters)} movie clusters — {served.meta.name}"), title_justify="left",
                   show_lines=True)
-    for col in ("#", "size", "dominant genres", "best-known movies"):
+    # Numbers stay whole; genres and titles wrap between words when the terminal is narrow.
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    for col in ("dominant genres", "best-known movies"):
         table.add_column(col, overflow="fold")
     for c in clusters:
         table.add_row(str(c["cluster"]), str(c["size"]), plain(", ".join(c["genres"])),
@@ -259,22 +262,42 @@ def _resolve_new_ratings(
 def _table(title: str, rows: list[dict[str, Any]], score_name: str, with_because: bool) -> None:
     from rich.table import Table
 
-    from movierec.cli.console import console, plain
+    from movierec.cli.console import clean, console, plain, table_room
 
     if not rows:
         console.print("No movies to recommend with these filters.")
         return
+    scores = [f"{r['score']:.3f}" for r in rows]
+    titles = [clean(r["title"]) for r in rows]
+    genres = [clean(", ".join(r["genres"])) for r in rows]
+    because = [clean(r.get("because_you_liked") or "") for r in rows]
+    # The year is shown apart only when a title does not already end with it, as MovieLens titles do.
+    with_year = any(r["year"] and not t.rstrip().endswith(f"({r['year']})") for r, t in zip(rows, titles))
+    # A long header would widen the score column past its numbers: shorten it when room is short.
+    fixed = [max(len(str(r["rank"])) for r in rows), *([4] if with_year else []), max(map(len, scores))]
+    score_head = score_name
+    flexible = [max(map(len, titles)), *([max(map(len, because))] if with_because else [])]
+    room = table_room(len(fixed) + len(flexible)) - sum(fixed)
+    if len(score_name) > fixed[-1] and sum(flexible) + len(score_name) - fixed[-1] > room:
+        score_head = {"predicted rating": "rating", "like probability": "P(like)"}.get(score_name, score_name)
+    # Genres (which may wrap, at 30 columns or so) get the room that titles and reasons need least: shown
+    # when those keep three quarters of their width, otherwise dropped first (--json has them).
+    room -= max(0, len(score_head) - fixed[-1]) + 3
+    with_genres = room - min(30, max(map(len, genres))) >= 0.75 * sum(flexible)
+
     table = Table(title=plain(title), title_justify="left")
-    table.add_column("#", justify="right")
+    table.add_column("#", justify="right", no_wrap=True)
     table.add_column("title", overflow="fold")
-    table.add_column("year")
-    table.add_column("genres", overflow="fold")
-    table.add_column(score_name, justify="right")
+    if with_year:
+        table.add_column("year", no_wrap=True)
+    if with_genres:
+        table.add_column("genres", overflow="fold")
+    table.add_column(score_head, justify="right", no_wrap=True, min_width=fixed[-1])
     if with_because:
         table.add_column("because you liked", overflow="fold")
-    for r in rows:
-        cells = [str(r["rank"]), r["title"], str(r["year"] or ""), ", ".join(r["genres"]), f"{r['score']:.3f}"]
+    for r, t, g, s, b in zip(rows, titles, genres, scores, because):
+        cells = [str(r["rank"]), t, *([str(r["year"] or "")] if with_year else []), *([g] if with_genres else []), s]
         if with_because:
-            cells.append(r["because_you_liked"] or "")
+            cells.append(b)
         table.add_row(*map(plain, cells))
     console.print(table)

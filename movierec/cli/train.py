@@ -240,25 +240,34 @@ def _verdict(metrics: dict[str, float], baseline: dict[str, float], monitor: str
 def _print_summary(outcome: Any) -> None:
     from rich.table import Table
 
-    from movierec.cli.console import console, plain
+    from movierec.cli.console import console, pack, plain, table_room
 
     meta, result = outcome.meta, outcome.result
+    keys = ["model", "dataset", "epochs", "fit time", "train", "validation", "test", "checkpoint"]
+    if meta.baseline:
+        keys.append(f"test baseline ({meta.baseline['name']})")
+    # Metrics go on as many lines as the terminal needs, never with a name cut from its number.
+    room = max(20, table_room(2) - max(map(len, keys)))
+
+    def fmt(metrics: dict[str, float], *more: str) -> str:
+        return pack([f"{k} {v:.4f}" for k, v in metrics.items()] + [m for m in more if m], room)
+
     table = Table(title="Training summary", show_header=False, title_justify="left")
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")  # a long path folds rather than losing its end
     table.add_row("model", f"{meta.model} ({meta.mode})" if meta.mode else meta.model)
     table.add_row("dataset", f"{meta.dataset} (split {meta.split})")
     stop = f", stopped early; kept epoch {result.kept_epoch}" if result.stopped_early else ""
     table.add_row("epochs", f"{meta.epochs}{stop}")
     table.add_row("fit time", f"{meta.fit_seconds:.2f} s on {meta.device}")
-    table.add_row("train", _fmt(meta.train_metrics))
+    table.add_row("train", fmt(meta.train_metrics))
     if meta.valid_metrics:
-        best = f"  (epoch {result.kept_epoch}, {meta.valid_fraction:.0%} of the training ratings)"
-        table.add_row("validation", _fmt(meta.valid_metrics) + best)
-    table.add_row("test", _fmt(meta.metrics))
+        best = f"(epoch {result.kept_epoch}, {meta.valid_fraction:.0%} of the training ratings)"
+        table.add_row("validation", fmt(meta.valid_metrics, best))
+    table.add_row("test", fmt(meta.metrics))
     if meta.baseline:
         base = {k: v for k, v in meta.baseline.items() if k != "name"}
         verdict = _verdict(meta.metrics, base, result.monitor)
-        table.add_row(f"test baseline ({meta.baseline['name']})", f"{_fmt(base)}  {verdict}")
+        table.add_row(f"test baseline ({meta.baseline['name']})", fmt(base, verdict))
     table.add_row("checkpoint", plain(f"{meta.name}  ({outcome.path})"))  # a path may hold [brackets]
     console.print(table)
