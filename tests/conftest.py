@@ -62,6 +62,23 @@ def isolated_home(path: Path) -> Iterator[Path]:
             paths.set_home(None)
 
 
+@contextlib.contextmanager
+def ml100k_home(path: Path, *commands: list[str]) -> Iterator[Path]:
+    """An isolated home at ``path`` with the real ml-100k fetched and each CLI command (a tiny ``train``, say) run
+    in it; skips without the archive. For module-scoped fixtures that several tests share."""
+    from typer.testing import CliRunner
+
+    from movierec.cli import app
+
+    archive = require_ml100k()
+    with isolated_home(path) as h:
+        runner = CliRunner()
+        for args in (["fetch", "ml-100k", "--from-file", str(archive), "--no-verify"], *commands):
+            result = runner.invoke(app, list(args))
+            assert result.exit_code == 0, result.stderr
+        yield h
+
+
 @pytest.fixture
 def home(tmp_path) -> Iterator[Path]:
     """A fresh, empty movierec home (MOVIEREC_HOME) for one test."""

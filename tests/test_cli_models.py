@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ML100K_ZIP, assert_one_line_error, isolated_home
-from typer.testing import CliRunner
+from conftest import assert_one_line_error, isolated_home, ml100k_home
 
 from movierec import checkpoint
 from movierec.cli import app
@@ -28,14 +27,7 @@ TINY = ["mf", "--epochs", "1", "--factors", "4", "--device", "cpu"]
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory) -> Path:
     """A home with ml-100k fetched and one tiny mf model, ``tiny``, to copy from."""
-    if not ML100K_ZIP.exists():
-        pytest.skip(f"{ML100K_ZIP} is not present")
-    with isolated_home(tmp_path_factory.mktemp("cli-models") / "home") as h:
-        runner = CliRunner()
-        for args in (["fetch", "ml-100k", "--from-file", str(ML100K_ZIP), "--no-verify"],
-                     ["train", *TINY, "--name", "tiny", "--json"]):
-            result = runner.invoke(app, args)
-            assert result.exit_code == 0, result.stderr
+    with ml100k_home(tmp_path_factory.mktemp("cli-models") / "home", ["train", *TINY, "--name", "tiny", "--json"]) as h:
         yield h
 
 

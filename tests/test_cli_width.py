@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ML100K_ZIP, REPO, assert_one_line_error, isolated_home
+from conftest import REPO, assert_one_line_error, ml100k_home
 from typer.testing import CliRunner
 
 from movierec.cli import app
@@ -20,15 +20,9 @@ NAMES = ("a-rather-long-model-name-mf", "als-tiny")
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     """ml-100k and two tiny saved models with names of different lengths."""
-    if not ML100K_ZIP.exists():
-        pytest.skip(f"{ML100K_ZIP} is not present")
-    with isolated_home(tmp_path_factory.mktemp("cli-width") / "home") as h:
-        runner = CliRunner()
-        for args in (["fetch", "ml-100k", "--from-file", str(ML100K_ZIP), "--no-verify"],
+    with ml100k_home(tmp_path_factory.mktemp("cli-width") / "home",
                      ["train", "mf", "--epochs", "1", "--factors", "4", "--name", NAMES[0], "--json"],
-                     ["train", "als", "--epochs", "1", "--factors", "4", "--name", NAMES[1], "--json"]):
-            result = runner.invoke(app, args)
-            assert result.exit_code == 0, result.stderr
+                     ["train", "als", "--epochs", "1", "--factors", "4", "--name", NAMES[1], "--json"]) as h:
         yield h
 
 

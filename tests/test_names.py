@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ML100K_ZIP, assert_one_line_error, isolated_home
+from conftest import assert_one_line_error, isolated_home, ml100k_home
 from typer.testing import CliRunner
 
 from movierec import checkpoint, paths
@@ -120,12 +120,8 @@ LONG = "a-rather-long-name-for-a-saved-model-of-2026"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """ml-100k with tiny models: two default-named mf started together, an implicit ALS, one long name."""
-    if not ML100K_ZIP.exists():
-        pytest.skip(f"{ML100K_ZIP} is not present")
-    with isolated_home(tmp_path_factory.mktemp("names") / "home") as h:
+    with ml100k_home(tmp_path_factory.mktemp("names") / "home") as h:
         runner = CliRunner()
-        result = runner.invoke(app, ["fetch", "ml-100k", "--from-file", str(ML100K_ZIP), "--no-verify"])
-        assert result.exit_code == 0, result.stderr
         env = {**os.environ, "MOVIEREC_HOME": str(h), "OMP_NUM_THREADS": "1"}
         both = [subprocess.Popen([sys.executable, "-m", "movierec", "train", "mf", *TINY, "--json"], env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]

@@ -12,8 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from conftest import ML100K_ZIP, assert_one_line_error, isolated_home
-from typer.testing import CliRunner
+from conftest import assert_one_line_error, ml100k_home
 
 from movierec import checkpoint, paths
 from movierec import recommend as rec
@@ -32,15 +31,8 @@ NEW_USER = (np.array([0, 49, 180, 126, 99]), np.array([5.0, 4.0, 1.0, 3.5, 2.0],
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    if not ML100K_ZIP.exists():
-        pytest.skip(f"{ML100K_ZIP} is not present")
-    with isolated_home(tmp_path_factory.mktemp("serving") / "home") as h:
-        runner = CliRunner()
-        result = runner.invoke(app, ["fetch", "ml-100k", "--from-file", str(ML100K_ZIP), "--no-verify"])
-        assert result.exit_code == 0, result.stderr
-        for name, args in MODELS.items():
-            result = runner.invoke(app, ["train", *args, "--device", "cpu", "--name", name, "--json"])
-            assert result.exit_code == 0, result.stderr
+    trains = [["train", *args, "--device", "cpu", "--name", name, "--json"] for name, args in MODELS.items()]
+    with ml100k_home(tmp_path_factory.mktemp("serving") / "home", *trains) as h:
         yield h
 
 
