@@ -301,11 +301,8 @@ def tiny() -> Ratings:
     return Ratings(users, items, stars, np.zeros(10, np.int64), 4, 5)
 
 
-@pytest.mark.parametrize("confidence", ["stars", "binary"])
-def test_implicit_iteration_is_two_hand_computed_closed_forms(confidence):
-    data = tiny()
-    cfg = ImplicitALSConfig(factors=2, lam=1.5, tau=0.7, alpha=2.5, confidence=confidence, solver="cholesky",
-                            reg_exponent=0.0)
+def one_iteration_from_seeded_movies(cfg: ImplicitALSConfig, data: Ratings):
+    """One implicit-ALS iteration on ``data`` (4 users x 5 movies) from seeded movie vectors: (model, V0, stats)."""
     model = model_for(cfg, 4, 5)
     V0 = np.random.default_rng(0).normal(0, 0.5, (5, 2))
     with torch.no_grad():
@@ -313,7 +310,15 @@ def test_implicit_iteration_is_two_hand_computed_closed_forms(confidence):
     train = data.matrix()
     gen = make_generator(torch.device("cpu"), 0)
     model.fit_start(train, gen)
-    stats = model.train_epoch(train, gen)
+    return model, V0, model.train_epoch(train, gen)
+
+
+@pytest.mark.parametrize("confidence", ["stars", "binary"])
+def test_implicit_iteration_is_two_hand_computed_closed_forms(confidence):
+    data = tiny()
+    cfg = ImplicitALSConfig(factors=2, lam=1.5, tau=0.7, alpha=2.5, confidence=confidence, solver="cholesky",
+                            reg_exponent=0.0)
+    model, V0, stats = one_iteration_from_seeded_movies(cfg, data)
 
     binary = confidence == "binary"
     by_user = [data.items[data.users == m] for m in range(4)], [data.ratings[data.users == m] for m in range(4)]
@@ -361,14 +366,7 @@ def test_penalties_follow_each_rows_number_of_ratings():
     # Exponent 0 is one penalty for every row, whatever its count.
     assert ImplicitALSConfig(tau=2.0, reg_exponent=0.0).row_penalties(torch.tensor([0, 7, 900])).tolist() == [2.0] * 3
     data = tiny()
-    model = model_for(cfg, 4, 5)
-    V0 = np.random.default_rng(0).normal(0, 0.5, (5, 2))
-    with torch.no_grad():
-        model.item_factors.copy_(torch.tensor(V0))
-    train = data.matrix()
-    gen = make_generator(torch.device("cpu"), 0)
-    model.fit_start(train, gen)
-    stats = model.train_epoch(train, gen)
+    model, V0, stats = one_iteration_from_seeded_movies(cfg, data)
     user_tau = [0.7 * (1 + n) ** 0.5 for n in (3, 4, 2, 1)]
     item_tau = [0.7 * (1 + n) ** 0.5 for n in (2, 3, 2, 2, 1)]
     by_user = [data.items[data.users == m] for m in range(4)], [data.ratings[data.users == m] for m in range(4)]
@@ -382,6 +380,7 @@ def test_penalties_follow_each_rows_number_of_ratings():
     assert stats["loss"] == pytest.approx(expected / len(data), rel=1e-5)
     # A new user with 3 ratings gets the penalty of a training user with 3 ratings: user 0 comes back.
     vector, _ = model.fold_in_factors(torch.from_numpy(by_user[0][0].astype(np.int64)), torch.from_numpy(by_user[1][0]))
+    train = data.matrix()
     model._implicit_half_step(train, model._prepare(train)[1], model.item_factors, model.user_factors)
     close(vector, model.user_factors[0], rtol=1e-4, atol=1e-5)
 
