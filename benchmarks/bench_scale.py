@@ -69,11 +69,13 @@ def _archive(shape: str) -> Path:
     return path
 
 
-def _run_measured(args: list[str], env: dict[str, str], timeout: float) -> tuple[float, float, str]:
-    """Run ``python -m movierec ARGS``: (seconds, peak RSS of that process in MB via os.wait4, stdout)."""
+def _run_measured(args: list[str], env: dict[str, str], timeout: float,
+                  program: tuple[str, ...] = ("-m", "movierec")) -> tuple[float, float, str]:
+    """Run ``python -m movierec ARGS`` (or ``python PROGRAM ARGS``): (seconds, peak RSS of that process in MB
+    via os.wait4, stdout)."""
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
-        proc = subprocess.Popen([sys.executable, "-m", "movierec", *args], env=env, stdout=out_f, stderr=err_f)
+        proc = subprocess.Popen([sys.executable, *program, *args], env=env, stdout=out_f, stderr=err_f)
         deadline = start + timeout
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -133,6 +135,7 @@ def bench_shape(shape: str, args: argparse.Namespace) -> list[dict[str, object]]
             trained.append(name)
             print(f"[{shape}] train {name}: {seconds:.1f} s wall, {fit / max(epochs, 1):.2f} s/epoch, "
                   f"{peak:.0f} MB, {metrics}", file=sys.stderr)
+        rows += _peer_rows(shape, rows, env, args)
         if not trained:
             return rows
         model = f"bench-{'als' if 'als' in trained else trained[0]}"
@@ -164,6 +167,83 @@ def bench_shape(shape: str, args: argparse.Namespace) -> list[dict[str, object]]
     return rows
 
 
+# Peers timed on the same training ratings as `movierec train` (same release, split and seed): (row name, peer,
+# threads, the movierec row it is compared with).
+PEERS: dict[str, tuple[str, int, str]] = {
+    "implicit-1": ("implicit", 1, "als-implicit"),
+    "implicit-2": ("implicit", 2, "als-implicit"),
+    "svd": ("svd", 1, "mf"),
+}
+
+
+def _peer_rows(shape: str, rows: list[dict[str, object]], env: dict[str, str],
+               args: argparse.Namespace) -> list[dict[str, object]]:
+    """Seconds per iteration/epoch of implicit's CPU ALS and Surprise's SVD, each in a process of its own, at
+    the size of the movierec model they are compared with (implicit: ``als --mode implicit``'s factors, 3 CG
+    steps each; SVD: ``mf``'s factors and epochs), and movierec's seconds per epoch over theirs."""
+    from movierec.models.als import ImplicitALSConfig
+    from movierec.models.mf import MFConfig
+
+    ours = {str(r["what"])[len("train "):]: r for r in rows if r.get("shape") == shape and "seconds_per_epoch" in r}
+    out: list[dict[str, object]] = []
+    for name in args.peers:
+        who, threads, against = PEERS[name]
+        mine = ours.get(against)
+        if who == "implicit":
+            size = ["--factors", str(ImplicitALSConfig().factors), "--epochs", str(args.peer_iters)]
+            what = f"peer: implicit ALS, {ImplicitALSConfig().factors} factors, {threads} thread(s)"
+        else:
+            epochs = int(mine["epochs"]) if mine else (args.epochs or MFConfig().epochs)
+            size = ["--factors", str(MFConfig().factors), "--epochs", str(epochs)]
+            what = f"peer: Surprise SVD, {MFConfig().factors} factors, {epochs} epochs"
+        peer_env = {**env, "OMP_NUM_THREADS": str(threads)}
+        try:
+            seconds, peak, printed = _run_measured(
+                ["--peer", who, "--shapes", shape, "--threads", str(threads), *size], peer_env, args.timeout,
+                program=(str(Path(__file__).resolve()),))
+        except RuntimeError as exc:
+            out.append({"shape": shape, "what": what, "error": str(exc)})
+            print(f"[{shape}] {what}: {exc}", file=sys.stderr)
+            continue
+        per = float(json.loads(printed.strip().splitlines()[-1])["seconds_per_epoch"])
+        row: dict[str, object] = {"shape": shape, "what": what, "seconds": seconds, "peak_mb": peak,
+                                  "seconds_per_epoch": per, "against": against}
+        if mine and mine.get("seconds_per_epoch"):
+            row["ratio"] = float(mine["seconds_per_epoch"]) / per
+        out.append(row)
+        ratio = f", movierec {against} / peer = {row['ratio']:.2f}" if "ratio" in row else ""
+        print(f"[{shape}] {what}: {per:.2f} s/epoch{ratio}, {peak:.0f} MB", file=sys.stderr)
+    return out
+
+
+def _training_ratings(shape: str):
+    """The ratings `movierec train` learns from on ``shape`` with its defaults (split, seed 0, 10% test, no
+    validation slice), from the fetched release in ``MOVIEREC_HOME``."""
+    from movierec.data.movielens import load_dataset
+    from movierec.data.split import default_split, make_split
+
+    data = load_dataset(shape)
+    return make_split(data, default_split(shape), seed=0, test_fraction=0.1).train
+
+
+def peer_main(args: argparse.Namespace) -> None:
+    """One peer's seconds per iteration (implicit) or epoch (SVD), printed as JSON: ``--peer``."""
+    train = _training_ratings(args.shapes)
+    if args.peer == "implicit":
+        from implicit_als import implicit_seconds_per_iter
+
+        per = implicit_seconds_per_iter(train, args.factors, args.epochs, args.threads)
+    else:
+        import peers
+
+        data = peers.surprise_data(train, (float(train.ratings.min()), float(train.ratings.max())))
+        algo = peers.make_surprise_algo("svd", 0, n_factors=args.factors, n_epochs=args.epochs)
+        start = time.perf_counter()
+        algo.fit(data.trainset)  # Surprise's fit is its epochs, after drawing the initial factors
+        per = (time.perf_counter() - start) / args.epochs
+    print(json.dumps({"peer": args.peer, "threads": args.threads, "seconds_per_epoch": per}))
+
+
 def _judged(metrics: dict[str, object], baseline: dict[str, object]) -> str:
     """Whether the model beat the trivial answer on the test split, on the metric that judges its kind."""
     for key, higher in (("rmse", False), ("ndcg@10", True), ("loss", False)):
@@ -184,7 +264,19 @@ def main() -> None:
     parser.add_argument("--user", default="1", help="MovieLens user id for recommend --user")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds before a command is given up")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, of {', '.join(PEERS)} "
+                        "(empty: none); each is compared with the movierec row it matches")
+    parser.add_argument("--peer-iters", type=int, default=3, help="iterations timed for implicit's ALS")
+    parser.add_argument("--peer", choices=("implicit", "svd"), help=argparse.SUPPRESS)  # one peer's timing
+    parser.add_argument("--factors", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.peer:
+        peer_main(args)
+        return
+    args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    if any(p not in PEERS for p in args.peers):
+        raise SystemExit(f"unknown peer: {args.peers}")
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in args.models if m not in MODELS]
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
@@ -216,6 +308,8 @@ def main() -> None:
         judged = _judged(metrics, baseline)
         if judged:
             result += f" ({judged})"
+        if "ratio" in r:
+            result = f"movierec {r['against']} s/epoch / this = {r['ratio']:.2f}"
         print(f"| {r['shape']} | {r['what']} | {r['seconds']:.2f} | {'-' if spe is None else f'{spe:.2f}'} "
               f"| {r['peak_mb']:.0f} | {result} |")
 

@@ -116,12 +116,13 @@ def surprise_data(train: Ratings, rating_scale: tuple[float, float]) -> Surprise
     return SurpriseData(trainset, inner_user, inner_item, train.n_users, train.n_items)
 
 
-def make_surprise_algo(name: str, seed: int) -> Any:
-    """A fresh Surprise algorithm with its default hyperparameters (seeded where it draws numbers, silent)."""
+def make_surprise_algo(name: str, seed: int, **params: Any) -> Any:
+    """A fresh Surprise algorithm with its default hyperparameters (seeded where it draws numbers, silent);
+    ``params`` override them for SVD (e.g. ``n_factors``, ``n_epochs`` to match another model's size)."""
     import surprise
 
     if name == "svd":
-        return surprise.SVD(random_state=seed)
+        return surprise.SVD(random_state=seed, **params)
     if name == "svdpp":
         # cache_ratings only keeps each user's item list in a C array during fit (same arithmetic, faster).
         return surprise.SVDpp(random_state=seed, cache_ratings=True)
