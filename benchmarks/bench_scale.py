@@ -116,8 +116,9 @@ def bench_shape(shape: str, args: argparse.Namespace) -> list[dict[str, object]]
         for name in args.models:
             train_args = ["train", *MODELS[name], "--dataset", shape, "--device", args.device,
                           "--name", f"bench-{name}", "--json"]
-            if args.epochs:
-                train_args += ["--epochs", str(args.epochs)]
+            epochs_cap = args.epochs.get(name, args.epochs.get("*"))
+            if epochs_cap:
+                train_args += ["--epochs", str(epochs_cap)]
             try:
                 seconds, peak, out = _run_measured(train_args, env, args.timeout)
             except RuntimeError as exc:
@@ -139,12 +140,13 @@ def bench_shape(shape: str, args: argparse.Namespace) -> list[dict[str, object]]
         if not trained:
             return rows
         model = f"bench-{'als' if 'als' in trained else trained[0]}"
+        movies = _movie_ids(shape, env)  # synthetic releases need not have movie 1
         commands = {
             "evaluate (one model, all test users)": ["evaluate", "--model", model, "--json"],
             "recommend --user": ["recommend", "--model", model, "--user", args.user, "--top", "10", "--json"],
-            "recommend --rate (new user)": ["recommend", "--model", model, "--rate", "1=5", "--rate", "2=4",
-                                            "--rate", "3=1", "--json"],
-            "similar": ["similar", "1", "--model", model, "--json"],
+            "recommend --rate (new user)": ["recommend", "--model", model, "--rate", f"{movies[0]}=5",
+                                            "--rate", f"{movies[1]}=4", "--rate", f"{movies[2]}=1", "--json"],
+            "similar": ["similar", movies[0], "--model", model, "--json"],
         }
         for what, cmd in commands.items():
             try:
@@ -193,7 +195,8 @@ def _peer_rows(shape: str, rows: list[dict[str, object]], env: dict[str, str],
             size = ["--factors", str(ImplicitALSConfig().factors), "--epochs", str(args.peer_iters)]
             what = f"peer: implicit ALS, {ImplicitALSConfig().factors} factors, {threads} thread(s)"
         else:
-            epochs = int(mine["epochs"]) if mine else (args.epochs or MFConfig().epochs)
+            epochs = int(mine["epochs"]) if mine else (args.epochs.get("mf") or args.epochs.get("*")
+                                                       or MFConfig().epochs)
             size = ["--factors", str(MFConfig().factors), "--epochs", str(epochs)]
             what = f"peer: Surprise SVD, {MFConfig().factors} factors, {epochs} epochs"
         peer_env = {**env, "OMP_NUM_THREADS": str(threads)}
@@ -236,12 +239,72 @@ def peer_main(args: argparse.Namespace) -> None:
     else:
         import peers
 
-        data = peers.surprise_data(train, (float(train.ratings.min()), float(train.ratings.max())))
+        trainset = _lean_trainset(train)
         algo = peers.make_surprise_algo("svd", 0, n_factors=args.factors, n_epochs=args.epochs)
         start = time.perf_counter()
-        algo.fit(data.trainset)  # Surprise's fit is its epochs, after drawing the initial factors
+        algo.fit(trainset)  # Surprise's fit is its epochs, after drawing the initial factors
         per = (time.perf_counter() - start) / args.epochs
     print(json.dumps({"peer": args.peer, "threads": args.threads, "seconds_per_epoch": per}))
+
+
+def _lean_trainset(train):
+    """A Surprise Trainset of ``train`` built directly, with every (movie, stars) and (user, stars) pair made of
+    shared int and float objects: ~130 bytes a rating instead of ~390 through a DataFrame (ML-25M's training
+    ratings then fit in ~3 GB). Inner ids in order of first appearance, ratings in file order, as Surprise's
+    own reader gives them; SVD's epochs read nothing else."""
+    import numpy as np
+    import surprise
+
+    _, first_user = np.unique(train.users, return_index=True)
+    _, first_item = np.unique(train.items, return_index=True)
+    user_order = np.sort(first_user)  # positions where each user first appears, in file order
+    item_order = np.sort(first_item)
+    inner_user = np.full(train.n_users, -1, np.int64)
+    inner_item = np.full(train.n_items, -1, np.int64)
+    inner_user[train.users[user_order]] = np.arange(user_order.shape[0])
+    inner_item[train.items[item_order]] = np.arange(item_order.shape[0])
+    u, i = inner_user[train.users], inner_item[train.items]
+    stars, codes = np.unique(train.ratings, return_inverse=True)
+    ints = list(range(max(user_order.shape[0], item_order.shape[0])))
+    floats = [float(x) for x in stars]
+
+    def grouped(key: np.ndarray, other: np.ndarray, n: int) -> dict[int, list]:
+        order = np.argsort(key, kind="stable")
+        bounds = np.r_[0, np.cumsum(np.bincount(key, minlength=n))]
+        others, rated = other[order].tolist(), codes[order].tolist()
+        return {k: [(ints[others[j]], floats[rated[j]]) for j in range(bounds[k], bounds[k + 1])] for k in range(n)}
+
+    ur = grouped(u, i, user_order.shape[0])
+    ir = grouped(i, u, item_order.shape[0])
+    return surprise.Trainset(ur, ir, user_order.shape[0], item_order.shape[0], len(train),
+                             (float(stars[0]), float(stars[-1])),
+                             {int(x): k for k, x in enumerate(train.users[user_order])},
+                             {int(x): k for k, x in enumerate(train.items[item_order])})
+
+
+def _cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
+
+
+def _movie_ids(shape: str, env: dict[str, str]) -> list[str]:
+    """The first three MovieLens movie ids of the fetched release (in a process that sees ``MOVIEREC_HOME``)."""
+    code = ("from movierec.data.movielens import load_dataset; "
+            f"print(*load_dataset({shape!r}).item_ids[:3].tolist())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def _epochs(text: str) -> dict[str, int]:
+    """``--epochs``: ``N`` (every model) or ``model=N,model=N`` (those models; ``*=N`` the rest); 0 = defaults."""
+    caps: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.rpartition("=")
+        caps[name or "*"] = int(value)
+    return caps
 
 
 def _judged(metrics: dict[str, object], baseline: dict[str, object]) -> str:
@@ -259,7 +322,8 @@ def main() -> None:
     parser.add_argument("--shapes", default="ml-1m", help=f"comma-separated, of {', '.join(SHAPES)}")
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
-    parser.add_argument("--epochs", type=int, default=0, help="cap every model's epochs (0: its defaults)")
+    parser.add_argument("--epochs", default="0", help="cap the epochs: N for every model, or model=N,... for "
+                        "some (*=N the rest); 0: the defaults")
     parser.add_argument("--repeat", type=int, default=3, help="runs per serving command (median)")
     parser.add_argument("--user", default="1", help="MovieLens user id for recommend --user")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds before a command is given up")
@@ -272,8 +336,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peer:
+        args.epochs = int(args.epochs)
         peer_main(args)
         return
+    args.epochs = _epochs(args.epochs)
     args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     if any(p not in PEERS for p in args.peers):
         raise SystemExit(f"unknown peer: {args.peers}")
@@ -288,13 +354,15 @@ def main() -> None:
     rows: list[dict[str, object]] = [{"shape": "-", "what": "--help", **help_time}]
     for shape in shapes:
         rows += bench_shape(shape, args)
-    report = {"device": args.device, "platform": platform.platform(), "cpus": os.cpu_count(),
+    report = {"device": args.device, "platform": platform.platform(), "cpu": _cpu_model(), "cpus": os.cpu_count(),
+              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "load_before": load_before, "load_after": os.getloadavg(), "epochs_cap": args.epochs, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"bench_scale_{args.device}.json").write_text(json.dumps(report, indent=2) + "\n")
 
-    print(f"device {args.device}, {os.cpu_count()} CPUs, load average before {load_before[0]:.1f}, "
-          f"after {report['load_after'][0]:.1f}\n")
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, device {args.device}, {_cpu_model()} "
+          f"({os.cpu_count()} CPUs), OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load average "
+          f"before {load_before[0]:.1f}, after {report['load_after'][0]:.1f}\n")
     print("| shape | what | wall s | s/epoch | peak MB | result |")
     print("|---|---|---:|---:|---:|---|")
     for r in rows:

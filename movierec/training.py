@@ -213,6 +213,9 @@ class TrainPlan:
     valid_fraction: float
     valid_users: int | None = None
     """How many validation users a ranking model is validated on when that is a sample of the slice's users."""
+    scaled: dict = field(default_factory=dict)
+    """The defaults changed for the size of the training set (config field -> value), already in the model's
+    config; empty when none changed (see :func:`movierec.models.scaled_defaults`)."""
 
 
 @dataclass(frozen=True)
@@ -297,7 +300,7 @@ def _train_reserved(
     from movierec.data.movielens import load_dataset
     from movierec.data.split import default_split, make_split, validation_slice
     from movierec.device import resolve_device
-    from movierec.models import build_model, resolve_mode
+    from movierec.models import build_model, resolve_mode, scaled_defaults
     from movierec.serving import ServingData
 
     def step(description: str) -> None:
@@ -314,12 +317,14 @@ def _train_reserved(
         fit_ratings, valid = validation_slice(the_split.train, valid_fraction, seed)
     seed_everything(seed)
     mode = resolve_mode(model_name, mode)
-    model = build_model(model_name, mode, config, data.n_users, data.n_items, tuple(data.rating_values))
+    scaled = scaled_defaults(model_name, mode, config, data.n_users, data.n_items, len(fit_ratings))
+    model = build_model(model_name, mode, {**scaled, **(config or {})}, data.n_users, data.n_items,
+                        tuple(data.rating_values))
     model.to(torch_device)
     sample = validation_sample(valid, model.kind, seed) if valid is not None else None
     sampled = sample is not None and len(sample) < len(valid)
     plan = TrainPlan(data.name, why, the_split, fit_ratings, valid, valid_fraction,
-                     VALID_RANK_USERS if sampled else None)
+                     VALID_RANK_USERS if sampled else None, scaled)
     if on_start is not None:
         on_start(model, plan)
     step("Building the training matrix")

@@ -191,6 +191,8 @@ def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, 
                 f"{len(plan.split.train):,} training{valid} and {len(plan.split.test):,} test ratings, "
                 f"{m.n_users:,} users x {m.n_items:,} movies, device {m.device}.", markup=True,
             )
+            if plan.scaled:
+                steps.line(_scaled_line(m, plan))
             if plan.valid_users:
                 steps.line(f"Each epoch is validated on a fixed sample of {plan.valid_users:,} of the validation "
                            "users; the test split is ranked in full at the end.")
@@ -217,6 +219,16 @@ def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, 
                     "baseline": meta.baseline, "config": meta.config})
         return
     _print_summary(outcome)
+
+
+def _scaled_line(m: Any, plan: Any) -> str:
+    """"Defaults for 22,500,085 training ratings: --epochs 4 (not 35). Pass --epochs to change." """
+    from movierec.models.base import flag_name
+
+    defaults = type(m.config)()
+    chosen = ", ".join(f"{flag_name(k)} {_show(v)} (not {_show(getattr(defaults, k))})" for k, v in plan.scaled.items())
+    flags = ", ".join(flag_name(k) for k in plan.scaled)
+    return f"Defaults for {len(plan.train):,} training ratings: {chosen}. Pass {flags} to change."
 
 
 def _fmt(metrics: dict[str, float]) -> str:

@@ -95,6 +95,17 @@ def build_model(
     return cls(cfg, n_users, n_items, rating_values)
 
 
+def scaled_defaults(
+    name: str, mode: str | None, config: dict | None, n_users: int, n_items: int, n_ratings: int
+) -> dict:
+    """The defaults of model ``name`` in ``mode`` that change for a training set of ``n_ratings`` ratings of
+    ``n_users`` x ``n_items`` (:meth:`~movierec.models.base.ModelConfig.for_data`), less the options ``config``
+    gives: field -> value."""
+    given = config or {}
+    changes = model_class(name, mode).config_class.for_data(int(n_users), int(n_items), int(n_ratings))
+    return {k: v for k, v in changes.items() if k not in given}
+
+
 def migrate_settings(name: str, config: dict) -> tuple[str, dict]:
     """The mode and config dict to rebuild a model saved before each mode was its own class.
 

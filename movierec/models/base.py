@@ -39,6 +39,14 @@ def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
+def affordable_epochs(config_class: type[ModelConfig], n_ratings: int, rating_passes: float) -> dict[str, Any]:
+    """``{"epochs": n}`` when the class's default epochs would read more than ``rating_passes`` ratings in all
+    (``n`` = as many whole epochs as fit, at least 1), else ``{}``: for :meth:`ModelConfig.for_data`."""
+    default = config_class.__dataclass_fields__["epochs"].default
+    epochs = max(1, int(rating_passes // max(n_ratings, 1)))
+    return {"epochs": epochs} if epochs < default else {}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Base of every model's config. Subclasses are frozen dataclasses whose fields use :func:`option`
@@ -69,6 +77,15 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
         return cls(**values)
+
+    @classmethod
+    def for_data(cls, n_users: int, n_items: int, n_ratings: int) -> dict[str, Any]:
+        """The defaults this class sets differently for a training set of ``n_ratings`` ratings of ``n_users``
+        users and ``n_items`` movies, so that
+        training with the defaults stays affordable on the largest releases (fewer epochs, say); the
+        defaults themselves are those of small data (where they were tuned). Options the user gives are
+        never changed (see :func:`movierec.models.scaled_defaults`). Default: none."""
+        return {}
 
     @classmethod
     def migrate(cls, values: dict[str, Any]) -> dict[str, Any]:
