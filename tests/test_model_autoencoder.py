@@ -200,6 +200,20 @@ def test_shapes_and_rating_scale(mode):
 
 
 @pytest.mark.parametrize("mode", ["user", "item"])
+def test_predict_reads_the_score_rows_at_each_pair(mode):
+    """predict works pair by pair (validation and RMSE at scale), and must be the score rows at those pairs."""
+    ratings = low_rank()
+    model = build(ratings, **SMALL[mode])
+    fit(model, ratings, 2)
+    train = ratings.matrix()
+    rng = np.random.default_rng(3)
+    users, items = torch.from_numpy(rng.integers(0, 60, 500)), torch.from_numpy(rng.integers(0, 40, 500))
+    rows = model.score(torch.arange(60), train)  # (U, I)
+    assert torch.allclose(model.predict(users, items, train), rows[users, items].clamp(1, 5), atol=1e-5)
+    assert model.predict(users[:0], items[:0], train).shape == (0,)
+
+
+@pytest.mark.parametrize("mode", ["user", "item"])
 def test_state_dict_round_trip_gives_identical_predictions(mode, tmp_path):
     ratings = low_rank()
     model = build(ratings, **SMALL[mode])

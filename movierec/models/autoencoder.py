@@ -418,6 +418,36 @@ class AutoEncoder(Recommender):
         return self._output(z)
 
     @torch.no_grad()
+    def predict(
+        self, users: torch.Tensor, items: torch.Tensor, train: RatingMatrix, batch_users: int = 1024
+    ) -> torch.Tensor:
+        """The same numbers as :meth:`score` read at each (user, movie) pair, clipped: one code per distinct
+        row and one dot product per pair, O(pairs x width), instead of every movie for every user asked about
+        (on ML-25M that made validating the user autoencoder cost a third of an epoch)."""
+        users = users.to(self.device, torch.int64)
+        items = items.to(self.device, torch.int64)
+        out = torch.empty(users.shape[0], dtype=torch.float32, device=self.device)
+        codes = self._movie_codes(train) if self.item_mode else None  # (I, H)
+        step = 1 << 18  # pairs per chunk: bounds the (n, H) gathers
+        for start in range(0, users.shape[0], step):
+            u, i = users[start:start + step], items[start:start + step]
+            if codes is not None:
+                # A movie's code through a user's output unit; the row bias is the movie's.
+                z = (codes[i] * self.output_weight[u]).sum(-1) + self.output_bias[u] + self._row_bias(i)  # (n,)
+            else:
+                z = (self._user_codes(train, u) * self.output_weight[i]).sum(-1) + self.output_bias[i]
+                z = z + self._row_bias(u)  # (n,)
+            out[start:start + step] = self._output(z)
+        return self.clip(out)
+
+    def _user_codes(self, train: RatingMatrix, rows: torch.Tensor) -> torch.Tensor:
+        """User mode: the codes of users ``rows`` (n,), each distinct user encoded once from their training
+        ratings: (n, H)."""
+        needed, back = torch.unique(rows, return_inverse=True)  # (m,), (n,)
+        offsets, _, cols, vals = self._bags(train, needed)
+        return self._encode_sparse(offsets, cols, vals)[back]  # (n, H)
+
+    @torch.no_grad()
     def item_vectors(self) -> torch.Tensor:
         """User mode: each movie's output weights; item mode: each movie's code (as of the last epoch)."""
         if self.item_mode:
