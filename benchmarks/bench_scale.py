@@ -170,7 +170,7 @@ def bench_shape(shape: str, args: argparse.Namespace) -> list[dict[str, object]]
 
 
 # Peers timed on the same training ratings as `movierec train` (same release, split and seed): (row name, peer,
-# threads, the movierec row it is compared with).
+# threads, the movierec model it is compared with).
 PEERS: dict[str, tuple[str, int, str]] = {
     "implicit-1": ("implicit", 1, "als-implicit"),
     "implicit-2": ("implicit", 2, "als-implicit"),
@@ -180,42 +180,41 @@ PEERS: dict[str, tuple[str, int, str]] = {
 
 def _peer_rows(shape: str, rows: list[dict[str, object]], env: dict[str, str],
                args: argparse.Namespace) -> list[dict[str, object]]:
-    """Seconds per iteration/epoch of implicit's CPU ALS and Surprise's SVD, each in a process of its own, at
-    the size of the movierec model they are compared with (implicit: ``als --mode implicit``'s factors, 3 CG
-    steps each; SVD: ``mf``'s factors and epochs), and movierec's seconds per epoch over theirs."""
+    """Seconds per iteration/epoch of implicit's CPU ALS and Surprise's SVD against the movierec model of the
+    same size (implicit: ``als --mode implicit``'s factors, 3 CG steps each; SVD: ``mf``'s factors), each in a
+    process of its own, on the same threads, alternating ``--peer-rounds`` times so both see the same load:
+    the medians and movierec's over the peer's. Both are timed in-process over ``--peer-iters`` epochs, data
+    loading and setup excluded (movierec: ``fit_start`` and its first epoch; implicit: a 1-iteration fit)."""
     from movierec.models.als import ImplicitALSConfig
     from movierec.models.mf import MFConfig
 
-    ours = {str(r["what"])[len("train "):]: r for r in rows if r.get("shape") == shape and "seconds_per_epoch" in r}
     out: list[dict[str, object]] = []
+    script = (str(Path(__file__).resolve()),)
     for name in args.peers:
         who, threads, against = PEERS[name]
-        mine = ours.get(against)
-        if who == "implicit":
-            size = ["--factors", str(ImplicitALSConfig().factors), "--epochs", str(args.peer_iters)]
-            what = f"peer: implicit ALS, {ImplicitALSConfig().factors} factors, {threads} thread(s)"
-        else:
-            epochs = int(mine["epochs"]) if mine else (args.epochs.get("mf") or args.epochs.get("*")
-                                                       or MFConfig().epochs)
-            size = ["--factors", str(MFConfig().factors), "--epochs", str(epochs)]
-            what = f"peer: Surprise SVD, {MFConfig().factors} factors, {epochs} epochs"
-        peer_env = {**env, "OMP_NUM_THREADS": str(threads)}
+        factors = ImplicitALSConfig().factors if who == "implicit" else MFConfig().factors
+        peer_what = (f"implicit ALS, {factors} factors" if who == "implicit" else f"Surprise SVD, {factors} factors")
+        what = f"{against} vs {peer_what}, {threads} thread(s)"
+        times: dict[str, list[float]] = {"movierec": [], "peer": []}
+        peaks: dict[str, float] = {"movierec": 0.0, "peer": 0.0}
         try:
-            seconds, peak, printed = _run_measured(
-                ["--peer", who, "--shapes", shape, "--threads", str(threads), *size], peer_env, args.timeout,
-                program=(str(Path(__file__).resolve()),))
+            for _ in range(args.peer_rounds):
+                for side, timed in (("movierec", against), ("peer", who)):
+                    seconds, peak, printed = _run_measured(
+                        ["--peer", timed, "--shapes", shape, "--threads", str(threads), "--factors", str(factors),
+                         "--epochs", str(args.peer_iters)], {**env, "OMP_NUM_THREADS": str(threads)},
+                        args.timeout, program=script)
+                    times[side].append(float(json.loads(printed.strip().splitlines()[-1])["seconds_per_epoch"]))
+                    peaks[side] = max(peaks[side], peak)
         except RuntimeError as exc:
             out.append({"shape": shape, "what": what, "error": str(exc)})
             print(f"[{shape}] {what}: {exc}", file=sys.stderr)
             continue
-        per = float(json.loads(printed.strip().splitlines()[-1])["seconds_per_epoch"])
-        row: dict[str, object] = {"shape": shape, "what": what, "seconds": seconds, "peak_mb": peak,
-                                  "seconds_per_epoch": per, "against": against}
-        if mine and mine.get("seconds_per_epoch"):
-            row["ratio"] = float(mine["seconds_per_epoch"]) / per
-        out.append(row)
-        ratio = f", movierec {against} / peer = {row['ratio']:.2f}" if "ratio" in row else ""
-        print(f"[{shape}] {what}: {per:.2f} s/epoch{ratio}, {peak:.0f} MB", file=sys.stderr)
+        ours, theirs = statistics.median(times["movierec"]), statistics.median(times["peer"])
+        out.append({"shape": shape, "what": what, "seconds_per_epoch": ours, "peer_seconds_per_epoch": theirs,
+                    "ratio": ours / theirs, "runs": times, "peak_mb": max(peaks.values()), "peaks_mb": peaks})
+        print(f"[{shape}] {what}: {ours:.2f} vs {theirs:.2f} s/epoch (medians of {args.peer_rounds}), "
+              f"ratio {ours / theirs:.2f}; runs {times}", file=sys.stderr)
     return out
 
 
@@ -229,14 +228,36 @@ def _training_ratings(shape: str):
     return make_split(data, default_split(shape), seed=0, test_fraction=0.1).train
 
 
+def _movierec_seconds_per_epoch(train, name: str, factors: int, epochs: int) -> float:
+    """Seconds per epoch of movierec's ``mf`` or ``als --mode implicit`` with its defaults (``factors`` as
+    given), in this process: ``fit_start`` and one epoch first (ALS lays out its solves), then ``epochs``."""
+    import torch
+
+    from movierec.device import make_generator, seed_everything
+    from movierec.models import build_model
+
+    model_name, mode = ("als", "implicit") if name == "als-implicit" else (name, None)
+    seed_everything(0)
+    values = tuple(float(v) for v in sorted(set(train.ratings.tolist())))
+    model = build_model(model_name, mode, {"factors": factors}, train.n_users, train.n_items, values)
+    matrix = train.matrix()
+    generator = make_generator(torch.device("cpu"), 0)
+    model.fit_start(matrix, generator)
+    model.train_epoch(matrix, generator)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        model.train_epoch(matrix, generator)
+    return (time.perf_counter() - start) / epochs
+
+
 def peer_main(args: argparse.Namespace) -> None:
-    """One peer's seconds per iteration (implicit) or epoch (SVD), printed as JSON: ``--peer``."""
+    """Seconds per iteration (implicit) or epoch of one contender, printed as JSON: ``--peer``."""
     train = _training_ratings(args.shapes)
     if args.peer == "implicit":
         from implicit_als import implicit_seconds_per_iter
 
         per = implicit_seconds_per_iter(train, args.factors, args.epochs, args.threads)
-    else:
+    elif args.peer == "svd":
         import peers
 
         trainset = _lean_trainset(train)
@@ -244,6 +265,11 @@ def peer_main(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         algo.fit(trainset)  # Surprise's fit is its epochs, after drawing the initial factors
         per = (time.perf_counter() - start) / args.epochs
+    else:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        per = _movierec_seconds_per_epoch(train, args.peer, args.factors, args.epochs)
     print(json.dumps({"peer": args.peer, "threads": args.threads, "seconds_per_epoch": per}))
 
 
@@ -330,8 +356,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, of {', '.join(PEERS)} "
                         "(empty: none); each is compared with the movierec row it matches")
-    parser.add_argument("--peer-iters", type=int, default=3, help="iterations timed for implicit's ALS")
-    parser.add_argument("--peer", choices=("implicit", "svd"), help=argparse.SUPPRESS)  # one peer's timing
+    parser.add_argument("--peer-iters", type=int, default=3, help="epochs timed per run, movierec and peer")
+    parser.add_argument("--peer-rounds", type=int, default=3, help="alternating runs of movierec and each peer")
+    parser.add_argument("--peer", choices=("implicit", "svd", "mf", "als-implicit"),
+                        help=argparse.SUPPRESS)  # one contender's timing, in a process of its own
     parser.add_argument("--factors", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -355,7 +383,8 @@ def main() -> None:
     for shape in shapes:
         rows += bench_shape(shape, args)
     report = {"device": args.device, "platform": platform.platform(), "cpu": _cpu_model(), "cpus": os.cpu_count(),
-              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "load_before": load_before, "load_after": os.getloadavg(), "epochs_cap": args.epochs, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"bench_scale_{args.device}.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -377,8 +406,9 @@ def main() -> None:
         if judged:
             result += f" ({judged})"
         if "ratio" in r:
-            result = f"movierec {r['against']} s/epoch / this = {r['ratio']:.2f}"
-        print(f"| {r['shape']} | {r['what']} | {r['seconds']:.2f} | {'-' if spe is None else f'{spe:.2f}'} "
+            result = f"peer {r['peer_seconds_per_epoch']:.2f} s/epoch; movierec / peer = {r['ratio']:.2f}"
+        wall = f"{r['seconds']:.2f}" if "seconds" in r else "-"
+        print(f"| {r['shape']} | {r['what']} | {wall} | {'-' if spe is None else f'{spe:.2f}'} "
               f"| {r['peak_mb']:.0f} | {result} |")
 
 

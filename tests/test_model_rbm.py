@@ -209,6 +209,22 @@ def logit(p: float) -> float:
     return float(np.log(p / (1 - p)))
 
 
+@pytest.mark.parametrize("mode", ["like", "rating-user", "rating-item"])
+def test_predict_reads_the_score_rows_at_each_pair(mode):
+    """predict works pair by pair (validation and RMSE at scale), and must be the score rows at those pairs:
+    user offsets, biases and the softmax's expected stars included, whatever the batching of users."""
+    train, _ = two_tastes()
+    model = make_model(config(mode, **{**SYNTH, "epochs": 2}), 80, 40)
+    fit(model, train)
+    matrix = train.matrix("cpu")
+    rng = np.random.default_rng(4)
+    users, items = torch.from_numpy(rng.integers(0, 80, 600)), torch.from_numpy(rng.integers(0, 40, 600))
+    rows = model.score(torch.arange(80), matrix)  # (U, I)
+    expected = rows[users, items] if mode == "like" else rows[users, items].clamp(1, 5)
+    for batch_users in (7, 1024):
+        assert torch.allclose(model.predict(users, items, matrix, batch_users=batch_users), expected, atol=1e-5)
+
+
 def test_user_offset_shifts_each_users_predictions_by_their_like_rate():
     """P(liked) = sigmoid(h W + b + o_u), o_u = logit((likes + k r) / (rated + k)) - logit(r): user 0
     liked 1 of 2, user 1 none of 1; everyone's rate r = 0.6 here, k = user_bias_prior = 2."""

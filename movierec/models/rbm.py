@@ -293,6 +293,35 @@ class RBM(Recommender):
             out[start:start + chunk] = p @ self._state_values()  # (b, C)
         return out
 
+    @torch.no_grad()
+    def predict(
+        self, users: torch.Tensor, items: torch.Tensor, train: RatingMatrix, batch_users: int = 1024
+    ) -> torch.Tensor:
+        """One case per user: each distinct user's hidden units once, from their training ratings, then one
+        visible unit per (user, movie) pair, O(pairs x hidden x K): the numbers :meth:`score` gives at those
+        pairs, without every movie's reconstruction for every user asked about (on ML-25M that made
+        validating the like RBM cost 40% of an epoch). Clipped like every model's."""
+        users = users.to(self.device, torch.int64)
+        items = items.to(self.device, torch.int64)
+        out = torch.empty(users.shape[0], dtype=torch.float32, device=self.device)
+        uniq, inverse = torch.unique(users, return_inverse=True)
+        weights = self.W if self.n_states > 1 else self.W.unsqueeze(-1)  # (H, C, K)
+        biases = self.b.reshape(self.n_visible, self.n_states)  # (C, K)
+        for start in range(0, uniq.shape[0], batch_users):
+            chunk = uniq[start:start + batch_users]  # (b,)
+            pos, cols, ratings = train.entries(chunk)
+            hidden = self._entries_hidden(self._batch(pos, cols, chunk.shape[0]), ratings)  # (b, H)
+            offset = self._case_offset(pos, self.visible_states(ratings), chunk.shape[0])  # (b, 1) or None
+            pairs = torch.nonzero((inverse >= start) & (inverse < start + chunk.shape[0])).squeeze(1)  # (n,)
+            for lo in range(0, pairs.shape[0], 1 << 16):  # bounds the (H, n, K) gather of weights
+                sel = pairs[lo:lo + (1 << 16)]
+                row, col = inverse[sel] - start, items[sel]
+                logits = torch.einsum("nh,hnk->nk", hidden[row], weights[:, col]) + biases[col]  # (n, K)
+                if offset is not None:
+                    logits += offset[row]
+                out[sel] = self._activate(logits) @ self._state_values()
+        return self.clip(out) if self.kind == "rating" else out
+
     def _state_values(self) -> torch.Tensor:
         """What each visible state is worth in a prediction, (K,): 1 (liked), or the star values."""
         return self.values if self.n_states > 1 else self.values.new_ones(1)
