@@ -10,7 +10,8 @@ import dataclasses
 import enum
 import inspect
 import typing
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -23,6 +24,10 @@ _LISTING = "movierec.train.listing"
 
 
 class _ModelCommands(TyperGroup):
+    """One sub-command per model; :func:`model_group` says what each takes and runs."""
+
+    build: ClassVar[Callable[[str], TyperCommand]]
+
     def list_commands(self, ctx: typer.Context) -> list[str]:
         return list(MODELS)
 
@@ -33,7 +38,7 @@ class _ModelCommands(TyperGroup):
             # Typer's rich help asks for every command just to show its summary; building the real one
             # would import the model module (and torch).
             return TyperCommand(cmd_name, help=MODELS[cmd_name].summary)
-        return _model_command(cmd_name)
+        return self.build(cmd_name)
 
     def format_help(self, ctx: typer.Context, formatter: Any) -> None:
         ctx.meta[_LISTING] = True
@@ -48,13 +53,17 @@ class _ModelCommands(TyperGroup):
             formatter.write_dl([(name, entry.summary) for name, entry in MODELS.items()])
 
 
-train_app = typer.Typer(
-    cls=_ModelCommands,
-    add_completion=False,
-    no_args_is_help=True,
-    help="Train a model on a fetched dataset and save it. `movierec train MODEL --help` lists its options.",
-)
-app.add_typer(train_app, name="train")
+def model_group(
+    options: dict[str, tuple[Any, Any]], defaults: dict[str, Any], run: Callable[..., None], help: str
+) -> typer.Typer:
+    """A command with one sub-command per model (`movierec train MODEL`, `movierec cv MODEL`). Each takes
+    ``options`` (name -> (type, typer.Option), defaults in ``defaults``), ``--mode`` and the model's own options
+    generated from its config classes, and calls ``run(model, mode, config, **options)`` with the config
+    options the user gave."""
+    group = type("ModelCommands", (_ModelCommands,),
+                 {"build": staticmethod(lambda model: _model_command(model, options, defaults, run))})
+    return typer.Typer(cls=group, add_completion=False, no_args_is_help=True, help=help)
+
 
 _COMMON: dict[str, tuple[Any, Any]] = {
     "dataset": (
@@ -135,16 +144,18 @@ def _mode_parameter(classes: dict[str, type]) -> inspect.Parameter:
                              annotation=Annotated[tp, opt])
 
 
-def _model_command(model: str) -> TyperCommand:
+def _model_command(
+    model: str, options: dict[str, tuple[Any, Any]], defaults: dict[str, Any], run: Callable[..., None]
+) -> TyperCommand:
     from movierec.models import model_classes
 
     classes = model_classes(model)
     config_params, modes_of = _config_parameters(classes)
-    clash = set(modes_of) & (set(_COMMON) | {"mode", "ctx"})
+    clash = set(modes_of) & (set(options) | {"mode", "ctx"})
     assert not clash, f"{model} config fields clash with common options: {clash}"
 
     def command(ctx: typer.Context, **kwargs: Any) -> None:
-        common = {k: kwargs.pop(k) for k in list(_COMMON)}
+        common = {k: kwargs.pop(k) for k in list(options)}
         mode = kwargs.pop("mode", None)
         mode = mode.value if isinstance(mode, enum.Enum) else next(iter(classes))
         # Only the options the user gave: the chosen class's own defaults apply to the rest.
@@ -154,12 +165,12 @@ def _model_command(model: str) -> TyperCommand:
                 flag, others = "--" + k.replace("_", "-"), " or ".join(modes_of[k])
                 raise MovierecError(f"{flag} is not an option of {model} --mode {mode}; it applies to --mode {others}.")
         config = {k: v.value if isinstance(v, enum.Enum) else v for k, v in given.items()}
-        _run(model, mode, config, **common)
+        run(model, mode, config, **common)
 
     ctx_param = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
     common_params = [
-        inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=_COMMON_DEFAULTS[k], annotation=Annotated[tp, opt])
-        for k, (tp, opt) in _COMMON.items()
+        inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=defaults[k], annotation=Annotated[tp, opt])
+        for k, (tp, opt) in options.items()
     ]
     mode_params = [_mode_parameter(classes)] if len(classes) > 1 else []
     command.__signature__ = inspect.Signature([ctx_param, *common_params, *mode_params, *config_params])
@@ -217,6 +228,13 @@ def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, 
                     "baseline": meta.baseline, "config": meta.config})
         return
     _print_summary(outcome)
+
+
+train_app = model_group(
+    _COMMON, _COMMON_DEFAULTS, _run,
+    help="Train a model on a fetched dataset and save it. `movierec train MODEL --help` lists its options.",
+)
+app.add_typer(train_app, name="train")
 
 
 def _fmt(metrics: dict[str, float]) -> str:
