@@ -229,9 +229,20 @@ class FactorScorer:
         return array.astype(np.float32, copy=False)
 
     def scores(self, user: int) -> np.ndarray:
-        p = self._finite("state.user_factors", self._saved.rows("state.user_factors", user, user + 1)[0])  # (d,)
-        b = self._finite("state.user_bias", self._saved.rows("state.user_bias", user, user + 1)[0])  # ()
-        return self.item_factors @ p + ((b + self.item_bias) + self.mean)  # (I,)
+        return self.scores_many(np.array([user]))[0]
+
+    def scores_many(self, users: np.ndarray) -> np.ndarray:
+        """(B,) user indices -> (B, I) scores, reading those users' rows only (a run of users in one read)."""
+        users = np.asarray(users, dtype=np.int64)
+        if users.size > 1 and bool((np.diff(users) == 1).all()):
+            start, stop = int(users[0]), int(users[-1]) + 1
+            p = self._saved.rows("state.user_factors", start, stop)  # (B, d)
+            b = self._saved.rows("state.user_bias", start, stop)  # (B,)
+        else:
+            p = np.stack([self._saved.rows("state.user_factors", u, u + 1)[0] for u in users.tolist()])
+            b = np.array([self._saved.rows("state.user_bias", u, u + 1)[0] for u in users.tolist()])
+        p, b = self._finite("state.user_factors", p), self._finite("state.user_bias", b)
+        return p @ self.item_factors.T + ((b[:, None] + self.item_bias) + self.mean)  # (B, I)
 
     def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
         vector, bias = self.fold_in_factors(items, ratings)
