@@ -27,12 +27,13 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from movierec.data.movielens import Dataset
+    from movierec.models.base import ModelConfig
     from movierec.serving import Served
     from movierec.training import EpochReport
 
 # `evaluate_models` and `saved_models`, not `evaluate` and `models`: those are movierec's own modules.
-__all__ = ["Model", "MovieLens", "datasets", "evaluate_models", "fetch", "load", "load_dataset", "remove",
-           "saved_models", "train"]
+__all__ = ["Model", "MovieLens", "datasets", "evaluate_models", "fetch", "load", "load_dataset", "model_config",
+           "remove", "saved_models", "train"]
 
 _ROW_COLUMNS = ["rank", "movie_id", "title", "year", "genres", "score", "because_you_liked"]
 
@@ -233,10 +234,23 @@ def load(name: str | None = None, *, device: str = "cpu") -> Model:
     return Model(open_model(name))
 
 
+def model_config(model: str, mode: str | None = None, **settings: Any) -> ModelConfig:
+    """The settings of ``model`` in ``mode`` (default: its default mode): its defaults, with ``settings``
+    changed, checked; a frozen dataclass that prints every option. Train with it: ``train(model, config=...)``."""
+    from movierec.models import model_class
+
+    cls = model_class(model, mode).config_class
+    try:
+        return cls.from_dict(settings)
+    except (TypeError, ValueError) as exc:
+        raise MovierecError(f"Invalid {model} settings: {exc}.") from None
+
+
 def train(
     model: str,
     dataset: str | None = None,
     *,
+    config: ModelConfig | Mapping[str, Any] | None = None,
     mode: str | None = None,
     split: str | None = None,
     test_fraction: float = 0.1,
@@ -246,7 +260,7 @@ def train(
     valid_fraction: float | None = None,
     name: str | None = None,
     progress: Callable[[EpochReport], None] | None = None,
-    **config: Any,
+    **settings: Any,
 ) -> Model:
     """Train ``model`` (``rbm``, ``autoencoder``, ``mf`` or ``als``) on a fetched dataset, save it and return it
     loaded: `movierec train MODEL`, the same options by the same names (``factors=32``, ``epochs=10``...).
@@ -254,13 +268,24 @@ def train(
     The test split is scored once, after training; early stopping (``patience``) reads a validation slice of
     the training ratings. ``progress`` is called after every epoch with its report (epoch, train and
     validation metrics, seconds). Without ``name`` the model is saved as ``als``, ``als-2``, ...
+    ``config``: a :func:`model_config` (its class says the mode) or a dict; ``settings`` override it.
     """
-    from movierec.models import model_entry
+    import dataclasses
+
+    from movierec.models import model_classes, model_entry
     from movierec.training import train_and_save
 
     model_entry(model)  # an unknown model is one sentence before anything loads
+    values = dict(config or {}) if not dataclasses.is_dataclass(config) else config.to_dict()
+    if dataclasses.is_dataclass(config):
+        modes = [m for m, cls in model_classes(model).items() if cls.config_class is type(config)]
+        if not modes or (mode is not None and mode not in modes):
+            raise MovierecError(f"A {type(config).__name__} is not the config of {model}"
+                                f"{f' --mode {mode}' if mode else ''}; make one with model_config({model!r}).")
+        mode = modes[0]
+    values.update(settings)
     outcome = train_and_save(
-        model, config, mode=mode, dataset=dataset, split=split, seed=seed, device=device, patience=patience,
+        model, values, mode=mode, dataset=dataset, split=split, seed=seed, device=device, patience=patience,
         valid_fraction=valid_fraction, name=name, test_fraction=test_fraction, on_epoch=progress,
     )
     return load(str(outcome.path))

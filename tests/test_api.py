@@ -118,6 +118,9 @@ def test_datasets_and_splits_carry_movielens_ids(home):
 @pytest.mark.parametrize(("call", "says"), [
     (lambda: mr.train("svd"), "Unknown model 'svd'; choose one of"),
     (lambda: mr.train("als", dataset="ml-100k", factorz=8), "Invalid als settings: unknown"),
+    (lambda: mr.model_config("als", factorz=8), "Invalid als settings: unknown"),
+    (lambda: mr.train("als", config=mr.model_config("mf")), "A MFConfig is not the config of als"),
+    (lambda: mr.train("als", mode="implicit", config=mr.model_config("als")), "is not the config of als --mode "),
     (lambda: mr.load("no-such-model"), "No saved model named 'no-such-model'"),
     (lambda: mr.load_dataset("ml-1m"), "ml-1m"),
     (lambda: mr.evaluate_models("als8", k=0), "K must be at least 1"),
@@ -131,9 +134,12 @@ def test_mistakes_are_one_sentence(home, call, says):
 @pytest.mark.slow
 def test_train_from_python_saves_and_reports_every_epoch(home):
     epochs = []
-    model = mr.train("mf", dataset="ml-100k", factors=4, epochs=2, name="py-mf", progress=epochs.append)
+    config = mr.model_config("mf", factors=4, epochs=3)
+    assert config.factors == 4 and config.lr > 0  # the defaults, shown and checked
+    model = mr.train("mf", dataset="ml-100k", config=config, epochs=2, name="py-mf", progress=epochs.append)
     try:
-        assert [e.epoch for e in epochs] == [1, 2] and model.name == "py-mf"
+        assert [e.epoch for e in epochs] == [1, 2] and model.name == "py-mf"  # settings override the config
+        assert model.info["config"]["factors"] == 4
         assert "py-mf" in set(mr.saved_models().name)
         table = mr.evaluate_models(["py-mf"])
         assert table.model.tolist() == ["popularity", "global mean", "mf"] and table.rmse.iloc[-1] > 0
