@@ -12,6 +12,7 @@ interrupted or failed export leaves whatever was at ``path`` before, and no part
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -78,7 +79,7 @@ def export_recommendations(
     from movierec.recommend import rank_rows, shown_scores
 
     if n < 1:
-        raise MovierecError(f"--top must be at least 1, not {n}.")
+        raise MovierecError(f"The number of movies per user must be at least 1, not {n}.")
     kind = export_format(path, format)
     index = export_users(served, users)
     catalogue, scorer, counts = served.catalogue, served.scorer, served.counts
@@ -129,9 +130,13 @@ def _write_atomically(path: Path, writer: type, batches: Iterable[dict[str, np.n
     try:
         with os.fdopen(fd, "wb") as f:
             out = writer(f)
-            for columns in batches:
-                out.write(columns)
-                rows += len(columns["user_id"])
+            try:
+                for columns in batches:
+                    out.write(columns)
+                    rows += len(columns["user_id"])
+            except BaseException:
+                out.abort()  # the writer lets go of the file before it is removed
+                raise
             out.close()
             f.flush()
             os.fsync(f.fileno())
@@ -165,6 +170,8 @@ class _CsvWriter:
     def close(self) -> None:
         self._text.flush()
         self._text.detach()  # the file itself is closed by its owner
+
+    abort = close
 
 
 def _parquet_writer() -> type:
@@ -201,5 +208,10 @@ def _parquet_writer() -> type:
         def close(self) -> None:
             self._flush()
             self._writer.close()
+
+        def abort(self) -> None:
+            self._pending = []
+            with contextlib.suppress(Exception):  # a file that will be removed: only let go of it
+                self._writer.close()
 
     return ParquetWriter
