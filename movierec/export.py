@@ -1,7 +1,7 @@
 """Top-N lists for every user (or a list of users) of a saved model, written to one CSV or Parquet file.
 
 Users are scored a batch at a time (:meth:`~movierec.recommend.Scorer.scores_many`, as many users as fit
-:data:`movierec.evaluate.SCORE_BLOCK` scores by default) and their lists ranked by the rules every list follows
+:data:`SCORE_BLOCK` scores by default) and their lists ranked by the rules every list follows
 (:func:`movierec.recommend.rank_rows`), so an exported list is the one `movierec recommend --user` shows, and
 memory stays one batch x movies block whatever the number of users. Rows: ``user_id``, ``rank`` (1 = best),
 ``movie_id``, ``title``, ``score`` (the number `recommend` shows: stars clipped to the scale for rating models).
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -26,6 +27,9 @@ from movierec.errors import MovierecError
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 """Output formats by file suffix."""
 COLUMNS = ("user_id", "rank", "movie_id", "title", "score")
+SCORE_BLOCK = 1 << 22
+"""Scores per batch when the batch size is not given: a (batch x movies) float32 block of 16 MB, which ranking
+copies a few times (the masked scores, the partition), so a batch holds well under 100 MB at any scale."""
 ROW_GROUP_ROWS = 1 << 16
 """Parquet rows per row group: batches are gathered up to this many rows (a row group per batch of a few dozen
 users, as at ML-25M, would make a file slow to read)."""
@@ -72,18 +76,17 @@ def export_recommendations(
 
     ``users``: MovieLens user ids (default: every user). ``format``: "csv" or "parquet" (default: from the
     suffix). ``include_seen`` keeps movies the user rated in training. ``batch_users`` users are scored at a
-    time (default: as many as fit :data:`movierec.evaluate.SCORE_BLOCK` scores); ``progress(done, total)``
+    time (default: as many as fit :data:`SCORE_BLOCK` scores); ``progress(done, total)``
     hears of the users done after every batch. See the module docstring.
     """
-    from movierec.evaluate import batch_size_for
-    from movierec.recommend import rank_rows, shown_scores
+    from movierec.recommend import rank_rows, shown_scores  # not torch: a factor model is answered in numpy
 
     if n < 1:
         raise MovierecError(f"The number of movies per user must be at least 1, not {n}.")
     kind = export_format(path, format)
     index = export_users(served, users)
     catalogue, scorer, counts = served.catalogue, served.scorer, served.counts
-    batch = batch_users if batch_users is not None else batch_size_for(catalogue.n_items)
+    batch = batch_users if batch_users is not None else max(1, SCORE_BLOCK // max(1, catalogue.n_items))
     if batch < 1:
         raise MovierecError(f"The user batch size must be at least 1 (got {batch}).")
     writer = _CsvWriter if kind == "csv" else _parquet_writer()
@@ -140,6 +143,7 @@ def _write_atomically(path: Path, writer: type, batches: Iterable[dict[str, np.n
             out.close()
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -148,6 +152,17 @@ def _write_atomically(path: Path, writer: type, batches: Iterable[dict[str, np.n
         Path(tmp).unlink(missing_ok=True)
         raise
     return rows
+
+
+def _file_mode(path: Path) -> int:
+    """The permissions the export gets: those of the file it replaces, else what the umask gives a new file
+    (the temporary file is created private, 0600)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 class _CsvWriter:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -84,6 +86,9 @@ def test_csv_rows_are_the_lists_recommend_shows(home, tmp_path, model, seen):
     assert result.stdout.strip().splitlines()[-1] == f"Wrote 6,601 rows for 943 users to {path}."
     rows = read_csv(path)
     assert list(rows[0]) == ["user_id", "rank", "movie_id", "title", "score"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not the private temporary one
     assert len(rows) == 943 * 7
     lists = by_user(rows)
     assert sorted(lists) == list(range(1, 944))  # every user, in id order
@@ -177,6 +182,13 @@ def test_an_interrupted_export_leaves_no_file_and_keeps_the_old_one(home, tmp_pa
     finally:
         served.close()
     assert path.read_text(encoding="utf-8") == "what the user had\n"
+    path.chmod(0o640)
+    served = open_model("ex-als")
+    try:
+        assert export_recommendations(served, path, users=[1], n=2) == 2
+    finally:
+        served.close()
+    assert path.stat().st_mode & 0o777 == 0o640  # replaced whole, keeping its permissions
     assert os.listdir(tmp_path) == ["recs.csv"]  # no temporary file left behind
 
 
@@ -222,3 +234,20 @@ def test_parquet_without_pyarrow_says_how_to_install_it(home, tmp_path, monkeypa
     result = run("export", "--model", "ex-als", "--user", "1", "-o", str(tmp_path / "recs.parquet"))
     assert_one_line_error(result, 'install it with pip install "movierec[parquet]"')
     assert os.listdir(tmp_path) == []
+
+
+def test_a_factor_model_exports_csv_without_torch_or_pandas(home, tmp_path):
+    code = textwrap.dedent("""
+        import sys
+        from movierec.cli import app
+        try:
+            app(sys.argv[1:], standalone_mode=False)
+        finally:
+            print("\\nIMPORTED", "torch" in sys.modules, "pandas" in sys.modules)
+    """)
+    env = {"MOVIEREC_HOME": str(home), "OMP_NUM_THREADS": "1", "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    args = ["export", "--model", "ex-als", "--top", "3", "-o", str(tmp_path / "recs.csv")]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().endswith("IMPORTED False False")
+    assert len(read_csv(tmp_path / "recs.csv")) == 943 * 3
