@@ -68,7 +68,7 @@ def _print_table(result: Any) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from movierec.cli.console import console, plain
+    from movierec.cli.console import console, pack, plain
     from movierec.cli.evaluate import _COLUMNS, _PRIORITY
 
     k = 10
@@ -99,8 +99,10 @@ def _print_table(result: Any) -> None:
 
     mode = f" ({result.mode})" if result.mode else ""
     title = f"Cross-validation of {result.model}{mode} on {result.dataset}: {len(result.folds)} folds"
-    base = "  ".join(f"{key} {value:.3f}" for key, value in result.baseline_mean.items())
-    lines = [f"Baseline ({result.baseline_name}), mean over the folds: {base}"]
+    # The caption is as wide as the table; a metric's name never ends a line without its number.
+    base = [f"{key} {value:.3f}" for key, value in result.baseline_mean.items()]
+    base[0] = f"Baseline ({result.baseline_name}), mean over the folds: {base[0]}"
+    lines = [pack(base, max(room(shown), 40))]
     if hidden:
         lines.append(f"Not shown at this width: {', '.join(hidden)} (--json has all).")
     table = Table(title=plain(title), title_justify="left", caption=Text("\n".join(lines)),
