@@ -14,8 +14,8 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
     **{k: _COMMON[k] for k in _SHARED},
     "folds": (
         int | None,
-        typer.Option(help="Number of folds (default: ml-100k's official folds u1..u5, else 5 seeded random "
-                          "folds of the ratings)."),
+        typer.Option(help="Number of folds (default: 5). For 5, ml-100k uses its official folds u1..u5; other "
+                          "datasets and numbers draw seeded random folds of the ratings."),
     ),
     "json_output": _COMMON["json_output"],
 }
