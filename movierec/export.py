@@ -100,8 +100,7 @@ def export_recommendations(
             scores = np.asarray(scorer.scores_many(chunk), dtype=np.float32)  # (B, I)
             exclude = np.zeros(scores.shape, dtype=bool)
             if not include_seen:
-                for row, user in enumerate(chunk.tolist()):
-                    exclude[row, served.seen(user)[0]] = True
+                exclude[served.seen_many(chunk)] = True
             lists = rank_rows(scores, n, exclude, counts)
             rows = np.repeat(np.arange(len(lists)), [len(x) for x in lists])
             items = np.concatenate(lists) if lists else np.zeros(0, dtype=np.int64)

@@ -101,7 +101,7 @@ def rank_rows(scores: np.ndarray, n: int, exclude: np.ndarray, counts: Any) -> l
     n_items = scores.shape[1]
     if 0 < n < n_items:
         masked = np.where(exclude, -np.inf, scores)  # (B, I)
-        nth = -np.partition(-masked, n - 1, axis=1)[:, n - 1:n]  # (B, 1) each row's n-th best allowed score
+        nth = np.partition(masked, n_items - n, axis=1)[:, n_items - n:n_items - n + 1]  # (B, 1) n-th best allowed
         exclude = exclude | (masked < nth)
     return [rank_items(row, n, out, counts) for row, out in zip(scores, exclude)]
 

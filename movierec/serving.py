@@ -350,6 +350,19 @@ class Served:
         self._check_seen(np.array([start, stop]), items)
         return items, stars
 
+    def seen_many(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The movies user indices ``users`` (B,) rated in training: (row in ``users``, movie) pairs, two (N,)
+        int64 arrays; a run of consecutive users is read at once."""
+        users = np.asarray(users, dtype=np.int64)
+        if users.size < 2 or not bool((np.diff(users) == 1).all()):
+            per_user = [self.seen(u)[0] for u in users.tolist()]
+            rows = np.repeat(np.arange(users.size), [len(x) for x in per_user])
+            return rows, np.concatenate(per_user) if per_user else np.zeros(0, dtype=np.int64)
+        indptr = self._saved.rows("seen.indptr", int(users[0]), int(users[-1]) + 2)  # (B+1,)
+        items = self._saved.rows("seen.items", int(indptr[0]), int(indptr[-1])).astype(np.int64)
+        self._check_seen(indptr, items)
+        return np.repeat(np.arange(users.size), np.diff(indptr)), items
+
     # -- answers: the one implementation behind the CLI, the Python API and the HTTP server -----------------
     def recommend(
         self, user: int, n: int = 10, *, genres: Sequence[str] | None = None, min_year: int | None = None,

@@ -251,3 +251,14 @@ def test_a_factor_model_exports_csv_without_torch_or_pandas(home, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.rstrip().endswith("IMPORTED False False")
     assert len(read_csv(tmp_path / "recs.csv")) == 943 * 3
+
+
+@pytest.mark.parametrize("users", [[0, 1, 2, 3], [7], [9, 3, 500], list(range(900, 943))])
+def test_seen_many_is_seen_user_by_user(home, users):
+    served = open_model("ex-als")
+    try:
+        rows, items = served.seen_many(np.array(users))
+        want = [(r, int(i)) for r, u in enumerate(users) for i in served.seen(u)[0]]
+        assert list(zip(rows.tolist(), items.tolist())) == want
+    finally:
+        served.close()
