@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import signal
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,6 +34,12 @@ def handle_sigterm() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
 
 
+def first_sentence(text: str) -> str:
+    """The first sentence of a help text or docstring, on one line ("et al. 2015" does not end it)."""
+    paragraph = " ".join(text.strip().split("\n\n")[0].split())
+    return re.split(r"(?<=\.)\s+(?=[A-Z`])", paragraph)[0]
+
+
 class _App(TyperGroup):
     """Root group: a :class:`MovierecError` anywhere below becomes one sentence on stderr, exit 1."""
 
@@ -42,6 +49,16 @@ class _App(TyperGroup):
         # The order of a session: get data, train, inspect, use.
         names = super().list_commands(ctx)
         return sorted(names, key=lambda n: self._ORDER.index(n) if n in self._ORDER else len(self._ORDER))
+
+    def format_commands(self, ctx: typer.Context, formatter: Any) -> None:
+        # Each command's first sentence whole, wrapped; the default cuts it at the terminal's width with "...".
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, first_sentence(command.help or "")))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         """Typer's own handling, except that a usage error (unknown option, bad value) is one sentence on stderr
@@ -100,7 +117,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    # Plain help: rich's option tables split the width into four columns, so at 80 columns the help of an
+    # option ran down a 20-character strip and long flags were cut; plain text wraps every help in full.
+    rich_markup_mode=None,
 )
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from movierec.cli.app import app
+from movierec.cli.app import app, first_sentence
 from movierec.errors import MovierecError
 from movierec.models import MODELS
 
@@ -80,7 +80,11 @@ _COMMON: dict[str, tuple[Any, Any]] = {
         typer.Option(help="Share of the training ratings set aside to validate each epoch; never the test split "
                           "(default: 0.05 with --patience, else none)."),
     ),
-    "name": (str | None, typer.Option(help="Checkpoint name (default: MODEL-DATASET-SPLIT-TIME).")),
+    "name": (
+        str | None,
+        typer.Option(help="Checkpoint name (default: the model's, then with -2, -3, ...; with the mode added for "
+                          "a mode other than the first)."),
+    ),
     "json_output": (bool, typer.Option("--json", help="Print the result as JSON instead of tables.")),
 }
 _COMMON_DEFAULTS = {"dataset": None, "split": None, "test_fraction": 0.1, "seed": 0, "device": "auto",
@@ -110,10 +114,11 @@ def _config_parameters(classes: dict[str, type]) -> tuple[list[inspect.Parameter
         help_text = meta.get("help", "")
         if len(per_mode) < len(classes):
             help_text += f" Only with --mode {' or '.join(defaults)}."
-        # Typer shows one default per option; where the modes differ each is named (escaped from rich markup).
+        # One default per option; where the modes differ, or a mode lacks the option, each mode's is named.
         shown = len(set(defaults.values())) == 1 and len(per_mode) == len(classes)
         if not shown:
-            help_text += " \\[default: " + ", ".join(f"{_show(v)} ({m})" for m, v in defaults.items()) + "]"
+            named = (_show(v) if tp is not bool else flag[2:] if v else f"no-{flag[2:]}" for v in defaults.values())
+            help_text += "  [default: " + ", ".join(f"{v} ({m})" for v, m in zip(named, defaults)) + "]"
         default = first.default
         choices = [c for _, f, _ in per_mode for c in f.metadata.get("choices") or ()]
         if choices:
@@ -128,11 +133,26 @@ def _config_parameters(classes: dict[str, type]) -> tuple[list[inspect.Parameter
 
 
 def _mode_parameter(classes: dict[str, type]) -> inspect.Parameter:
-    described = "; ".join(f"{m}: {(c.__doc__ or '').strip().splitlines()[0].rstrip('.')}" for m, c in classes.items())
+    # One paragraph per mode: the help formatter keeps paragraphs apart.
+    described = "\n\n".join(f"{m}: {first_sentence(c.__doc__ or '')}" for m, c in classes.items())
     tp = enum.Enum("Mode", {m: m for m in classes}, type=str)
-    opt = typer.Option("--mode", help=f"Which algorithm. {described}", rich_help_panel="Model options")
+    opt = typer.Option("--mode", help=f"Which algorithm.\n\n{described}", rich_help_panel="Model options")
     return inspect.Parameter("mode", inspect.Parameter.KEYWORD_ONLY, default=tp(next(iter(classes))),
                              annotation=Annotated[tp, opt])
+
+
+class _PlainHelp(TyperCommand):
+    """A model's help in two groups: the options every model shares, then the model's own."""
+
+    def format_options(self, ctx: typer.Context, formatter: Any) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                sections.setdefault(getattr(param, "rich_help_panel", None) or "Options", []).append(record)
+        for title, records in sections.items():
+            with formatter.section(title):
+                formatter.write_dl(records)
 
 
 def _model_command(model: str) -> TyperCommand:
@@ -164,8 +184,8 @@ def _model_command(model: str) -> TyperCommand:
     mode_params = [_mode_parameter(classes)] if len(classes) > 1 else []
     command.__signature__ = inspect.Signature([ctx_param, *common_params, *mode_params, *config_params])
     command.__doc__ = MODELS[model].summary
-    single = typer.Typer(add_completion=False)
-    single.command(model)(command)
+    single = typer.Typer(add_completion=False, rich_markup_mode=None)  # as the app's
+    single.command(model, cls=_PlainHelp)(command)
     return typer.main.get_command(single)
 
 
