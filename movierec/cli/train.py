@@ -218,7 +218,7 @@ def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, 
     def on_epoch(r: Any) -> None:
         steps.step("")  # ends the validation step
         if not json_output:
-            steps.line(_epoch_line(r))
+            steps.record(_epoch_line(r), indent=len("epoch 999/9  "))
 
     # Ctrl-C or an error ends the display first, so the one-line message is all that is left on screen.
     with steps:
@@ -243,10 +243,17 @@ def _fmt(metrics: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
-def _epoch_line(r: Any) -> str:
+def _epoch_line(r: Any) -> list[list[str]]:
+    """One epoch of the training curve, in groups that a narrow terminal shows on lines of their own:
+    ``epoch   3/20  train: loss 0.41  rmse 0.89  |  valid: rmse 0.93  (0.05s) *`` on one line otherwise."""
     mark = " *" if r.improved and r.valid else ""
-    valid = f"  |  valid: {_fmt(r.valid)}" if r.valid else ""
-    return f"epoch {r.epoch:>3}/{r.epochs}  train: {_fmt(r.train)}{valid}  ({r.seconds:.2f}s){mark}"
+    train = [f"{k} {v:.4f}" for k, v in r.train.items()]
+    groups = [[f"epoch {r.epoch:>3}/{r.epochs}", f"train: {train[0]}" if train else "train:", *train[1:]]]
+    if r.valid:
+        valid = [f"{k} {v:.4f}" for k, v in r.valid.items()]
+        groups.append([f"|  valid: {valid[0]}", *valid[1:]])
+    groups.append([f"({r.seconds:.2f}s){mark}"])
+    return groups
 
 
 def _verdict(metrics: dict[str, float], baseline: dict[str, float], monitor: str) -> str:
