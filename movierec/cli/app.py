@@ -40,7 +40,21 @@ def first_sentence(text: str) -> str:
     return re.split(r"(?<=\.)\s+(?=[A-Z`])", paragraph)[0]
 
 
-class _App(TyperGroup):
+class HelpGroup(TyperGroup):
+    """A command group whose help lists each command with its first sentence whole, wrapped (the default cuts it
+    at the terminal's width with "...")."""
+
+    def format_commands(self, ctx: typer.Context, formatter: Any) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, first_sentence(command.help or "")))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+class _App(HelpGroup):
     """Root group: a :class:`MovierecError` anywhere below becomes one sentence on stderr, exit 1."""
 
     _ORDER = ("fetch", "datasets", "train", "models", "evaluate", "recommend", "similar", "clusters")
@@ -49,16 +63,6 @@ class _App(TyperGroup):
         # The order of a session: get data, train, inspect, use.
         names = super().list_commands(ctx)
         return sorted(names, key=lambda n: self._ORDER.index(n) if n in self._ORDER else len(self._ORDER))
-
-    def format_commands(self, ctx: typer.Context, formatter: Any) -> None:
-        # Each command's first sentence whole, wrapped; the default cuts it at the terminal's width with "...".
-        rows = []
-        for name in self.list_commands(ctx):
-            command = self.get_command(ctx, name)
-            if command is not None and not command.hidden:
-                rows.append((name, first_sentence(command.help or "")))
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         """Typer's own handling, except that a usage error (unknown option, bad value) is one sentence on stderr
