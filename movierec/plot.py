@@ -199,19 +199,22 @@ def plot_movie_map(
             ax.scatter(xy[members, 0], xy[members, 1], s=9, alpha=0.75, color=colours[g], linewidths=0,
                        label=_text(f"{name} ({sizes[g]})"))
     position = {int(m): i for i, m in enumerate(keep)}
+    titles = []
     for item in labelled:
         x, y = xy[position[int(item)]]
-        ax.annotate(movies.title(int(item)), (x, y), xytext=(3, 3), textcoords="offset points",
-                    fontsize=7, parse_math=False)
+        titles.append(ax.annotate(movies.title(int(item)), (x, y), xytext=_SPOTS[0][0], textcoords="offset points",
+                                  fontsize=7, parse_math=False))
         ax.plot([x], [y], "o", markersize=4, markerfacecolor="none", markeredgecolor="black", markeredgewidth=0.6)
     ax.set_xlabel(f"first principal component ({explained[0]:.0%} of the variance)")
     ax.set_ylabel(f"second principal component ({explained[1]:.0%} of the variance)")
     how = f"k-means cluster (k={k}, seed {seed})" if color_by == "cluster" else "genre (its rarest)"
     ax.set_title(_title(meta, f"{keep.size:,} movies with {min_ratings}+ ratings, coloured by {how}"),
                  fontsize="medium", parse_math=False)
-    ax.legend(fontsize="x-small", markerscale=1.5, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.legend(fontsize="x-small", markerscale=1.5, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
+              title=f"{color_by} (movies shown)", title_fontsize="x-small")
     ax.grid(True, alpha=0.2)
     figure.tight_layout()
+    _place_titles(figure, titles)
     out = _save(figure, path)
     return Drawn(out, "map", meta.name, {
         "movies": int(keep.size), "min_ratings": min_ratings, "color_by": color_by,
@@ -219,6 +222,27 @@ def plot_movie_map(
         "labelled": [movies.title(int(i)) for i in labelled],
         "explained": [round(float(e), 4) for e in explained],
     })
+
+
+_SPOTS = (((3, 3), "left", "bottom"), ((3, -3), "left", "top"), ((-3, 3), "right", "bottom"),
+          ((-3, -3), "right", "top"), ((0, 7), "center", "bottom"), ((0, -7), "center", "top"))
+"""Where a title may sit around its point (offset in points, alignment), in order of preference."""
+
+
+def _place_titles(figure: Any, titles: list[Any]) -> None:
+    """Move each title (most-rated first) to the first spot around its point where it overlaps no title
+    placed before it; where none is free it stays at the first."""
+    renderer = figure.canvas.get_renderer()
+    placed: list[Any] = []
+    for title in titles:
+        for offset, ha, va in (*_SPOTS, _SPOTS[0]):
+            title.xyann = offset
+            title.set_horizontalalignment(ha)
+            title.set_verticalalignment(va)
+            box = title.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+        placed.append(box)
 
 
 def project_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
