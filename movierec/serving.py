@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +33,9 @@ if TYPE_CHECKING:
 
     from movierec.data.movielens import Dataset
     from movierec.data.ratings import Ratings
+    from movierec.data.titles import TitleIndex
     from movierec.models.base import Recommender
-    from movierec.recommend import Scorer
+    from movierec.recommend import Recommendation, Scorer
 
 SEEN = ("seen.indptr", "seen.items", "seen.stars")
 MOVIES = ("movies.counts", "movies.title_utf8", "movies.title_offsets", "movies.year", "movies.genre_offsets",
@@ -292,6 +294,7 @@ class Served:
         for what, ids in (("user", self.user_ids), ("movie", self.catalogue.item_ids)):
             if ids.dtype.kind not in "iu" or bool((np.diff(ids) <= 0).any()):
                 raise MovierecError(f"{self.path} is damaged (its {what} ids are not a list of distinct ids in order).")
+        self._title_index: TitleIndex | None = None
         self.scorer: Scorer
         if info["scorer"]["kind"] == "factors":
             self.scorer = FactorScorer(saved, meta, info["scorer"]["fold_in"], info["kind"])
@@ -335,6 +338,162 @@ class Served:
         stars = self._saved.rows("seen.stars", start, stop)
         self._check_seen(np.array([start, stop]), items)
         return items, stars
+
+    # -- answers: the one implementation behind the CLI, the Python API and the HTTP server -----------------
+    def recommend(
+        self, user: int, n: int = 10, *, genres: Sequence[str] | None = None, min_year: int | None = None,
+        max_year: int | None = None, include_seen: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Top-``n`` movies for MovieLens user ``user`` (a user of the training data), as :meth:`rows`."""
+        from movierec import recommend as rec
+
+        index = self.user_index(user)
+        allowed = self.catalogue.allowed(_listed(genres), min_year, max_year)
+        seen, stars = self.seen(index)
+        picks = rec.for_user(self.scorer, index, seen, stars, _count(n), counts=self.counts,
+                             include_seen=include_seen, allowed=allowed)
+        return self.rows(picks)
+
+    def recommend_new(
+        self, ratings: Mapping[str | int, Any] | Iterable[tuple[str | int, Any]], n: int = 10, *,
+        shrink: float | None = None, genres: Sequence[str] | None = None, min_year: int | None = None,
+        max_year: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Top-``n`` movies for someone not in the training data, from ``ratings``: movie -> stars, a movie
+        being a title (matched forgivingly, as :meth:`find` does) or a MovieLens id. No retraining: the model
+        folds the ratings in (:func:`movierec.recommend.for_new_user`, which also says what ``shrink`` does)."""
+        from movierec import recommend as rec
+
+        items, stars = self.resolve_ratings(ratings)
+        allowed = self.catalogue.allowed(_listed(genres), min_year, max_year)
+        picks = rec.for_new_user(self.scorer, items, stars, _count(n), counts=self.counts, neutral=self.neutral,
+                                 shrink=shrink, allowed=allowed)
+        return self.rows(picks)
+
+    def similar(self, movie: str | int, n: int = 10, *, min_ratings: int = 20) -> dict[str, Any]:
+        """The ``n`` movies nearest to ``movie`` (title or MovieLens id) by the learned movie vectors, among
+        those with at least ``min_ratings`` training ratings (the vectors of rarely rated movies are mostly
+        noise): ``{"movie_id", "title", "similar": rows}``, rows' ``score`` being the cosine similarity."""
+        from movierec import recommend as rec
+
+        if min_ratings < 0:
+            raise MovierecError(f"The minimum number of ratings must be 0 or more, not {min_ratings}.")
+        item = self.find(movie)
+        items, sims = rec.similar_to(self.scorer, item, _count(n), counts=self.counts,
+                                     allowed=self.counts >= min_ratings)
+        rows = [{"rank": r, "movie_id": int(self.catalogue.item_ids[i]), **self.catalogue.movie(i),
+                 "score": round(float(s), 4)} for r, (i, s) in enumerate(zip(items, sims), 1)]
+        return {"movie_id": int(self.catalogue.item_ids[item]), "title": self.catalogue.title(item), "similar": rows}
+
+    def search(self, query: str, n: int = 10) -> list[dict[str, Any]]:
+        """Movies whose titles match ``query`` as people type it (see :meth:`TitleIndex.search`), each with its
+        number of training ratings: ``[{"movie_id", "title", "year", "genres", "ratings"}]``."""
+        hits = self._titles().search(query, _count(n), self.counts)
+        return [{"movie_id": int(self.catalogue.item_ids[i]), **self.catalogue.movie(i),
+                 "ratings": int(self.counts[i])} for i in hits]
+
+    def find(self, movie: str | int) -> int:
+        """The movie index of ``movie``: a MovieLens id (int) or what a person types (see TitleIndex.find)."""
+        if isinstance(movie, (int, np.integer)) and not isinstance(movie, bool):
+            return self.catalogue.item_index(int(movie))
+        if not isinstance(movie, str):
+            raise MovierecError(f"A movie is a title or a MovieLens id, not {movie!r}.")
+        return self._titles().find(movie)
+
+    def resolve_ratings(
+        self, ratings: Mapping[str | int, Any] | Iterable[tuple[str | int, Any]]
+    ) -> tuple[list[int], list[float]]:
+        """Movie indices and stars of a new user's ``ratings`` (see :meth:`recommend_new`); the last rating of a
+        movie named twice wins. Stars must be numbers on the model's scale."""
+        pairs = list(ratings.items() if isinstance(ratings, Mapping) else ratings)
+        if not pairs:
+            raise MovierecError("No ratings were given; rate at least one movie.")
+        lo, hi = min(self.meta.rating_values), max(self.meta.rating_values)
+        chosen: dict[int, float] = {}
+        for pair in pairs:
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise MovierecError(f"A rating is a (movie, stars) pair, not {pair!r}.")
+            movie, stars = pair
+            value = _stars(stars)
+            if value is None or not lo <= value <= hi:
+                name = movie.strip() if isinstance(movie, str) else movie
+                raise MovierecError(f"Rating {stars!r} for {name!r} is not a number of stars from {lo:g} to {hi:g}.")
+            chosen[self.find(movie)] = value
+        return list(chosen), list(chosen.values())
+
+    def clusters(self, k: int = 10, *, top: int = 5, seed: int = 0) -> list[dict[str, Any]]:
+        """The movies grouped by their learned vectors (k-means on unit vectors, seeded), largest group first:
+        ``[{"cluster", "size", "genres" (the over-represented ones), "movies" (the ``top`` best-known titles)}]``."""
+        from collections import Counter
+
+        import torch
+
+        from movierec.recommend import kmeans
+
+        data = self.catalogue
+        vectors = torch.nn.functional.normalize(torch.from_numpy(self.scorer.item_vectors()).float(), dim=1)
+        labels, _ = kmeans(vectors, k, seed=seed)
+        labels_np = labels.numpy()
+        all_genres = Counter(g for i in range(data.n_items) for g in data.genres(i))
+        clusters = []
+        for c in range(k):
+            members = np.flatnonzero(labels_np == c)
+            if members.size == 0:
+                continue
+            # Best-known first; equal counts keep the lower index (a stable sort on the negated counts).
+            order = members[np.argsort(-self.counts[members], kind="stable")]
+            genres = Counter(g for i in members.tolist() for g in data.genres(i))
+            # "Dominant" = over-represented here compared with the whole catalogue (lift), among genres
+            # common enough in the cluster to matter; raw counts would name Drama and Comedy everywhere.
+            size = int(members.size)
+            lift = {g: (m / size) / (all_genres[g] / data.n_items) for g, m in genres.items() if m >= 0.1 * size}
+            clusters.append({"size": size, "genres": sorted(lift, key=lambda g: -lift[g])[:3],
+                             "movies": [data.title(i) for i in order[:top].tolist()]})
+        clusters.sort(key=lambda c: -c["size"])
+        return [{"cluster": m, **c} for m, c in enumerate(clusters, 1)]
+
+    def rows(self, picks: Sequence[Recommendation]) -> list[dict[str, Any]]:
+        """Recommendations as JSON-able rows: ``rank`` (from 1), ``movie_id``, ``title``, ``year`` (None if
+        unknown), ``genres``, ``score`` (what the model means, see :attr:`score_name`), ``because_you_liked``
+        (the title of the user's highly rated movie nearest to it, or None)."""
+        movies = self.catalogue
+        return [{"rank": r, "movie_id": int(movies.item_ids[x.item]), **movies.movie(x.item),
+                 "score": round(x.score, 4),
+                 "because_you_liked": movies.title(x.because) if x.because is not None else None}
+                for r, x in enumerate(picks, 1)]
+
+    @property
+    def score_name(self) -> str:
+        """What a row's score is: "predicted rating", "like probability" or "score" (top-N models)."""
+        return {"like": "like probability", "rank": "score"}.get(self.scorer.kind, "predicted rating")
+
+    def _titles(self) -> TitleIndex:
+        if self._title_index is None:
+            from movierec.data.titles import TitleIndex
+
+            self._title_index = TitleIndex(self.catalogue, self.catalogue.titles())
+        return self._title_index
+
+
+def _count(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise MovierecError(f"The number of movies to list must be a whole number of 1 or more, not {n!r}.")
+    return int(n)
+
+
+def _listed(genres: Sequence[str] | str | None) -> list[str] | None:
+    return [genres] if isinstance(genres, str) else (list(genres) if genres else None)
+
+
+def _stars(value: Any) -> float | None:
+    """``value`` as a finite number of stars (numbers and numeric text), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        stars = float(value)
+    except (TypeError, ValueError):
+        return None
+    return stars if math.isfinite(stars) else None
 
 
 def _check_info(text: Any, path: Path) -> dict[str, Any]:
