@@ -182,7 +182,8 @@ def plot_movie_map(
                             "lower --min-ratings to draw a map.")
     xy, explained = project_2d(vectors[keep])  # (N, 2)
     if color_by == "cluster":
-        group_of, names = _clusters(vectors, k, seed)
+        group_of = served.cluster_labels(k, seed=seed)  # as `movierec clusters` numbers them
+        names = [f"cluster {n}" for n in range(1, int(group_of.max()) + 2)]
     else:
         group_of, names = _genres(movies, keep, counts)
     group = group_of[keep]  # (N,)
@@ -260,21 +261,6 @@ def project_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             xy[:, j] = -xy[:, j]
     total = float((s**2).sum()) or 1.0
     return xy, (s[:2] ** 2) / total
-
-
-def _clusters(vectors: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, list[str]]:
-    """Each movie's cluster as ``movierec clusters`` numbers them (by size, largest first) -> (I,), names."""
-    import torch
-
-    from movierec.recommend import kmeans
-
-    unit = torch.nn.functional.normalize(torch.from_numpy(vectors).float(), dim=1)  # as `movierec clusters`
-    labels = kmeans(unit, k, seed=seed)[0].numpy()  # (I,)
-    sizes = np.bincount(labels, minlength=k)
-    order = sorted((c for c in range(k) if sizes[c]), key=lambda c: -sizes[c])  # stable: as `movierec clusters`
-    rank = np.full(k, -1)
-    rank[order] = np.arange(len(order))
-    return rank[labels], [f"cluster {n}" for n in range(1, len(order) + 1)]
 
 
 def _genres(movies: Any, keep: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, list[str]]:
