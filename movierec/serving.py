@@ -450,20 +450,12 @@ class Served:
         ``[{"cluster", "size", "genres" (the over-represented ones), "movies" (the ``top`` best-known titles)}]``."""
         from collections import Counter
 
-        import torch
-
-        from movierec.recommend import kmeans
-
         data = self.catalogue
-        vectors = torch.nn.functional.normalize(torch.from_numpy(self.scorer.item_vectors()).float(), dim=1)
-        labels, _ = kmeans(vectors, k, seed=seed)
-        labels_np = labels.numpy()
+        labels = self.cluster_labels(k, seed=seed)
         all_genres = Counter(g for i in range(data.n_items) for g in data.genres(i))
         clusters = []
-        for c in range(k):
-            members = np.flatnonzero(labels_np == c)
-            if members.size == 0:
-                continue
+        for c in range(int(labels.max()) + 1):
+            members = np.flatnonzero(labels == c)
             # Best-known first; equal counts keep the lower index (a stable sort on the negated counts).
             order = members[np.argsort(-self.counts[members], kind="stable")]
             genres = Counter(g for i in members.tolist() for g in data.genres(i))
@@ -473,8 +465,22 @@ class Served:
             lift = {g: (m / size) / (all_genres[g] / data.n_items) for g, m in genres.items() if m >= 0.1 * size}
             clusters.append({"size": size, "genres": sorted(lift, key=lambda g: -lift[g])[:3],
                              "movies": [data.title(i) for i in order[:top].tolist()]})
-        clusters.sort(key=lambda c: -c["size"])
         return [{"cluster": m, **c} for m, c in enumerate(clusters, 1)]
+
+    def cluster_labels(self, k: int = 10, *, seed: int = 0) -> np.ndarray:
+        """Each movie's cluster (I,), numbered as :meth:`clusters` lists them: 0 the largest (equal sizes in
+        k-means' order). k-means on the unit-length movie vectors, seeded."""
+        import torch
+
+        from movierec.recommend import kmeans
+
+        vectors = torch.nn.functional.normalize(torch.from_numpy(self.scorer.item_vectors()).float(), dim=1)
+        labels = kmeans(vectors, k, seed=seed)[0].numpy()
+        sizes = np.bincount(labels, minlength=k)
+        order = sorted((c for c in range(k) if sizes[c]), key=lambda c: -sizes[c])  # stable
+        number = np.zeros(k, dtype=np.int64)
+        number[order] = np.arange(len(order))
+        return number[labels]
 
     def rows(self, picks: Sequence[Recommendation]) -> list[dict[str, Any]]:
         """Recommendations as JSON-able rows: ``rank`` (from 1), ``movie_id``, ``title``, ``year`` (None if

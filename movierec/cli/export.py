@@ -36,7 +36,7 @@ def export_command(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of the last line.")] = False,
 ) -> None:
-    """Write every user's top-N movies (or --user / --users') to a CSV or Parquet file.
+    """Write the top-N movies of every user (or of --user / --users) to a CSV or Parquet file.
 
     One row per user_id, rank, movie_id, title, score: the lists `movierec recommend --user` shows.
     """

@@ -16,7 +16,7 @@ from typing import Annotated, Any, ClassVar
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from movierec.cli.app import app
+from movierec.cli.app import app, first_sentence
 from movierec.errors import MovierecError
 from movierec.models import MODELS
 
@@ -89,7 +89,11 @@ _COMMON: dict[str, tuple[Any, Any]] = {
         typer.Option(help="Share of the training ratings set aside to validate each epoch; never the test split "
                           "(default: 0.05 with --patience, else none)."),
     ),
-    "name": (str | None, typer.Option(help="Checkpoint name (default: MODEL-DATASET-SPLIT-TIME).")),
+    "name": (
+        str | None,
+        typer.Option(help="Checkpoint name (default: the model's, then with -2, -3, ...; with the mode added for "
+                          "a mode other than the first)."),
+    ),
     "json_output": (bool, typer.Option("--json", help="Print the result as JSON instead of tables.")),
 }
 _COMMON_DEFAULTS = {"dataset": None, "split": None, "test_fraction": 0.1, "seed": 0, "device": "auto",
@@ -119,10 +123,11 @@ def _config_parameters(classes: dict[str, type]) -> tuple[list[inspect.Parameter
         help_text = meta.get("help", "")
         if len(per_mode) < len(classes):
             help_text += f" Only with --mode {' or '.join(defaults)}."
-        # Typer shows one default per option; where the modes differ each is named (escaped from rich markup).
+        # One default per option; where the modes differ, or a mode lacks the option, each mode's is named.
         shown = len(set(defaults.values())) == 1 and len(per_mode) == len(classes)
         if not shown:
-            help_text += " \\[default: " + ", ".join(f"{_show(v)} ({m})" for m, v in defaults.items()) + "]"
+            named = (_show(v) if tp is not bool else flag[2:] if v else f"no-{flag[2:]}" for v in defaults.values())
+            help_text += "  [default: " + ", ".join(f"{v} ({m})" for v, m in zip(named, defaults)) + "]"
         default = first.default
         choices = [c for _, f, _ in per_mode for c in f.metadata.get("choices") or ()]
         if choices:
@@ -137,11 +142,26 @@ def _config_parameters(classes: dict[str, type]) -> tuple[list[inspect.Parameter
 
 
 def _mode_parameter(classes: dict[str, type]) -> inspect.Parameter:
-    described = "; ".join(f"{m}: {(c.__doc__ or '').strip().splitlines()[0].rstrip('.')}" for m, c in classes.items())
+    # One paragraph per mode: the help formatter keeps paragraphs apart.
+    described = "\n\n".join(f"{m}: {first_sentence(c.__doc__ or '')}" for m, c in classes.items())
     tp = enum.Enum("Mode", {m: m for m in classes}, type=str)
-    opt = typer.Option("--mode", help=f"Which algorithm. {described}", rich_help_panel="Model options")
+    opt = typer.Option("--mode", help=f"Which algorithm.\n\n{described}", rich_help_panel="Model options")
     return inspect.Parameter("mode", inspect.Parameter.KEYWORD_ONLY, default=tp(next(iter(classes))),
                              annotation=Annotated[tp, opt])
+
+
+class _PlainHelp(TyperCommand):
+    """A model's help in two groups: the options every model shares, then the model's own."""
+
+    def format_options(self, ctx: typer.Context, formatter: Any) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                sections.setdefault(getattr(param, "rich_help_panel", None) or "Options", []).append(record)
+        for title, records in sections.items():
+            with formatter.section(title):
+                formatter.write_dl(records)
 
 
 def _model_command(
@@ -175,8 +195,8 @@ def _model_command(
     mode_params = [_mode_parameter(classes)] if len(classes) > 1 else []
     command.__signature__ = inspect.Signature([ctx_param, *common_params, *mode_params, *config_params])
     command.__doc__ = MODELS[model].summary
-    single = typer.Typer(add_completion=False)
-    single.command(model)(command)
+    single = typer.Typer(add_completion=False, rich_markup_mode=None)  # as the app's
+    single.command(model, cls=_PlainHelp)(command)
     return typer.main.get_command(single)
 
 
@@ -209,7 +229,7 @@ def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, 
     def on_epoch(r: Any) -> None:
         steps.step("")  # ends the validation step
         if not json_output:
-            steps.line(_epoch_line(r))
+            steps.record(_epoch_line(r), indent=len("epoch 999/9  "))
 
     # Ctrl-C or an error ends the display first, so the one-line message is all that is left on screen.
     with steps:
@@ -241,10 +261,17 @@ def _fmt(metrics: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
-def _epoch_line(r: Any) -> str:
+def _epoch_line(r: Any) -> list[list[str]]:
+    """One epoch of the training curve, in groups that a narrow terminal shows on lines of their own:
+    ``epoch   3/20  train: loss 0.41  rmse 0.89  |  valid: rmse 0.93  (0.05s) *`` on one line otherwise."""
     mark = " *" if r.improved and r.valid else ""
-    valid = f"  |  valid: {_fmt(r.valid)}" if r.valid else ""
-    return f"epoch {r.epoch:>3}/{r.epochs}  train: {_fmt(r.train)}{valid}  ({r.seconds:.2f}s){mark}"
+    train = [f"{k} {v:.4f}" for k, v in r.train.items()]
+    groups = [[f"epoch {r.epoch:>3}/{r.epochs}", f"train: {train[0]}" if train else "train:", *train[1:]]]
+    if r.valid:
+        valid = [f"{k} {v:.4f}" for k, v in r.valid.items()]
+        groups.append([f"|  valid: {valid[0]}", *valid[1:]])
+    groups.append([f"({r.seconds:.2f}s){mark}"])
+    return groups
 
 
 def _verdict(metrics: dict[str, float], baseline: dict[str, float], monitor: str) -> str:
