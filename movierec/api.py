@@ -216,6 +216,20 @@ class Model:
         return export_recommendations(self._served, path, users=users, n=n, format=format,
                                       include_seen=include_seen)
 
+    def plot_curves(self, path: str | Path) -> Path:
+        """Draw the training curves to a PNG file (`movierec plot curves`; needs ``movierec[plot]``)."""
+        from movierec.plot import plot_history
+
+        return plot_history(self._served.meta, path).path
+
+    def plot_map(self, path: str | Path, *, color_by: str = "cluster", k: int = 10, labels: int = 15,
+                 seed: int = 0) -> Path:
+        """Draw a 2-D map of the learned movie vectors to a PNG file, coloured by cluster or genre, the
+        best-known movies labelled (`movierec plot map`; needs ``movierec[plot]``)."""
+        from movierec.plot import plot_movie_map
+
+        return plot_movie_map(self._served, path, color_by=color_by, k=k, labels=labels, seed=seed).path
+
     def clusters(self, k: int = 10, *, top: int = 5, seed: int = 0) -> pd.DataFrame:
         """The movies in ``k`` groups by their learned vectors (k-means, seeded), largest first, each with its
         over-represented genres and ``top`` best-known titles."""
