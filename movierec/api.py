@@ -250,11 +250,7 @@ def load(name: str | None = None, *, device: str = "cpu") -> Model:
     """The saved model ``name`` (a name, any unique beginning of one, or a path; default: the newest)."""
     from movierec.serving import open_model
 
-    if device != "cpu":
-        from movierec.device import resolve_device
-
-        return Model(open_model(name, resolve_device(device)))
-    return Model(open_model(name))
+    return Model(open_model(name, device))
 
 
 def model_config(model: str, mode: str | None = None, **settings: Any) -> ModelConfig:

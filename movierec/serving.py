@@ -580,7 +580,13 @@ def open_model(name: str | None, device: Any = "cpu") -> Served:
     """The saved model ``name`` (newest when None), ready to answer.
 
     A checkpoint without serving data (format 1, or saved without it) is converted first: its dataset and
-    split are loaded once, and the file rewritten in place (:func:`movierec.checkpoint.upgrade`)."""
+    split are loaded once, and the file rewritten in place (:func:`movierec.checkpoint.upgrade`).
+    ``device``: where models that need torch run ("cpu", "cuda", "auto" or a torch.device); factor models are
+    answered in numpy whatever it says, and "cpu" imports no torch for them."""
+    if device != "cpu":
+        from movierec.device import resolve_device
+
+        device = resolve_device(device)
     path = checkpoint.resolve(name)
     served = _served_from_file(path, device)
     if served is not None:

@@ -69,10 +69,10 @@ def _print_table(result: Any) -> None:
     from rich.text import Text
 
     from movierec.cli.console import console, pack, plain
-    from movierec.cli.evaluate import _COLUMNS, _PRIORITY
+    from movierec.cli.evaluate import METRIC_COLUMNS, METRIC_PRIORITY
 
     k = 10
-    every = [(key.format(k=k), head.format(k=k)) for key, head, _ in _COLUMNS]
+    every = [(key.format(k=k), head.format(k=k)) for key, head, _ in METRIC_COLUMNS]
     measured = [(key, head) for key, head in every if key in result.mean]
     heads = dict(measured)
 
@@ -91,7 +91,7 @@ def _print_table(result: Any) -> None:
         return name_width + fit_width + sum(width[key] for key in keys) + 3 * (len(keys) + 2) + 1
 
     shown: list[str] = []
-    for key in (key.format(k=k) for key in _PRIORITY):
+    for key in (key.format(k=k) for key in METRIC_PRIORITY):
         if key in heads and room([*shown, key]) <= console.width:
             shown.append(key)
     shown = [key for key, _ in measured if key in shown] or [measured[0][0]]

@@ -42,8 +42,8 @@ def export_command(
     """
     from movierec.cli.console import clean, console
     from movierec.cli.progress import Steps
-    from movierec.cli.recommend import _open
     from movierec.export import export_format, export_recommendations, export_users
+    from movierec.serving import open_model
 
     kind = export_format(output, format)  # a name that says no format fails before the model is opened
     wanted = None
@@ -51,7 +51,7 @@ def export_command(
         wanted = [*(_read_users(users) if users is not None else []), *(user or [])]
     with Steps(quiet=json_output) as steps:
         steps.step("Opening the model")
-        served = _open(model, device)
+        served = open_model(model, device)
         try:
             n_users = len(export_users(served, wanted))
             steps.step(f"Ranking movies for {n_users:,} user{'s' if n_users != 1 else ''}")
