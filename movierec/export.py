@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from movierec.errors import MovierecError
+from movierec.files import atomic_file
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 """Output formats by file suffix."""
@@ -124,44 +123,18 @@ def _write_atomically(path: Path, writer: type, batches: Iterable[dict[str, np.n
         raise MovierecError(f"Cannot write the export to {path}: it is a folder.")
     if not path.parent.is_dir():
         raise MovierecError(f"Cannot write the export to {path}: the folder {path.parent} does not exist.")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    except OSError as exc:
-        raise MovierecError(f"Cannot write the export to {path}: {exc.strerror or exc}.") from None
     rows = 0
-    try:
-        with os.fdopen(fd, "wb") as f:
-            out = writer(f)
-            try:
-                for columns in batches:
-                    out.write(columns)
-                    rows += len(columns["user_id"])
-            except BaseException:
-                out.abort()  # the writer lets go of the file before it is removed
-                raise
-            out.close()
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode(path))
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise MovierecError(f"Cannot write the export to {path}: {exc.strerror or exc}.") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, f"Cannot write the export to {path}", suffix=".part") as f:
+        out = writer(f)
+        try:
+            for columns in batches:
+                out.write(columns)
+                rows += len(columns["user_id"])
+        except BaseException:
+            out.abort()  # the writer lets go of the file before it is removed
+            raise
+        out.close()
     return rows
-
-
-def _file_mode(path: Path) -> int:
-    """The permissions the export gets: those of the file it replaces, else what the umask gives a new file
-    (the temporary file is created private, 0600)."""
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
 
 
 class _CsvWriter:

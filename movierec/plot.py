@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from movierec.errors import MovierecError
+from movierec.files import atomic_file
 
 if TYPE_CHECKING:
     from movierec.checkpoint import CheckpointMeta
@@ -331,25 +330,6 @@ def _check_output(path: str | Path) -> Path:
 
 def _save(figure: Any, path: Path) -> Path:
     """Write ``figure`` to ``path`` as PNG, atomically; returns the path."""
-    folder = path.parent
-    try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise MovierecError(f"Cannot write {path}: {exc.strerror or exc}.") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            figure.savefig(f, format="png")
-        os.chmod(temp, 0o666 & ~_umask())  # as an ordinary new file (a temporary file is private)
-        os.replace(temp, path)
-    except OSError as exc:
-        raise MovierecError(f"Cannot write {path}: {exc.strerror or exc}.") from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
+    with atomic_file(path, f"Cannot write {path}") as f:
+        figure.savefig(f, format="png")
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
