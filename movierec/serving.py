@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +33,9 @@ if TYPE_CHECKING:
 
     from movierec.data.movielens import Dataset
     from movierec.data.ratings import Ratings
+    from movierec.data.titles import TitleIndex
     from movierec.models.base import Recommender
-    from movierec.recommend import Scorer
+    from movierec.recommend import Recommendation, Scorer
 
 SEEN = ("seen.indptr", "seen.items", "seen.stars")
 MOVIES = ("movies.counts", "movies.title_utf8", "movies.title_offsets", "movies.year", "movies.genre_offsets",
@@ -229,9 +231,20 @@ class FactorScorer:
         return array.astype(np.float32, copy=False)
 
     def scores(self, user: int) -> np.ndarray:
-        p = self._finite("state.user_factors", self._saved.rows("state.user_factors", user, user + 1)[0])  # (d,)
-        b = self._finite("state.user_bias", self._saved.rows("state.user_bias", user, user + 1)[0])  # ()
-        return self.item_factors @ p + ((b + self.item_bias) + self.mean)  # (I,)
+        return self.scores_many(np.array([user]))[0]
+
+    def scores_many(self, users: np.ndarray) -> np.ndarray:
+        """(B,) user indices -> (B, I) scores, reading those users' rows only (a run of users in one read)."""
+        users = np.asarray(users, dtype=np.int64)
+        if users.size > 1 and bool((np.diff(users) == 1).all()):
+            start, stop = int(users[0]), int(users[-1]) + 1
+            p = self._saved.rows("state.user_factors", start, stop)  # (B, d)
+            b = self._saved.rows("state.user_bias", start, stop)  # (B,)
+        else:
+            p = np.stack([self._saved.rows("state.user_factors", u, u + 1)[0] for u in users.tolist()])
+            b = np.array([self._saved.rows("state.user_bias", u, u + 1)[0] for u in users.tolist()])
+        p, b = self._finite("state.user_factors", p), self._finite("state.user_bias", b)
+        return p @ self.item_factors.T + ((b[:, None] + self.item_bias) + self.mean)  # (B, I)
 
     def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
         vector, bias = self.fold_in_factors(items, ratings)
@@ -292,6 +305,7 @@ class Served:
         for what, ids in (("user", self.user_ids), ("movie", self.catalogue.item_ids)):
             if ids.dtype.kind not in "iu" or bool((np.diff(ids) <= 0).any()):
                 raise MovierecError(f"{self.path} is damaged (its {what} ids are not a list of distinct ids in order).")
+        self._title_index: TitleIndex | None = None
         self.scorer: Scorer
         if info["scorer"]["kind"] == "factors":
             self.scorer = FactorScorer(saved, meta, info["scorer"]["fold_in"], info["kind"])
@@ -335,6 +349,181 @@ class Served:
         stars = self._saved.rows("seen.stars", start, stop)
         self._check_seen(np.array([start, stop]), items)
         return items, stars
+
+    def seen_many(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The movies user indices ``users`` (B,) rated in training: (row in ``users``, movie) pairs, two (N,)
+        int64 arrays; a run of consecutive users is read at once."""
+        users = np.asarray(users, dtype=np.int64)
+        if users.size < 2 or not bool((np.diff(users) == 1).all()):
+            per_user = [self.seen(u)[0] for u in users.tolist()]
+            rows = np.repeat(np.arange(users.size), [len(x) for x in per_user])
+            return rows, np.concatenate(per_user) if per_user else np.zeros(0, dtype=np.int64)
+        indptr = self._saved.rows("seen.indptr", int(users[0]), int(users[-1]) + 2)  # (B+1,)
+        items = self._saved.rows("seen.items", int(indptr[0]), int(indptr[-1])).astype(np.int64)
+        self._check_seen(indptr, items)
+        return np.repeat(np.arange(users.size), np.diff(indptr)), items
+
+    # -- answers: the one implementation behind the CLI, the Python API and the HTTP server -----------------
+    def recommend(
+        self, user: int, n: int = 10, *, genres: Sequence[str] | None = None, min_year: int | None = None,
+        max_year: int | None = None, include_seen: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Top-``n`` movies for MovieLens user ``user`` (a user of the training data), as :meth:`rows`."""
+        from movierec import recommend as rec
+
+        index = self.user_index(user)
+        allowed = self.catalogue.allowed(_listed(genres), min_year, max_year)
+        seen, stars = self.seen(index)
+        picks = rec.for_user(self.scorer, index, seen, stars, _count(n), counts=self.counts,
+                             include_seen=include_seen, allowed=allowed)
+        return self.rows(picks)
+
+    def recommend_new(
+        self, ratings: Mapping[str | int, Any] | Iterable[tuple[str | int, Any]], n: int = 10, *,
+        shrink: float | None = None, genres: Sequence[str] | None = None, min_year: int | None = None,
+        max_year: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Top-``n`` movies for someone not in the training data, from ``ratings``: movie -> stars, a movie
+        being a title (matched forgivingly, as :meth:`find` does) or a MovieLens id. No retraining: the model
+        folds the ratings in (:func:`movierec.recommend.for_new_user`, which also says what ``shrink`` does)."""
+        from movierec import recommend as rec
+
+        items, stars = self.resolve_ratings(ratings)
+        allowed = self.catalogue.allowed(_listed(genres), min_year, max_year)
+        picks = rec.for_new_user(self.scorer, items, stars, _count(n), counts=self.counts, neutral=self.neutral,
+                                 shrink=shrink, allowed=allowed)
+        return self.rows(picks)
+
+    def similar(self, movie: str | int, n: int = 10, *, min_ratings: int = 20) -> dict[str, Any]:
+        """The ``n`` movies nearest to ``movie`` (title or MovieLens id) by the learned movie vectors, among
+        those with at least ``min_ratings`` training ratings (the vectors of rarely rated movies are mostly
+        noise): ``{"movie_id", "title", "similar": rows}``, rows' ``score`` being the cosine similarity."""
+        from movierec import recommend as rec
+
+        if min_ratings < 0:
+            raise MovierecError(f"The minimum number of ratings must be 0 or more, not {min_ratings}.")
+        item = self.find(movie)
+        items, sims = rec.similar_to(self.scorer, item, _count(n), counts=self.counts,
+                                     allowed=self.counts >= min_ratings)
+        rows = [{"rank": r, "movie_id": int(self.catalogue.item_ids[i]), **self.catalogue.movie(i),
+                 "score": round(float(s), 4)} for r, (i, s) in enumerate(zip(items, sims), 1)]
+        return {"movie_id": int(self.catalogue.item_ids[item]), "title": self.catalogue.title(item), "similar": rows}
+
+    def search(self, query: str, n: int = 10) -> list[dict[str, Any]]:
+        """Movies whose titles match ``query`` as people type it (see :meth:`TitleIndex.search`), each with its
+        number of training ratings: ``[{"movie_id", "title", "year", "genres", "ratings"}]``."""
+        hits = self._titles().search(query, _count(n), self.counts)
+        return [{"movie_id": int(self.catalogue.item_ids[i]), **self.catalogue.movie(i),
+                 "ratings": int(self.counts[i])} for i in hits]
+
+    def find(self, movie: str | int) -> int:
+        """The movie index of ``movie``: a MovieLens id (int) or what a person types (see TitleIndex.find)."""
+        if isinstance(movie, (int, np.integer)) and not isinstance(movie, bool):
+            return self.catalogue.item_index(int(movie))
+        if not isinstance(movie, str):
+            raise MovierecError(f"A movie is a title or a MovieLens id, not {movie!r}.")
+        return self._titles().find(movie)
+
+    def resolve_ratings(
+        self, ratings: Mapping[str | int, Any] | Iterable[tuple[str | int, Any]]
+    ) -> tuple[list[int], list[float]]:
+        """Movie indices and stars of a new user's ``ratings`` (see :meth:`recommend_new`); the last rating of a
+        movie named twice wins. Stars must be numbers on the model's scale."""
+        pairs = list(ratings.items() if isinstance(ratings, Mapping) else ratings)
+        if not pairs:
+            raise MovierecError("No ratings were given; rate at least one movie.")
+        lo, hi = min(self.meta.rating_values), max(self.meta.rating_values)
+        chosen: dict[int, float] = {}
+        for pair in pairs:
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise MovierecError(f"A rating is a (movie, stars) pair, not {pair!r}.")
+            movie, stars = pair
+            value = _stars(stars)
+            if value is None or not lo <= value <= hi:
+                name = movie.strip() if isinstance(movie, str) else movie
+                raise MovierecError(f"Rating {stars!r} for {name!r} is not a number of stars from {lo:g} to {hi:g}.")
+            chosen[self.find(movie)] = value
+        return list(chosen), list(chosen.values())
+
+    def clusters(self, k: int = 10, *, top: int = 5, seed: int = 0) -> list[dict[str, Any]]:
+        """The movies grouped by their learned vectors (k-means on unit vectors, seeded), largest group first:
+        ``[{"cluster", "size", "genres" (the over-represented ones), "movies" (the ``top`` best-known titles)}]``."""
+        from collections import Counter
+
+        data = self.catalogue
+        labels = self.cluster_labels(k, seed=seed)
+        all_genres = Counter(g for i in range(data.n_items) for g in data.genres(i))
+        clusters = []
+        for c in range(int(labels.max()) + 1):
+            members = np.flatnonzero(labels == c)
+            # Best-known first; equal counts keep the lower index (a stable sort on the negated counts).
+            order = members[np.argsort(-self.counts[members], kind="stable")]
+            genres = Counter(g for i in members.tolist() for g in data.genres(i))
+            # "Dominant" = over-represented here compared with the whole catalogue (lift), among genres
+            # common enough in the cluster to matter; raw counts would name Drama and Comedy everywhere.
+            size = int(members.size)
+            lift = {g: (m / size) / (all_genres[g] / data.n_items) for g, m in genres.items() if m >= 0.1 * size}
+            clusters.append({"size": size, "genres": sorted(lift, key=lambda g: -lift[g])[:3],
+                             "movies": [data.title(i) for i in order[:top].tolist()]})
+        return [{"cluster": m, **c} for m, c in enumerate(clusters, 1)]
+
+    def cluster_labels(self, k: int = 10, *, seed: int = 0) -> np.ndarray:
+        """Each movie's cluster (I,), numbered as :meth:`clusters` lists them: 0 the largest (equal sizes in
+        k-means' order). k-means on the unit-length movie vectors, seeded."""
+        import torch
+
+        from movierec.recommend import kmeans
+
+        vectors = torch.nn.functional.normalize(torch.from_numpy(self.scorer.item_vectors()).float(), dim=1)
+        labels = kmeans(vectors, k, seed=seed)[0].numpy()
+        sizes = np.bincount(labels, minlength=k)
+        order = sorted((c for c in range(k) if sizes[c]), key=lambda c: -sizes[c])  # stable
+        number = np.zeros(k, dtype=np.int64)
+        number[order] = np.arange(len(order))
+        return number[labels]
+
+    def rows(self, picks: Sequence[Recommendation]) -> list[dict[str, Any]]:
+        """Recommendations as JSON-able rows: ``rank`` (from 1), ``movie_id``, ``title``, ``year`` (None if
+        unknown), ``genres``, ``score`` (what the model means, see :attr:`score_name`), ``because_you_liked``
+        (the title of the user's highly rated movie nearest to it, or None)."""
+        movies = self.catalogue
+        return [{"rank": r, "movie_id": int(movies.item_ids[x.item]), **movies.movie(x.item),
+                 "score": round(x.score, 4),
+                 "because_you_liked": movies.title(x.because) if x.because is not None else None}
+                for r, x in enumerate(picks, 1)]
+
+    @property
+    def score_name(self) -> str:
+        """What a row's score is: "predicted rating", "like probability" or "score" (top-N models)."""
+        return {"like": "like probability", "rank": "score"}.get(self.scorer.kind, "predicted rating")
+
+    def _titles(self) -> TitleIndex:
+        if self._title_index is None:
+            from movierec.data.titles import TitleIndex
+
+            self._title_index = TitleIndex(self.catalogue, self.catalogue.titles())
+        return self._title_index
+
+
+def _count(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise MovierecError(f"The number of movies to list must be a whole number of 1 or more, not {n!r}.")
+    return int(n)
+
+
+def _listed(genres: Sequence[str] | str | None) -> list[str] | None:
+    return [genres] if isinstance(genres, str) else (list(genres) if genres else None)
+
+
+def _stars(value: Any) -> float | None:
+    """``value`` as a finite number of stars (numbers and numeric text), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        stars = float(value)
+    except (TypeError, ValueError):
+        return None
+    return stars if math.isfinite(stars) else None
 
 
 def _check_info(text: Any, path: Path) -> dict[str, Any]:
@@ -391,7 +580,13 @@ def open_model(name: str | None, device: Any = "cpu") -> Served:
     """The saved model ``name`` (newest when None), ready to answer.
 
     A checkpoint without serving data (format 1, or saved without it) is converted first: its dataset and
-    split are loaded once, and the file rewritten in place (:func:`movierec.checkpoint.upgrade`)."""
+    split are loaded once, and the file rewritten in place (:func:`movierec.checkpoint.upgrade`).
+    ``device``: where models that need torch run ("cpu", "cuda", "auto" or a torch.device); factor models are
+    answered in numpy whatever it says, and "cpu" imports no torch for them."""
+    if device != "cpu":
+        from movierec.device import resolve_device
+
+        device = resolve_device(device)
     path = checkpoint.resolve(name)
     served = _served_from_file(path, device)
     if served is not None:

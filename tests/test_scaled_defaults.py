@@ -53,7 +53,8 @@ def ml100k(tmp_path_factory):
     require_ml100k()
     home = tmp_path_factory.mktemp("scaled") / "home"
     with isolated_home(home):
-        assert CliRunner().invoke(app, ["fetch", "ml-100k", "--from-file", str(ML100K_ZIP), "--no-verify"]).exit_code == 0
+        fetched = CliRunner().invoke(app, ["fetch", "ml-100k", "--from-file", str(ML100K_ZIP), "--no-verify"])
+        assert fetched.exit_code == 0, fetched.stderr
     return home
 
 

@@ -17,6 +17,7 @@ from conftest import assert_one_line_error, ml100k_home
 from movierec import checkpoint, paths
 from movierec import recommend as rec
 from movierec.cli import app
+from movierec.errors import MovierecError, NotFound
 from movierec.serving import FactorScorer, open_model
 
 FACTOR_MODELS = {
@@ -172,3 +173,74 @@ def test_a_format_1_checkpoint_that_cannot_be_rewritten_still_answers(home, runn
     assert got.stderr.startswith("Warning: Could not convert") and "Read-only file system" in got.stderr
     assert path.read_bytes() == before
     path.unlink()
+
+
+# -- the answers shared by the CLI, the Python API and the server ---------------------------------------------
+def test_answers_are_the_cli_json(home, runner):
+    served = open_model("als")
+    try:
+        cli = json.loads(runner.invoke(app, ["recommend", "--model", "als", "--user", "42", "--json"]).stdout)
+        assert served.recommend(42) == cli
+        cli = json.loads(runner.invoke(app, ["recommend", "--model", "als", "--rate", "Star Wars (1977)=5",
+                                             "--rate", "50=4", "--json"]).stdout)  # 50 = Star Wars' id
+        assert served.recommend_new({"star wars": 5, 50: 4}) == cli  # the last rating of a movie wins
+        assert served.recommend_new([(50, 4)]) == cli
+        cli = json.loads(runner.invoke(app, ["similar", "Toy Story", "--model", "als", "--json"]).stdout)
+        assert served.similar("Toy Story") == served.similar(1) == cli
+        cli = json.loads(runner.invoke(app, ["clusters", "--model", "als", "--k", "4", "--json"]).stdout)
+        assert served.clusters(4) == cli
+    finally:
+        served.close()
+
+
+def test_recommend_filters_and_seen_movies(home):
+    served = open_model("als")
+    try:
+        rows = served.recommend(42, 15, genres=["comedy"], min_year=1990)
+        assert len(rows) == 15 and [r["rank"] for r in rows] == list(range(1, 16))
+        assert all("Comedy" in r["genres"] and r["year"] >= 1990 for r in rows)
+        seen = {int(served.catalogue.item_ids[i]) for i in served.seen(served.user_index(42))[0]}
+        assert not seen & {r["movie_id"] for r in served.recommend(42, 50)}
+        assert seen & {r["movie_id"] for r in served.recommend(42, 50, include_seen=True)}
+    finally:
+        served.close()
+
+
+def test_search_finds_titles_as_people_type_them(home):
+    served = open_model("als")
+    try:
+        found = [r["title"] for r in served.search("star wa")]
+        assert found[0] == "Star Wars (1977)"  # the best-known of the titles that start with the words
+        assert all("star" in t.lower() and "wa" in t.lower() for t in found)
+        assert [r["title"] for r in served.search("godfather", 3)][:2] == ["Godfather, The (1972)",
+                                                                          "Godfather: Part II, The (1974)"]
+        assert served.search("50") == [{**served.search("Star Wars (1977)")[0]}]
+        assert served.search("50")[0]["ratings"] == int(served.counts[served.find(50)])
+        assert served.search("no such film at all") == [] and served.search("   ") == []
+    finally:
+        served.close()
+
+
+@pytest.mark.parametrize(("call", "kind", "says"), [
+    (lambda s: s.recommend(10**6), NotFound, "User 1000000 is not in ml-100k"),
+    (lambda s: s.similar(10**6), NotFound, "Movie 1000000 is not in ml-100k"),
+    (lambda s: s.similar("qwertyuiop"), NotFound, "No movie matches 'qwertyuiop'"),
+    (lambda s: s.recommend_new({"Star Wars": 6}), MovierecError, "Rating 6 for 'Star Wars' is not a number of "
+                                                                  "stars from 1 to 5."),
+    (lambda s: s.recommend_new({"Star Wars": float("nan")}), MovierecError, "is not a number of stars"),
+    (lambda s: s.recommend_new({"Star Wars": True}), MovierecError, "is not a number of stars"),
+    (lambda s: s.recommend_new({}), MovierecError, "No ratings were given"),
+    (lambda s: s.recommend_new([("Star Wars",)]), MovierecError, "is a (movie, stars) pair"),
+    (lambda s: s.recommend_new({None: 4}), MovierecError, "A movie is a title or a MovieLens id"),
+    (lambda s: s.recommend(42, 0), MovierecError, "number of movies to list"),
+    (lambda s: s.recommend(42, genres=["Western Noir"]), MovierecError, "Unknown genre 'western noir'"),
+    (lambda s: s.similar("Star Wars", min_ratings=-1), MovierecError, "minimum number of ratings"),
+])
+def test_bad_questions_are_one_sentence(home, call, kind, says):
+    served = open_model("als")
+    try:
+        with pytest.raises(kind) as err:
+            call(served)
+    finally:
+        served.close()
+    assert says in str(err.value) and "\n" not in str(err.value)

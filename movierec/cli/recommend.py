@@ -46,34 +46,21 @@ def recommend_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Personalised recommendations for a known user (--user) or a new one (--rate / --ratings-file)."""
-    from movierec import recommend as rec
+    from movierec.serving import open_model
 
     new_user = bool(rate) or ratings_file is not None
     if new_user == (user is not None):
         raise MovierecError("Give either --user ID, or a new user's ratings with --rate / --ratings-file.")
-    served = _open(model, device)
+    filters = {"genres": genre, "min_year": min_year, "max_year": max_year}
+    served = open_model(model, device)
     try:
-        movies, scorer = served.catalogue, served.scorer
-        allowed = movies.allowed(genre, min_year, max_year)
         if new_user:
             pairs = _parse_rates(rate or []) + (_read_ratings_file(ratings_file) if ratings_file else [])
-            items, stars = _resolve_new_ratings(movies, served.meta.rating_values, pairs)
-            recs = rec.for_new_user(scorer, items, stars, top, counts=served.counts, neutral=served.neutral,
-                                    shrink=shrink, allowed=allowed)
-            who = f"a new user ({len(items)} ratings)"
+            rows = served.recommend_new(pairs, top, shrink=shrink, **filters)
+            who = f"a new user ({len(served.resolve_ratings(pairs)[0])} ratings)"
         else:
-            index = served.user_index(user)
-            seen, seen_stars = served.seen(index)
-            recs = rec.for_user(scorer, index, seen, seen_stars, top, counts=served.counts, include_seen=include_seen,
-                                allowed=allowed)
+            rows = served.recommend(user, top, include_seen=include_seen, **filters)
             who = f"user {user}"
-        score_name = {"like": "like probability", "rank": "score"}.get(scorer.kind, "predicted rating")
-        rows = [
-            {"rank": r + 1, "movie_id": int(movies.item_ids[x.item]), **movies.movie(x.item),
-             "score": round(x.score, 4),
-             "because_you_liked": movies.title(x.because) if x.because is not None else None}
-            for r, x in enumerate(recs)
-        ]
     finally:
         served.close()  # everything below is in memory
     if json_output:
@@ -81,20 +68,8 @@ def recommend_command(
 
         print_json(rows)
         return
-    what = {"like": "like/dislike", "rank": "top-N"}.get(scorer.kind, "ratings")
-    _table(f"Top {top} for {who} — {served.meta.name} ({what})",
-           rows, score_name, with_because=True)
-
-
-def _open(model: str | None, device: str) -> Any:
-    """The saved model, ready to answer; torch only for models that need it (and for --device cuda)."""
-    from movierec.serving import open_model
-
-    if device != "cpu":
-        from movierec.device import resolve_device
-
-        return open_model(model, resolve_device(device))
-    return open_model(model)
+    what = {"like": "like/dislike", "rank": "top-N"}.get(served.scorer.kind, "ratings")
+    _table(f"Top {top} for {who} — {served.meta.name} ({what})", rows, served.score_name, with_because=True)
 
 
 @app.command("similar")
@@ -113,27 +88,19 @@ def similar_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Movies nearest to MOVIE by the model's learned movie vectors (cosine similarity)."""
-    from movierec import recommend as rec
-    from movierec.data.titles import TitleIndex
+    from movierec.serving import open_model
 
-    served = _open(model, device)
+    served = open_model(model, device)
     try:
-        movies = served.catalogue
-        item = TitleIndex(movies, movies.titles()).find(movie)
-        counts = served.counts
-        items, sims = rec.similar_to(served.scorer, item, top, counts=counts, allowed=counts >= min_ratings)
-        rows = [
-            {"rank": r + 1, "movie_id": int(movies.item_ids[i]), **movies.movie(i), "score": round(s, 4)}
-            for r, (i, s) in enumerate(zip(items, sims))
-        ]
+        found = served.similar(movie, top, min_ratings=min_ratings)
     finally:
         served.close()  # everything below is in memory
     if json_output:
         from movierec.cli.console import print_json
 
-        print_json({"movie_id": int(movies.item_ids[item]), "title": movies.title(item), "similar": rows})
+        print_json(found)
         return
-    _table(f"Movies like {movies.title(item)} — {served.meta.name}", rows, "cosine", with_because=False)
+    _table(f"Movies like {found['title']} — {served.meta.name}", found["similar"], "cosine", with_because=False)
 
 
 @app.command("clusters")
@@ -146,39 +113,13 @@ def clusters_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Group the movies by the model's learned movie vectors (k-means) and describe each group."""
-    from collections import Counter
+    from movierec.serving import open_model
 
-    import torch
-
-    from movierec import recommend as rec
-
-    served = _open(model, device)
+    served = open_model(model, device)
     try:
-        data = served.catalogue
-        vectors = torch.nn.functional.normalize(torch.from_numpy(served.scorer.item_vectors()).float(), dim=1)
-        labels, _ = rec.kmeans(vectors, k, seed=seed)
-        popularity = torch.from_numpy(served.counts)
-        all_genres = Counter(g for i in range(data.n_items) for g in data.genres(i))
-        clusters = []
-        for c in range(k):
-            members = torch.nonzero(labels == c).flatten()
-            if members.numel() == 0:
-                continue
-            order = members[torch.argsort(popularity[members], descending=True, stable=True)]
-            genres = Counter(g for i in members.tolist() for g in data.genres(i))
-            # "Dominant" = over-represented here compared with the whole catalogue (lift), among genres
-            # common enough in the cluster to matter; raw counts would name Drama and Comedy everywhere.
-            size = int(members.numel())
-            lift = {g: (n / size) / (all_genres[g] / data.n_items) for g, n in genres.items() if n >= 0.1 * size}
-            clusters.append({
-                "size": size,
-                "genres": sorted(lift, key=lambda g: -lift[g])[:3],
-                "movies": [data.title(i) for i in order[:top].tolist()],
-            })
+        clusters = served.clusters(k, top=top, seed=seed)
     finally:
         served.close()  # everything below is in memory
-    clusters.sort(key=lambda c: -c["size"])
-    clusters = [{"cluster": n, **c} for n, c in enumerate(clusters, 1)]
     if json_output:
         from movierec.cli.console import print_json
 
@@ -240,23 +181,6 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _resolve_new_ratings(
-    movies: Any, rating_values: list[float], pairs: list[tuple[str, str]]
-) -> tuple[list[int], list[float]]:
-    from movierec.data.titles import TitleIndex
-
-    index = TitleIndex(movies, movies.titles())
-    lo, hi = min(rating_values), max(rating_values)
-    chosen: dict[int, float] = {}
-    for title, stars in pairs:
-        if not _is_number(stars) or not lo <= float(stars) <= hi:
-            raise MovierecError(
-                f"Rating {stars!r} for {title.strip()!r} is not a number of stars from {lo:g} to {hi:g}."
-            )
-        chosen[index.find(title)] = float(stars)
-    return list(chosen), list(chosen.values())
 
 
 def _table(title: str, rows: list[dict[str, Any]], score_name: str, with_because: bool) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from movierec.errors import MovierecError
+from movierec.errors import NotFound
 
 
 def lookup_id(ids: np.ndarray, raw_id: int, what: str, dataset: str) -> int:
@@ -13,7 +13,7 @@ def lookup_id(ids: np.ndarray, raw_id: int, what: str, dataset: str) -> int:
     if pos < len(ids) and int(ids[pos]) == int(raw_id):
         return pos
     if len(ids) and ids[0] <= raw_id <= ids[-1]:
-        raise MovierecError(f"{what} {raw_id} has no ratings in {dataset}, so movierec does not know it.")
-    raise MovierecError(
+        raise NotFound(f"{what} {raw_id} has no ratings in {dataset}, so movierec does not know it.")
+    raise NotFound(
         f"{what} {raw_id} is not in {dataset}: its {what.lower()} ids run from {ids[0]} to {ids[-1]}."
     )

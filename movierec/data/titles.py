@@ -7,7 +7,7 @@ import unicodedata
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from movierec.errors import MovierecError
+from movierec.errors import MovierecError, NotFound
 
 if TYPE_CHECKING:
     from movierec.data.movielens import Dataset
@@ -52,6 +52,32 @@ class TitleIndex:
             titles = dataset.movies["title"].reindex(dataset.item_ids).fillna("")
         self.keys = [normalize(str(t)) for t in titles]
 
+    def search(self, query: str, n: int, counts: Sequence[int]) -> list[int]:
+        """Up to ``n`` movie indices whose titles contain every word of ``query``, the last one as a beginning
+        (so it works as people type: "star wa"): exact titles first, then titles that start with the query, then
+        the better-known (more ``counts``); a MovieLens id finds that movie. Nothing found: an empty list."""
+        q = query.strip()
+        if q.isdigit():
+            try:
+                return [self.dataset.item_index(int(q))]
+            except NotFound:
+                return []
+        name, year = normalize(q)
+        if not name or n < 1:
+            return []
+        words = name.split()
+        head, last = words[:-1], words[-1]
+        hits = []
+        for i, (t, y) in enumerate(self.keys):
+            if year is not None and y != year:
+                continue
+            parts = t.split()
+            if all(w in parts for w in head) and any(p.startswith(last) for p in parts):
+                bare = _strip_article(t)
+                rank = 0 if name in (t, bare) else 1 if t.startswith(name) or bare.startswith(name) else 2
+                hits.append((rank, -int(counts[i]), i))
+        return [i for _, _, i in sorted(hits)[:n]]
+
     def find(self, query: str) -> int:
         """The movie index ``query`` names (a title, or a MovieLens movie id); one clear error otherwise."""
         q = query.strip()
@@ -61,7 +87,7 @@ class TitleIndex:
             return self.dataset.item_index(int(q))
         name, year = normalize(q)
         if not name:
-            raise MovierecError(f"No movie matches {query!r}.")
+            raise NotFound(f"No movie matches {query!r}.")
         exact = [i for i, (t, y) in enumerate(self.keys) if t == name and (year is None or y == year)]
         if not exact:  # "Godfather" for "Godfather, The": the article is optional too
             bare = _strip_article(name)
@@ -79,7 +105,7 @@ class TitleIndex:
             if len(exact) == 1:
                 return exact[0]
         if not exact:
-            raise MovierecError(f"No movie matches {query!r}; try part of its title or its MovieLens id.")
+            raise NotFound(f"No movie matches {query!r}; try part of its title or its MovieLens id.")
         shown = "; ".join(f"{self.dataset.title(i)} (id {int(self.dataset.item_ids[i])})" for i in exact[:8])
         more = f" and {len(exact) - 8} more" if len(exact) > 8 else ""
         raise MovierecError(f"{query!r} matches several movies: {shown}{more}. Add the year or use the id.")
