@@ -4,8 +4,12 @@ For each synthetic release shape (written once with the synthetic-release genera
 ``benchmarks/.cache/``), in a throw-away ``MOVIEREC_HOME``:
 
 - ``movierec fetch NAME --from-file`` (the first parse) — wall time and peak memory;
-- ``movierec train MODEL [--mode M]`` for every model with its defaults (``--epochs`` caps the epochs, so a
-  25M-rating run stays affordable) — wall time, seconds per epoch, peak memory, the final test metric;
+- ``movierec train MODEL [--mode M]`` for every model with its defaults (``--epochs N`` or
+  ``--epochs rbm=1,autoencoder=1`` caps the epochs, so a 25M-rating run stays affordable) — wall time, seconds
+  per epoch, peak memory, the final test metric;
+- the peers on the same training ratings (same release, split and seed as ``train``): implicit's CPU ALS on 1
+  and 2 threads against ``als --mode implicit``, Surprise's SVD against ``mf``, at the same factors, each
+  contender in a process of its own, alternating ``--peer-rounds`` times (medians; movierec over the peer);
 - ``movierec evaluate``, ``recommend --user``, ``recommend --rate``, ``similar``, ``models`` (with 50 saved
   checkpoints) and ``--help`` — median of ``--repeat`` runs, process start included, peak memory.
 
@@ -16,6 +20,7 @@ ratios within one run, not numbers across runs.
     python benchmarks/bench_scale.py                          # ml-1m shape, CPU
     python benchmarks/bench_scale.py --shapes ml-1m,ml-10m --device cuda --epochs 2
     python benchmarks/bench_scale.py --shapes ml-25m --models als,als-implicit,mf --epochs 1
+    python benchmarks/bench_scale.py --shapes ml-10m --models rbm,autoencoder --epochs 1 --peers ""
 
 Results: a Markdown table on stdout and ``--out``/bench_scale_<device>.json.
 """
