@@ -15,8 +15,8 @@ from movierec.models import model_class, scaled_defaults
 # (users, movies, training ratings) of the default split of each release shape.
 ML100K = (943, 1682, 90_000)
 ML1M = (6040, 3706, 900_188)
-ML10M = (69_878, 10_677, 9_000_005)
-ML25M = (162_541, 59_047, 22_500_086)
+ML10M = (69_878, 10_677, 9_000_049)
+ML25M = (162_541, 59_047, 22_500_085)
 
 SCALED = [("rbm", "like"), ("rbm", "rating"), ("autoencoder", "user"), ("autoencoder", "item")]
 
@@ -37,6 +37,19 @@ def test_the_largest_releases_read_fewer_ratings_in_all(name, mode):
     assert large["epochs"] <= small.get("epochs", defaults.epochs)
     # Every choice is a real field of the config, and a valid one.
     model_class(name, mode).config_class(**large)
+
+
+@pytest.mark.parametrize(("name", "mode", "at_10m", "at_25m"), [
+    ("rbm", "like", {"epochs": 5}, {"epochs": 2}),
+    ("rbm", "rating", {"hidden": 50, "batch_size": 166, "epochs": 5}, {"hidden": 50, "batch_size": 922, "epochs": 2}),
+    ("autoencoder", "user", {"epochs": 25}, {"epochs": 10}),
+    ("autoencoder", "item", {"layers": "100", "batch_size": 166, "epochs": 20},
+     {"layers": "100", "batch_size": 922, "epochs": 8}),
+])
+def test_the_documented_choices(name, mode, at_10m, at_25m):
+    """What the README and each config's docstring promise for the two largest shapes."""
+    assert scaled_defaults(name, mode, {}, *ML10M) == at_10m
+    assert scaled_defaults(name, mode, {}, *ML25M) == at_25m
 
 
 @pytest.mark.parametrize(("name", "mode"), SCALED)
