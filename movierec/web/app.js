@@ -192,7 +192,7 @@ async function start() {
     const whole = h.stars.filter((s) => Number.isInteger(s));
     scale = whole.length ? whole : h.stars;
     scoreName = h.score;
-    $("model").textContent = `Model ${h.model} (${h.algorithm}) trained on ${h.dataset}; scores are ${h.score}.`;
+    $("model").textContent = `Model ${h.model} (${h.algorithm}), trained on ${h.dataset}. Numbers: ${h.score}.`;
   } catch (e) {
     $("model").textContent = e.message;
   }
