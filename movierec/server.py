@@ -192,6 +192,7 @@ def create_app(model: Served | str | None = None, *, device: Any = "cpu") -> Fas
     """The web application answering from ``model``: a loaded :class:`Served`, or the saved model's name (the
     newest when None), loaded here, once. ``POST /reload`` opens it again by that name."""
     served = model if isinstance(model, Served) else open_model(model, device)
+    served.search("a", 1)  # builds the title index now rather than during the first search
     holder = ModelHolder(served, str(served.path) if isinstance(model, Served) else model, device)
     page = {path: (resources.files("movierec.web").joinpath(file).read_bytes(), media)
             for path, (file, media) in PAGE_FILES.items()}
