@@ -81,6 +81,11 @@ class ModelHolder:
             yield self._served
 
     @property
+    def current(self) -> Served:
+        """The model now served, for what reads only memory and may run beside the rest (the title search)."""
+        return self._served
+
+    @property
     def name(self) -> str:
         return self._served.meta.name
 
@@ -89,6 +94,7 @@ class ModelHolder:
         from now on; the old one closes once the request using it is done. On failure the old one stays."""
         with self._reloading:
             fresh = open_model(self._name, self._device)
+            _warm(fresh)
             with self._lock:
                 old, self._served = self._served, fresh
             old.close()
@@ -192,7 +198,7 @@ def create_app(model: Served | str | None = None, *, device: Any = "cpu") -> Fas
     """The web application answering from ``model``: a loaded :class:`Served`, or the saved model's name (the
     newest when None), loaded here, once. ``POST /reload`` opens it again by that name."""
     served = model if isinstance(model, Served) else open_model(model, device)
-    served.search("a", 1)  # builds the title index now rather than during the first search
+    _warm(served)
     holder = ModelHolder(served, str(served.path) if isinstance(model, Served) else model, device)
     page = {path: (resources.files("movierec.web").joinpath(file).read_bytes(), media)
             for path, (file, media) in PAGE_FILES.items()}
@@ -260,14 +266,15 @@ def create_app(model: Served | str | None = None, *, device: Any = "cpu") -> Fas
             return JSONResponse(s.similar(movie, n, min_ratings=min_ratings))
 
     @app.get("/movies", response_model=list[Movie], tags=["movies"])
-    async def movies(
+    def movies(
         q: Annotated[str, Query(min_length=1, max_length=MAX_TEXT, description=(
             "Words of a title as typed (the last one may be cut short), or a MovieLens id."))],
         n: N = 10,
     ) -> Response:
         """Title search for autocomplete: best matches first, then the better-known movies."""
-        with holder.use() as s:
-            return JSONResponse(s.search(q, n))
+        # On a worker thread, without the model's lock: it reads the titles in memory only, and goes through every
+        # title in Python (2 ms at ml-100k, 50-90 ms for 59,000 titles), which the other requests need not await.
+        return JSONResponse(holder.current.search(q, n))
 
     @app.post("/reload", response_model=Health, tags=["about"])
     def reload(request: Request) -> Response:  # loads a model: on a worker thread, the loop answers meanwhile
@@ -284,6 +291,11 @@ def create_app(model: Served | str | None = None, *, device: Any = "cpu") -> Fas
     for path, (body, media) in page.items():
         app.add_api_route(path, _page_route(body, media), methods=["GET", "HEAD"], include_in_schema=False)
     return app
+
+
+def _warm(served: Served) -> None:
+    """Build the title index now, not during the first search."""
+    served.search("a", 1)
 
 
 def _health(holder: ModelHolder) -> dict[str, Any]:
