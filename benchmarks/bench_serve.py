@@ -3,16 +3,20 @@
 For each model: a temporary home, the data set fetched, the model trained (``--epochs 1``: serving costs the
 same after one epoch as after fifty, since it depends on the model's shape, not its accuracy), then the real
 ``movierec serve`` (one uvicorn worker) in a subprocess, and ``--requests`` requests from ``--clients``
-concurrent clients (threads, each with one keep-alive ``http.client`` connection) after a warm-up, mixed:
+concurrent clients (keep-alive connections, driven by one asyncio loop) after a warm-up, mixed:
 
 - 40% ``GET /recommend?user=ID`` for a random known user,
 - 30% ``POST /recommend`` for a new user with 5-20 random ratings of movies with at least 20 ratings (by id),
 - 30% ``GET /similar?movie=ID`` for a random such movie.
 
-Reported: latency p50/p99 (overall and per kind, as the client sees it: queueing included), throughput,
-errors (anything but 200; must be 0), the server's resident memory after start, after the warm-up and after
-the load (must not grow). Targets (issue 12, 2-core machine, factor models): at ml-100k p50 < 5 ms, p99 < 50 ms;
-at an ML-25M shape p99 < 100 ms; at least 500 requests/s. The clients share the machine with the server.
+Each model's load runs twice: flat out (each client sends its next request when the last is answered: the most
+the server answers per second, and the server's CPU time per request, which other work on the machine hardly
+changes) and paced at ``--rate`` requests/s (latency at that load, queueing included). Reported: latency p50/p99
+(overall and per kind, as the clients see it), throughput, errors (anything but 200; must be 0), the server's
+resident memory after start, after the warm-up and after the load (must not grow). Targets (issue 12, 2-core
+machine, factor models), read as latency at --rate 500 and throughput flat out: at ml-100k p50 < 5 ms and
+p99 < 50 ms, at an ML-25M shape p99 < 100 ms; at least 500 requests/s. (Flat out, 50 clients always waiting
+make the latency 50 / throughput by Little's law: 5 ms would need 10,000 requests/s.)
 
     python benchmarks/bench_serve.py --zip /path/to/ml-100k.zip            # als, mf, autoencoder at ml-100k
     python benchmarks/bench_serve.py --release ml-25m --zip synth-25m.zip  # an ML-25M-shaped release
@@ -24,7 +28,7 @@ Exit status 1 when a target is missed or a request failed.
 from __future__ import annotations
 
 import argparse
-import http.client
+import asyncio
 import json
 import os
 import platform
@@ -32,7 +36,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -63,71 +66,76 @@ class Load:
 
     def __init__(self, users: list[int], movies: list[int], seed: int):
         self.users, self.movies, self.rng = users, movies, random.Random(seed)
-        self.lock = threading.Lock()
 
     def next(self) -> tuple[str, str, str, bytes | None]:
-        with self.lock:
-            r = self.rng.random()
-            if r < MIX[0][1]:
-                return "known", "GET", f"/recommend?user={self.rng.choice(self.users)}", None
-            if r < MIX[0][1] + MIX[1][1]:
-                picks = self.rng.sample(self.movies, self.rng.randint(5, 20))
-                body = json.dumps([{"movie": m, "stars": self.rng.randint(1, 5)} for m in picks]).encode()
-                return "new", "POST", "/recommend", body
-            return "similar", "GET", f"/similar?movie={self.rng.choice(self.movies)}", None
+        r = self.rng.random()
+        if r < MIX[0][1]:
+            return "known", "GET", f"/recommend?user={self.rng.choice(self.users)}", None
+        if r < MIX[0][1] + MIX[1][1]:
+            picks = self.rng.sample(self.movies, self.rng.randint(5, 20))
+            body = json.dumps([{"movie": m, "stars": self.rng.randint(1, 5)} for m in picks]).encode()
+            return "new", "POST", "/recommend", body
+        return "similar", "GET", f"/similar?movie={self.rng.choice(self.movies)}", None
 
 
 def _hammer(
     port: int, load: Load, total: int, clients: int, rate: float | None = None
 ) -> tuple[list[tuple[str, float]], list[str], float]:
-    """``total`` requests from ``clients`` threads, as fast as they are answered or, with ``rate``, request i
-    due at i / rate seconds (its latency counted from then, so a late answer also delays the next ones' clocks).
-    Returns (kind, seconds) of each answer, the errors and the wall time."""
+    """``total`` requests from ``clients`` keep-alive connections, each sending its next request when the last is
+    answered or, with ``rate``, request i due at i / rate seconds (its latency counted from then, so a late answer
+    also counts against the requests it delays). Returns (kind, seconds) of each answer, the errors and the wall
+    time. One asyncio loop writes the requests and reads the answers: a lighter client than threads, as it
+    shares the cores with the server."""
+    return asyncio.run(_hammer_async(port, load, total, clients, rate))
+
+
+async def _hammer_async(
+    port: int, load: Load, total: int, clients: int, rate: float | None
+) -> tuple[list[tuple[str, float]], list[str], float]:
     results: list[tuple[str, float]] = []
     errors: list[str] = []
-    left = [total]
-    guard = threading.Lock()
+    sent = [0]
     t0 = time.perf_counter() + 0.2
 
-    def client() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        mine, bad = [], []
-        while True:
-            with guard:
-                if left[0] <= 0:
-                    break
-                left[0] -= 1
-                due = t0 + (total - left[0] - 1) / rate if rate else None
-            kind, method, path, body = load.next()
-            headers = {"Content-Type": "application/json"} if body else {}
-            if due is not None:
-                time.sleep(max(0.0, due - time.perf_counter()))
-            start = due if due is not None else time.perf_counter()
-            try:
-                conn.request(method, path, body=body, headers=headers)
-                response = conn.getresponse()
-                payload = response.read()
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while sent[0] < total:
+                i, sent[0] = sent[0], sent[0] + 1
+                kind, method, path, body = load.next()
+                head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                if body is not None:
+                    head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                request = (head + "\r\n").encode() + (body or b"")
+                if rate:
+                    due = t0 + i / rate
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                start = due if rate else time.perf_counter()
+                writer.write(request)
+                header = await reader.readuntil(b"\r\n\r\n")
+                status = int(header.split(b" ", 2)[1])
+                length = next(int(line.split(b":", 1)[1]) for line in header.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                payload = await reader.readexactly(length)
                 seconds = time.perf_counter() - start
-                if response.status != 200:
-                    bad.append(f"{method} {path}: {response.status} {payload[:200]!r}")
+                if status != 200:
+                    errors.append(f"{method} {path}: {status} {payload[:200]!r}")
                 else:
-                    mine.append((kind, seconds))
-            except (OSError, http.client.HTTPException) as exc:
-                bad.append(f"{method} {path}: {exc!r}")
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        conn.close()
-        with guard:
-            results.extend(mine)
-            errors.extend(bad)
+                    results.append((kind, seconds))
+        except (OSError, asyncio.IncompleteReadError, ValueError, StopIteration) as exc:
+            errors.append(f"connection failed: {exc!r}")
+        finally:
+            writer.close()
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
     start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    await asyncio.gather(*(client() for _ in range(clients)))
     return results, errors, time.perf_counter() - start
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -165,7 +173,9 @@ def bench_model(model: str, env: dict[str, str], requests: int, clients: int, ra
         load = Load(users, movies, seed)
         _, warm_errors, _ = _hammer(port, load, min(500, requests), clients)
         rss_warm = _rss_mb(server.pid)
+        cpu = _cpu_seconds(server.pid)
         flat_out, errors, wall = _hammer(port, load, requests, clients)
+        cpu = _cpu_seconds(server.pid) - cpu
         paced, paced_errors, paced_wall = _hammer(port, load, requests, clients, rate)
         rss_after = _rss_mb(server.pid)
     finally:
@@ -177,6 +187,7 @@ def bench_model(model: str, env: dict[str, str], requests: int, clients: int, ra
         "train_seconds": round(train_seconds, 1),
         "errors": len(failed), "error_examples": failed[:3],
         "throughput": round(len(flat_out) / wall, 1), "paced_throughput": round(len(paced) / paced_wall, 1),
+        "server_cpu_ms_per_request": round(cpu / max(1, len(flat_out)) * 1000, 3),
         "rss_start_mb": round(rss_start, 1), "rss_warm_mb": round(rss_warm, 1), "rss_after_mb": round(rss_after, 1),
     }
     _latencies(flat_out, row, "")
@@ -212,19 +223,21 @@ def markdown(rows: list[dict], release: str, load_before: tuple[float, ...], loa
         "(40% known users, 30% new users with 5-20 ratings, 30% similar movies), after a 500-request warm-up, "
         "twice: **flat out** (each client sends its next request when the last is answered: the most the server "
         f"answers per second) and **paced** at {r0['rate']:g} requests/s (request i due at i/{r0['rate']:g} s, its "
-        "latency counted from then). One uvicorn worker; latency as the clients see it; memory = the server's "
-        "RSS after start, after the warm-up and after both runs. The clients run on the same cores.",
+        "latency counted from then). One uvicorn worker; latency as the clients see it; server CPU = its user + "
+        "system time per request flat out; memory = the server's RSS after start, after the warm-up and after "
+        "both runs. The clients (one asyncio loop) run on the same cores.",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; load average "
         f"before {', '.join(f'{x:.2f}' for x in load_before)}, after {', '.join(f'{x:.2f}' for x in load_after)}.",
         "",
-        f"| model | flat out: req/s | p50 / p99 ms | paced {r0['rate']:g}/s: p50 / p99 ms | known | new user "
-        "| similar | errors | RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| model | flat out: req/s | p50 / p99 ms | server CPU ms/req | paced {r0['rate']:g}/s: p50 / p99 ms "
+        "| known | new user | similar | errors | RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         per = [f"{r.get(f'paced_{k}_p50_ms', '-')} / {r.get(f'paced_{k}_p99_ms', '-')}" for k, _ in MIX]
         lines.append(f"| {r['model']} | {r['throughput']:.0f} | {r['p50_ms']} / {r['p99_ms']} "
+                     f"| {r['server_cpu_ms_per_request']} "
                      f"| {r['paced_p50_ms']} / {r['paced_p99_ms']} | {' | '.join(per)} | {r['errors']} "
                      f"| {r['rss_start_mb']} / {r['rss_warm_mb']} / {r['rss_after_mb']} |")
     return "\n".join(lines) + "\n"
