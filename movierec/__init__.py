@@ -13,4 +13,20 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+# The Python API (movierec/api.py), loaded on first use so that `import movierec` stays instant.
+_API = ("Model", "MovieLens", "datasets", "evaluate_models", "fetch", "load", "load_dataset", "model_config", "remove",
+        "saved_models", "train")
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> object:
+    if name in _API:
+        from movierec import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'movierec' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

@@ -813,6 +813,13 @@ def scan_checkpoints() -> tuple[list[tuple[Path, CheckpointMeta]], list[Path]]:
     return found, skipped
 
 
+def describe(path: Path, meta: CheckpointMeta, *, newest: bool = False) -> dict[str, Any]:
+    """A saved model as a JSON-able row: what `movierec models --json`, the Python API and the server list."""
+    return {"name": meta.name, "model": meta.model, "mode": meta.mode, "dataset": meta.dataset, "split": meta.split,
+            "path": str(path), "created": meta.created, "epochs": meta.epochs, "fit_seconds": meta.fit_seconds,
+            "metrics": meta.metrics, "config": meta.config, "newest": newest}
+
+
 def list_checkpoints() -> list[tuple[Path, CheckpointMeta]]:
     """Every readable checkpoint in the models folder, oldest first (unreadable files are skipped)."""
     return scan_checkpoints()[0]

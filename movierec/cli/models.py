@@ -33,12 +33,7 @@ def models_command(
         print_warning(f"Skipped {len(skipped)} damaged or unreadable file{'s' * (len(skipped) > 1)} in the models "
                       f"folder ({names}); `movierec models --remove NAME` deletes one.")
     if json_output:
-        print_json([
-            {"name": m.name, "model": m.model, "dataset": m.dataset, "split": m.split, "path": str(p),
-             "created": m.created, "epochs": m.epochs, "fit_seconds": m.fit_seconds, "metrics": m.metrics,
-             "config": m.config, "newest": i == len(found) - 1}
-            for i, (p, m) in enumerate(found)
-        ])
+        print_json([checkpoint.describe(p, m, newest=i == len(found) - 1) for i, (p, m) in enumerate(found)])
         return
     if not found:
         console.print("No saved models yet; train one with `movierec train MODEL`.")

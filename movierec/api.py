@@ -1,0 +1,329 @@
+"""The Python API: everything the command line does, for scripts and notebooks.
+
+Raw MovieLens ids and titles go in and come out; tables are pandas DataFrames. The conventions are the
+field's: implicit's ``recommend(user, n, filter_already_liked_items=True)`` and ``similar_items``,
+Surprise's ``predict(user, movie)`` and ``cross_validate``. The command line is a thin layer over the same
+functions, so a model answers the same from both (and from ``movierec serve``).
+
+    >>> import movierec as mr
+    >>> model = mr.train("als", dataset="ml-100k", factors=32)
+    >>> model.recommend(42, n=10)
+    >>> model.recommend_new({"Star Wars (1977)": 5, "Toy Story (1995)": 4})
+    >>> mr.evaluate_models()
+
+Errors are :class:`movierec.errors.MovierecError` (unknown user or movie: its subclass
+:class:`~movierec.errors.NotFound`), each one sentence saying what went wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from movierec.errors import MovierecError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from movierec.data.movielens import Dataset
+    from movierec.models.base import ModelConfig
+    from movierec.serving import Served
+    from movierec.training import EpochReport
+
+# `evaluate_models` and `saved_models`, not `evaluate` and `models`: those are movierec's own modules.
+__all__ = ["Model", "MovieLens", "datasets", "evaluate_models", "fetch", "load", "load_dataset", "model_config",
+           "remove", "saved_models", "train"]
+
+_ROW_COLUMNS = ["rank", "movie_id", "title", "year", "genres", "score", "because_you_liked"]
+
+
+# -- data ------------------------------------------------------------------------------------------------------
+def fetch(name: str, *, from_file: str | Path | None = None, mirror: str | None = None, verify: bool = True,
+          force: bool = False) -> dict[str, Any]:
+    """Download (or import ``from_file``), verify, unpack and parse MovieLens release ``name``, as
+    `movierec fetch` does; what is on disk, as a dict (name, path, verified, users, items, ratings, ...)."""
+    from movierec.data import download
+
+    return download.fetch(name, mirror=mirror, from_file=from_file, verify=verify, force=force).to_json()
+
+
+def datasets() -> pd.DataFrame:
+    """Every MovieLens release movierec knows, whether it is fetched, and its size (`movierec datasets`)."""
+    import pandas as pd
+
+    from movierec.data import download
+
+    return pd.DataFrame([s.to_json() for s in download.list_datasets()])
+
+
+class MovieLens:
+    """A fetched MovieLens release: its ratings, movies and users as DataFrames, and its train/test splits."""
+
+    def __init__(self, data: Dataset):
+        self._data = data
+        self.name: str = data.name
+
+    def __repr__(self) -> str:
+        d = self._data
+        return f"<MovieLens {self.name}: {d.n_users:,} users, {d.n_items:,} movies, {len(d.ratings):,} ratings>"
+
+    @property
+    def ratings(self) -> pd.DataFrame:
+        """Every rating: ``user_id``, ``movie_id`` (MovieLens ids), ``rating`` (stars), ``timestamp`` (seconds)."""
+        return self._frame(self._data.ratings)
+
+    @property
+    def movies(self) -> pd.DataFrame:
+        """The movies, indexed by ``movie_id``: ``title``, ``year`` and ``genres`` (a list)."""
+        return self._data.movies.copy()
+
+    @property
+    def users(self) -> pd.DataFrame | None:
+        """The users' demographics, indexed by ``user_id`` (ml-100k and ml-1m only; None elsewhere)."""
+        return None if self._data.users is None else self._data.users.copy()
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The names :meth:`split` takes: the release's official splits, then ``random`` and ``temporal``."""
+        from movierec.data.split import valid_splits
+
+        return valid_splits(self.name)
+
+    def split(self, name: str | None = None, *, seed: int = 0, test_fraction: float = 0.1
+              ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The training and test ratings of split ``name`` (default: ``u1`` on ml-100k, else ``random``),
+        the same ones `movierec train --split` draws with the same seed."""
+        from movierec.data.split import default_split, make_split
+
+        chosen = make_split(self._data, name or default_split(self.name), seed=seed, test_fraction=test_fraction)
+        return self._frame(chosen.train), self._frame(chosen.test)
+
+    def _frame(self, ratings: Any) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame({"user_id": self._data.user_ids[ratings.users],
+                             "movie_id": self._data.item_ids[ratings.items],
+                             "rating": ratings.ratings, "timestamp": ratings.timestamps})
+
+
+def load_dataset(name: str | None = None) -> MovieLens:
+    """A fetched release (default: the fetched one; with several, the most recently fetched)."""
+    from movierec.data.default import default_dataset
+    from movierec.data.movielens import load_dataset as load
+
+    return MovieLens(load(name or default_dataset().name))
+
+
+# -- models ----------------------------------------------------------------------------------------------------
+class Model:
+    """A saved model, loaded once and ready to answer (see :func:`load` and :func:`train`).
+
+    Factor models (``mf``, ``als``) answer in numpy from their saved arrays; the others through torch.
+    Movies are titles (forgiving about case, punctuation and the year: "star wars") or MovieLens ids.
+    """
+
+    def __init__(self, served: Served):
+        self._served = served
+
+    def __repr__(self) -> str:
+        m = self._served.meta
+        return f"<Model {m.name}: {m.model} {m.mode} on {m.dataset} ({m.split})>"
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Let go of the saved file (answers already returned stay valid)."""
+        self._served.close()
+
+    @property
+    def name(self) -> str:
+        return self._served.meta.name
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """Everything saved about the model: model, mode, config, dataset, split, seed, metrics, history..."""
+        import dataclasses
+
+        return dataclasses.asdict(self._served.meta)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The test split's metrics, measured once after training."""
+        return dict(self._served.meta.metrics)
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """The training curve: one row per epoch, ``train_*`` and ``valid_*`` metrics and seconds."""
+        import pandas as pd
+
+        return pd.DataFrame([{"epoch": h["epoch"], **{f"train_{k}": v for k, v in h["train"].items()},
+                              **{f"valid_{k}": v for k, v in (h.get("valid") or {}).items()},
+                              "seconds": h["seconds"]} for h in self._served.meta.history])
+
+    def recommend(self, user: int, n: int = 10, *, filter_already_liked_items: bool = True,
+                  genres: Sequence[str] | str | None = None, min_year: int | None = None,
+                  max_year: int | None = None) -> pd.DataFrame:
+        """Top-``n`` movies for MovieLens user ``user`` (one of the training data), leaving out the movies they
+        rated unless ``filter_already_liked_items=False``: ``rank``, ``movie_id``, ``title``, ``year``,
+        ``genres``, ``score``, ``because_you_liked``. Filters: any of ``genres``, released within the years."""
+        return _rows(self._served.recommend(user, n, genres=genres, min_year=min_year, max_year=max_year,
+                                            include_seen=not filter_already_liked_items))
+
+    def recommend_new(self, ratings: Mapping[str | int, float] | Iterable[tuple[str | int, float]],
+                      n: int = 10, *, shrink: float | None = None, genres: Sequence[str] | str | None = None,
+                      min_year: int | None = None, max_year: int | None = None) -> pd.DataFrame:
+        """Top-``n`` movies for someone new, from their ``ratings`` ({movie: stars}), without retraining.
+        Rarely rated movies are ranked by predictions shrunk towards neutral (``shrink``: the number of
+        training ratings at which a movie keeps half its lead; default 8x the mean, 0 = off)."""
+        return _rows(self._served.recommend_new(ratings, n, shrink=shrink, genres=genres, min_year=min_year,
+                                                max_year=max_year))
+
+    def similar_items(self, movie: str | int, n: int = 10, *, min_ratings: int = 20) -> pd.DataFrame:
+        """The ``n`` movies nearest to ``movie`` by the learned movie vectors (``score``: cosine similarity),
+        among those with at least ``min_ratings`` training ratings."""
+        return _rows(self._served.similar(movie, n, min_ratings=min_ratings)["similar"])
+
+    def predict(self, user: int, movie: str | int) -> float:
+        """What the model says of MovieLens user ``user`` and ``movie``: stars (clipped to the scale) for rating
+        models, P(liked) for like/dislike models, a score that only orders movies for top-N models."""
+        import numpy as np
+
+        served = self._served
+        score = float(served.scorer.scores(served.user_index(user))[served.find(movie)])
+        if served.scorer.kind == "rating":
+            score = float(np.clip(score, *served.scorer.rating_range))
+        return score
+
+    def search(self, query: str, n: int = 10) -> pd.DataFrame:
+        """Movies whose titles match ``query`` as it is typed ("star wa"), best-known first, with ``ratings``
+        (their number of training ratings)."""
+        import pandas as pd
+
+        return pd.DataFrame(self._served.search(query, n),
+                            columns=["movie_id", "title", "year", "genres", "ratings"])
+
+    def clusters(self, k: int = 10, *, top: int = 5, seed: int = 0) -> pd.DataFrame:
+        """The movies in ``k`` groups by their learned vectors (k-means, seeded), largest first, each with its
+        over-represented genres and ``top`` best-known titles."""
+        import pandas as pd
+
+        return pd.DataFrame(self._served.clusters(k, top=top, seed=seed),
+                            columns=["cluster", "size", "genres", "movies"])
+
+
+def _rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=_ROW_COLUMNS)
+    return frame.astype({"year": "Int64"})
+
+
+def load(name: str | None = None, *, device: str = "cpu") -> Model:
+    """The saved model ``name`` (a name, any unique beginning of one, or a path; default: the newest)."""
+    from movierec.serving import open_model
+
+    if device != "cpu":
+        from movierec.device import resolve_device
+
+        return Model(open_model(name, resolve_device(device)))
+    return Model(open_model(name))
+
+
+def model_config(model: str, mode: str | None = None, **settings: Any) -> ModelConfig:
+    """The settings of ``model`` in ``mode`` (default: its default mode): its defaults, with ``settings``
+    changed, checked; a frozen dataclass that prints every option. Train with it: ``train(model, config=...)``."""
+    from movierec.models import model_class
+
+    cls = model_class(model, mode).config_class
+    try:
+        return cls.from_dict(settings)
+    except (TypeError, ValueError) as exc:
+        raise MovierecError(f"Invalid {model} settings: {exc}.") from None
+
+
+def train(
+    model: str,
+    dataset: str | None = None,
+    *,
+    config: ModelConfig | Mapping[str, Any] | None = None,
+    mode: str | None = None,
+    split: str | None = None,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    device: str = "auto",
+    patience: int | None = None,
+    valid_fraction: float | None = None,
+    name: str | None = None,
+    progress: Callable[[EpochReport], None] | None = None,
+    **settings: Any,
+) -> Model:
+    """Train ``model`` (``rbm``, ``autoencoder``, ``mf`` or ``als``) on a fetched dataset, save it and return it
+    loaded: `movierec train MODEL`, the same options by the same names (``factors=32``, ``epochs=10``...).
+
+    The test split is scored once, after training; early stopping (``patience``) reads a validation slice of
+    the training ratings. ``progress`` is called after every epoch with its report (epoch, train and
+    validation metrics, seconds). Without ``name`` the model is saved as ``als``, ``als-2``, ...
+    ``config``: a :func:`model_config` (its class says the mode) or a dict; ``settings`` override it.
+    """
+    import dataclasses
+
+    from movierec.models import model_classes, model_entry
+    from movierec.training import train_and_save
+
+    model_entry(model)  # an unknown model is one sentence before anything loads
+    values = dict(config or {}) if not dataclasses.is_dataclass(config) else config.to_dict()
+    if dataclasses.is_dataclass(config):
+        modes = [m for m, cls in model_classes(model).items() if cls.config_class is type(config)]
+        if not modes or (mode is not None and mode not in modes):
+            raise MovierecError(f"A {type(config).__name__} is not the config of {model}"
+                                f"{f' --mode {mode}' if mode else ''}; make one with model_config({model!r}).")
+        mode = modes[0]
+    values.update(settings)
+    outcome = train_and_save(
+        model, values, mode=mode, dataset=dataset, split=split, seed=seed, device=device, patience=patience,
+        valid_fraction=valid_fraction, name=name, test_fraction=test_fraction, on_epoch=progress,
+    )
+    return load(str(outcome.path))
+
+
+def saved_models() -> pd.DataFrame:
+    """The saved models, oldest first (`movierec models`): name, model, mode, dataset, split, created, epochs,
+    metrics, config, path, and which is the newest (the default everywhere)."""
+    import pandas as pd
+
+    from movierec import checkpoint
+
+    found = checkpoint.list_checkpoints()
+    return pd.DataFrame([checkpoint.describe(p, m, newest=i == len(found) - 1) for i, (p, m) in enumerate(found)],
+                        columns=["name", "model", "mode", "dataset", "split", "path", "created", "epochs",
+                                 "fit_seconds", "metrics", "config", "newest"])
+
+
+def remove(name: str) -> None:
+    """Delete the saved model called ``name`` (an exact name)."""
+    from movierec import checkpoint
+
+    checkpoint.remove(name)
+
+
+def evaluate_models(names: Sequence[str] | str | None = None, *, k: int = 10, relevance: float = 4.0,
+             device: str = "cpu", baselines: bool = True) -> pd.DataFrame:
+    """Rating and ranking metrics of saved models on their test splits, next to the baselines of each split
+    (`movierec evaluate`): one row per model. ``names``: saved names or model names (the newest of that
+    model); default every model tested on the same split as the newest one."""
+    import pandas as pd
+
+    from movierec.device import resolve_device
+    from movierec.evaluate import evaluate_checkpoints
+
+    if isinstance(names, str):
+        names = [names]
+    if k < 1:
+        raise MovierecError(f"K must be at least 1, not {k}.")
+    return pd.DataFrame(evaluate_checkpoints(list(names) if names else None, k=k, relevance=relevance,
+                                             device=resolve_device(device), baselines=baselines))
