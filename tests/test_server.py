@@ -149,6 +149,26 @@ def test_similar_movies_are_the_cli_list(server, runner):
     assert server.get("/similar?movie=50") == cli_json(runner, "similar", "50", "--model", "als")
 
 
+def test_answers_are_the_python_apis(server):
+    from movierec import api
+
+    model = api.load("als")
+
+    def same(rows, frame):
+        assert [r["movie_id"] for r in rows] == frame["movie_id"].tolist()
+        assert [r["title"] for r in rows] == frame["title"].tolist()
+        assert [r["score"] for r in rows] == frame["score"].tolist()
+        if "because_you_liked" in rows[0]:
+            assert [r["because_you_liked"] for r in rows] == frame["because_you_liked"].tolist()
+
+    same(server.get("/recommend?user=500&n=20&genre=drama"), model.recommend(500, 20, genres=["drama"]))
+    status, _, rows = server.call("POST", "/recommend", NEW_USER)
+    assert status == 200
+    same(rows, model.recommend_new([(r["movie"], r["stars"]) for r in NEW_USER]))
+    same(server.get("/similar?movie=1&n=12")["similar"], model.similar_items(1, 12))
+    assert [m["movie_id"] for m in server.get("/movies?q=star")] == model.search("star")["movie_id"].tolist()
+
+
 def test_title_search_for_autocomplete(server):
     found = server.get(f"/movies?q={quote('star wa')}")
     assert found[0]["title"] == "Star Wars (1977)" and found[0]["movie_id"] == 50 and found[0]["ratings"] > 300
