@@ -2,7 +2,7 @@
 
 Raw MovieLens ids and titles go in and come out; tables are pandas DataFrames. The conventions are the
 field's: implicit's ``recommend(user, n, filter_already_liked_items=True)`` and ``similar_items``,
-Surprise's ``predict(user, movie)`` and ``cross_validate``. The command line is a thin layer over the same
+Surprise's ``predict(user, movie)`` and :func:`cross_validate`. The command line is a thin layer over the same
 functions, so a model answers the same from both (and from ``movierec serve``).
 
     >>> import movierec as mr
@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     from movierec.training import EpochReport
 
 # `evaluate_models` and `saved_models`, not `evaluate` and `models`: those are movierec's own modules.
-__all__ = ["Model", "MovieLens", "datasets", "evaluate_models", "fetch", "load", "load_dataset", "model_config",
-           "remove", "saved_models", "train"]
+__all__ = ["Model", "MovieLens", "cross_validate", "datasets", "evaluate_models", "fetch", "load", "load_dataset",
+           "model_config", "remove", "saved_models", "train"]
 
 _ROW_COLUMNS = ["rank", "movie_id", "title", "year", "genres", "score", "because_you_liked"]
 
@@ -207,6 +207,29 @@ class Model:
         return pd.DataFrame(self._served.search(query, n),
                             columns=["movie_id", "title", "year", "genres", "ratings"])
 
+    def export(self, path: str | Path, *, users: Iterable[int] | None = None, n: int = 10,
+               include_seen: bool = False, format: str | None = None) -> int:
+        """Write the top-``n`` lists of every user (or of MovieLens ``users``) to a CSV or Parquet file
+        (`movierec export`), scored in batches so memory stays bounded; the number of rows written."""
+        from movierec.export import export_recommendations
+
+        return export_recommendations(self._served, path, users=users, n=n, format=format,
+                                      include_seen=include_seen)
+
+    def plot_curves(self, path: str | Path) -> Path:
+        """Draw the training curves to a PNG file (`movierec plot curves`; needs ``movierec[plot]``)."""
+        from movierec.plot import plot_history
+
+        return plot_history(self._served.meta, path).path
+
+    def plot_map(self, path: str | Path, *, color_by: str = "cluster", k: int = 10, labels: int = 15,
+                 seed: int = 0) -> Path:
+        """Draw a 2-D map of the learned movie vectors to a PNG file, coloured by cluster or genre, the
+        best-known movies labelled (`movierec plot map`; needs ``movierec[plot]``)."""
+        from movierec.plot import plot_movie_map
+
+        return plot_movie_map(self._served, path, color_by=color_by, k=k, labels=labels, seed=seed).path
+
     def clusters(self, k: int = 10, *, top: int = 5, seed: int = 0) -> pd.DataFrame:
         """The movies in ``k`` groups by their learned vectors (k-means, seeded), largest first, each with its
         over-represented genres and ``top`` best-known titles."""
@@ -227,11 +250,7 @@ def load(name: str | None = None, *, device: str = "cpu") -> Model:
     """The saved model ``name`` (a name, any unique beginning of one, or a path; default: the newest)."""
     from movierec.serving import open_model
 
-    if device != "cpu":
-        from movierec.device import resolve_device
-
-        return Model(open_model(name, resolve_device(device)))
-    return Model(open_model(name))
+    return Model(open_model(name, device))
 
 
 def model_config(model: str, mode: str | None = None, **settings: Any) -> ModelConfig:
@@ -289,6 +308,25 @@ def train(
         valid_fraction=valid_fraction, name=name, test_fraction=test_fraction, on_epoch=progress,
     )
     return load(str(outcome.path))
+
+
+def cross_validate(model: str, dataset: str | None = None, *, folds: int | None = None, mode: str | None = None,
+                   seed: int = 0, device: str = "cpu", patience: int | None = None,
+                   valid_fraction: float | None = None, **settings: Any) -> pd.DataFrame:
+    """k-fold cross-validation (`movierec cv`): ml-100k's official u1..u5 by default, else ``folds`` seeded
+    random folds (5); nothing is saved. One row per fold (``fold``, its test metrics, ``fit_seconds``), then
+    ``mean`` and ``std`` rows (population standard deviation, as Surprise reports it)."""
+    import pandas as pd
+
+    from movierec.crossval import cross_validate as run
+
+    result = run(model, dataset, mode=mode, folds=folds, seed=seed, device=device, patience=patience,
+                 valid_fraction=valid_fraction, **settings)
+    rows = [{"fold": name, **metrics, "fit_seconds": f.fit_seconds}
+            for name, metrics, f in zip(result.folds, result.metrics, result.fold_results)]
+    rows += [{"fold": "mean", **result.mean, "fit_seconds": result.fit_seconds / len(result.folds)},
+             {"fold": "std", **result.std}]
+    return pd.DataFrame(rows)
 
 
 def saved_models() -> pd.DataFrame:

@@ -55,6 +55,7 @@ import numpy as np
 
 from movierec import __version__, paths
 from movierec.errors import MovierecError
+from movierec.files import atomic_file
 from movierec.models import build_model, migrate_settings
 
 if TYPE_CHECKING:
@@ -443,24 +444,15 @@ def write_file(path: Path, metadata: Mapping[str, str], arrays: Mapping[str, np.
     over ``path``. Whatever goes wrong, ``path`` is either what it was or the whole new file."""
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
     header = _header_bytes(metadata, arrays)
+    failure = f"Could not save the model to {path}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         clean_temporaries(path.parent)
-        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise MovierecError(f"Could not save the model to {path}: {exc.strerror or exc}.") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _write_body(f, header, arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise MovierecError(f"Could not save the model to {path}: {exc.strerror or exc}.") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        raise MovierecError(f"{failure}: {exc.strerror or exc}.") from None
+    # Private (0600), as the temporary file is made: a model holds what its users rated.
+    with atomic_file(path, failure, prefix=_temp_prefix(path), private=True) as f:
+        _write_body(f, header, arrays)
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,9 @@ class Scorer(Protocol):
     def scores(self, user: int) -> np.ndarray:
         """Raw scores of every movie for known user ``user``: (I,) float32."""
 
+    def scores_many(self, users: np.ndarray) -> np.ndarray:
+        """Raw scores of every movie for known users ``users`` (B,): (B, I) float32, row b as ``scores(users[b])``."""
+
     def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
         """Raw scores of every movie for a new user from their ratings (n,), (n,): (I,) float32."""
 
@@ -86,6 +89,26 @@ def rank_items(scores: Any, n: int, exclude: Any, counts: Any) -> np.ndarray:
     idx = idx[np.argsort(-counts[idx].astype(np.int64), kind="stable")]  # rule 2
     idx = idx[np.argsort(-scores[idx], kind="stable")]  # rule 1
     return idx[:n]
+
+
+def rank_rows(scores: np.ndarray, n: int, exclude: np.ndarray, counts: Any) -> list[np.ndarray]:
+    """:func:`rank_items` of every row of ``scores`` (B, I) with its row of ``exclude`` (B, I) bool: B arrays of
+    at most ``n`` indices, the same lists as row by row. Each row's sort is limited to the movies scoring at least
+    its ``n``-th best allowed score (a partition, linear in I), which holds its whole list, ties included."""
+    scores, exclude = np.asarray(scores), np.asarray(exclude, dtype=bool)
+    if bool(np.isnan(scores).any()):
+        raise MovierecError("The model predicts NaN scores, so it cannot rank movies; it probably diverged.")
+    n_items = scores.shape[1]
+    if 0 < n < n_items:
+        masked = np.where(exclude, -np.inf, scores)  # (B, I)
+        nth = np.partition(masked, n_items - n, axis=1)[:, n_items - n:n_items - n + 1]  # (B, 1) n-th best allowed
+        exclude = exclude | (masked < nth)
+    return [rank_items(row, n, out, counts) for row, out in zip(scores, exclude)]
+
+
+def shown_scores(scorer: Scorer, scores: np.ndarray) -> np.ndarray:
+    """The numbers shown beside listed movies: a rating model's stars clipped to its scale, else as they are."""
+    return np.clip(scores, *scorer.rating_range) if scorer.kind == "rating" else scores
 
 
 def shrink_rare(scores: Any, counts: Any, strength: float, prior: float) -> np.ndarray:
@@ -154,9 +177,7 @@ def top_n(
     if allowed is not None:
         exclude |= ~np.asarray(allowed, dtype=bool)
     picked = rank_items(scores if order_by is None else order_by, n, exclude, counts)  # (<= n,)
-    shown = scores[picked]
-    if scorer.kind == "rating":
-        shown = np.clip(shown, *scorer.rating_range)
+    shown = shown_scores(scorer, scores[picked])
     because = explain(scorer.item_vectors(), picked, rated, ratings, liked_threshold)
     return [Recommendation(int(i), float(s), b) for i, s, b in zip(picked.tolist(), shown.tolist(), because)]
 
@@ -227,11 +248,14 @@ class TorchScorer:
         self._vectors: np.ndarray | None = None
 
     def scores(self, user: int) -> np.ndarray:
+        return self.scores_many(np.array([user]))[0]
+
+    def scores_many(self, users: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.no_grad():
-            users = torch.tensor([user], device=self.train.device)
-            return _np(self.model.score(users, self.train)[0].float())
+            users = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.train.device)
+            return _np(self.model.score(users, self.train).float())
 
     def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
         import torch

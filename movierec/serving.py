@@ -231,9 +231,20 @@ class FactorScorer:
         return array.astype(np.float32, copy=False)
 
     def scores(self, user: int) -> np.ndarray:
-        p = self._finite("state.user_factors", self._saved.rows("state.user_factors", user, user + 1)[0])  # (d,)
-        b = self._finite("state.user_bias", self._saved.rows("state.user_bias", user, user + 1)[0])  # ()
-        return self.item_factors @ p + ((b + self.item_bias) + self.mean)  # (I,)
+        return self.scores_many(np.array([user]))[0]
+
+    def scores_many(self, users: np.ndarray) -> np.ndarray:
+        """(B,) user indices -> (B, I) scores, reading those users' rows only (a run of users in one read)."""
+        users = np.asarray(users, dtype=np.int64)
+        if users.size > 1 and bool((np.diff(users) == 1).all()):
+            start, stop = int(users[0]), int(users[-1]) + 1
+            p = self._saved.rows("state.user_factors", start, stop)  # (B, d)
+            b = self._saved.rows("state.user_bias", start, stop)  # (B,)
+        else:
+            p = np.stack([self._saved.rows("state.user_factors", u, u + 1)[0] for u in users.tolist()])
+            b = np.array([self._saved.rows("state.user_bias", u, u + 1)[0] for u in users.tolist()])
+        p, b = self._finite("state.user_factors", p), self._finite("state.user_bias", b)
+        return p @ self.item_factors.T + ((b[:, None] + self.item_bias) + self.mean)  # (B, I)
 
     def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
         vector, bias = self.fold_in_factors(items, ratings)
@@ -339,6 +350,19 @@ class Served:
         self._check_seen(np.array([start, stop]), items)
         return items, stars
 
+    def seen_many(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The movies user indices ``users`` (B,) rated in training: (row in ``users``, movie) pairs, two (N,)
+        int64 arrays; a run of consecutive users is read at once."""
+        users = np.asarray(users, dtype=np.int64)
+        if users.size < 2 or not bool((np.diff(users) == 1).all()):
+            per_user = [self.seen(u)[0] for u in users.tolist()]
+            rows = np.repeat(np.arange(users.size), [len(x) for x in per_user])
+            return rows, np.concatenate(per_user) if per_user else np.zeros(0, dtype=np.int64)
+        indptr = self._saved.rows("seen.indptr", int(users[0]), int(users[-1]) + 2)  # (B+1,)
+        items = self._saved.rows("seen.items", int(indptr[0]), int(indptr[-1])).astype(np.int64)
+        self._check_seen(indptr, items)
+        return np.repeat(np.arange(users.size), np.diff(indptr)), items
+
     # -- answers: the one implementation behind the CLI, the Python API and the HTTP server -----------------
     def recommend(
         self, user: int, n: int = 10, *, genres: Sequence[str] | None = None, min_year: int | None = None,
@@ -426,20 +450,12 @@ class Served:
         ``[{"cluster", "size", "genres" (the over-represented ones), "movies" (the ``top`` best-known titles)}]``."""
         from collections import Counter
 
-        import torch
-
-        from movierec.recommend import kmeans
-
         data = self.catalogue
-        vectors = torch.nn.functional.normalize(torch.from_numpy(self.scorer.item_vectors()).float(), dim=1)
-        labels, _ = kmeans(vectors, k, seed=seed)
-        labels_np = labels.numpy()
+        labels = self.cluster_labels(k, seed=seed)
         all_genres = Counter(g for i in range(data.n_items) for g in data.genres(i))
         clusters = []
-        for c in range(k):
-            members = np.flatnonzero(labels_np == c)
-            if members.size == 0:
-                continue
+        for c in range(int(labels.max()) + 1):
+            members = np.flatnonzero(labels == c)
             # Best-known first; equal counts keep the lower index (a stable sort on the negated counts).
             order = members[np.argsort(-self.counts[members], kind="stable")]
             genres = Counter(g for i in members.tolist() for g in data.genres(i))
@@ -449,8 +465,22 @@ class Served:
             lift = {g: (m / size) / (all_genres[g] / data.n_items) for g, m in genres.items() if m >= 0.1 * size}
             clusters.append({"size": size, "genres": sorted(lift, key=lambda g: -lift[g])[:3],
                              "movies": [data.title(i) for i in order[:top].tolist()]})
-        clusters.sort(key=lambda c: -c["size"])
         return [{"cluster": m, **c} for m, c in enumerate(clusters, 1)]
+
+    def cluster_labels(self, k: int = 10, *, seed: int = 0) -> np.ndarray:
+        """Each movie's cluster (I,), numbered as :meth:`clusters` lists them: 0 the largest (equal sizes in
+        k-means' order). k-means on the unit-length movie vectors, seeded."""
+        import torch
+
+        from movierec.recommend import kmeans
+
+        vectors = torch.nn.functional.normalize(torch.from_numpy(self.scorer.item_vectors()).float(), dim=1)
+        labels = kmeans(vectors, k, seed=seed)[0].numpy()
+        sizes = np.bincount(labels, minlength=k)
+        order = sorted((c for c in range(k) if sizes[c]), key=lambda c: -sizes[c])  # stable
+        number = np.zeros(k, dtype=np.int64)
+        number[order] = np.arange(len(order))
+        return number[labels]
 
     def rows(self, picks: Sequence[Recommendation]) -> list[dict[str, Any]]:
         """Recommendations as JSON-able rows: ``rank`` (from 1), ``movie_id``, ``title``, ``year`` (None if
@@ -550,7 +580,13 @@ def open_model(name: str | None, device: Any = "cpu") -> Served:
     """The saved model ``name`` (newest when None), ready to answer.
 
     A checkpoint without serving data (format 1, or saved without it) is converted first: its dataset and
-    split are loaded once, and the file rewritten in place (:func:`movierec.checkpoint.upgrade`)."""
+    split are loaded once, and the file rewritten in place (:func:`movierec.checkpoint.upgrade`).
+    ``device``: where models that need torch run ("cpu", "cuda", "auto" or a torch.device); factor models are
+    answered in numpy whatever it says, and "cpu" imports no torch for them."""
+    if device != "cpu":
+        from movierec.device import resolve_device
+
+        device = resolve_device(device)
     path = checkpoint.resolve(name)
     served = _served_from_file(path, device)
     if served is not None:

@@ -227,6 +227,18 @@ DEFAULT_VALID_FRACTION = 0.05
 """The validation slice carved from the training ratings when early stopping needs one."""
 
 
+def resolve_valid_fraction(patience: int | None, valid_fraction: float | None) -> float:
+    """The validation slice's share of the training ratings: ``valid_fraction``, or when None
+    :data:`DEFAULT_VALID_FRACTION` with ``patience`` and 0 (no slice) without; both checked."""
+    if valid_fraction is None:
+        valid_fraction = DEFAULT_VALID_FRACTION if patience is not None else 0.0
+    if not 0.0 <= valid_fraction < 1.0:
+        raise MovierecError(f"--valid-fraction must be at least 0 and below 1, not {valid_fraction:g}.")
+    if patience is not None and patience < 1:
+        raise MovierecError("--patience must be at least 1.")
+    return valid_fraction
+
+
 def train_and_save(
     model_name: str,
     config: dict | None = None,
@@ -255,12 +267,7 @@ def train_and_save(
     from movierec import checkpoint
     from movierec.data.default import default_dataset
 
-    if valid_fraction is None:
-        valid_fraction = DEFAULT_VALID_FRACTION if patience is not None else 0.0
-    if not 0.0 <= valid_fraction < 1.0:
-        raise MovierecError(f"--valid-fraction must be at least 0 and below 1, not {valid_fraction:g}.")
-    if patience is not None and patience < 1:
-        raise MovierecError("--patience must be at least 1.")
+    valid_fraction = resolve_valid_fraction(patience, valid_fraction)
     if name is not None:
         checkpoint.path_for(name)  # validates the name before any work
     why = None
@@ -295,9 +302,9 @@ def _train_reserved(
     """:func:`train_and_save` once the dataset is chosen and the checkpoint's name is held."""
     from movierec import checkpoint
     from movierec.data.movielens import load_dataset
-    from movierec.data.split import default_split, make_split, validation_slice
+    from movierec.data.split import default_split, make_split
     from movierec.device import resolve_device
-    from movierec.models import build_model, resolve_mode
+    from movierec.models import resolve_mode
     from movierec.serving import ServingData
 
     def step(description: str) -> None:
@@ -309,27 +316,11 @@ def _train_reserved(
     data = load_dataset(dataset)
     step("Splitting the ratings")
     the_split = make_split(data, split or default_split(dataset), seed=seed, test_fraction=test_fraction)
-    fit_ratings, valid = the_split.train, None
-    if valid_fraction > 0:
-        fit_ratings, valid = validation_slice(the_split.train, valid_fraction, seed)
-    seed_everything(seed)
     mode = resolve_mode(model_name, mode)
-    model = build_model(model_name, mode, config, data.n_users, data.n_items, tuple(data.rating_values))
-    model.to(torch_device)
-    sample = validation_sample(valid, model.kind, seed) if valid is not None else None
-    sampled = sample is not None and len(sample) < len(valid)
-    plan = TrainPlan(data.name, why, the_split, fit_ratings, valid, valid_fraction,
-                     VALID_RANK_USERS if sampled else None)
-    if on_start is not None:
-        on_start(model, plan)
-    step("Building the training matrix")
-    fit_matrix = fit_ratings.matrix(torch_device)  # built once: training, validation and, without a slice, test
-    result = fit(model, fit_ratings, sample, seed=seed, patience=patience, on_epoch=on_epoch, matrix=fit_matrix,
-                 on_step=on_step, on_progress=on_progress)
-    # The test split is scored with every training rating as the user's known history, as `evaluate` does.
-    if valid is not None:
-        step("Building the full training matrix")
-    known = fit_matrix if valid is None else the_split.train.matrix(torch_device)
+    fitted = fit_split(model_name, mode, config, data, the_split, why=why, seed=seed, device=torch_device,
+                       patience=patience, valid_fraction=valid_fraction, on_start=on_start, on_epoch=on_epoch,
+                       on_step=on_step, on_progress=on_progress)
+    model, result, known = fitted.model, fitted.result, fitted.known
     step("Testing")
     test_metrics = heldout_metrics(model, known, the_split.test, progress=on_progress)
     step("Testing the baseline")
@@ -362,4 +353,53 @@ def _train_reserved(
     step("Saving")
     serving = ServingData.build(model, the_split.train, data)  # what `recommend` reads instead of the dataset
     path, saved = checkpoint.save(model, meta, data.user_ids, data.item_ids, out_path, serving=serving)
-    return TrainOutcome(path, saved, result, plan)
+    return TrainOutcome(path, saved, result, fitted.plan)
+
+
+@dataclass(frozen=True)
+class SplitFit:
+    """A model trained on one split's training ratings (:func:`fit_split`), not yet tested."""
+
+    model: Recommender
+    plan: TrainPlan
+    result: FitResult
+    known: RatingMatrix
+    """Every training rating of the split, validation slice included, on the model's device: the history the
+    test split is scored against, as `evaluate` does."""
+
+
+def fit_split(
+    model_name: str, mode: str | None, config: dict | None, data: object, the_split: object, *, seed: int,
+    device: torch.device, patience: int | None, valid_fraction: float, why: str | None = None,
+    on_start: Callable[[Recommender, TrainPlan], None] | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None, on_step: StepCallback | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> SplitFit:
+    """Build model ``model_name`` for ``data`` (a :class:`~movierec.data.movielens.Dataset`) and :func:`fit` it
+    on ``the_split``'s training ratings, less a seeded validation slice of ``valid_fraction`` (0: none) that
+    early stopping reads. The test split is not read here: what `train` and `cv` do with it is theirs."""
+    from movierec.data.split import validation_slice
+    from movierec.models import build_model, resolve_mode
+
+    fit_ratings, valid = the_split.train, None
+    if valid_fraction > 0:
+        fit_ratings, valid = validation_slice(the_split.train, valid_fraction, seed)
+    seed_everything(seed)
+    mode = resolve_mode(model_name, mode)
+    model = build_model(model_name, mode, config, data.n_users, data.n_items, tuple(data.rating_values))
+    model.to(device)
+    sample = validation_sample(valid, model.kind, seed) if valid is not None else None
+    sampled = sample is not None and len(sample) < len(valid)
+    plan = TrainPlan(data.name, why, the_split, fit_ratings, valid, valid_fraction,
+                     VALID_RANK_USERS if sampled else None)
+    if on_start is not None:
+        on_start(model, plan)
+    if on_step is not None:
+        on_step("Building the training matrix")
+    fit_matrix = fit_ratings.matrix(device)  # built once: training, validation and, without a slice, test
+    result = fit(model, fit_ratings, sample, seed=seed, patience=patience, on_epoch=on_epoch, matrix=fit_matrix,
+                 on_step=on_step, on_progress=on_progress)
+    if valid is not None and on_step is not None:
+        on_step("Building the full training matrix")
+    known = fit_matrix if valid is None else the_split.train.matrix(device)
+    return SplitFit(model, plan, result, known)

@@ -86,12 +86,16 @@ def test_predict_is_what_the_lists_show(home):
             rating_model.predict(5000, 50)
 
 
-def test_a_model_describes_itself(home):
+def test_a_model_describes_itself(home, tmp_path):
     with mr.load("als8") as model:
         assert model.name == "als8" and repr(model) == "<Model als8: als explicit on ml-100k (u1)>"
         assert set(model.metrics) >= {"rmse", "mae"} and model.info["config"]["factors"] == 8
         assert list(model.history.epoch) == [1, 2] and "train_rmse" in model.history
         assert model.search("star wa").title.tolist()[0] == "Star Wars (1977)"
+        assert model.plot_curves(tmp_path / "c.png").read_bytes().startswith(b"\x89PNG")
+        assert model.plot_map(tmp_path / "m.png", color_by="genre").stat().st_size > 1000
+        assert model.export(tmp_path / "top.csv", users=[1, 42], n=3) == 6
+        assert (tmp_path / "top.csv").read_text().splitlines()[0] == "user_id,rank,movie_id,title,score"
         clusters = model.clusters(3)
         assert clusters["size"].sum() == 1682 and list(clusters.cluster) == [1, 2, 3]
     listed = mr.saved_models()
@@ -121,6 +125,7 @@ def test_datasets_and_splits_carry_movielens_ids(home):
     (lambda: mr.model_config("als", factorz=8), "Invalid als settings: unknown"),
     (lambda: mr.train("als", config=mr.model_config("mf")), "A MFConfig is not the config of als"),
     (lambda: mr.train("als", mode="implicit", config=mr.model_config("als")), "is not the config of als --mode "),
+    (lambda: mr.cross_validate("als", "ml-100k", folds=1), "fold"),
     (lambda: mr.load("no-such-model"), "No saved model named 'no-such-model'"),
     (lambda: mr.load_dataset("ml-1m"), "ml-1m"),
     (lambda: mr.evaluate_models("als8", k=0), "K must be at least 1"),
@@ -147,3 +152,13 @@ def test_train_from_python_saves_and_reports_every_epoch(home):
         model.close()
         mr.remove("py-mf")
     assert "py-mf" not in set(mr.saved_models().name)
+
+
+@pytest.mark.slow
+def test_cross_validate_gives_each_fold_then_mean_and_std(home):
+    before = set(mr.saved_models().name)
+    table = mr.cross_validate("als", "ml-100k", factors=4, epochs=2)
+    assert table.fold.tolist() == ["u1", "u2", "u3", "u4", "u5", "mean", "std"]
+    assert table.rmse.iloc[5] == pytest.approx(table.rmse.iloc[:5].mean())
+    assert table.rmse.iloc[6] == pytest.approx(table.rmse.iloc[:5].std(ddof=0))
+    assert set(mr.saved_models().name) == before  # nothing saved

@@ -35,3 +35,26 @@ def test_quiet_steps_and_a_failed_step_leave_nothing(capsys):
         steps.step("Evaluating")
         raise RuntimeError("boom")
     assert capsys.readouterr().out == ""  # the error's one line is all the user should see
+
+
+def test_a_record_stays_one_line_in_a_file_however_long(capsys):
+    groups = [["epoch   1/2", *(f"train: metric{i} 0.1234" for i in range(20))], ["|  valid: rmse 0.9000"], ["(0.05s)"]]
+    with progress.Steps() as steps:
+        steps.record(groups, indent=13)
+    out = capsys.readouterr().out
+    assert out == "  ".join(item for group in groups for item in group) + "\n"
+
+
+def test_fold_breaks_between_groups_then_items_never_inside_one():
+    groups = [["epoch   1/3", "train: loss 0.8263", "accuracy 0.4054", "rmse 1.0277"],
+              ["|  valid: rmse 1.0279", "mae 0.8256"], ["(0.72s) *"]]
+    assert progress.fold(groups, 200, 13) == ("epoch   1/3  train: loss 0.8263  accuracy 0.4054  rmse 1.0277  "
+                                              "|  valid: rmse 1.0279  mae 0.8256  (0.72s) *")
+    assert progress.fold(groups, 80, 13).splitlines() == [
+        "epoch   1/3  train: loss 0.8263  accuracy 0.4054  rmse 1.0277",
+        "             |  valid: rmse 1.0279  mae 0.8256  (0.72s) *",
+    ]
+    narrow = progress.fold(groups, 40, 13).splitlines()
+    assert all(len(line) <= 40 for line in narrow)
+    assert [line.strip() for line in narrow] == ["epoch   1/3  train: loss 0.8263", "accuracy 0.4054", "rmse 1.0277",
+                                                 "|  valid: rmse 1.0279", "mae 0.8256  (0.72s) *"]

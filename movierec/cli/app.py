@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import signal
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,10 +34,31 @@ def handle_sigterm() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
 
 
-class _App(TyperGroup):
+def first_sentence(text: str) -> str:
+    """The first sentence of a help text or docstring, on one line ("et al. 2015" does not end it)."""
+    paragraph = " ".join(text.strip().split("\n\n")[0].split())
+    return re.split(r"(?<=\.)\s+(?=[A-Z`])", paragraph)[0]
+
+
+class HelpGroup(TyperGroup):
+    """A command group whose help lists each command with its first sentence whole, wrapped (the default cuts it
+    at the terminal's width with "...")."""
+
+    def format_commands(self, ctx: typer.Context, formatter: Any) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, first_sentence(command.help or "")))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+class _App(HelpGroup):
     """Root group: a :class:`MovierecError` anywhere below becomes one sentence on stderr, exit 1."""
 
-    _ORDER = ("fetch", "datasets", "train", "models", "evaluate", "recommend", "similar", "clusters")
+    _ORDER = ("fetch", "datasets", "train", "cv", "models", "evaluate", "recommend", "similar", "clusters", "export",
+              "plot", "serve")
 
     def list_commands(self, ctx: typer.Context) -> list[str]:
         # The order of a session: get data, train, inspect, use.
@@ -100,7 +122,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    # Plain help: rich's option tables split the width into four columns, so at 80 columns the help of an
+    # option ran down a 20-character strip and long flags were cut; plain text wraps every help in full.
+    rich_markup_mode=None,
 )
 
 

@@ -9,14 +9,14 @@ import typer
 from movierec.cli.app import app
 
 # (key template, header, lower is better); {k} is filled with --k.
-_COLUMNS = [
+METRIC_COLUMNS = [
     ("rmse", "RMSE", True), ("mae", "MAE", True), ("loss", "loss", True), ("accuracy", "acc", False),
     ("auc", "AUC", False), ("precision@{k}", "P@{k}", False), ("recall@{k}", "R@{k}", False),
     ("ndcg@{k}", "NDCG@{k}", False), ("hit@{k}", "Hit@{k}", False), ("map@{k}", "MAP@{k}", False),
     ("coverage@{k}", "Cov@{k}", False),
 ]
 # What a narrow table keeps first: the headline rating and ranking metrics, then the rest.
-_PRIORITY = ["rmse", "mae", "auc", "ndcg@{k}", "recall@{k}", "precision@{k}", "hit@{k}", "map@{k}", "accuracy",
+METRIC_PRIORITY = ["rmse", "mae", "auc", "ndcg@{k}", "recall@{k}", "precision@{k}", "hit@{k}", "map@{k}", "accuracy",
              "loss", "coverage@{k}"]
 
 
@@ -91,13 +91,13 @@ def _parse_metrics(text: str, k: int) -> list[str]:
     from movierec.errors import MovierecError
 
     names = {}
-    for key, head, _ in _COLUMNS:
+    for key, head, _ in METRIC_COLUMNS:
         full, short = key.format(k=k), head.format(k=k).lower()
         names.update({full: full, short: full, full.split("@")[0]: full, short.split("@")[0]: full})
     chosen = []
     for name in (n.strip().lower() for n in text.split(",")):
         if name not in names:
-            known = ", ".join(key.format(k=k) for key, _, _ in _COLUMNS)
+            known = ", ".join(key.format(k=k) for key, _, _ in METRIC_COLUMNS)
             raise MovierecError(f"--metrics: {name!r} is not one of {known}.")
         if names[name] not in chosen:
             chosen.append(names[name])
@@ -110,7 +110,7 @@ def _print_table(rows: list[dict[str, Any]], k: int, chosen: list[str] | None = 
 
     from movierec.cli.console import clean, console, plain
 
-    every = [(key.format(k=k), head.format(k=k), low) for key, head, low in _COLUMNS]
+    every = [(key.format(k=k), head.format(k=k), low) for key, head, low in METRIC_COLUMNS]
     # The metrics that apply to the models shown (a like/dislike model has no RMSE, even if a baseline has).
     models = [r for r in rows if r["checkpoint"] is not None] or rows
     measured = [c for c in every if any(r.get(c[0]) is not None for r in models)]
@@ -136,7 +136,7 @@ def _print_table(rows: list[dict[str, Any]], k: int, chosen: list[str] | None = 
         return name_width + fit_width + sum(width[key] for key in keys) + 3 * (len(keys) + 2) + 1
 
     if chosen is None:
-        order = [key.format(k=k) for key in _PRIORITY]
+        order = [key.format(k=k) for key in METRIC_PRIORITY]
         shown = []
         for key in (key for key in order if key in {c[0] for c in measured}):
             if room([*shown, key]) <= console.width:

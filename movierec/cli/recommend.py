@@ -46,11 +46,13 @@ def recommend_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Personalised recommendations for a known user (--user) or a new one (--rate / --ratings-file)."""
+    from movierec.serving import open_model
+
     new_user = bool(rate) or ratings_file is not None
     if new_user == (user is not None):
         raise MovierecError("Give either --user ID, or a new user's ratings with --rate / --ratings-file.")
     filters = {"genres": genre, "min_year": min_year, "max_year": max_year}
-    served = _open(model, device)
+    served = open_model(model, device)
     try:
         if new_user:
             pairs = _parse_rates(rate or []) + (_read_ratings_file(ratings_file) if ratings_file else [])
@@ -70,17 +72,6 @@ def recommend_command(
     _table(f"Top {top} for {who} — {served.meta.name} ({what})", rows, served.score_name, with_because=True)
 
 
-def _open(model: str | None, device: str) -> Any:
-    """The saved model, ready to answer; torch only for models that need it (and for --device cuda)."""
-    from movierec.serving import open_model
-
-    if device != "cpu":
-        from movierec.device import resolve_device
-
-        return open_model(model, resolve_device(device))
-    return open_model(model)
-
-
 @app.command("similar")
 def similar_command(
     movie: Annotated[
@@ -97,7 +88,9 @@ def similar_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Movies nearest to MOVIE by the model's learned movie vectors (cosine similarity)."""
-    served = _open(model, device)
+    from movierec.serving import open_model
+
+    served = open_model(model, device)
     try:
         found = served.similar(movie, top, min_ratings=min_ratings)
     finally:
@@ -120,7 +113,9 @@ def clusters_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Group the movies by the model's learned movie vectors (k-means) and describe each group."""
-    served = _open(model, device)
+    from movierec.serving import open_model
+
+    served = open_model(model, device)
     try:
         clusters = served.clusters(k, top=top, seed=seed)
     finally:

@@ -10,12 +10,13 @@ import dataclasses
 import enum
 import inspect
 import typing
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from movierec.cli.app import app
+from movierec.cli.app import app, first_sentence
 from movierec.errors import MovierecError
 from movierec.models import MODELS
 
@@ -23,6 +24,10 @@ _LISTING = "movierec.train.listing"
 
 
 class _ModelCommands(TyperGroup):
+    """One sub-command per model; :func:`model_group` says what each takes and runs."""
+
+    build: ClassVar[Callable[[str], TyperCommand]]
+
     def list_commands(self, ctx: typer.Context) -> list[str]:
         return list(MODELS)
 
@@ -33,7 +38,7 @@ class _ModelCommands(TyperGroup):
             # Typer's rich help asks for every command just to show its summary; building the real one
             # would import the model module (and torch).
             return TyperCommand(cmd_name, help=MODELS[cmd_name].summary)
-        return _model_command(cmd_name)
+        return self.build(cmd_name)
 
     def format_help(self, ctx: typer.Context, formatter: Any) -> None:
         ctx.meta[_LISTING] = True
@@ -48,13 +53,17 @@ class _ModelCommands(TyperGroup):
             formatter.write_dl([(name, entry.summary) for name, entry in MODELS.items()])
 
 
-train_app = typer.Typer(
-    cls=_ModelCommands,
-    add_completion=False,
-    no_args_is_help=True,
-    help="Train a model on a fetched dataset and save it. `movierec train MODEL --help` lists its options.",
-)
-app.add_typer(train_app, name="train")
+def model_group(
+    options: dict[str, tuple[Any, Any]], defaults: dict[str, Any], run: Callable[..., None], help: str
+) -> typer.Typer:
+    """A command with one sub-command per model (`movierec train MODEL`, `movierec cv MODEL`). Each takes
+    ``options`` (name -> (type, typer.Option), defaults in ``defaults``), ``--mode`` and the model's own options
+    generated from its config classes, and calls ``run(model, mode, config, **options)`` with the config
+    options the user gave."""
+    group = type("ModelCommands", (_ModelCommands,),
+                 {"build": staticmethod(lambda model: _model_command(model, options, defaults, run))})
+    return typer.Typer(cls=group, add_completion=False, no_args_is_help=True, help=help)
+
 
 _COMMON: dict[str, tuple[Any, Any]] = {
     "dataset": (
@@ -80,7 +89,11 @@ _COMMON: dict[str, tuple[Any, Any]] = {
         typer.Option(help="Share of the training ratings set aside to validate each epoch; never the test split "
                           "(default: 0.05 with --patience, else none)."),
     ),
-    "name": (str | None, typer.Option(help="Checkpoint name (default: MODEL-DATASET-SPLIT-TIME).")),
+    "name": (
+        str | None,
+        typer.Option(help="Checkpoint name (default: the model's, then with -2, -3, ...; with the mode added for "
+                          "a mode other than the first)."),
+    ),
     "json_output": (bool, typer.Option("--json", help="Print the result as JSON instead of tables.")),
 }
 _COMMON_DEFAULTS = {"dataset": None, "split": None, "test_fraction": 0.1, "seed": 0, "device": "auto",
@@ -110,10 +123,11 @@ def _config_parameters(classes: dict[str, type]) -> tuple[list[inspect.Parameter
         help_text = meta.get("help", "")
         if len(per_mode) < len(classes):
             help_text += f" Only with --mode {' or '.join(defaults)}."
-        # Typer shows one default per option; where the modes differ each is named (escaped from rich markup).
+        # One default per option; where the modes differ, or a mode lacks the option, each mode's is named.
         shown = len(set(defaults.values())) == 1 and len(per_mode) == len(classes)
         if not shown:
-            help_text += " \\[default: " + ", ".join(f"{_show(v)} ({m})" for m, v in defaults.items()) + "]"
+            named = (_show(v) if tp is not bool else flag[2:] if v else f"no-{flag[2:]}" for v in defaults.values())
+            help_text += "  [default: " + ", ".join(f"{v} ({m})" for v, m in zip(named, defaults)) + "]"
         default = first.default
         choices = [c for _, f, _ in per_mode for c in f.metadata.get("choices") or ()]
         if choices:
@@ -128,23 +142,40 @@ def _config_parameters(classes: dict[str, type]) -> tuple[list[inspect.Parameter
 
 
 def _mode_parameter(classes: dict[str, type]) -> inspect.Parameter:
-    described = "; ".join(f"{m}: {(c.__doc__ or '').strip().splitlines()[0].rstrip('.')}" for m, c in classes.items())
+    # One paragraph per mode: the help formatter keeps paragraphs apart.
+    described = "\n\n".join(f"{m}: {first_sentence(c.__doc__ or '')}" for m, c in classes.items())
     tp = enum.Enum("Mode", {m: m for m in classes}, type=str)
-    opt = typer.Option("--mode", help=f"Which algorithm. {described}", rich_help_panel="Model options")
+    opt = typer.Option("--mode", help=f"Which algorithm.\n\n{described}", rich_help_panel="Model options")
     return inspect.Parameter("mode", inspect.Parameter.KEYWORD_ONLY, default=tp(next(iter(classes))),
                              annotation=Annotated[tp, opt])
 
 
-def _model_command(model: str) -> TyperCommand:
+class _PlainHelp(TyperCommand):
+    """A model's help in two groups: the options every model shares, then the model's own."""
+
+    def format_options(self, ctx: typer.Context, formatter: Any) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                sections.setdefault(getattr(param, "rich_help_panel", None) or "Options", []).append(record)
+        for title, records in sections.items():
+            with formatter.section(title):
+                formatter.write_dl(records)
+
+
+def _model_command(
+    model: str, options: dict[str, tuple[Any, Any]], defaults: dict[str, Any], run: Callable[..., None]
+) -> TyperCommand:
     from movierec.models import model_classes
 
     classes = model_classes(model)
     config_params, modes_of = _config_parameters(classes)
-    clash = set(modes_of) & (set(_COMMON) | {"mode", "ctx"})
+    clash = set(modes_of) & (set(options) | {"mode", "ctx"})
     assert not clash, f"{model} config fields clash with common options: {clash}"
 
     def command(ctx: typer.Context, **kwargs: Any) -> None:
-        common = {k: kwargs.pop(k) for k in list(_COMMON)}
+        common = {k: kwargs.pop(k) for k in list(options)}
         mode = kwargs.pop("mode", None)
         mode = mode.value if isinstance(mode, enum.Enum) else next(iter(classes))
         # Only the options the user gave: the chosen class's own defaults apply to the rest.
@@ -154,18 +185,18 @@ def _model_command(model: str) -> TyperCommand:
                 flag, others = "--" + k.replace("_", "-"), " or ".join(modes_of[k])
                 raise MovierecError(f"{flag} is not an option of {model} --mode {mode}; it applies to --mode {others}.")
         config = {k: v.value if isinstance(v, enum.Enum) else v for k, v in given.items()}
-        _run(model, mode, config, **common)
+        run(model, mode, config, **common)
 
     ctx_param = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
     common_params = [
-        inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=_COMMON_DEFAULTS[k], annotation=Annotated[tp, opt])
-        for k, (tp, opt) in _COMMON.items()
+        inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=defaults[k], annotation=Annotated[tp, opt])
+        for k, (tp, opt) in options.items()
     ]
     mode_params = [_mode_parameter(classes)] if len(classes) > 1 else []
     command.__signature__ = inspect.Signature([ctx_param, *common_params, *mode_params, *config_params])
     command.__doc__ = MODELS[model].summary
-    single = typer.Typer(add_completion=False)
-    single.command(model)(command)
+    single = typer.Typer(add_completion=False, rich_markup_mode=None)  # as the app's
+    single.command(model, cls=_PlainHelp)(command)
     return typer.main.get_command(single)
 
 
@@ -198,7 +229,7 @@ def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, 
     def on_epoch(r: Any) -> None:
         steps.step("")  # ends the validation step
         if not json_output:
-            steps.line(_epoch_line(r))
+            steps.record(_epoch_line(r), indent=len("epoch 999/9  "))
 
     # Ctrl-C or an error ends the display first, so the one-line message is all that is left on screen.
     with steps:
@@ -219,14 +250,28 @@ def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, 
     _print_summary(outcome)
 
 
+train_app = model_group(
+    _COMMON, _COMMON_DEFAULTS, _run,
+    help="Train a model on a fetched dataset and save it. `movierec train MODEL --help` lists its options.",
+)
+app.add_typer(train_app, name="train")
+
+
 def _fmt(metrics: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
-def _epoch_line(r: Any) -> str:
+def _epoch_line(r: Any) -> list[list[str]]:
+    """One epoch of the training curve, in groups that a narrow terminal shows on lines of their own:
+    ``epoch   3/20  train: loss 0.41  rmse 0.89  |  valid: rmse 0.93  (0.05s) *`` on one line otherwise."""
     mark = " *" if r.improved and r.valid else ""
-    valid = f"  |  valid: {_fmt(r.valid)}" if r.valid else ""
-    return f"epoch {r.epoch:>3}/{r.epochs}  train: {_fmt(r.train)}{valid}  ({r.seconds:.2f}s){mark}"
+    train = [f"{k} {v:.4f}" for k, v in r.train.items()]
+    groups = [[f"epoch {r.epoch:>3}/{r.epochs}", f"train: {train[0]}" if train else "train:", *train[1:]]]
+    if r.valid:
+        valid = [f"{k} {v:.4f}" for k, v in r.valid.items()]
+        groups.append([f"|  valid: {valid[0]}", *valid[1:]])
+    groups.append([f"({r.seconds:.2f}s){mark}"])
+    return groups
 
 
 def _verdict(metrics: dict[str, float], baseline: dict[str, float], monitor: str) -> str:

@@ -31,6 +31,9 @@ SPLIT_NAMES: dict[str, str] = {
 
 GENERATED_SPLITS = ("random", "temporal")
 
+OFFICIAL_FOLDS: dict[str, tuple[str, ...]] = {"ml-100k": ("u1", "u2", "u3", "u4", "u5")}
+"""Releases that come with official cross-validation folds: disjoint test sets covering every rating once."""
+
 
 @dataclass(frozen=True, eq=False)
 class Split:
@@ -87,6 +90,38 @@ def make_split(dataset: Dataset, name: str, seed: int = 0, test_fraction: float 
                 f"ratings{hint}."
             )
     return Split(key, train, test, int(seed))
+
+
+def official_folds(dataset_name: str) -> tuple[str, ...]:
+    """The official cross-validation folds of ``dataset_name`` (u1..u5 for ml-100k), else ()."""
+    return OFFICIAL_FOLDS.get(get_dataset_info(dataset_name).name, ())
+
+
+def fold_of_ratings(n: int, folds: int, seed: int = 0) -> np.ndarray:
+    """The fold (0..folds-1) of each of ``n`` ratings: (n,) int64, a seeded random assignment in which the
+    folds' sizes differ by at most one. The same seed gives the same folds; every rating is in exactly one."""
+    if folds < 2:
+        raise MovierecError(f"Cross-validation needs at least 2 folds, not {folds}.")
+    if folds > n:
+        raise MovierecError(f"{folds:,} folds is more than the {n:,} ratings there are to split into them.")
+    rng = np.random.default_rng([int(seed), 2])  # its own stream: not the random holdout's nor the validation's
+    fold = np.empty(n, dtype=np.int64)
+    fold[rng.permutation(n)] = np.arange(n, dtype=np.int64) % folds
+    return fold
+
+
+def fold_split(
+    dataset: Dataset, fold: int, folds: int, seed: int = 0, assignment: np.ndarray | None = None
+) -> Split:
+    """Fold ``fold`` (1-based) of ``folds`` seeded random folds of ``dataset``'s ratings: that fold's ratings
+    are the test split, the others the training split. Named ``"fold 2/5"``. ``assignment`` is
+    :func:`fold_of_ratings` of the dataset, when the caller drew it already (it does not change the result)."""
+    if not 1 <= fold <= folds:
+        raise MovierecError(f"Fold {fold} does not exist: the folds are numbered 1 to {folds}.")
+    if assignment is None:
+        assignment = fold_of_ratings(len(dataset.ratings), folds, seed)
+    in_test = assignment == fold - 1
+    return Split(f"fold {fold}/{folds}", dataset.ratings.take(~in_test), dataset.ratings.take(in_test), int(seed))
 
 
 def validation_slice(train: Ratings, fraction: float, seed: int = 0) -> tuple[Ratings, Ratings]:

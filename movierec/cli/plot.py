@@ -1,0 +1,90 @@
+"""`movierec plot curves` and `movierec plot map`: a saved model drawn as a PNG file (movierec.plot)."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from movierec.cli.app import HelpGroup, app
+
+plot_app = typer.Typer(
+    cls=HelpGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    help="Draw a saved model as a PNG picture: its training curves, or a map of its movie vectors.",
+)
+app.add_typer(plot_app, name="plot")
+
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="Saved model to draw (name or its beginning) (default: the newest).")
+]
+
+
+def _output(default: str) -> Any:
+    return Annotated[Path | None, typer.Option(
+        "--output", "-o", metavar="FILE.png", dir_okay=False,
+        help=f"Where to write the picture (default: {default} in the current folder, NAME the model's name).",
+    )]
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the file and what was drawn as JSON.")]
+
+
+class ColorBy(str, enum.Enum):
+    cluster = "cluster"
+    genre = "genre"
+
+
+@plot_app.command("curves")
+def curves_command(model: ModelOpt = None, output: _output("NAME-curves.png") = None,
+                   json_output: JsonOpt = False) -> None:
+    """Training curves: train loss and each validation metric per epoch, from the checkpoint's history."""
+    from movierec import checkpoint, plot
+
+    plot.require_matplotlib()
+    meta = checkpoint.read_meta(checkpoint.resolve(model))
+    drawn = plot.plot_history(meta, output or Path(f"{meta.name}-curves.png"))
+    _report(drawn, json_output)
+
+
+@plot_app.command("map")
+def map_command(
+    model: ModelOpt = None,
+    color_by: Annotated[
+        ColorBy, typer.Option("--color-by", help="Colour each movie by its k-means cluster (as `movierec clusters`) "
+                                                 "or by its genre (the rarest of its genres).")
+    ] = ColorBy.cluster,
+    k: Annotated[int, typer.Option("--k", min=1, help="Number of clusters (--color-by cluster).")] = 10,
+    seed: Annotated[int, typer.Option(help="Random seed of the clustering.")] = 0,
+    labels: Annotated[int, typer.Option(min=0, help="Label this many of the most-rated movies with their title.")] = 15,
+    min_ratings: Annotated[
+        int, typer.Option(min=0, help="Only movies with at least this many training ratings (the vectors of rarely "
+                                      "rated movies are mostly noise).")
+    ] = 20,
+    output: _output("NAME-map.png") = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """A 2-D map of the model's learned movie vectors (their first two principal components)."""
+    from movierec import plot
+    from movierec.serving import open_model
+
+    plot.require_matplotlib()
+    served = open_model(model)
+    try:
+        drawn = plot.plot_movie_map(served, output or Path(f"{served.meta.name}-map.png"), color_by=color_by.value,
+                                    k=k, labels=labels, seed=seed, min_ratings=min_ratings)
+    finally:
+        served.close()
+    _report(drawn, json_output)
+
+
+def _report(drawn: Any, json_output: bool) -> None:
+    from movierec.cli.console import clean, console, print_json
+
+    if json_output:
+        print_json(drawn.to_json())
+        return
+    console.print(clean(f"Wrote {drawn.path}."), markup=False, highlight=False, soft_wrap=True)
