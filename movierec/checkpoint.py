@@ -41,6 +41,7 @@ import re
 import socket
 import struct
 import tempfile
+import threading
 import time
 import types
 import typing
@@ -475,6 +476,7 @@ class SavedFile:
         self.metadata = metadata
         self._entries = entries
         self._base = base  # where the arrays start
+        self._lock = threading.Lock()  # where positioned reads are missing (Windows)
         self.meta = _meta_from_text(metadata.get("meta"), path)
 
     def close(self) -> None:
@@ -516,12 +518,22 @@ class SavedFile:
 
     def _read(self, e: _Entry, start: int, stop: int) -> np.ndarray:
         buf = bytearray(stop - start)  # writable, so torch can take it without a copy
+        view, offset = memoryview(buf), self._base + start
         try:
-            self._f.seek(self._base + start)
-            got = self._f.readinto(buf)
+            if hasattr(os, "preadv"):
+                # Positioned reads share no file offset: threads (a server's) may read one file at once.
+                while view:
+                    got = os.preadv(self._f.fileno(), [view], offset)
+                    if got <= 0:
+                        break
+                    view, offset = view[got:], offset + got
+            else:
+                with self._lock:
+                    self._f.seek(offset)
+                    view = view[self._f.readinto(view) or 0:]
         except OSError:
             raise _unreadable(self.path) from None
-        if got != len(buf):
+        if len(view):
             raise _unreadable(self.path)
         return np.frombuffer(buf, dtype=e.dtype)
 

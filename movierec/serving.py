@@ -199,7 +199,7 @@ class Catalogue:
         if max_year is not None:
             keep &= known_year & (self._years <= max_year)
         if not keep.any():
-            raise MovierecError("No movie passes the --genre / --min-year / --max-year filters.")
+            raise MovierecError("No movie passes the genre and year filters.")
         return keep
 
 
@@ -306,6 +306,7 @@ class Served:
             if ids.dtype.kind not in "iu" or bool((np.diff(ids) <= 0).any()):
                 raise MovierecError(f"{self.path} is damaged (its {what} ids are not a list of distinct ids in order).")
         self._title_index: TitleIndex | None = None
+        self._unit: np.ndarray | None = None  # the unit-length movie vectors, once `similar` needs them
         self.scorer: Scorer
         if info["scorer"]["kind"] == "factors":
             self.scorer = FactorScorer(saved, meta, info["scorer"]["fold_in"], info["kind"])
@@ -403,8 +404,10 @@ class Served:
         if min_ratings < 0:
             raise MovierecError(f"The minimum number of ratings must be 0 or more, not {min_ratings}.")
         item = self.find(movie)
+        if self._unit is None:  # kept: a server answers many questions from one model
+            self._unit = rec.unit_rows(self.scorer.item_vectors())
         items, sims = rec.similar_to(self.scorer, item, _count(n), counts=self.counts,
-                                     allowed=self.counts >= min_ratings)
+                                     allowed=self.counts >= min_ratings, unit=self._unit)
         rows = [{"rank": r, "movie_id": int(self.catalogue.item_ids[i]), **self.catalogue.movie(i),
                  "score": round(float(s), 4)} for r, (i, s) in enumerate(zip(items, sims), 1)]
         return {"movie_id": int(self.catalogue.item_ids[item]), "title": self.catalogue.title(item), "similar": rows}

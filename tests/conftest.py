@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,3 +113,18 @@ def assert_one_line_error(result, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+def run_cli_in_subprocess(home: Path, *args: str) -> subprocess.CompletedProcess:
+    """``movierec ARGS`` in a fresh Python with home ``home``; its stdout ends with ``IMPORTED <torch> <pandas>``:
+    whether the command imported torch and pandas."""
+    code = textwrap.dedent("""
+        import sys
+        from movierec.cli import app
+        try:
+            app(sys.argv[1:], standalone_mode=False)
+        finally:
+            print("\\nIMPORTED", "torch" in sys.modules, "pandas" in sys.modules)
+    """)
+    env = {"MOVIEREC_HOME": str(home), "OMP_NUM_THREADS": "1", "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120)

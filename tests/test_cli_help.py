@@ -12,7 +12,7 @@ from movierec.cli.app import first_sentence
 from movierec.models import MODELS, model_classes
 
 COMMANDS = [[], ["train"], *[["train", m] for m in MODELS], ["fetch"], ["datasets"], ["models"], ["evaluate"],
-            ["recommend"], ["similar"], ["clusters"], ["plot"], ["plot", "curves"], ["plot", "map"]]
+            ["recommend"], ["similar"], ["clusters"], ["plot"], ["plot", "curves"], ["plot", "map"], ["serve"]]
 
 
 def _help(width: int, path: list[str]) -> str:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, ml100k_home
+from conftest import assert_one_line_error, ml100k_home, run_cli_in_subprocess
 from typer.testing import CliRunner
 
 from movierec.cli import app
@@ -237,17 +235,8 @@ def test_parquet_without_pyarrow_says_how_to_install_it(home, tmp_path, monkeypa
 
 
 def test_a_factor_model_exports_csv_without_torch_or_pandas(home, tmp_path):
-    code = textwrap.dedent("""
-        import sys
-        from movierec.cli import app
-        try:
-            app(sys.argv[1:], standalone_mode=False)
-        finally:
-            print("\\nIMPORTED", "torch" in sys.modules, "pandas" in sys.modules)
-    """)
-    env = {"MOVIEREC_HOME": str(home), "OMP_NUM_THREADS": "1", "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
     args = ["export", "--model", "ex-als", "--top", "3", "-o", str(tmp_path / "recs.csv")]
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120)
+    proc = run_cli_in_subprocess(home, *args)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.rstrip().endswith("IMPORTED False False")
     assert len(read_csv(tmp_path / "recs.csv")) == 943 * 3

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, ml100k_home
+from conftest import assert_one_line_error, ml100k_home, run_cli_in_subprocess
 
 from movierec import checkpoint, paths
 from movierec import recommend as rec
@@ -90,25 +87,12 @@ def test_other_models_use_the_saved_training_ratings(home):
                rec.recommend(trained.model, trained.train, 41, 20))
 
 
-def run_cli(home, *args: str) -> subprocess.CompletedProcess:
-    code = textwrap.dedent("""
-        import sys
-        from movierec.cli import app
-        try:
-            app(sys.argv[1:], standalone_mode=False)
-        finally:
-            print("\\nIMPORTED", "torch" in sys.modules, "pandas" in sys.modules)
-    """)
-    env = {"MOVIEREC_HOME": str(home), "OMP_NUM_THREADS": "1", "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120)
-
-
 @pytest.mark.parametrize("name", list(FACTOR_MODELS))
 def test_factor_models_answer_without_torch_or_pandas(home, name):
     for args in (["recommend", "--user", "42", "--genre", "comedy", "--min-year", "1990"],
                  ["recommend", "--rate", "Toy Story=5", "--rate", "50=4", "--json"],
                  ["similar", "star wars", "--json"]):
-        proc = run_cli(home, *args, "--model", name)
+        proc = run_cli_in_subprocess(home, *args, "--model", name)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.rstrip().endswith("IMPORTED False False"), args
 
@@ -149,7 +133,7 @@ def test_format_1_checkpoints_are_converted_on_first_use(home, runner):
     with checkpoint.open_file(path) as saved:  # rewritten in place, in format 2, with its serving data
         assert saved.metadata["format_version"] == str(checkpoint.FORMAT_VERSION) and "serving" in saved.metadata
         assert saved.meta.name == "old-mf"
-    again = run_cli(home, "recommend", "--user", "42", "--json", "--model", "old-mf")
+    again = run_cli_in_subprocess(home, "recommend", "--user", "42", "--json", "--model", "old-mf")
     assert again.returncode == 0 and again.stdout.rstrip().endswith("IMPORTED False False")
     assert [r["movie_id"] for r in json.loads(again.stdout.rsplit("\n", 2)[0])] == \
         [r["movie_id"] for r in json.loads(want.stdout)]

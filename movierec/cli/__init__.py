@@ -1,7 +1,7 @@
 """The ``movierec`` command line. One module per command; heavy imports happen inside commands."""
 
 # Importing a command's module registers it.
-from movierec.cli import cv, datasets, evaluate, export, fetch, models, plot, recommend, train  # noqa: F401
+from movierec.cli import cv, datasets, evaluate, export, fetch, models, plot, recommend, serve, train  # noqa: F401
 from movierec.cli.app import app, handle_sigterm
 
 

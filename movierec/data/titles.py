@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import bisect
 import re
 import unicodedata
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from movierec.errors import MovierecError, NotFound
 
@@ -51,6 +54,7 @@ class TitleIndex:
         if titles is None:
             titles = dataset.movies["title"].reindex(dataset.item_ids).fillna("")
         self.keys = [normalize(str(t)) for t in titles]
+        self._words: tuple[list[str], dict[str, np.ndarray]] | None = None
 
     def search(self, query: str, n: int, counts: Sequence[int]) -> list[int]:
         """Up to ``n`` movie indices whose titles contain every word of ``query``, the last one as a beginning
@@ -66,17 +70,37 @@ class TitleIndex:
         if not name or n < 1:
             return []
         words = name.split()
-        head, last = words[:-1], words[-1]
+        vocab, postings = self._word_index()
+        # The titles holding the last word's beginning: the words from its place in the sorted vocabulary on.
+        start = bisect.bisect_left(vocab, words[-1])
+        stop = start
+        while stop < len(vocab) and vocab[stop].startswith(words[-1]):
+            stop += 1
+        if start == stop:
+            return []
+        found = np.unique(np.concatenate([postings[w] for w in vocab[start:stop]]))
+        for word in words[:-1]:
+            found = np.intersect1d(found, postings.get(word, np.zeros(0, dtype=np.int64)), assume_unique=True)
         hits = []
-        for i, (t, y) in enumerate(self.keys):
+        for i in found.tolist():
+            t, y = self.keys[i]
             if year is not None and y != year:
                 continue
-            parts = t.split()
-            if all(w in parts for w in head) and any(p.startswith(last) for p in parts):
-                bare = _strip_article(t)
-                rank = 0 if name in (t, bare) else 1 if t.startswith(name) or bare.startswith(name) else 2
-                hits.append((rank, -int(counts[i]), i))
+            bare = _strip_article(t)
+            rank = 0 if name in (t, bare) else 1 if t.startswith(name) or bare.startswith(name) else 2
+            hits.append((rank, -int(counts[i]), i))
         return [i for _, _, i in sorted(hits)[:n]]
+
+    def _word_index(self) -> tuple[list[str], dict[str, np.ndarray]]:
+        """The sorted vocabulary of the normalised titles and, for each word, the movies whose title holds it;
+        built on the first search (a server's searches then look up words instead of reading every title)."""
+        if self._words is None:
+            holders: dict[str, list[int]] = {}
+            for i, (t, _) in enumerate(self.keys):
+                for word in set(t.split()):
+                    holders.setdefault(word, []).append(i)
+            self._words = (sorted(holders), {w: np.array(ix, dtype=np.int64) for w, ix in holders.items()})
+        return self._words
 
     def find(self, query: str) -> int:
         """The movie index ``query`` names (a title, or a MovieLens movie id); one clear error otherwise."""
