@@ -67,9 +67,12 @@ def screenshot(driver, tmp_path: Path, name: str) -> Path:
 
 
 def wait_for(driver, condition, what: str):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, WAIT).until(lambda d: condition(d), message=f"the page never showed {what}")
+    # The page redraws its lists as answers arrive: an element read mid-redraw is stale, and is looked up again.
+    return WebDriverWait(driver, WAIT, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: condition(d), message=f"the page never showed {what}")
 
 
 def find_all(driver, css: str) -> list:
@@ -78,24 +81,38 @@ def find_all(driver, css: str) -> list:
     return driver.find_elements(By.CSS_SELECTOR, css)
 
 
+def click(driver, find, what: str) -> None:
+    """Click the element ``find(driver)`` returns, once it does (found again if the page redrew it meanwhile)."""
+    def attempt(d) -> bool:
+        element = find(d)
+        if element is None:
+            return False
+        element.click()
+        return True
+
+    wait_for(driver, attempt, what)
+
+
 def rate(driver, query: str, title: str, stars: int) -> None:
     """Type ``query`` in the search box, pick ``title`` from the suggestions and give it ``stars``."""
     box = find_all(driver, "#search")[0]
     box.clear()
     box.send_keys(query)
-    pick = wait_for(driver, lambda d: next((b for b in find_all(d, "#suggestions button.suggestion")
-                                             if b.text.split("\n")[0] == title), None), f"{title!r} suggested")
-    pick.click()
-    star = wait_for(driver, lambda d: next((b for b in find_all(d, "#rated li .stars button.star")
-                                             if b.get_attribute("data-stars") == str(stars)
-                                             and b.find_element("xpath", "../..").text.startswith(title)), None),
-                    f"stars for {title!r}")
-    star.click()
+    click(driver, lambda d: next((b for b in find_all(d, "#suggestions button.suggestion")
+                                  if b.text.split("\n")[0] == title), None), f"{title!r} suggested")
+    click(driver, lambda d: next((b for b in find_all(d, "#rated li .stars button.star")
+                                  if b.get_attribute("data-stars") == str(stars)
+                                  and b.find_element("xpath", "../..").text.startswith(title)), None),
+          f"stars for {title!r}")
 
 
-def recommendations(driver, count: int) -> list:
-    return wait_for(driver, lambda d: (rows := find_all(d, "#recs li.rec")) and len(rows) == count and rows,
-                    f"{count} recommendations")
+def recommendations(driver, count: int) -> list[str]:
+    """The recommendations' titles as listed ("1. Title"), once there are ``count`` of them."""
+    def titles(d) -> list[str] | None:
+        shown = [r.find_element("css selector", ".title").text for r in find_all(d, "#recs li.rec")]
+        return shown if len(shown) == count else None
+
+    return wait_for(driver, titles, f"{count} recommendations")
 
 
 # -- ml-100k ----------------------------------------------------------------------------------------------------
@@ -115,14 +132,12 @@ def test_search_rate_three_movies_and_see_ten_recommendations(browser, server, t
     browser.get(server.url)
     wait_for(browser, lambda d: "Model als" in find_all(d, "#model")[0].text, "the model's name")
     rate(browser, "Star Wars", "Star Wars (1977)", 5)
-    rows = recommendations(browser, 10)
-    assert "Star Wars (1977)" not in [r.text for r in rows]
+    assert "Star Wars (1977)" not in [t.split(". ", 1)[1] for t in recommendations(browser, 10)]
     rate(browser, "toy sto", "Toy Story (1995)", 4)
     rate(browser, "Fargo", "Fargo (1996)", 5)
     wait_for(browser, lambda d: any("Fargo (1996)" in r.text for r in find_all(d, "#recs .because")),
              "a recommendation because of the last rating")
-    rows = recommendations(browser, 10)
-    titles = [r.find_element("css selector", ".title").text for r in rows]
+    titles = recommendations(browser, 10)
     assert all(t.split(". ", 1)[1] for t in titles) and [t.split(".")[0] for t in titles] == [str(i)
                                                                                                for i in range(1, 11)]
     rated = {"Star Wars (1977)", "Toy Story (1995)", "Fargo (1996)"}
@@ -134,7 +149,8 @@ def test_search_rate_three_movies_and_see_ten_recommendations(browser, server, t
         "css selector", "button.star")] == ["false"] * 4 + ["true"]
     screenshot(browser, tmp_path, "serve-page.png")
 
-    rows[0].find_element("css selector", ".title").click()  # movies like the first recommendation
+    click(browser, lambda d: next(iter(find_all(d, "#recs li.rec .title")), None),
+          "the first recommendation")  # movies like it
     wait_for(browser, lambda d: len(find_all(d, "#similar li")) == 10, "ten similar movies")
     assert find_all(browser, "#similar-title")[0].text == f"Movies like {titles[0].split('. ', 1)[1]}"
     assert find_all(browser, "#status")[0].text == ""
@@ -205,13 +221,13 @@ def test_titles_holding_html_are_shown_as_text(browser, tmp_path):
             browser.get(s.url)
             rate(browser, "script", HOSTILE[0], 5)
             rate(browser, "img", HOSTILE[1], 4)
-            rows = recommendations(browser, 10)
-            shown = [r.find_element("css selector", ".title").text.split(". ", 1)[1] for r in rows]
+            shown = [t.split(". ", 1)[1] for t in recommendations(browser, 10)]
             assert set(shown) <= set(TITLES[2:])
             assert [e.text for e in find_all(browser, "#rated li .title")] == HOSTILE[:2]
             find_all(browser, "#search")[0].send_keys("bold move")
-            found = wait_for(browser, lambda d: find_all(d, "#suggestions button.suggestion"), "a suggestion")
-            title, line = found[0].text.split("\n")
+            found = wait_for(browser, lambda d: [b.text for b in find_all(d, "#suggestions button.suggestion")],
+                             "a suggestion")
+            title, line = found[0].split("\n")
             assert title == HOSTILE[2] and line.startswith("1997 · Action, <i>Noir</i> · ")  # its genres too
             assert browser.execute_script("return window.__pwned") is None
             assert browser.execute_script("return document.querySelectorAll('script, img, b, i').length") == 1
