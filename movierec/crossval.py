@@ -77,6 +77,7 @@ def cross_validate(
     valid_fraction: float | None = None,
     on_step: Callable[[str], None] | None = None,
     on_fold: Callable[[FoldResult], None] | None = None,
+    on_start: Callable[[Any, Any], None] | None = None,
     **config: Any,
 ) -> CrossValidation:
     """Cross-validate model ``model`` (``mode``, ``config`` as for `movierec train`) on ``dataset`` (None: the
@@ -84,7 +85,8 @@ def cross_validate(
 
     ``patience`` and ``valid_fraction`` are those of training, within each fold's training ratings.
     ``on_step(description)`` hears of each step as it begins, prefixed by the fold ("u2: Epoch 3/20"),
-    ``progress(done, total)`` of each step's batches, as in training; ``on_fold`` of each fold as it ends.
+    ``progress(done, total)`` of each step's batches, as in training; ``on_fold`` of each fold as it ends;
+    ``on_start(model, plan)`` of the first fold's model and training plan (the defaults it chose, for one).
     """
     from movierec.data.default import default_dataset
     from movierec.data.movielens import load_dataset
@@ -131,7 +133,8 @@ def cross_validate(
         else:
             split = fold_split(data, i, len(names), seed, assignment)
         fitted = fit_split(model, mode, config, data, split, seed=seed, device=torch_device, patience=patience,
-                           valid_fraction=valid_fraction, on_step=fold_step, on_progress=progress)
+                           valid_fraction=valid_fraction, on_step=fold_step, on_progress=progress,
+                           on_start=on_start if i == 1 else None)
         fold_step("Testing")
         scores = evaluate(fitted.model, fitted.known, split.test, k=10, progress=progress)
         fold_step("Testing the baseline")

@@ -90,3 +90,14 @@ def test_train_says_which_defaults_it_scaled_and_saves_them(ml100k, monkeypatch)
         assert given.exit_code == 0, given.stderr
         out = json.loads(given.stdout)
         assert (out["epochs"], out["config"]["epochs"], out["config"]["factors"]) == (2, 2, 4)
+
+
+def test_cv_says_which_defaults_it_scaled(ml100k, monkeypatch):
+    from movierec.models.mf import MFConfig
+
+    monkeypatch.setattr(MFConfig, "for_data", classmethod(lambda cls, u, i, n: {"epochs": 1, "factors": 4}))
+    with isolated_home(ml100k):
+        result = CliRunner().invoke(app, ["cv", "mf"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout.count("Defaults for 80,000 training ratings: --epochs 1 (not 20), --factors 4") == 1
+        assert "u5: trained on 80,000 ratings (1 epoch, " in result.stdout

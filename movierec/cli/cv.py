@@ -7,7 +7,7 @@ from typing import Any
 import typer
 
 from movierec.cli.app import app
-from movierec.cli.train import _COMMON, _COMMON_DEFAULTS, model_group
+from movierec.cli.train import _COMMON, _COMMON_DEFAULTS, model_group, scaled_line
 
 _SHARED = ("dataset", "seed", "device", "patience", "valid_fraction")
 _OPTIONS: dict[str, tuple[Any, Any]] = {
@@ -33,13 +33,18 @@ def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, 
     def on_fold(f: Any) -> None:
         steps.step("")
         if not json_output:
-            steps.line(f"{f.name}: trained on {f.train_ratings:,} ratings ({f.epochs} epochs, {f.fit_seconds:.2f} s), "
+            epochs = f"{f.epochs} epoch{'s' * (f.epochs != 1)}"
+            steps.line(f"{f.name}: trained on {f.train_ratings:,} ratings ({epochs}, {f.fit_seconds:.2f} s), "
                        f"tested on {f.test_ratings:,}.")
+
+    def on_start(m: Any, plan: Any) -> None:
+        if plan.scaled and not json_output:
+            steps.line(scaled_line(m, plan))
 
     with steps:
         result = cross_validate(model, dataset, mode=mode, folds=folds, seed=seed, device=device,
                                 progress=steps.progress, patience=patience, valid_fraction=valid_fraction,
-                                on_step=steps.step, on_fold=on_fold, **config)
+                                on_step=steps.step, on_fold=on_fold, on_start=on_start, **config)
     if json_output:
         from movierec.cli.console import print_json
 

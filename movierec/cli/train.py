@@ -223,7 +223,7 @@ def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, 
                 f"{m.n_users:,} users x {m.n_items:,} movies, device {m.device}.", markup=True,
             )
             if plan.scaled:
-                steps.line(_scaled_line(m, plan))
+                steps.line(scaled_line(m, plan))
             if plan.valid_users:
                 steps.line(f"Each epoch is validated on a fixed sample of {plan.valid_users:,} of the validation "
                            "users; the test split is ranked in full at the end.")
@@ -259,7 +259,7 @@ train_app = model_group(
 app.add_typer(train_app, name="train")
 
 
-def _scaled_line(m: Any, plan: Any) -> str:
+def scaled_line(m: Any, plan: Any) -> str:
     """"Defaults for 22,500,085 training ratings: --epochs 4 (not 35). Pass --epochs to change." """
     from movierec.models.base import flag_name
 
