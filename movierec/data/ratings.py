@@ -75,6 +75,7 @@ class RatingMatrix:
         self.values = values  # (nnz,) float32
         self.n_rows = int(indptr.shape[0] - 1)
         self.n_cols = int(n_cols)
+        self._transposed: RatingMatrix | None = None
 
     @classmethod
     def from_coo(
@@ -114,6 +115,13 @@ class RatingMatrix:
 
     def row_counts(self) -> torch.Tensor:
         return self.indptr[1:] - self.indptr[:-1]
+
+    def transposed(self) -> RatingMatrix:
+        """:meth:`transpose`, made once and kept with the matrix: the models that read it by movie (the item RBM,
+        I-AutoRec, ALS's movie half-steps) ask for it every epoch."""
+        if self._transposed is None:
+            self._transposed = self.transpose()
+        return self._transposed
 
     def transpose(self) -> RatingMatrix:
         """The (cols x rows) matrix: movies x users from users x movies.

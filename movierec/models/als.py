@@ -213,7 +213,7 @@ class ALSBase(FactorModel):
         """The movies x users matrix and both sides' solve groups, built once per training matrix."""
         if self._cache is None or self._cache[0] is not train:
             width, chunk = self.config.factors + 2, self.config.chunk_size
-            items_by_user = train.transpose()
+            items_by_user = train.transposed()
             plans = _Plan(train, chunk, width), _Plan(items_by_user, chunk, width)
             self._cache = (train, items_by_user, *plans)
         return self._cache[1], self._cache[2], self._cache[3]

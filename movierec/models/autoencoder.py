@@ -197,7 +197,6 @@ class AutoEncoder(Recommender):
         self._act = ACTIVATIONS[config.activation]
         self._optimizer: torch.optim.Optimizer | None = None
         self._epochs_done = 0  # drives lr_decay; restarts at 0 if training resumes from a checkpoint
-        self._rows_cache: tuple[weakref.ref[RatingMatrix], RatingMatrix] | None = None
         self._codes_cache: tuple[weakref.ref[RatingMatrix], tuple, torch.Tensor] | None = None
 
     # -- the network -------------------------------------------------------------------------------
@@ -289,11 +288,7 @@ class AutoEncoder(Recommender):
     # -- training ---------------------------------------------------------------------------------
     def _row_matrix(self, train: RatingMatrix) -> RatingMatrix:
         """The matrix whose rows the network reads: ``train`` itself, or its transpose in item mode."""
-        if not self.item_mode:
-            return train
-        if self._rows_cache is None or self._rows_cache[0]() is not train:
-            self._rows_cache = (weakref.ref(train), train.transpose())
-        return self._rows_cache[1]
+        return train.transposed() if self.item_mode else train
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config

@@ -551,7 +551,6 @@ class RatingRBM(RBM):
             self.register_buffer("item_hidden", torch.zeros(n_items, hidden))
             self.register_buffer("prior_mean", torch.zeros(hidden + 1, k))
             self.register_buffer("prior_std", torch.ones(hidden + 1, k))
-        self._rows_cache: tuple[weakref.ref[RatingMatrix], RatingMatrix] | None = None
         self._hidden_cache: tuple[weakref.ref[RatingMatrix], tuple, torch.Tensor] | None = None
 
     def visible_states(self, ratings: torch.Tensor) -> torch.Tensor:
@@ -564,11 +563,7 @@ class RatingRBM(RBM):
         return torch.softmax(logits, dim=1)
 
     def _row_matrix(self, train: RatingMatrix) -> RatingMatrix:
-        if not self.item_based:
-            return train
-        if self._rows_cache is None or self._rows_cache[0]() is not train:
-            self._rows_cache = (weakref.ref(train), train.transpose())
-        return self._rows_cache[1]
+        return train.transposed() if self.item_based else train
 
     def _epoch_stats(self, out: dict[str, torch.Tensor], sums: dict[str, torch.Tensor]) -> None:
         # loss: |expected stars after the k Gibbs steps - truth|; accuracy: how often the mean-field
