@@ -53,3 +53,23 @@ def low_rank(
     stars = np.clip(np.rint(full[users, items]), 1, 5).astype(np.float32)
     return Ratings(users.astype(np.int32), items.astype(np.int32), stars, np.zeros(users.shape[0], np.int64),
                    n_users, n_items)
+
+
+def ml100k_archive(rated: np.ndarray, titles: list[str], genres: list[str], rng: np.random.Generator) -> bytes:
+    """A zip in ml-100k's layout (u.data, u.item, u.genre, u.user): user u rated movie i where ``rated[u, i]``
+    (1-5 stars drawn from ``rng``), movie i + 1 titled ``titles[i]``, ``genres`` as the genre list."""
+    import io
+    import zipfile
+
+    users, items = np.nonzero(rated)
+    stars = rng.integers(1, 6, users.shape[0])
+    data = "".join(f"{u + 1}\t{i + 1}\t{s}\t{880000000 + n}\n" for n, (u, i, s) in enumerate(zip(users, items, stars)))
+    item = "".join(f"{m}|{t}|01-Jan-1995||http://example.org/{m}|0|{m % 2}|{int(m % 3 == 0)}|{int(m % 2 == 0)}\n"
+                   for m, t in enumerate(titles, 1))
+    genre = "".join(f"{g}|{n}\n" for n, g in enumerate(genres))
+    user = "".join(f"{u}|30|F|other|0000{u}\n" for u in range(1, rated.shape[0] + 1))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, text in (("u.data", data), ("u.item", item), ("u.genre", genre), ("u.user", user)):
+            z.writestr(f"ml-100k/{name}", text.encode("utf-8"))
+    return buf.getvalue()

@@ -6,7 +6,6 @@ escape sequences and bidi overrides; the signal tests run the real `python -m mo
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -16,12 +15,12 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import REPO, assert_one_line_error, isolated_home
+from synthetic import ml100k_archive
 from typer.testing import CliRunner
 
 from movierec.cli import app
@@ -52,20 +51,7 @@ def tiny_release() -> bytes:
     rated[:, rng.permutation(len(TITLES))[:2]] = True  # a few movies everybody rated
     rated[0, :3] = False  # user 1 has movies left to recommend
     rated[0, 3:] = True
-    users, items = np.nonzero(rated)
-    stars = rng.integers(1, 6, users.shape[0])
-    data = "".join(f"{u + 1}\t{i + 1}\t{s}\t{880000000 + n}\n" for n, (u, i, s) in enumerate(zip(users, items, stars)))
-    item = "".join(
-        f"{m}|{title}|01-Jan-1995||http://example.org/{m}|0|{m % 2}|{int(m % 3 == 0)}|{int(m % 2 == 0)}\n"
-        for m, title in enumerate(TITLES, 1)
-    )
-    genre = "".join(f"{g}|{n}\n" for n, g in enumerate(GENRES))
-    user = "".join(f"{u}|30|F|other|0000{u}\n" for u in range(1, N_USERS + 1))
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, text in (("u.data", data), ("u.item", item), ("u.genre", genre), ("u.user", user)):
-            z.writestr(f"ml-100k/{name}", text.encode("utf-8"))
-    return buf.getvalue()
+    return ml100k_archive(rated, TITLES, GENRES, rng)
 
 
 def invoke(*args: str):

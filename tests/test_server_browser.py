@@ -4,16 +4,15 @@ holding HTML stay text. Screenshots go to pytest's tmp_path, and to $MOVIEREC_TE
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import isolated_home, ml100k_home
+from synthetic import ml100k_archive
 from test_server import TINY, Server
 from typer.testing import CliRunner
 
@@ -192,18 +191,7 @@ def hostile_release() -> bytes:
     n_users = 40
     rated = rng.random((n_users, len(TITLES))) < 0.5
     rated[:, :3] = True  # everybody rated the hostile ones: they are similar to everything and well known
-    users, items = np.nonzero(rated)
-    stars = rng.integers(1, 6, users.shape[0])
-    data = "".join(f"{u + 1}\t{i + 1}\t{s}\t{880000000 + n}\n" for n, (u, i, s) in enumerate(zip(users, items, stars)))
-    item = "".join(f"{m}|{t}|01-Jan-1995||http://example.org/{m}|0|{m % 2}|{int(m % 3 == 0)}|{int(m % 2 == 0)}\n"
-                   for m, t in enumerate(TITLES, 1))
-    genre = "".join(f"{g}|{n}\n" for n, g in enumerate(GENRES))
-    user = "".join(f"{u}|30|F|other|0000{u}\n" for u in range(1, n_users + 1))
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, text in (("u.data", data), ("u.item", item), ("u.genre", genre), ("u.user", user)):
-            z.writestr(f"ml-100k/{name}", text.encode("utf-8"))
-    return buf.getvalue()
+    return ml100k_archive(rated, TITLES, GENRES, rng)
 
 
 def test_titles_holding_html_are_shown_as_text(browser, tmp_path):
