@@ -36,8 +36,9 @@ half-step never touches the dense users x movies matrix. ``solver="cholesky"`` s
 the padded batches of the explicit half-step (``d^2`` work per rating); ``solver="cg"``, the default, takes
 ``cg_steps`` conjugate-gradient steps per row from its current vector (Takacs, Pilaszy & Tikk 2011; as
 implicit does), whose products with ``V^T C_m V`` read each rating's vector twice (``d`` work per rating),
-over contiguous blocks of at most ``chunk_size`` ratings. Warm-started and never raising a row's quadratic,
-it reaches the exact solver's rankings within a few iterations at a fraction of the cost.
+over contiguous blocks of at most ``chunk_size`` ratings (:data:`CG_CPU_BLOCK` on the CPU, so that a block's
+vectors, gathered once, are read from the cache by all its products). Warm-started and never raising a row's
+quadratic, it reaches the exact solver's rankings within a few iterations at a fraction of the cost.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ from movierec.models.factors import FactorModel, ridge_solve
 
 # Rows in one solve group differ in length by at most this factor, so padding wastes < 25 %.
 GROWTH = 1.25
+# Ratings per conjugate-gradient block on the CPU (at most chunk_size): their gathered vectors, 4 MiB at 64
+# factors, are read 8 times per half-step (3 steps), fast from the cache; 4x larger or smaller blocks were
+# slower at ML-10M's size (the cache misses, or torch's per-call overhead).
+CG_CPU_BLOCK = 1 << 14
 CONFIDENCES = ("stars", "binary")
 SOLVERS = ("cg", "cholesky")
 
@@ -133,21 +138,27 @@ class ImplicitALSConfig(ALSConfig):
 class _Plan:
     """How one side's rows are grouped for batched solves; depends only on the matrix's shape."""
 
-    def __init__(self, matrix: RatingMatrix, chunk_size: int, width: int):
+    def __init__(self, matrix: RatingMatrix, chunk_size: int, width: int, block_size: int | None = None):
         counts = matrix.row_counts()  # (R,)
         order = torch.argsort(counts, stable=True)  # (R,) shortest rows first
         sorted_counts = counts[order]
         self.empty = order[sorted_counts == 0]  # rows with no ratings: their minimiser is exactly 0
-        # Contiguous row ranges of at most chunk_size ratings each (a longer row is alone in its block): the
-        # conjugate-gradient solver's unit of work.
-        self.blocks: list[_Block] = []
+        # Contiguous row ranges of at most block_size (<= chunk_size) ratings each (a longer row is alone in its
+        # block): the conjugate-gradient solver's unit of work.
+        block_size = min(block_size or chunk_size, chunk_size)
+        bounds: list[tuple[int, int]] = []
         ends = matrix.indptr[1:].cpu()  # (R,)
         first = 0
         while first < ends.shape[0]:
-            limit = (int(matrix.indptr[first]) if first else 0) + chunk_size
+            limit = (int(matrix.indptr[first]) if first else 0) + block_size
             last = max(first + 1, int(torch.searchsorted(ends, limit, right=True)))
-            self.blocks.append(_Block(matrix, first, last))
+            bounds.append((first, last))
             first = last
+        # Every block's ratings are numbered from 0 in the products: one shared range serves them all.
+        widest = max((int(matrix.indptr[last] - matrix.indptr[first]) for first, last in bounds), default=0)
+        local = torch.arange(widest, device=matrix.device)  # (nnz of the largest block,)
+        local32 = local.int() if widest < 2**31 else local
+        self.blocks = [_Block(matrix, first, last, local, local32) for first, last in bounds]
         order, sorted_counts = order[sorted_counts > 0], sorted_counts[sorted_counts > 0]
         self.groups: list[tuple[torch.Tensor, int]] = []  # (rows, longest row length)
         if order.shape[0] == 0:
@@ -167,27 +178,29 @@ class _Plan:
 
 
 class _Block:
-    """Rows ``[first, last)`` of a matrix as sparse CSR tensors on their own pattern (``(n, C)``), built
-    once per fit. The products read 32-bit indices (MKL's sparse x dense product is ~2x faster on them)
-    when the block is small enough for them."""
+    """Rows ``[first, last)`` of a matrix, built once per fit. The conjugate-gradient products gather the
+    block's rated vectors once into a dense (nnz_b, d) array and then read it in order: as sparse CSR
+    tensors whose row ``r`` holds positions ``crow[r]..crow[r+1]`` of that array (``(n, nnz_b)``)."""
 
-    def __init__(self, matrix: RatingMatrix, first: int, last: int):
+    def __init__(self, matrix: RatingMatrix, first: int, last: int, local: torch.Tensor, local32: torch.Tensor):
         self.first, self.last = first, last
         self.start, self.stop = int(matrix.indptr[first]), int(matrix.indptr[last])
-        crow = matrix.indptr[first:last + 1] - self.start  # (n+1,)
-        col = matrix.indices[self.start:self.stop]  # (nnz_b,)
-        self.shape = (last - first, matrix.n_cols)
-        small = self.stop - self.start < 2**31 and matrix.n_cols < 2**31
-        self.crow, self.col = (crow.int(), col.int()) if small else (crow, col)
-        self.crow64, self.col64 = crow, col
+        self.columns = matrix.indices[self.start:self.stop]  # (nnz_b,) the rated columns, in entry order
+        n_b = self.stop - self.start
+        self.crow = matrix.indptr[first:last + 1] - self.start  # (n+1,)
+        self.local = local[:n_b]  # (nnz_b,) 0, 1, ..., nnz_b - 1
+        self.shape = (last - first, n_b)
+        # MKL's sparse x dense product is faster on 32-bit indices, the sampled product on 64-bit ones.
+        self.crow32 = self.crow.to(local32.dtype)
+        self.local32 = local32[:n_b]
 
     def slice(self, values: torch.Tensor) -> torch.Tensor:
         """The block's share of a whole matrix's per-rating values: (nnz,) -> (nnz_b,)."""
         return values[self.start:self.stop]
 
     def sparse(self, values: torch.Tensor, wide: bool = False) -> torch.Tensor:
-        """(nnz_b,) values -> (n, C) sparse CSR (with 64-bit indices if ``wide``: faster for sampled_addmm)."""
-        crow, col = (self.crow64, self.col64) if wide else (self.crow, self.col)
+        """(nnz_b,) values -> (n, nnz_b) sparse CSR over the gathered vectors (64-bit indices if ``wide``)."""
+        crow, col = (self.crow, self.local) if wide else (self.crow32, self.local32)
         with warnings.catch_warnings():  # torch's one-time "CSR support is in beta" notice is not for users
             warnings.simplefilter("ignore", UserWarning)
             return torch.sparse_csr_tensor(crow, col, values, self.shape, check_invariants=False)
@@ -214,7 +227,10 @@ class ALSBase(FactorModel):
         if self._cache is None or self._cache[0] is not train:
             width, chunk = self.config.factors + 2, self.config.chunk_size
             items_by_user = train.transposed()
-            plans = _Plan(train, chunk, width), _Plan(items_by_user, chunk, width)
+            # On the CPU a conjugate-gradient block's gathered vectors should stay in the cache for all its
+            # products; a GPU wants few, large products.
+            block = CG_CPU_BLOCK if train.device.type == "cpu" else chunk
+            plans = _Plan(train, chunk, width, block), _Plan(items_by_user, chunk, width, block)
             self._cache = (train, items_by_user, *plans)
         return self._cache[1], self._cache[2], self._cache[3]
 
@@ -390,8 +406,7 @@ class ImplicitALS(ALSBase):
     ) -> torch.Tensor | None:
         """Every row's system of :meth:`_cholesky_rows`, approximately: ``cg_steps`` conjugate-gradient steps
         from the row's current vector (as Takacs, Pilaszy & Tikk 2011 and implicit do), over contiguous
-        blocks of at most ``chunk_size`` ratings. Returns the new weighted squared error (None unless
-        ``with_error``)."""
+        blocks of rows (:class:`_Plan`). Returns the new weighted squared error (None unless ``with_error``)."""
         lam = self.config.lam
         shared = self._implicit_shared(other_factors)  # (d, d)
         penalties = self.config.row_penalties(matrix.row_counts())  # (R,)
@@ -399,43 +414,44 @@ class ImplicitALS(ALSBase):
         weight = (confidence - 1.0).mul_(lam)  # (nnz,) lam (c - 1)
         total = confidence.sum(dtype=torch.float64) if with_error else None
         confidence.mul_(lam)  # (nnz,) lam c
-        y_t = other_factors.T.contiguous()  # (d, C) the sampled products' right operand
         for block in plan.blocks:
             rows = slice(block.first, block.last)
-            x, residual = self._cg_block(block, other_factors, y_t, shared, weight, confidence,
-                                         penalties[rows].unsqueeze(1), factors[rows])
+            x, residual, x_rhs = self._cg_block(block, other_factors, shared, weight, confidence,
+                                                penalties[rows].unsqueeze(1), factors[rows], with_error)
             factors[rows] = x
             self.advance(block.last - block.first, self.n_users + self.n_items)
             if total is not None:
                 # x.(lam Y^T C Y x) - 2 x.rhs = x.(A x - tau_r x) - 2 x.rhs with A x = rhs - residual (CG keeps
-                # the residual up to date): -x.rhs - x.residual - tau_r |x|^2, and x.rhs = sum lam c y.x only
-                # needs the dots at the rated pairs.
-                dots = torch.sparse.sampled_addmm(block.sparse(block.slice(confidence), wide=True), x, y_t,
-                                                  beta=0.0).values()  # (nnz_b,) y.x
-                x_rhs = (dots.double() * block.slice(confidence).double()).sum()
+                # the residual up to date): -x.rhs - x.residual - tau_r |x|^2.
                 rest = (x.double() * residual.double()).sum() + (
                     penalties[rows].double() * x.double().square().sum(1)).sum()
                 total -= (x_rhs + rest) / lam
         return total
 
     def _cg_block(
-        self, block: _Block, other_factors: torch.Tensor, y_t: torch.Tensor, shared: torch.Tensor,
-        weight: torch.Tensor, confidence: torch.Tensor, penalty: torch.Tensor, start: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, block: _Block, other_factors: torch.Tensor, shared: torch.Tensor, weight: torch.Tensor,
+        confidence: torch.Tensor, penalty: torch.Tensor, start: torch.Tensor, with_error: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``cg_steps`` CG steps on one block's rows from ``start`` (n, d). No (d, d) matrix per row is
         formed: ``A p = lam Y^T Y p + lam Y_r^T ((c - 1) * Y_r p) + tau_r p`` is one sampled product (the
-        dots ``y . p`` at the rated pairs only) and one sparse x dense product. ``weight`` and ``confidence``
-        (nnz,) are ``lam (c - 1)`` and ``lam c`` of the whole matrix, ``y_t`` (d, C) the other side's vectors
-        transposed (contiguous), ``penalty`` (n, 1). Returns ``x`` and
-        the residual ``rhs - A x`` (right-hand side ``rhs = lam Y^T C p``), each (n, d)."""
+        dots ``y . p`` at the rated pairs only) and one sparse x dense product, both over the block's rated
+        vectors ``Y_r``, gathered once. ``weight`` and ``confidence`` (nnz,) are ``lam (c - 1)`` and ``lam c``
+        of the whole matrix, ``penalty`` (n, 1). Returns ``x``, the residual ``rhs - A x`` (right-hand side
+        ``rhs = lam Y^T C p``), each (n, d), and (``with_error``) ``x . rhs`` in float64."""
+        # Read in order, 2 x (cg_steps + 1) times, from the cache: the other side's vectors are scattered
+        # over a table that, for the movies' half-step at ML-10M's size, is larger than the cache.
+        feats = other_factors.index_select(0, block.columns)  # (nnz_b, d)
         w = block.slice(weight)  # (nnz_b,)
         pattern = block.sparse(w, wide=True)
 
+        def dots_with(p: torch.Tensor) -> torch.Tensor:  # (n, d) -> (nnz_b,) y . p at each rated pair
+            return torch.sparse.sampled_addmm(pattern, p, feats.T, beta=0.0).values()
+
         def times_system(p: torch.Tensor, minus: torch.Tensor | None = None) -> torch.Tensor:  # (n, d) -> (n, d)
-            dots = torch.sparse.sampled_addmm(pattern, p, y_t, beta=0.0).values().mul_(w)  # (nnz_b,) w y.p
+            dots = dots_with(p).mul_(w)  # (nnz_b,) w y.p
             if minus is not None:  # Y_r^T (minus - w y.p): the right-hand side in the same product
                 dots = minus - dots
-            out = torch.sparse.mm(block.sparse(dots), other_factors)  # (n, d)
+            out = torch.sparse.mm(block.sparse(dots), feats)  # (n, d)
             sign = -1.0 if minus is not None else 1.0
             return out.addmm_(p, shared, alpha=sign).addcmul_(penalty, p, value=sign)
 
@@ -455,7 +471,11 @@ class ImplicitALS(ALSBase):
             rs_new = residual.square().sum(1, keepdim=True)
             direction.mul_(rs_new / rs.clamp_min(1e-30)).add_(residual)
             rs = rs_new
-        return x, residual
+        if not with_error:
+            return x, residual, None
+        # x.rhs = sum lam c y.x only needs the dots at the rated pairs.
+        x_rhs = (dots_with(x).double() * block.slice(confidence).double()).sum()
+        return x, residual, x_rhs
 
     def _implicit_shared(self, other_factors: torch.Tensor) -> torch.Tensor:
         """``lam Y^T Y`` (d, d): every row's share of the normal equations from all columns."""
