@@ -15,7 +15,9 @@ u1 and each variant, never looking at the test split; the defaults of ImplicitAL
 ``speed``: seconds per iteration of ImplicitALS (``--solver cg`` and ``cholesky``) and implicit's CPU
 AlternatingLeastSquares (same factors, 3 CG steps each, same data, BLAS 1 thread) on a MovieLens-shaped archive
 (``/work/shared/synth/synth_release.py ml-1m out.zip``), 1 and 2 threads for everyone, each contender in a
-process of its own (torch and implicit bring different OpenMP runtimes; together they slow torch down).
+process of its own (torch and implicit bring different OpenMP runtimes; together they slow torch down). Wall
+time and the process's CPU time, each: on a busy machine the CPU time of a 1-thread run varies less (it leaves
+out the time spent waiting for a core).
 
     python benchmarks/implicit_als.py accuracy --zip ../shared/data/ml-100k.zip
     python benchmarks/implicit_als.py select --zip ../shared/data/ml-100k.zip
@@ -209,9 +211,14 @@ def load_release(path: str):
 
 
 def implicit_seconds_per_iter(train, factors: int, iters: int, threads: int) -> float:
-    """Seconds per iteration of implicit's CPU AlternatingLeastSquares on ``train`` (a Ratings) as binary
-    interactions, BLAS on one thread, ``threads`` of its own: two fits (1 and ``iters`` + 1 iterations), so
-    the difference is ``iters`` iterations without the setup. Run it in a process without torch (see
+    """Wall seconds per iteration of implicit's CPU AlternatingLeastSquares (see :func:`implicit_times_per_iter`)."""
+    return implicit_times_per_iter(train, factors, iters, threads)[0]
+
+
+def implicit_times_per_iter(train, factors: int, iters: int, threads: int) -> tuple[float, float]:
+    """Wall and CPU seconds per iteration of implicit's CPU AlternatingLeastSquares on ``train`` (a Ratings) as
+    binary interactions, BLAS on one thread, ``threads`` of its own: two fits (1 and ``iters`` + 1 iterations),
+    so the difference is ``iters`` iterations without the setup. Run it in a process without torch (see
     :func:`time_one`). implicit takes 3 conjugate-gradient steps per row, as ``als --mode implicit`` does by
     default."""
     import scipy.sparse as sp
@@ -220,15 +227,15 @@ def implicit_seconds_per_iter(train, factors: int, iters: int, threads: int) -> 
 
     ones = sp.csr_matrix((np.ones(len(train), np.float32), (train.users, train.items)),
                          shape=(train.n_users, train.n_items))
-    times: list[float] = []
+    times: list[tuple[float, float]] = []
     with threadpoolctl.threadpool_limits(1, "blas"):
         for it in (1, iters + 1):
             peer = AlternatingLeastSquares(factors=factors, iterations=it, num_threads=threads,
                                            random_state=SEED, calculate_training_loss=False)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             peer.fit(ones, show_progress=False)
-            times.append(time.perf_counter() - start)
-    return (times[1] - times[0]) / iters
+            times.append((time.perf_counter() - start, time.process_time() - cpu))
+    return (times[1][0] - times[0][0]) / iters, (times[1][1] - times[0][1]) / iters
 
 
 def time_one(args: argparse.Namespace) -> None:
@@ -236,8 +243,8 @@ def time_one(args: argparse.Namespace) -> None:
     different OpenMP runtimes, and one process holding both slows torch down several times."""
     train = load_release(args.zip)
     if args.who == "implicit":
-        seconds = implicit_seconds_per_iter(train, args.factors, args.iters, args.threads)
-        print(json.dumps({"who": "implicit", "threads": args.threads, "s_per_iter": seconds,
+        seconds, cpu = implicit_times_per_iter(train, args.factors, args.iters, args.threads)
+        print(json.dumps({"who": "implicit", "threads": args.threads, "s_per_iter": seconds, "cpu_s_per_iter": cpu,
                           "load": os.getloadavg()[0]}), flush=True)
         return
     import torch
@@ -251,10 +258,11 @@ def time_one(args: argparse.Namespace) -> None:
     gen = torch.Generator().manual_seed(SEED)
     model.fit_start(matrix, gen)
     model.train_epoch(matrix, gen)  # the first iteration builds the solve plan
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(args.iters):
         model.train_epoch(matrix, gen)
     seconds = (time.perf_counter() - start) / args.iters
+    cpu = (time.process_time() - cpu) / args.iters
     # The longest stretch without a chance to stop (Ctrl-C lands between torch calls) is at most one CG
     # block's work: time each block once more.
     longest = 0.0
@@ -270,8 +278,8 @@ def time_one(args: argparse.Namespace) -> None:
 
         model._cg_block = timed
         model.train_epoch(matrix, gen)
-    print(json.dumps({"who": args.who, "threads": args.threads, "s_per_iter": seconds, "longest_block_s": longest,
-                      "load": os.getloadavg()[0]}), flush=True)
+    print(json.dumps({"who": args.who, "threads": args.threads, "s_per_iter": seconds, "cpu_s_per_iter": cpu,
+                      "longest_block_s": longest, "load": os.getloadavg()[0]}), flush=True)
 
 
 def speed(args: argparse.Namespace) -> None:
@@ -279,6 +287,7 @@ def speed(args: argparse.Namespace) -> None:
     train = load_release(args.zip)
     print(f"{args.zip}: {shape(train)}; {args.factors} factors", flush=True)
     results: dict[tuple[str, int], list[float]] = {}
+    cpu: dict[tuple[str, int], list[float]] = {}
     for _ in range(args.rounds):
         for threads in [int(t) for t in args.threads.split(",")]:
             for who in ["implicit", *args.solvers.split(",")]:
@@ -289,11 +298,14 @@ def speed(args: argparse.Namespace) -> None:
                 line = json.loads(out.stdout.strip().splitlines()[-1])
                 print(line, flush=True)
                 results.setdefault((who, threads), []).append(line["s_per_iter"])
-    print("| threads | contender | s / iteration (median) | x implicit |\n|---|---|---|---|")
+                cpu.setdefault((who, threads), []).append(line["cpu_s_per_iter"])
+    print("| threads | contender | s / iteration (median) | x implicit | CPU s / iteration (median) | x implicit |\n"
+          "|---|---|---|---|---|---|")
     for (who, threads), values in results.items():
-        med = statistics.median(values)
+        med, med_cpu = statistics.median(values), statistics.median(cpu[(who, threads)])
         ratio = med / statistics.median(results[("implicit", threads)])
-        print(f"| {threads} | {who} | {med:.3f} | {ratio:.2f} |")
+        ratio_cpu = med_cpu / statistics.median(cpu[("implicit", threads)])
+        print(f"| {threads} | {who} | {med:.3f} | {ratio:.2f} | {med_cpu:.3f} | {ratio_cpu:.2f} |")
 
 
 def main() -> None:
