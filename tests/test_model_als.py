@@ -15,7 +15,7 @@ import torch
 from movierec.data.ratings import Ratings
 from movierec.device import make_generator
 from movierec.errors import MovierecError
-from movierec.models import model_class
+from movierec.models import als, model_class
 from movierec.models.als import ALSBase, ExplicitALS, ExplicitALSConfig, ImplicitALS, ImplicitALSConfig
 from tests.conftest import assert_one_line_error
 from tests.synthetic import STARS, close, low_rank
@@ -420,6 +420,26 @@ def test_conjugate_gradient_works_in_blocks_of_at_most_chunk_size_ratings():
         sizes = [int(matrix.indptr[last] - matrix.indptr[first]) for first, last in blocks]
         assert all(size <= 40 or last - first == 1 for size, (first, last) in zip(sizes, blocks)), sizes
         assert len(blocks) >= matrix.nnz // 40
+
+
+def test_conjugate_gradient_blocks_stay_cache_sized_on_the_cpu_with_the_same_answer(monkeypatch):
+    # On the CPU a block's gathered vectors are bounded by CG_CPU_BLOCK_BYTES whatever chunk_size allows; the
+    # blocks are an order of work, not a different answer.
+    data = low_rank(50, 30)
+    train = data.matrix()
+    whole, _ = fitted(ImplicitALSConfig(factors=4, chunk_size=1 << 20), data, iters=2)
+    assert len(whole._prepare(train)[1].blocks) == 1  # 4 MiB hold every rating of this small matrix
+    monkeypatch.setattr(als, "CG_CPU_BLOCK_BYTES", 4 * 4 * 25)  # 25 ratings of 4 factors
+    blocked, _ = fitted(ImplicitALSConfig(factors=4, chunk_size=1 << 20), data, iters=2)
+    for matrix, plan in zip((train, blocked._prepare(train)[0]), blocked._prepare(train)[1:]):
+        counts = matrix.row_counts()
+        sizes = [int(counts[b.first:b.last].sum()) for b in plan.blocks]
+        assert all(size <= 25 or b.last - b.first == 1 for size, b in zip(sizes, plan.blocks)), sizes
+        # Each block is as full as the limit lets it be: the next row would not have fitted.
+        assert all(size + int(counts[b.first]) > 25 for size, b in zip(sizes, plan.blocks[1:])), sizes
+    for a, b in zip(whole.parameters(), blocked.parameters()):
+        close(a, b, rtol=1e-4, atol=1e-5)
+
 
 def test_implicit_fold_in_is_one_user_half_step():
     data = low_rank()

@@ -36,8 +36,8 @@ half-step never touches the dense users x movies matrix. ``solver="cholesky"`` s
 the padded batches of the explicit half-step (``d^2`` work per rating); ``solver="cg"``, the default, takes
 ``cg_steps`` conjugate-gradient steps per row from its current vector (Takacs, Pilaszy & Tikk 2011; as
 implicit does), whose products with ``V^T C_m V`` read each rating's vector twice (``d`` work per rating),
-over contiguous blocks of at most ``chunk_size`` ratings (:data:`CG_CPU_BLOCK` on the CPU, so that a block's
-vectors, gathered once, are read from the cache by all its products). Warm-started and never raising a row's
+over contiguous blocks of at most ``chunk_size`` ratings (fewer on the CPU, :data:`CG_CPU_BLOCK_BYTES`, so that
+a block's vectors, gathered once, are read from the cache by all its products). Warm-started and never raising a row's
 quadratic, it reaches the exact solver's rankings within a few iterations at a fraction of the cost.
 """
 
@@ -56,10 +56,10 @@ from movierec.models.factors import FactorModel, ridge_solve
 
 # Rows in one solve group differ in length by at most this factor, so padding wastes < 25 %.
 GROWTH = 1.25
-# Ratings per conjugate-gradient block on the CPU (at most chunk_size): their gathered vectors, 4 MiB at 64
-# factors, are read 8 times per half-step (3 steps), fast from the cache; 4x larger or smaller blocks were
-# slower at ML-10M's size (the cache misses, or torch's per-call overhead).
-CG_CPU_BLOCK = 1 << 14
+# Bytes of gathered vectors per conjugate-gradient block on the CPU (16,384 ratings at 64 factors, at most
+# chunk_size): read 2 x (cg_steps + 1) times per half-step, fast from the cache. At ML-10M's size 4x larger or
+# smaller blocks were slower (the cache misses, or torch's per-call overhead), at 16 and 64 factors alike.
+CG_CPU_BLOCK_BYTES = 4 << 20
 CONFIDENCES = ("stars", "binary")
 SOLVERS = ("cg", "cholesky")
 
@@ -229,7 +229,7 @@ class ALSBase(FactorModel):
             items_by_user = train.transposed()
             # On the CPU a conjugate-gradient block's gathered vectors should stay in the cache for all its
             # products; a GPU wants few, large products.
-            block = CG_CPU_BLOCK if train.device.type == "cpu" else chunk
+            block = max(1, CG_CPU_BLOCK_BYTES // (4 * self.config.factors)) if train.device.type == "cpu" else chunk
             plans = _Plan(train, chunk, width, block), _Plan(items_by_user, chunk, width, block)
             self._cache = (train, items_by_user, *plans)
         return self._cache[1], self._cache[2], self._cache[3]
