@@ -443,6 +443,9 @@ class ImplicitALS(ALSBase):
         feats = other_factors.index_select(0, block.columns)  # (nnz_b, d)
         w = block.slice(weight)  # (nnz_b,)
         pattern = block.sparse(w, wide=True)
+        # On the CPU torch's own sparse x dense kernel (the one behind reduce="sum") reads the gathered vectors
+        # ~1.5x faster than MKL's; it exists only there.
+        on_cpu = feats.device.type == "cpu"
 
         def dots_with(p: torch.Tensor) -> torch.Tensor:  # (n, d) -> (nnz_b,) y . p at each rated pair
             return torch.sparse.sampled_addmm(pattern, p, feats.T, beta=0.0).values()
@@ -451,7 +454,8 @@ class ImplicitALS(ALSBase):
             dots = dots_with(p).mul_(w)  # (nnz_b,) w y.p
             if minus is not None:  # Y_r^T (minus - w y.p): the right-hand side in the same product
                 dots = minus - dots
-            out = torch.sparse.mm(block.sparse(dots), feats)  # (n, d)
+            out = (torch.sparse.mm(block.sparse(dots, wide=True), feats, "sum") if on_cpu
+                   else torch.sparse.mm(block.sparse(dots), feats))  # (n, d)
             sign = -1.0 if minus is not None else 1.0
             return out.addmm_(p, shared, alpha=sign).addcmul_(penalty, p, value=sign)
 
