@@ -190,7 +190,8 @@ class _Block:
         self.crow = matrix.indptr[first:last + 1] - self.start  # (n+1,)
         self.local = local[:n_b]  # (nnz_b,) 0, 1, ..., nnz_b - 1
         self.shape = (last - first, n_b)
-        # MKL's sparse x dense product is faster on 32-bit indices, the sampled product on 64-bit ones.
+        # The CPU's products read 64-bit indices (faster for the sampled one); on the GPU the sparse x dense
+        # product reads 32-bit ones.
         self.crow32 = self.crow.to(local32.dtype)
         self.local32 = local32[:n_b]
 
