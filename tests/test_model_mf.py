@@ -88,12 +88,15 @@ def test_adam_step_matches_torch_adam_on_the_autograd_gradient():
     order_gen = make_generator(torch.device("cpu"), 1)
     model.train_epoch(train, gen)
 
-    # The same batches, differentiated by autograd and stepped by torch.optim.Adam.
+    # The same batches, differentiated by autograd and stepped by torch.optim.Adam: the ratings shuffled once
+    # by fit_start, then the batches in the epoch's random order.
     order = torch.randperm(train.nnz, generator=order_gen)
     rows, cols, vals = train.row_ids()[order], train.indices[order], train.values[order]
+    n_batches = -(-train.nnz // cfg.batch_size)
     P, Q, bu, bi = reference
     opt = torch.optim.Adam(reference, lr=cfg.lr)
-    for start in range(0, train.nnz, cfg.batch_size):
+    for batch in torch.randperm(n_batches, generator=order_gen).tolist():
+        start = batch * cfg.batch_size
         stop = start + cfg.batch_size
         u, i, r = rows[start:stop], cols[start:stop], vals[start:stop]
         err = r - (model.mean + (P[u] * Q[i]).sum(-1) + bu[u] + bi[i])
