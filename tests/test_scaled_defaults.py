@@ -40,8 +40,8 @@ def test_the_largest_releases_read_fewer_ratings_in_all(name, mode):
 
 
 @pytest.mark.parametrize(("name", "mode", "at_10m", "at_25m"), [
-    ("rbm", "like", {"epochs": 5}, {"epochs": 2}),
-    ("rbm", "rating", {"hidden": 50, "batch_size": 166, "epochs": 5}, {"hidden": 50, "batch_size": 922, "epochs": 2}),
+    ("rbm", "like", {}, {"epochs": 5}),
+    ("rbm", "rating", {"hidden": 50, "batch_size": 166, "epochs": 11}, {"hidden": 50, "batch_size": 922, "epochs": 4}),
     ("autoencoder", "user", {"epochs": 25}, {"epochs": 10}),
     ("autoencoder", "item", {"layers": "100", "batch_size": 166, "epochs": 20},
      {"layers": "100", "batch_size": 922, "epochs": 8}),
