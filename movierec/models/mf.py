@@ -146,8 +146,9 @@ class MatrixFactorization(FactorModel):
 
 class _Batches:
     """The training ratings shuffled once (seeded) and cut into batches: an epoch visits the batches in a
-    new random order. Reshuffling every rating every epoch costs more than the epoch's steps at ML-10M scale
-    (a random permutation and gathers over every rating), for the same accuracy.
+    new random order. Reshuffling every rating every epoch cost ~0.8 s of a ~4 s epoch at ML-10M scale (a
+    random permutation and gathers over every rating); keeping the batches costs little accuracy (test RMSE
+    on ml-100k's u1 0.918085 instead of 0.918068, on the ML-1M shape ~0.0005 more).
 
     Batch ``k`` is ``(rows, centered, scale)``: ``rows`` (2b,) its users, then its movies offset by the
     number of users (rows of a users-then-movies table); ``centered`` (b,) its stars minus the training
