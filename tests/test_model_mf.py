@@ -76,6 +76,53 @@ def test_sgd_step_matches_hand_computed_update(reg):
     assert stats["rmse"] == pytest.approx(np.sqrt(squared / 4), rel=1e-5)
 
 
+@pytest.mark.parametrize("factors", [1, 3])
+def test_sgd_epoch_matches_a_plain_loop_over_the_same_batches(factors):
+    # Several batches in the epoch's random order, movies rated up to 6 times in one batch: the step of such
+    # a row is its summed gradient divided by max(1, 2 lr (1 + reg) k), here past 1 from k = 3.
+    data = low_rank(12, 9, density=0.6)
+    cfg = MFConfig(factors=factors, lr=0.2, reg=0.1, batch_size=16, optimizer="sgd")
+    torch.manual_seed(3)
+    model = MatrixFactorization(cfg, data.n_users, data.n_items, STARS)
+    P, Q = model.user_factors.double().numpy().copy(), model.item_factors.double().numpy().copy()
+    bu, bi = np.zeros(data.n_users), np.zeros(data.n_items)
+    train = data.matrix()
+    gen = make_generator(torch.device("cpu"), 2)
+    model.fit_start(train, gen)
+    stats = model.train_epoch(train, gen)
+
+    order_gen = make_generator(torch.device("cpu"), 2)
+    order = torch.randperm(train.nnz, generator=order_gen)  # fit_start's shuffle, then the epoch's batch order
+    rows, cols, vals = (t[order].numpy().astype(np.float64) for t in (train.row_ids(), train.indices, train.values))
+    rows, cols = rows.astype(np.int64), cols.astype(np.int64)
+    mean, lr, reg = float(train.values.double().mean()), cfg.lr, cfg.reg
+    squared = penalty = 0.0
+    largest_repeat = 0
+    for batch in torch.randperm(-(-train.nnz // cfg.batch_size), generator=order_gen).tolist():
+        part = slice(batch * cfg.batch_size, (batch + 1) * cfg.batch_size)
+        u, i, r = rows[part], cols[part], vals[part]
+        e = r - (mean + (P[u] * Q[i]).sum(1) + bu[u] + bi[i])
+        squared += (e * e).sum()
+        penalty += (P[u] ** 2).sum() + (Q[i] ** 2).sum() + (bu[u] ** 2).sum() + (bi[i] ** 2).sum()
+        ku, ki = np.bincount(u)[u], np.bincount(i)[i]  # how often each rating's user / movie is in the batch
+        largest_repeat = max(largest_repeat, ki.max())
+        su = 1 / np.maximum(1, 2 * lr * (1 + reg) * ku)
+        si = 1 / np.maximum(1, 2 * lr * (1 + reg) * ki)
+        steps = [np.zeros_like(P), np.zeros_like(Q), np.zeros_like(bu), np.zeros_like(bi)]
+        np.add.at(steps[0], u, -lr * su[:, None] * (-2 * e[:, None] * Q[i] + 2 * reg * P[u]))
+        np.add.at(steps[1], i, -lr * si[:, None] * (-2 * e[:, None] * P[u] + 2 * reg * Q[i]))
+        np.add.at(steps[2], u, -lr * su * (-2 * e + 2 * reg * bu[u]))
+        np.add.at(steps[3], i, -lr * si * (-2 * e + 2 * reg * bi[i]))
+        P, Q, bu, bi = P + steps[0], Q + steps[1], bu + steps[2], bi + steps[3]
+    assert largest_repeat >= 3  # some steps were scaled down
+    np.testing.assert_allclose(model.user_factors.numpy(), P, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.item_factors.numpy(), Q, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.user_bias.numpy(), bu, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.item_bias.numpy(), bi, rtol=1e-4, atol=1e-5)
+    assert stats["loss"] == pytest.approx((squared + reg * penalty) / train.nnz, rel=1e-5)
+    assert stats["rmse"] == pytest.approx(np.sqrt(squared / train.nnz), rel=1e-5)
+
+
 def test_adam_step_matches_torch_adam_on_the_autograd_gradient():
     data = low_rank(12, 9, density=0.6)
     cfg = MFConfig(factors=4, lr=0.02, reg=0.1, batch_size=3, optimizer="adam")
@@ -88,12 +135,15 @@ def test_adam_step_matches_torch_adam_on_the_autograd_gradient():
     order_gen = make_generator(torch.device("cpu"), 1)
     model.train_epoch(train, gen)
 
-    # The same batches, differentiated by autograd and stepped by torch.optim.Adam.
+    # The same batches, differentiated by autograd and stepped by torch.optim.Adam: the ratings shuffled once
+    # by fit_start, then the batches in the epoch's random order.
     order = torch.randperm(train.nnz, generator=order_gen)
     rows, cols, vals = train.row_ids()[order], train.indices[order], train.values[order]
+    n_batches = -(-train.nnz // cfg.batch_size)
     P, Q, bu, bi = reference
     opt = torch.optim.Adam(reference, lr=cfg.lr)
-    for start in range(0, train.nnz, cfg.batch_size):
+    for batch in torch.randperm(n_batches, generator=order_gen).tolist():
+        start = batch * cfg.batch_size
         stop = start + cfg.batch_size
         u, i, r = rows[start:stop], cols[start:stop], vals[start:stop]
         err = r - (model.mean + (P[u] * Q[i]).sum(-1) + bu[u] + bi[i])

@@ -67,11 +67,14 @@ class MatrixFactorization(FactorModel):
         # the mean and the biases, and no two users start identical.
         self.user_factors.uniform_(0.0, config.init_range)
         self.item_factors.uniform_(0.0, config.init_range)
-        self._adam: _Adam | None = None  # Adam's moments: training state only (SGD has none)
+        # Training state only, not saved: the shuffled batches, and Adam's moments (SGD has none).
+        self._batches: _Batches | None = None
+        self._adam: _Adam | None = None
 
     def fit_start(self, train: RatingMatrix, generator: torch.Generator) -> None:
         super().fit_start(train, generator)
-        self._adam = _Adam(list(self.parameters()), self.config.lr) if self.config.optimizer == "adam" else None
+        self._batches = _Batches(train, self.n_users, self.mean, self.config, generator)
+        self._adam = _Adam(self.config.lr) if self.config.optimizer == "adam" else None
 
     def fold_in_penalties(self, n_ratings: int) -> tuple[float, float, float]:
         # The objective penalises the user once per rating (reg * n on vector and bias) and has no 1/2
@@ -81,66 +84,105 @@ class MatrixFactorization(FactorModel):
     @torch.no_grad()
     def train_epoch(self, train: RatingMatrix, generator: torch.Generator) -> dict[str, float]:
         sgd = self.config.optimizer == "sgd"
-        if not sgd and self._adam is None:  # training resumed on a model that did not go through fit_start
-            self._adam = _Adam(list(self.parameters()), self.config.lr)
-        order = torch.randperm(train.nnz, generator=generator, device=generator.device).to(train.device)
-        # Shuffle once per epoch so each batch is a contiguous slice, not three gathers (index_select is
-        # ~3x faster than x[order] on CPU).
-        rows, cols, vals = (t.index_select(0, order) for t in (train.row_ids(), train.indices, train.values))
-        reg, lr = self.config.reg, self.config.lr
-        # Running sums stay on the device: one synchronisation per epoch, not per step.
-        total_penalty = torch.zeros((), dtype=torch.float64, device=train.device)
-        total_squared = torch.zeros((), dtype=torch.float64, device=train.device)
-        d = self.user_factors.shape[1]
-        # Per-batch rating counts of each user and movie; zeroed again after every batch, so O(batch).
-        user_counts = torch.zeros(self.n_users, device=train.device)
-        item_counts = torch.zeros(self.n_items, device=train.device)
-        stable = 2 * lr * (1 + reg)  # a row's overshoot factor per rating in the batch
-        for start in range(0, train.nnz, self.config.batch_size):
-            stop = start + self.config.batch_size
-            u, i, r = rows[start:stop], cols[start:stop], vals[start:stop]  # (b,)
-            # index_select reads whole rows (~5x faster on CPU than x[u]); scatter_add_ with a broadcast
-            # index writes them back faster than index_add_.
-            u_rows, i_rows = u.unsqueeze(1).expand(-1, d), i.unsqueeze(1).expand(-1, d)  # (b, d) views
-            p, q = self.user_factors.index_select(0, u), self.item_factors.index_select(0, i)  # (b, d)
-            bu, bi = self.user_bias.index_select(0, u), self.item_bias.index_select(0, i)  # (b,)
-            err = r - (self.mean + (p * q).sum(-1) + bu + bi)  # (b,)
-            total_squared += err.square().sum()
-            # Each dot product is one pass over the rows, without a (b, d) temporary.
-            flat_p, flat_q = p.view(-1), q.view(-1)
-            total_penalty += flat_p.dot(flat_p) + flat_q.dot(flat_q) + bu.dot(bu) + bi.dot(bi)
-            self.advance(u.shape[0], train.nnz)
+        if self._batches is None or self._batches.train is not train:  # training resumed without fit_start
+            self._batches = _Batches(train, self.n_users, self.mean, self.config, generator)
+        if not sgd and self._adam is None:
+            self._adam = _Adam(self.config.lr)
+        batches = self._batches
+        reg = self.config.reg
+        n_users, d = self.n_users, self.user_factors.shape[1]
+        # One table of users then movies (and one of their biases): a batch is then one gather and one
+        # scatter per table, not two. Copied back at the end of the epoch.
+        factors = torch.cat([self.user_factors, self.item_factors])  # (U + I, d)
+        biases = torch.cat([self.user_bias, self.item_bias])  # (U + I,)
+        # Per-batch sums, added up once at the end: one synchronisation per epoch, not per step.
+        squared = torch.zeros(len(batches), device=factors.device)
+        penalty = torch.zeros(2, len(batches), device=factors.device)
+        step = torch.empty(2 * self.config.batch_size, d, device=factors.device)
+        products = torch.empty(self.config.batch_size, d, device=factors.device)
+        minus_ones = torch.full((max(d, 2),), -1.0, device=factors.device)  # sums the products, then the biases
+        order = torch.randperm(len(batches), generator=generator, device=generator.device).tolist()
+        for k in order:
+            rows, centered, scale = batches[k]  # (2b,) users then U + movies; (b,) stars - mean; (2b,)
+            b = centered.shape[0]
+            x = factors.index_select(0, rows)  # (2b, d)
+            xb = biases.index_select(0, rows)  # (2b,)
+            p, q = x[:b], x[b:]  # (b, d) views
+            # centered - p.q - bu - bi as matrix-vector products: summing the (b, d) products along d costs
+            # twice as much.
+            err = torch.addmv(centered, torch.mul(p, q, out=products[:b]), minus_ones[:d])  # (b,)
+            err = torch.addmv(err, xb.view(2, b).t(), minus_ones[:2])  # (b,)
+            torch.dot(err, err, out=squared[k])
+            flat = x.view(-1)
+            torch.dot(flat, flat, out=penalty[0, k])
+            torch.dot(xb, xb, out=penalty[1, k])
+            self.advance(b, batches.nnz)
             # d/dparam of sum(err^2) + reg * (|p|^2 + |q|^2 + bu^2 + bi^2), one row per rating; a user
             # or movie rated twice in the batch gets the sum.
             if sgd:
-                # The step -lr * scale * grad, written as a * own + c * other with per-rating (b,) factors:
-                # two passes over each (b, d) block instead of six.
-                su, si = _row_scale(user_counts, u, stable), _row_scale(item_counts, i, stable)  # (b,)
-                own_u, own_i = su * (-2 * lr * reg), si * (-2 * lr * reg)  # (b,)
-                cross_u, cross_i = su * err * (2 * lr), si * err * (2 * lr)  # (b,)
-                step_p = torch.addcmul(p * own_u.unsqueeze(1), q, cross_u.unsqueeze(1))  # (b, d)
-                step_q = torch.addcmul(q * own_i.unsqueeze(1), p, cross_i.unsqueeze(1))  # (b, d)
+                # The step -lr / max(1, stable k) * grad is own * row + cross * other row, with per-row
+                # factors own = -reg * scale and cross = err * scale: three passes over the (2b, d) block.
+                own = scale * -reg  # (2b,)
+                cross = torch.mul(scale.view(2, b), err).view(-1)  # (2b,)
+                s = torch.mul(x, own.unsqueeze(1), out=step[:2 * b])  # (2b, d)
+                s[:b].addcmul_(q, cross[:b].unsqueeze(1))
+                s[b:].addcmul_(p, cross[b:].unsqueeze(1))
                 # Only the touched rows move: the cost of a step is the batch's, not the tables'.
-                self.user_factors.scatter_add_(0, u_rows, step_p)
-                self.item_factors.scatter_add_(0, i_rows, step_q)
-                self.user_bias.scatter_add_(0, u, own_u * bu + cross_u)
-                self.item_bias.scatter_add_(0, i, own_i * bi + cross_i)
+                factors.index_add_(0, rows, s)
+                biases.index_add_(0, rows, cross.addcmul_(own, xb))
                 continue
-            e = err.unsqueeze(1)  # (b, 1)
-            grads = [2 * (reg * p - e * q), 2 * (reg * q - e * p), 2 * (reg * bu - err), 2 * (reg * bi - err)]
-            self._adam.step([(u_rows, grads[0]), (i_rows, grads[1]), (u, grads[2]), (i, grads[3])])
-        squared = float(total_squared)
-        objective = squared + reg * float(total_penalty)
-        return {"loss": objective / train.nnz, "rmse": (squared / train.nnz) ** 0.5}
+            e = err.repeat(2).unsqueeze(1)  # (2b, 1)
+            other = torch.cat([q, p])  # (2b, d)
+            grads = (2 * (reg * x - e * other), 2 * (reg * xb - e.squeeze(1)))
+            self._adam.step((factors, biases), rows, grads)
+        self.user_factors.copy_(factors[:n_users])
+        self.item_factors.copy_(factors[n_users:])
+        self.user_bias.copy_(biases[:n_users])
+        self.item_bias.copy_(biases[n_users:])
+        total_squared = float(squared.double().sum())
+        objective = total_squared + reg * float(penalty.double().sum())
+        return {"loss": objective / batches.nnz, "rmse": (total_squared / batches.nnz) ** 0.5}
 
 
-def _row_scale(counts: torch.Tensor, rows: torch.Tensor, stable: float) -> torch.Tensor:
-    """``1 / max(1, stable * k)`` for each entry of ``rows`` (b,), where ``k`` is how often its row occurs in
-    ``rows``. ``counts`` is an all-zero table of the rows and is left all-zero."""
-    counts.index_add_(0, rows, torch.ones_like(rows, dtype=counts.dtype))
-    scale = (counts[rows] * stable).clamp_(min=1.0).reciprocal_()  # (b,)
-    counts[rows] = 0.0
-    return scale
+class _Batches:
+    """The training ratings shuffled once (seeded) and cut into batches: an epoch visits the batches in a
+    new random order. Reshuffling every rating every epoch cost ~0.8 s of a ~4 s epoch at ML-10M scale (a
+    random permutation and gathers over every rating); keeping the batches costs little accuracy (test RMSE
+    on ml-100k's u1 0.918085 instead of 0.918068, on the ML-1M shape ~0.0005 more).
+
+    Batch ``k`` is ``(rows, centered, scale)``: ``rows`` (2b,) its users, then its movies offset by the
+    number of users (rows of a users-then-movies table); ``centered`` (b,) its stars minus the training
+    mean; ``scale`` (2b,) SGD's ``2 lr / max(1, 2 lr (1 + reg) k)`` for each row, where ``k`` is how often
+    the row occurs in the batch (batches with no row past the limit share one tensor of ``2 lr``)."""
+
+    def __init__(self, train: RatingMatrix, n_users: int, mean: torch.Tensor, config: MFConfig,
+                 generator: torch.Generator):
+        self.train = train
+        self.nnz = train.nnz
+        size, lr, reg = config.batch_size, config.lr, config.reg
+        order = torch.randperm(train.nnz, generator=generator, device=generator.device).to(train.device)
+        users = train.row_ids().index_select(0, order)
+        items = train.indices.index_select(0, order).add_(n_users)
+        centered = train.values.index_select(0, order).sub_(mean)
+        counts = torch.zeros(n_users + int(train.n_cols), device=train.device)  # zero again after each batch
+        plain = torch.full((2 * size,), 2 * lr, device=train.device)
+        self.batches = []
+        for u, i, r in zip(users.split(size), items.split(size), centered.split(size)):
+            rows = torch.cat([u, i])  # (2b,)
+            ones = torch.ones_like(rows, dtype=counts.dtype)
+            counts.index_add_(0, rows, ones)
+            repeats = counts.index_select(0, rows)  # (2b,)
+            counts.index_add_(0, rows, ones, alpha=-1.0)
+            scale = repeats.mul_(2 * lr * (1 + reg)).clamp_(min=1.0).reciprocal_().mul_(2 * lr)  # (2b,)
+            if torch.equal(scale, plain[:rows.shape[0]]):  # the usual case: no memory of its own
+                scale = plain[:rows.shape[0]]
+            self.batches.append((rows, r, scale))
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.batches[k]
 
 
 class _Adam:
@@ -151,27 +193,28 @@ class _Adam:
     imports ``torch._dynamo``, about 1.3 s on a 2-core CPU: longer than a whole MovieLens-100K fit.
     """
 
-    def __init__(self, params: list[torch.Tensor], lr: float,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        self.params = params
+    def __init__(self, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         self.lr = lr
         self.betas = betas
         self.eps = eps
         self.steps = 0
-        self.first = [torch.zeros_like(p) for p in params]
-        self.second = [torch.zeros_like(p) for p in params]
+        self.first: list[torch.Tensor] = []  # made on the first step, in the parameters' shapes
+        self.second: list[torch.Tensor] = []
 
     @torch.no_grad()
-    def step(self, row_grads: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """One step; ``row_grads[k]`` = (index, gradients) of parameter k for ``scatter_add_``: the
-        index has the gradients' shape and rows may repeat (their gradients add up)."""
+    def step(self, params: tuple[torch.Tensor, ...], rows: torch.Tensor, grads: tuple[torch.Tensor, ...]) -> None:
+        """One step; ``grads[k]`` holds the gradients of the rows ``rows`` of ``params[k]`` (rows may repeat:
+        their gradients add up)."""
+        if not self.first:
+            self.first = [torch.zeros_like(p) for p in params]
+            self.second = [torch.zeros_like(p) for p in params]
         self.steps += 1
         b1, b2 = self.betas
         step_size = self.lr / (1 - b1**self.steps)
         root_correction = (1 - b2**self.steps) ** 0.5
-        for p, m, v, (rows, grad) in zip(self.params, self.first, self.second, row_grads):
+        for p, m, v, grad in zip(params, self.first, self.second, grads):
             # Adam's moments decay for every row at every step, so the gradient must be dense.
-            full = torch.zeros_like(p).scatter_add_(0, rows, grad)
+            full = torch.zeros_like(p).index_add_(0, rows, grad)
             m.lerp_(full, 1 - b1)
             v.mul_(b2).addcmul_(full, full, value=1 - b2)
             p.addcdiv_(m, v.sqrt().div_(root_correction).add_(self.eps), value=-step_size)
