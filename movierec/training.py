@@ -181,6 +181,7 @@ def fit(
             result.stopped_early = True
             break
 
+    model.fit_end()
     result.kept_epoch = len(result.history)
     if patience is not None and best_state is not None:
         model.load_state_dict(best_state)

@@ -325,6 +325,9 @@ class AutoEncoder(Recommender):
         if self.item_mode:
             self._refresh_fold_in_state(train)
 
+    def fit_end(self) -> None:
+        self._optimizer = None  # Adam's moments: twice the weights
+
     def train_epoch(self, train: RatingMatrix, generator: torch.Generator) -> dict[str, float]:
         if self._optimizer is None:  # training resumed on a model that did not go through fit_start
             self._optimizer = self._make_optimizer()

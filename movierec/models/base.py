@@ -154,6 +154,10 @@ class Recommender(torch.nn.Module, ABC):
     def fit_start(self, train: RatingMatrix, generator: torch.Generator) -> None:  # noqa: B027
         """Called once before the first epoch (e.g. to read the global mean). Default: nothing."""
 
+    def fit_end(self) -> None:  # noqa: B027
+        """Called once after the last epoch: let go of what only training needs (shuffled batches, optimizer
+        moments), which would otherwise stay in memory while the model is tested and saved. Default: nothing."""
+
     @abstractmethod
     def train_epoch(self, train: RatingMatrix, generator: torch.Generator) -> dict[str, float]:
         """One pass over the training ratings; returns at least ``{"loss": ...}`` for that pass."""

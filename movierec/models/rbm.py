@@ -366,6 +366,9 @@ class RBM(Recommender):
             counts.index_add_(0, matrix.indices[start:stop], self.visible_states(matrix.values[start:stop]))
         return counts
 
+    def fit_end(self) -> None:
+        self._velocity = {}  # as large as the weights
+
     def cd_update(
         self, matrix: RatingMatrix, rows: torch.Tensor, generator: torch.Generator | None, momentum: float = 0.0,
         working: _Working | None = None,
