@@ -921,6 +921,8 @@ def load_trained(name: str | Path | None = None, device: torch.device | str = "c
     _check_against_dataset(ckpt, data)
     split = make_split(data, meta.split, seed=meta.seed, test_fraction=meta.test_fraction)
     trained = Trained(ckpt, data, split, split.train.matrix(ckpt.model.device))
+    if not meta.valid_fraction:  # the split's training ratings are the fitted ones
+        ckpt.model.reuse_fit_state(trained.train)
     if not _has_serving(path):
         upgrade(trained)
     return trained

@@ -327,6 +327,8 @@ class Served:
         self._check_seen(indptr, items)
         train = RatingMatrix(torch.from_numpy(indptr), torch.from_numpy(items.astype(np.int64)),
                              torch.from_numpy(stars), meta.n_items).to(model.device)
+        if not meta.valid_fraction:  # the saved ratings are the fitted ones
+            model.reuse_fit_state(train)
         return TorchScorer(model, train)
 
     def _check_seen(self, indptr: np.ndarray, items: np.ndarray) -> None:

@@ -630,3 +630,20 @@ def test_defaults_on_movielens_u1(ml100k_zip, mode):
     else:
         # Surprise's SVD reaches 0.951 on u1 (benchmarks/compare.py); the item-based default must beat it.
         assert ((pred - truth) ** 2).mean().sqrt().item() < 0.951
+
+
+def test_a_loaded_item_rbm_serves_from_its_saved_hidden_units(monkeypatch):
+    """Every movie's hidden units, saved at the end of training, stand in for recomputing them from the fitted
+    ratings (most of a `recommend` at ML-10M scale); other ratings are still read."""
+    train, _ = holdout(low_rank_ratings())
+    model = RatingRBM(config("rating-item", hidden=6, epochs=3, batch_size=20), train.n_users, train.n_items, STARS)
+    fit(model, train)
+    loaded = RatingRBM(model.config, train.n_users, train.n_items, STARS)
+    loaded.load_state_dict(model.state_dict())
+    matrix, users = train.matrix(), torch.arange(4)
+    expected = model.score(users, train.matrix())
+    loaded.reuse_fit_state(matrix)
+    monkeypatch.setattr(RatingRBM, "_case_hidden", lambda *args: pytest.fail("recomputed the hidden units"))
+    assert torch.allclose(loaded.score(users, matrix), expected, atol=1e-6)
+    with pytest.raises(pytest.fail.Exception):
+        loaded.score(users, train.matrix())  # another matrix object: not vouched for, so computed again

@@ -79,6 +79,11 @@ def test_contract(model_name, mode, data, home):
     assert torch.equal(before, after)
     assert loaded.meta.model == model_name and loaded.user_ids[0].item() == 1
     assert type(loaded.model) is type(model) and loaded.meta.mode == mode
+    # Told that these are the ratings it was fitted on, a loaded model may reuse what it saved of them
+    # (`recommend` and `evaluate` do so): the same scores as computing everything from the ratings.
+    reused = checkpoint.load(path).model
+    reused.reuse_fit_state(matrix)
+    assert torch.allclose(reused.score(torch.arange(5), matrix), model.score(torch.arange(5), matrix), atol=1e-5)
 
     # Every interface method answers with the right shapes.
     batch = torch.arange(5)

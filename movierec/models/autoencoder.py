@@ -367,6 +367,11 @@ class AutoEncoder(Recommender):
         return torch.cat(codes)
 
     @torch.no_grad()
+    def reuse_fit_state(self, train: RatingMatrix) -> None:
+        # item_codes is every movie's code from the fitted ratings with the saved weights.
+        if self.item_mode:
+            self._codes_cache = (weakref.ref(train), self.weights_key(), self.item_codes)
+
     def _refresh_fold_in_state(self, train: RatingMatrix) -> None:
         """Item mode: store what fold_in needs but cannot compute without ``train``."""
         self.item_codes.copy_(self._movie_codes(train))
@@ -388,9 +393,7 @@ class AutoEncoder(Recommender):
         Cached while neither ``train`` nor any parameter changes: evaluation calls :meth:`score` once per
         batch of users, and re-encoding every movie each time would dominate its cost on large data sets.
         """
-        # A tensor's _version counts its in-place writes (optimizer steps, load_state_dict), so the key
-        # changes whenever the weights do.
-        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        key = self.weights_key()
         cache = self._codes_cache
         if cache is not None and cache[0]() is train and cache[1] == key:
             return cache[2]

@@ -154,6 +154,16 @@ class Recommender(torch.nn.Module, ABC):
     def fit_start(self, train: RatingMatrix, generator: torch.Generator) -> None:  # noqa: B027
         """Called once before the first epoch (e.g. to read the global mean). Default: nothing."""
 
+    def reuse_fit_state(self, train: RatingMatrix) -> None:  # noqa: B027
+        """``train`` holds exactly the ratings the model was fitted on (no validation slice was held out), as the
+        training ratings of a checkpoint saved without one do: what the model derived from them at the end of
+        training and saved with its weights may stand in for recomputing it from ``train``. Default: nothing."""
+
+    def weights_key(self) -> tuple:
+        """Changes whenever any parameter does: a tensor's ``_version`` counts its in-place writes (optimizer
+        steps, CD updates, load_state_dict). For caches of what is derived from the weights."""
+        return tuple((p.data_ptr(), p._version) for p in self.parameters())
+
     def fit_end(self) -> None:  # noqa: B027
         """Called once after the last epoch: let go of what only training needs (shuffled batches, optimizer
         moments), which would otherwise stay in memory while the model is tested and saved. Default: nothing."""
