@@ -423,20 +423,21 @@ def test_conjugate_gradient_works_in_blocks_of_at_most_chunk_size_ratings():
 
 
 def test_conjugate_gradient_blocks_stay_cache_sized_on_the_cpu_with_the_same_answer(monkeypatch):
-    # On the CPU a block's gathered vectors are bounded by CG_CPU_BLOCK_BYTES whatever chunk_size allows; the
-    # blocks are an order of work, not a different answer.
+    # On the CPU a block's gathered vectors are bounded by CG_CPU_BLOCK_BYTES per thread whatever chunk_size
+    # allows; the blocks are an order of work, not a different answer.
     data = low_rank(50, 30)
     train = data.matrix()
     whole, _ = fitted(ImplicitALSConfig(factors=4, chunk_size=1 << 20), data, iters=2)
     assert len(whole._prepare(train)[1].blocks) == 1  # 4 MiB hold every rating of this small matrix
-    monkeypatch.setattr(als, "CG_CPU_BLOCK_BYTES", 4 * 4 * 25)  # 25 ratings of 4 factors
+    monkeypatch.setattr(als, "CG_CPU_BLOCK_BYTES", 4 * 4 * 25)  # 25 ratings of 4 factors per thread
+    limit = 25 * torch.get_num_threads()
     blocked, _ = fitted(ImplicitALSConfig(factors=4, chunk_size=1 << 20), data, iters=2)
     for matrix, plan in zip((train, blocked._prepare(train)[0]), blocked._prepare(train)[1:]):
         counts = matrix.row_counts()
         sizes = [int(counts[b.first:b.last].sum()) for b in plan.blocks]
-        assert all(size <= 25 or b.last - b.first == 1 for size, b in zip(sizes, plan.blocks)), sizes
+        assert all(size <= limit or b.last - b.first == 1 for size, b in zip(sizes, plan.blocks)), sizes
         # Each block is as full as the limit lets it be: the next row would not have fitted.
-        assert all(size + int(counts[b.first]) > 25 for size, b in zip(sizes, plan.blocks[1:])), sizes
+        assert all(size + int(counts[b.first]) > limit for size, b in zip(sizes, plan.blocks[1:])), sizes
     for a, b in zip(whole.parameters(), blocked.parameters()):
         close(a, b, rtol=1e-4, atol=1e-5)
 

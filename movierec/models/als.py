@@ -56,9 +56,11 @@ from movierec.models.factors import FactorModel, ridge_solve
 
 # Rows in one solve group differ in length by at most this factor, so padding wastes < 25 %.
 GROWTH = 1.25
-# Bytes of gathered vectors per conjugate-gradient block on the CPU (16,384 ratings at 64 factors, at most
-# chunk_size): read 2 x (cg_steps + 1) times per half-step, fast from the cache. At ML-10M's size 4x larger or
-# smaller blocks were slower (the cache misses, or torch's per-call overhead), at 16 and 64 factors alike.
+# Bytes of gathered vectors per conjugate-gradient block on the CPU for each thread torch uses (16,384 ratings at
+# 64 factors on one thread, at most chunk_size): read 2 x (cg_steps + 1) times per half-step, fast from the cache.
+# At ML-10M's size on one thread 4x larger or smaller blocks were slower (the cache misses, or torch's per-call
+# overhead), at 16 and 64 factors alike; on two threads 8 MiB blocks took 1.38-1.43 s an iteration, 4 MiB 1.58-1.68 s
+# and 16 MiB 1.46-1.80 s (each parallel product also pays for starting its threads).
 CG_CPU_BLOCK_BYTES = 4 << 20
 CONFIDENCES = ("stars", "binary")
 SOLVERS = ("cg", "cholesky")
@@ -230,7 +232,8 @@ class ALSBase(FactorModel):
             items_by_user = train.transposed()
             # On the CPU a conjugate-gradient block's gathered vectors should stay in the cache for all its
             # products; a GPU wants few, large products.
-            block = max(1, CG_CPU_BLOCK_BYTES // (4 * self.config.factors)) if train.device.type == "cpu" else chunk
+            per_block = CG_CPU_BLOCK_BYTES * torch.get_num_threads()
+            block = max(1, per_block // (4 * self.config.factors)) if train.device.type == "cpu" else chunk
             plans = _Plan(train, chunk, width, block), _Plan(items_by_user, chunk, width, block)
             self._cache = (train, items_by_user, *plans)
         return self._cache[1], self._cache[2], self._cache[3]
