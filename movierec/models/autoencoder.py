@@ -366,12 +366,12 @@ class AutoEncoder(Recommender):
             codes.append(self._encode_sparse(offsets, cols, vals))  # (chunk, H)
         return torch.cat(codes)
 
-    @torch.no_grad()
     def reuse_fit_state(self, train: RatingMatrix) -> None:
         # item_codes is every movie's code from the fitted ratings with the saved weights.
         if self.item_mode:
             self._codes_cache = (weakref.ref(train), self.weights_key(), self.item_codes)
 
+    @torch.no_grad()
     def _refresh_fold_in_state(self, train: RatingMatrix) -> None:
         """Item mode: store what fold_in needs but cannot compute without ``train``."""
         self.item_codes.copy_(self._movie_codes(train))
