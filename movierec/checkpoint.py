@@ -112,6 +112,13 @@ class CheckpointMeta:
     created: str = ""
     version: str = __version__
 
+    @property
+    def fitted_on_training_ratings(self) -> bool:
+        """Whether the model was fitted on exactly its split's training ratings (the ones saved with it): true
+        unless a validation slice was held out of them. Then what it derived from them at the end of training
+        may be reused (:meth:`~movierec.models.base.Recommender.reuse_fit_state`)."""
+        return not self.valid_fraction
+
     @classmethod
     def from_json(cls, text: str) -> CheckpointMeta:
         """The metadata in ``text``, checked by :func:`meta_from_dict`; raises ValueError saying what is wrong."""
@@ -921,7 +928,7 @@ def load_trained(name: str | Path | None = None, device: torch.device | str = "c
     _check_against_dataset(ckpt, data)
     split = make_split(data, meta.split, seed=meta.seed, test_fraction=meta.test_fraction)
     trained = Trained(ckpt, data, split, split.train.matrix(ckpt.model.device))
-    if not meta.valid_fraction:  # the split's training ratings are the fitted ones
+    if meta.fitted_on_training_ratings:
         ckpt.model.reuse_fit_state(trained.train)
     if not _has_serving(path):
         upgrade(trained)

@@ -327,7 +327,7 @@ class Served:
         self._check_seen(indptr, items)
         train = RatingMatrix(torch.from_numpy(indptr), torch.from_numpy(items.astype(np.int64)),
                              torch.from_numpy(stars), meta.n_items).to(model.device)
-        if not meta.valid_fraction:  # the saved ratings are the fitted ones
+        if meta.fitted_on_training_ratings:
             model.reuse_fit_state(train)
         return TorchScorer(model, train)
 
