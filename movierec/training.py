@@ -1,6 +1,7 @@
 """The one training loop: every model goes through :func:`fit`.
 
-Each model supplies ``fit_start`` and ``train_epoch``; this loop owns everything around them: seeding,
+Each model supplies a :class:`~movierec.models.base.Trainer` (``train_epoch() -> dict``, ``finalize()``);
+this loop owns everything around it: seeding,
 the device, per-epoch validation, divergence detection, early stopping, timing, and reporting progress to
 whoever is listening (the CLI draws it; the library never prints).
 
@@ -13,7 +14,7 @@ held-out ranking runs between epochs. Ranking models validate on a fixed seeded 
 
 Nothing runs silently: :func:`train_and_save` names each step as it begins (``on_step``) and reports the
 countable ones' progress as ``on_progress(done, total)``: the batches of every epoch (each model calls
-:meth:`~movierec.models.base.Recommender.advance` once per batch) and the users of every evaluation.
+:meth:`~movierec.models.base.Trainer.advance` once per batch) and the users of every evaluation.
 """
 
 from __future__ import annotations
@@ -142,17 +143,15 @@ def fit(
 
     if on_step is not None:
         on_step("Preparing the model")  # e.g. ALS lays out both sides' solves
-    model.fit_start(matrix, generator)
+    trainer = model.trainer(matrix, generator)
+    trainer.on_advance = advance
     for epoch in range(1, epochs + 1):
         if on_step is not None:
             on_step(f"Epoch {epoch}/{epochs}")
         start = time.perf_counter()
         model.train()
-        done, model._on_advance = 0, advance
-        try:
-            stats = {k: float(v) for k, v in model.train_epoch(matrix, generator).items()}
-        finally:
-            model._on_advance = None
+        done = 0
+        stats = {k: float(v) for k, v in trainer.train_epoch().items()}
         model.eval()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -181,11 +180,12 @@ def fit(
             result.stopped_early = True
             break
 
-    model.fit_end()
     result.kept_epoch = len(result.history)
     if patience is not None and best_state is not None:
         model.load_state_dict(best_state)
         result.kept_epoch = result.best_epoch
+    trainer.on_advance = None
+    trainer.finalize()
     return result
 
 

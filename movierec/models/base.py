@@ -1,10 +1,11 @@
 """What every model provides, and the config conventions the CLI builds its options from.
 
 A model is a ``torch.nn.Module`` whose parameters and buffers are its whole learned state (so a
-checkpoint is its ``state_dict`` plus its config). The one training loop in
-:mod:`movierec.training` calls :meth:`Recommender.fit_start` once, then
-:meth:`Recommender.train_epoch` per epoch; everything else reads predictions through
-:meth:`Recommender.score` / :meth:`Recommender.predict`.
+checkpoint is its ``state_dict`` plus its config). Training state (optimizer moments, momentum, shuffled
+batches, epoch counters) lives apart from it, in the :class:`Trainer` that :meth:`Recommender.trainer`
+makes for one run: the one training loop in :mod:`movierec.training` calls its
+:meth:`Trainer.train_epoch` per epoch and :meth:`Trainer.finalize` once at the end; everything else reads
+predictions through :meth:`Recommender.score` / :meth:`Recommender.predict`.
 
 Conventions:
 - users and movies are contiguous indices; ``train`` is the users x movies :class:`RatingMatrix` of
@@ -98,6 +99,39 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
+class Trainer(ABC):
+    """One training run of one model: everything training needs that is not the model's learned state.
+
+    Made by :meth:`Recommender.trainer` for a training matrix and a generator; the training loop calls
+    :meth:`train_epoch` once per epoch and :meth:`finalize` once after the last one. After every epoch the
+    model must be usable (validation scores it); after :meth:`finalize` the model is exactly what is saved
+    and served, and the trainer can be dropped.
+    """
+
+    def __init__(self, model: Recommender, train: RatingMatrix, generator: torch.Generator):
+        self.model = model
+        self.train = train
+        """The training ratings, users x movies, on the model's device."""
+        self.generator = generator
+        """Where all of training's randomness comes from (same seed, same numbers)."""
+        self.on_advance: Callable[[int, int], None] | None = None  # set by the training loop for its epochs
+
+    def advance(self, amount: int, total: int) -> None:
+        """Say that ``amount`` more of this epoch's ``total`` units of work are done (ratings, users, movies:
+        the trainer's choice, the same all epoch). Called once per batch; the training loop shows it."""
+        if self.on_advance is not None:
+            self.on_advance(amount, total)
+
+    @abstractmethod
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over the training ratings; returns at least ``{"loss": ...}`` for that pass."""
+
+    def finalize(self) -> None:  # noqa: B027
+        """After the last epoch (and after the kept epoch's weights are restored): write what the model derives
+        from its weights and the training ratings into its buffers, and let go of what only training needs.
+        Default: nothing."""
+
+
 class Recommender(torch.nn.Module, ABC):
     """Base class of every model class: one class per (model name, mode), as listed in the registry."""
 
@@ -143,7 +177,12 @@ class Recommender(torch.nn.Module, ABC):
         return torch.device("cpu")
 
     # -- training --------------------------------------------------------------------------------
-    _on_advance: Callable[[int, int], None] | None = None  # set by the training loop for its epochs
+    def trainer(self, train: RatingMatrix, generator: torch.Generator) -> Trainer:
+        """A :class:`Trainer` for one run of this model on ``train``. Default: the model's own ``fit_start`` /
+        ``train_epoch`` / ``fit_end`` (classes that keep their training state on the module)."""
+        return _ModuleTrainer(self, train, generator)
+
+    _on_advance: Callable[[int, int], None] | None = None  # set by _ModuleTrainer for its epochs
 
     def advance(self, amount: int, total: int) -> None:
         """Say that ``amount`` more of this epoch's ``total`` units of work are done (ratings, users, movies:
@@ -215,3 +254,22 @@ class Recommender(torch.nn.Module, ABC):
     def clip(self, x: torch.Tensor) -> torch.Tensor:
         """Clip predicted stars to the data set's rating scale."""
         return x.clamp(self.rating_min, self.rating_max)
+
+
+class _ModuleTrainer(Trainer):
+    """The trainer of a model that keeps its training state on itself (``fit_start`` / ``train_epoch`` /
+    ``fit_end``)."""
+
+    def __init__(self, model: Recommender, train: RatingMatrix, generator: torch.Generator):
+        super().__init__(model, train, generator)
+        model.fit_start(train, generator)
+
+    def train_epoch(self) -> dict[str, float]:
+        self.model._on_advance = self.advance
+        try:
+            return self.model.train_epoch(self.train, self.generator)
+        finally:
+            self.model._on_advance = None
+
+    def finalize(self) -> None:
+        self.model.fit_end()
