@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["Model", "MovieLens", "cross_validate", "datasets", "evaluate_models", "fetch", "load", "load_dataset",
            "model_config", "remove", "saved_models", "train"]
 
-_ROW_COLUMNS = ["rank", "movie_id", "title", "year", "genres", "score", "because_you_liked"]
+_ROW_COLUMNS = ["rank", "movie_id", "title", "year", "genres", "score", "predicted", "because_you_liked"]
+_SIMILAR_COLUMNS = ["rank", "movie_id", "title", "year", "genres", "score"]
 
 
 # -- data ------------------------------------------------------------------------------------------------------
@@ -170,7 +171,9 @@ class Model:
                   max_year: int | None = None) -> pd.DataFrame:
         """Top-``n`` movies for MovieLens user ``user`` (one of the training data), leaving out the movies they
         rated unless ``filter_already_liked_items=False``: ``rank``, ``movie_id``, ``title``, ``year``,
-        ``genres``, ``score``, ``because_you_liked``. Filters: any of ``genres``, released within the years."""
+        ``genres``, ``score`` (what the list is ordered by: P(picked and liked) for rating and like models),
+        ``predicted`` (the model's own stars or P(liked); None for top-N models), ``because_you_liked``.
+        Filters: any of ``genres``, released within the years."""
         return _rows(self._served.recommend(user, n, genres=genres, min_year=min_year, max_year=max_year,
                                             include_seen=not filter_already_liked_items))
 
@@ -178,15 +181,16 @@ class Model:
                       n: int = 10, *, shrink: float | None = None, genres: Sequence[str] | str | None = None,
                       min_year: int | None = None, max_year: int | None = None) -> pd.DataFrame:
         """Top-``n`` movies for someone new, from their ``ratings`` ({movie: stars}), without retraining.
-        Rarely rated movies are ranked by predictions shrunk towards neutral (``shrink``: the number of
-        training ratings at which a movie keeps half its lead; default 8x the mean, 0 = off)."""
+        ``shrink``: pull rarely rated movies' scores towards neutral, the number of training ratings at which a
+        movie keeps half its lead (default: 0 for models whose lists rank through a picks model, which already
+        weighs how often movies are picked; 8x the mean number of ratings per movie for the others)."""
         return _rows(self._served.recommend_new(ratings, n, shrink=shrink, genres=genres, min_year=min_year,
                                                 max_year=max_year))
 
     def similar_items(self, movie: str | int, n: int = 10, *, min_ratings: int = 20) -> pd.DataFrame:
         """The ``n`` movies nearest to ``movie`` by the learned movie vectors (``score``: cosine similarity),
         among those with at least ``min_ratings`` training ratings."""
-        return _rows(self._served.similar(movie, n, min_ratings=min_ratings)["similar"])
+        return _rows(self._served.similar(movie, n, min_ratings=min_ratings)["similar"], _SIMILAR_COLUMNS)
 
     def predict(self, user: int, movie: str | int) -> float:
         """What the model says of MovieLens user ``user`` and ``movie``: stars (clipped to the scale) for rating
@@ -239,10 +243,10 @@ class Model:
                             columns=["cluster", "size", "genres", "movies"])
 
 
-def _rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
+def _rows(rows: list[dict[str, Any]], columns: list[str] = _ROW_COLUMNS) -> pd.DataFrame:
     import pandas as pd
 
-    frame = pd.DataFrame(rows, columns=_ROW_COLUMNS)
+    frame = pd.DataFrame(rows, columns=columns)
     return frame.astype({"year": "Int64"})
 
 

@@ -899,10 +899,19 @@ class Trained:
     dataset: Any  # movierec.data.movielens.Dataset
     split: Any  # movierec.data.split.Split
     train: Any  # RatingMatrix of the training ratings (users x movies), on the model's device
+    picks: Recommender | None = None
+    """The picks model the checkpoint's lists rank through (rating and like models), when it has one."""
 
     @property
     def model(self) -> Recommender:
         return self.checkpoint.model
+
+    @property
+    def ranked(self) -> Any:
+        """The model and its picks model, as evaluation scores them (:class:`movierec.models.picks.Ranked`)."""
+        from movierec.models.picks import Ranked
+
+        return Ranked(self.model, self.picks)
 
     @property
     def meta(self) -> CheckpointMeta:
@@ -927,12 +936,34 @@ def load_trained(name: str | Path | None = None, device: torch.device | str = "c
         )
     _check_against_dataset(ckpt, data)
     split = make_split(data, meta.split, seed=meta.seed, test_fraction=meta.test_fraction)
-    trained = Trained(ckpt, data, split, split.train.matrix(ckpt.model.device))
+    trained = Trained(ckpt, data, split, split.train.matrix(ckpt.model.device), _load_picks(path, ckpt))
     if meta.fitted_on_training_ratings:
         ckpt.model.reuse_fit_state(trained.train)
     if not _has_serving(path):
         upgrade(trained)
     return trained
+
+
+def _load_picks(path: Path, ckpt: Checkpoint) -> Recommender | None:
+    """The picks model saved with ``ckpt`` (its ``picks.*`` arrays), on the model's device; None without one."""
+    import torch
+
+    from movierec.models.picks import build_picks
+
+    if _is_legacy(path):
+        return None
+    with open_file(path) as saved:
+        state = {k.removeprefix("picks."): saved.get(k) for k in saved.names() if k.startswith("picks.")}
+    if not state:
+        return None
+    picks = build_picks(ckpt.model)
+    try:
+        picks.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        raise MovierecError(f"{path} is damaged: its picks model does not match its model description.") from None
+    if not all(bool(torch.isfinite(v).all()) for v in picks.state_dict().values()):
+        raise MovierecError(f"{path} holds non-finite weights (in its picks model); retrain it.")
+    return picks.to(ckpt.model.device).eval()
 
 
 def _has_serving(path: Path) -> bool:

@@ -136,7 +136,7 @@ def cross_validate(
                            valid_fraction=valid_fraction, on_step=fold_step, on_progress=progress,
                            on_start=on_start if i == 1 else None)
         fold_step("Testing")
-        scores = evaluate(fitted.model, fitted.known, split.test, k=10, progress=progress)
+        scores = evaluate(fitted.ranked, fitted.known, split.test, k=10, progress=progress)
         fold_step("Testing the baseline")
         baseline_name, baseline = reference_metrics(fitted.model, fitted.known, split.test, progress=progress)
         config_used = fitted.model.config.to_dict()

@@ -16,7 +16,9 @@ The protocol, for a training :class:`RatingMatrix` and the held-out test :class:
   the predicted stars reach the threshold, and their predicted stars are the AUC score. The threshold is
   the model's own ``like_threshold`` when it has one, else the ``like_threshold`` argument.
 - **Ranking** (top-K). For each test user, every movie the user did *not* rate in the training split is
-  ranked by score (training movies can never be recommended); the relevant movies are the user's test
+  ranked by what the model's lists are ordered by: ``rank_score`` where the model has one (a rating or like
+  model with its picks model, :class:`movierec.models.picks.Ranked`), else ``score`` (training movies can
+  never be recommended); the relevant movies are the user's test
   ratings of at least ``relevance`` stars; users with no relevant test movie are skipped. Movies are
   ranked by the raw ``score`` (what the model knows, not the clipped stars, which would tie every movie
   predicted above the top of the scale); equal raw scores are ordered by movie index, lower first, so
@@ -312,6 +314,7 @@ def evaluate(
     n_ranked = int((relevant_counts > 0).sum())
     rank = discriminates and n_ranked > 0
 
+    rank_score = getattr(model, "rank_score", None)  # what its lists are ordered by, when not its scores
     pred = torch.empty(test_matrix.nnz, dtype=torch.float32, device=device)  # in test_matrix entry order
     sums = torch.zeros(len(_PER_USER), dtype=torch.float64, device=device)
     listed = torch.zeros(train.n_cols, dtype=torch.bool, device=device)  # movies in some user's list
@@ -324,7 +327,8 @@ def evaluate(
             pred[offset:offset + pos.shape[0]] = scores[pos, cols]
             offset += pos.shape[0]
             if rank:
-                _rank_batch(scores, users, train, test_matrix, relevant_counts, k, relevance, sums, listed)
+                lists = rank_score(users, train).float() if rank_score is not None else scores  # (B, I)
+                _rank_batch(lists, users, train, test_matrix, relevant_counts, k, relevance, sums, listed)
             if progress is not None:
                 progress(min(start + batch_users, n_test_users), n_test_users)
 
@@ -465,7 +469,7 @@ def evaluate_checkpoints(
                                   batch_users=batch_users, progress=progress)
                 rows.append({"model": name, "checkpoint": None, **common, "fit_seconds": None, **scores})
         step(f"Evaluating {meta.name}")
-        scores = evaluate(trained.model, trained.train, test, k=k, relevance=relevance, batch_users=batch_users,
+        scores = evaluate(trained.ranked, trained.train, test, k=k, relevance=relevance, batch_users=batch_users,
                           progress=progress)
         rows.append({"model": meta.model, "checkpoint": meta.name, **common, "fit_seconds": meta.fit_seconds,
                      **scores})

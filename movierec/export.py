@@ -1,10 +1,11 @@
 """Top-N lists for every user (or a list of users) of a saved model, written to one CSV or Parquet file.
 
-Users are scored a batch at a time (:meth:`~movierec.recommend.Scorer.scores_many`, as many users as fit
+Users are scored a batch at a time (:meth:`~movierec.recommend.Scorer.list_scores_many`, as many users as fit
 :data:`SCORE_BLOCK` scores by default) and their lists ranked by the rules every list follows
 (:func:`movierec.recommend.rank_rows`), so an exported list is the one `movierec recommend --user` shows, and
 memory stays one batch x movies block whatever the number of users. Rows: ``user_id``, ``rank`` (1 = best),
-``movie_id``, ``title``, ``score`` (the number `recommend` shows: stars clipped to the scale for rating models).
+``movie_id``, ``title``, ``score`` (the number `recommend` ranks by and shows: for rating and like models
+P(picked and liked), see :mod:`movierec.models.picks`).
 
 The file is written to a temporary file in the same folder and renamed over ``path`` only once complete, so an
 interrupted or failed export leaves whatever was at ``path`` before, and no partial file.
@@ -78,7 +79,7 @@ def export_recommendations(
     time (default: as many as fit :data:`SCORE_BLOCK` scores); ``progress(done, total)``
     hears of the users done after every batch. See the module docstring.
     """
-    from movierec.recommend import rank_rows, shown_scores  # not torch: a factor model is answered in numpy
+    from movierec.recommend import rank_rows  # not torch: a factor model is answered in numpy
 
     if n < 1:
         raise MovierecError(f"The number of movies per user must be at least 1, not {n}.")
@@ -96,7 +97,7 @@ def export_recommendations(
         total = int(index.shape[0])
         for start in range(0, total, batch):
             chunk = index[start:start + batch]  # (B,)
-            scores = np.asarray(scorer.scores_many(chunk), dtype=np.float32)  # (B, I)
+            scores = np.asarray(scorer.list_scores_many(chunk), dtype=np.float32)  # (B, I): what lists rank by
             exclude = np.zeros(scores.shape, dtype=bool)
             if not include_seen:
                 exclude[served.seen_many(chunk)] = True
@@ -108,7 +109,7 @@ def export_recommendations(
                 "rank": np.concatenate([np.arange(1, len(x) + 1, dtype=np.int32) for x in lists]),
                 "movie_id": item_ids[items],
                 "title": titles[items],
-                "score": shown_scores(scorer, scores[rows, items]).astype(np.float32),
+                "score": scores[rows, items],
             }
             if progress is not None:
                 progress(min(start + batch, total), total)

@@ -43,9 +43,11 @@ if TYPE_CHECKING:
 class Recommendation:
     item: int
     score: float
-    """What the model predicts, as shown: stars clipped to the scale, P(liked), or a top-N score."""
+    """What the list is ordered by (see the module docstring): P(picked and liked), or a top-N score."""
     because: int | None
     """The movie the user rated highly that is most similar to this one (None if no such movie)."""
+    predicted: float | None = None
+    """The model's own prediction for it: stars clipped to the scale, or P(liked); None for top-N models."""
 
 
 class Scorer(Protocol):
@@ -67,6 +69,63 @@ class Scorer(Protocol):
 
     def item_vectors(self) -> np.ndarray:
         """One vector per movie for cosine similarity: (I, d)."""
+
+    ranks_by_picks: bool
+    """Whether lists rank by P(picked and liked) through a picks model (:mod:`movierec.models.picks`)."""
+
+    def list_scores_many(self, users: np.ndarray) -> np.ndarray:
+        """What the lists of known users ``users`` (B,) are ordered by (and show): (B, I) float32."""
+
+    def list_fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        """What a new user's list is ordered by (and shows), from their ratings (n,), (n,): (I,) float32."""
+
+
+class OwnLists:
+    """For a :class:`Scorer` whose lists rank by its own scores (top-N models, and rating models saved without
+    a picks model)."""
+
+    ranks_by_picks = False
+
+    def list_scores_many(self, users: np.ndarray) -> np.ndarray:
+        return self.scores_many(users)
+
+    def list_fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        return self.fold_in(items, ratings)
+
+
+class ListScorer:
+    """A rating or like model's :class:`Scorer` with its picks model's: lists rank by P(picked and liked)
+    (:func:`movierec.models.picks.pick_and_like`); everything else is the model's own."""
+
+    ranks_by_picks = True
+
+    def __init__(self, own: Scorer, picks: Scorer, midpoint: float):
+        self.own, self.picks, self.midpoint = own, picks, float(midpoint)
+        self.kind = own.kind
+        self.rating_range = own.rating_range
+
+    def scores(self, user: int) -> np.ndarray:
+        return self.own.scores(user)
+
+    def scores_many(self, users: np.ndarray) -> np.ndarray:
+        return self.own.scores_many(users)
+
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        return self.own.fold_in(items, ratings)
+
+    def item_vectors(self) -> np.ndarray:
+        return self.own.item_vectors()
+
+    def list_scores_many(self, users: np.ndarray) -> np.ndarray:
+        from movierec.models.picks import pick_and_like
+
+        return pick_and_like(self.picks.scores_many(users), self.own.scores_many(users), self.kind, self.midpoint)
+
+    def list_fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        from movierec.models.picks import pick_and_like
+
+        return pick_and_like(self.picks.fold_in(items, ratings), self.own.fold_in(items, ratings), self.kind,
+                             self.midpoint)
 
 
 DEFAULT_SHRINK = 8.0
@@ -165,22 +224,29 @@ def explain(
 
 
 def top_n(
-    scorer: Scorer, scores: np.ndarray, rated: np.ndarray, ratings: np.ndarray, n: int, *, include_seen: bool,
-    allowed: np.ndarray | None, liked_threshold: float, counts: np.ndarray, order_by: np.ndarray | None = None,
+    scorer: Scorer, order_by: np.ndarray, predicted: np.ndarray | None, rated: np.ndarray, ratings: np.ndarray,
+    n: int, *, include_seen: bool, allowed: np.ndarray | None, liked_threshold: float, counts: np.ndarray,
 ) -> list[Recommendation]:
-    """The list ordered by ``order_by`` (default: ``scores``), showing ``scores``, explained by ``rated``."""
+    """The list ordered by, and showing, ``order_by`` (I,), with the model's own ``predicted`` (I,) raw scores
+    beside it (None: none to show), explained by ``rated``."""
     rated = np.asarray(rated, dtype=np.int64)
     ratings = np.asarray(ratings, dtype=np.float32)
-    n = min(n, scores.shape[0])  # a list longer than the catalogue holds nothing more, only padding
-    exclude = np.zeros(scores.shape[0], dtype=bool)
+    n = min(n, order_by.shape[0])  # a list longer than the catalogue holds nothing more, only padding
+    exclude = np.zeros(order_by.shape[0], dtype=bool)
     if not include_seen:
         exclude[rated] = True
     if allowed is not None:
         exclude |= ~np.asarray(allowed, dtype=bool)
-    picked = rank_items(scores if order_by is None else order_by, n, exclude, counts)  # (<= n,)
-    shown = shown_scores(scorer, scores[picked])
+    picked = rank_items(order_by, n, exclude, counts)  # (<= n,)
+    own = [None] * len(picked) if predicted is None else shown_scores(scorer, predicted[picked]).tolist()
     because = explain(scorer.item_vectors(), picked, rated, ratings, liked_threshold)
-    return [Recommendation(int(i), float(s), b) for i, s, b in zip(picked.tolist(), shown.tolist(), because)]
+    return [Recommendation(int(i), float(order_by[i]), b, None if p is None else float(p))
+            for i, b, p in zip(picked.tolist(), because, own)]
+
+
+def _predictions(scorer: Scorer, own: np.ndarray) -> np.ndarray | None:
+    """The model's own predictions to show beside a list: stars or P(liked); none for top-N models."""
+    return own if scorer.kind in ("rating", "like") else None
 
 
 def for_user(
@@ -188,8 +254,11 @@ def for_user(
     include_seen: bool = False, allowed: np.ndarray | None = None, liked_threshold: float = 4.0,
 ) -> list[Recommendation]:
     """Top-``n`` movies for known user ``user``, who rated ``rated`` with ``ratings`` in training."""
-    return top_n(scorer, scorer.scores(user), rated, ratings, n, include_seen=include_seen, allowed=allowed,
-                 liked_threshold=liked_threshold, counts=counts)
+    users = np.array([user])
+    order_by = scorer.list_scores_many(users)[0]
+    own = scorer.scores_many(users)[0] if scorer.ranks_by_picks else order_by
+    return top_n(scorer, order_by, _predictions(scorer, own), rated, ratings, n, include_seen=include_seen,
+                 allowed=allowed, liked_threshold=liked_threshold, counts=counts)
 
 
 def for_new_user(
@@ -204,15 +273,17 @@ def for_new_user(
     the model's own predictions (clipped for rating models), so a well-known 4.6 can come before an obscure 4.9.
     """
     if shrink is None:
-        shrink = default_shrink(counts)
+        shrink = 0.0 if scorer.ranks_by_picks else default_shrink(counts)
     if shrink < 0:
         raise MovierecError(f"--shrink must be 0 or more, not {shrink:g}.")
     items = np.asarray(items, dtype=np.int64)
     ratings = np.asarray(ratings, dtype=np.float32)
-    raw = scorer.fold_in(items, ratings)  # (I,)
-    order_by = shrink_rare(raw, counts, shrink, neutral)  # (I,)
-    return top_n(scorer, raw, items, ratings, n, include_seen=False, allowed=allowed,
-                 liked_threshold=liked_threshold, counts=counts, order_by=order_by)
+    listed = scorer.list_fold_in(items, ratings)  # (I,)
+    own = scorer.fold_in(items, ratings) if scorer.ranks_by_picks else listed  # (I,)
+    # P(picked and liked) says "nothing" at 0; a model's own scores at the neutral value.
+    order_by = shrink_rare(listed, counts, shrink, 0.0 if scorer.ranks_by_picks else neutral)  # (I,)
+    return top_n(scorer, order_by, _predictions(scorer, own), items, ratings, n, include_seen=False,
+                 allowed=allowed, liked_threshold=liked_threshold, counts=counts)
 
 
 def similar_to(
@@ -241,8 +312,8 @@ def _np(x: Any) -> np.ndarray:
 
 
 # -- torch models ------------------------------------------------------------------------------------------
-class TorchScorer:
-    """A torch model and its training matrix, as a :class:`Scorer`."""
+class TorchScorer(OwnLists):
+    """A torch model and its training matrix, as a :class:`Scorer` (lists by its own scores)."""
 
     def __init__(self, model: Recommender, train: RatingMatrix):
         self.model, self.train = model, train
@@ -289,28 +360,39 @@ def neutral_score(model: Recommender, train: RatingMatrix) -> float:
     return neutral_value(model.kind, model.like_threshold, _np(train.values))
 
 
+def torch_scorer(model: Recommender, train: RatingMatrix, picks: Recommender | None = None) -> Scorer:
+    """A torch model (with the picks model its lists rank through, if any) as a :class:`Scorer`."""
+    own = TorchScorer(model, train)
+    if picks is None:
+        return own
+    from movierec.models.picks import like_midpoint
+
+    return ListScorer(own, TorchScorer(picks, train), like_midpoint(model.rating_values))
+
+
 def recommend(
     model: Recommender, train: RatingMatrix, user: int, n: int = 10, *, include_seen: bool = False,
-    allowed: Any = None, liked_threshold: float = 4.0, counts: Any = None,
+    allowed: Any = None, liked_threshold: float = 4.0, counts: Any = None, picks: Recommender | None = None,
 ) -> list[Recommendation]:
-    """:func:`for_user` of a torch model; the user's training ratings and ``counts`` (default: per movie,
-    :func:`item_counts`) come from ``train``."""
+    """:func:`for_user` of a torch model and its ``picks`` model; the user's training ratings and ``counts``
+    (default: per movie, :func:`item_counts`) come from ``train``."""
     import torch
 
     _, items, ratings = train.entries(torch.tensor([user], device=train.device))
     counts = _np(item_counts(train) if counts is None else counts)
-    return for_user(TorchScorer(model, train), user, _np(items), _np(ratings), n, counts=counts,
+    return for_user(torch_scorer(model, train, picks), user, _np(items), _np(ratings), n, counts=counts,
                     include_seen=include_seen, allowed=None if allowed is None else _np(allowed),
                     liked_threshold=liked_threshold)
 
 
 def recommend_new_user(
     model: Recommender, train: RatingMatrix, items: Any, ratings: Any, n: int = 10, *, allowed: Any = None,
-    liked_threshold: float = 4.0, shrink: float | None = None,
+    liked_threshold: float = 4.0, shrink: float | None = None, picks: Recommender | None = None,
 ) -> list[Recommendation]:
-    """:func:`for_new_user` of a torch model, with counts and the neutral score from ``train``."""
-    return for_new_user(TorchScorer(model, train), _np(items), _np(ratings), n, counts=_np(item_counts(train)),
-                        neutral=neutral_score(model, train), shrink=shrink,
+    """:func:`for_new_user` of a torch model and its ``picks`` model, with counts and the neutral score from
+    ``train``."""
+    return for_new_user(torch_scorer(model, train, picks), _np(items), _np(ratings), n,
+                        counts=_np(item_counts(train)), neutral=neutral_score(model, train), shrink=shrink,
                         allowed=None if allowed is None else _np(allowed), liked_threshold=liked_threshold)
 
 

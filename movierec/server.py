@@ -122,7 +122,10 @@ class Row(BaseModel):
     title: str
     year: int | None
     genres: list[str]
-    score: float = Field(description="What the model predicts: stars, P(like) or a top-N score (see /health).")
+    score: float = Field(description="What the list is ordered by (see /health): for rating and like models the "
+                               "chance of picking and liking the movie (match), else the model's top-N score.")
+    predicted: float | None = Field(None, description="The model's own prediction: stars clipped to the scale or "
+                                                      "P(like); null for top-N models.")
     because_you_liked: str | None = Field(
         description="The user's highly rated movie most like this one (None: no such movie).")
 
@@ -156,7 +159,10 @@ class Health(BaseModel):
     algorithm: str
     dataset: str
     stars: list[float] = Field(description="The rating scale: every number of stars the data uses.")
-    score: str = Field(description='What a row\'s score means: "predicted rating", "like probability" or "score".')
+    score: str = Field(description='What a row\'s score means: "match" (the chance of picking and liking it), '
+                             '"predicted rating" / "like probability" (models saved without a picks model) or "score".')
+    predicted: str | None = Field(None, description='What a row\'s "predicted" is: "predicted rating", '
+                                                    '"like probability", or null (top-N models).')
     version: str
 
 
@@ -302,7 +308,8 @@ def _health(holder: ModelHolder) -> dict[str, Any]:
     with holder.use() as s:
         m = s.meta
         return {"status": "ok", "model": m.name, "algorithm": m.mode or m.model, "dataset": m.dataset,
-                "stars": list(m.rating_values), "score": s.score_name, "version": __version__}
+                "stars": list(m.rating_values), "score": s.score_name,
+                "predicted": s.predicted_name, "version": __version__}
 
 
 def _page_route(body: bytes, media: str) -> Any:

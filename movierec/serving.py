@@ -27,6 +27,7 @@ import numpy as np
 from movierec import checkpoint
 from movierec.data.ids import lookup_id
 from movierec.errors import MovierecError
+from movierec.recommend import ListScorer, OwnLists
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -41,6 +42,8 @@ SEEN = ("seen.indptr", "seen.items", "seen.stars")
 MOVIES = ("movies.counts", "movies.title_utf8", "movies.title_offsets", "movies.year", "movies.genre_offsets",
           "movies.genre_ids")
 FACTOR_STATE = ("state.user_factors", "state.item_factors", "state.user_bias", "state.item_bias", "state.mean")
+PICKS = "picks."
+"""The prefix of the picks model's arrays (:mod:`movierec.models.picks`), saved beside a rating model's."""
 
 
 # -- what is saved ------------------------------------------------------------------------------------------
@@ -52,8 +55,11 @@ class ServingData:
     info: dict[str, Any]
 
     @classmethod
-    def build(cls, model: Recommender, train: Ratings, data: Dataset) -> ServingData:
-        """From the model, its training ratings (all of them, validation slice included) and its dataset."""
+    def build(
+        cls, model: Recommender, train: Ratings, data: Dataset, picks: Recommender | None = None
+    ) -> ServingData:
+        """From the model, its training ratings (all of them, validation slice included), its dataset and the
+        picks model its lists rank through (:mod:`movierec.models.picks`; None: lists rank by its own scores)."""
         from movierec.recommend import neutral_value
 
         users = np.asarray(train.users, dtype=np.int64)
@@ -77,6 +83,14 @@ class ServingData:
             "neutral": neutral_value(model.kind, model.like_threshold, stars),
             "scorer": scorer_recipe(model),
         }
+        if picks is not None:
+            from movierec.models import picks as lists
+
+            picks_scorer = scorer_recipe(picks)
+            if picks_scorer["kind"] != "factors":
+                raise ValueError("a picks model must be a factor model answered in numpy")
+            info["lists"] = {**lists.recipe(model), "picks": picks_scorer["fold_in"]}
+            arrays.update({f"picks.{k}": v.detach().cpu().contiguous().numpy() for k, v in picks.state_dict().items()})
         genre_index = {g: i for i, g in enumerate(genres)}
         arrays["movies.genre_ids"] = np.array([genre_index[g] for g in arrays.pop("_genre_names")], dtype=np.int32)
         return cls(arrays, info)
@@ -203,23 +217,29 @@ class Catalogue:
         return keep
 
 
-class FactorScorer:
-    """A factor model answered from its saved arrays in numpy (a :class:`~movierec.recommend.Scorer`).
+class FactorScorer(OwnLists):
+    """A factor model answered from its saved arrays in numpy (a :class:`~movierec.recommend.Scorer`; lists by
+    its own scores).
 
     Reads the movies' vectors and biases, and for a known user that user's row only."""
 
-    def __init__(self, saved: Any, meta: checkpoint.CheckpointMeta, fold_in: dict[str, Any], kind: str):
-        self._saved, self._path = saved, saved.path
+    def __init__(
+        self, saved: Any, meta: checkpoint.CheckpointMeta, fold_in: dict[str, Any], kind: str, prefix: str = "state."
+    ):
+        self._saved, self._path, self._prefix = saved, saved.path, prefix
         self.kind = kind
         self.rating_range = (meta.rating_values[0], meta.rating_values[-1])
         self._recipe = fold_in
-        self.item_factors = self._finite("state.item_factors", saved.get("state.item_factors"))  # (I, d)
-        self.item_bias = self._finite("state.item_bias", saved.get("state.item_bias"))  # (I,)
-        self.mean = self._finite("state.mean", saved.get("state.mean")).astype(np.float32).reshape(())
+        p = prefix
+        if not all(f"{p}{k}" in saved for k in ("user_factors", "item_factors", "user_bias", "item_bias", "mean")):
+            raise MovierecError(f"{self._path} is damaged: its tensors do not match its model description.")
+        self.item_factors = self._finite(f"{p}item_factors", saved.get(f"{p}item_factors"))  # (I, d)
+        self.item_bias = self._finite(f"{p}item_bias", saved.get(f"{p}item_bias"))  # (I,)
+        self.mean = self._finite(f"{p}mean", saved.get(f"{p}mean")).astype(np.float32).reshape(())
         n_items, d = meta.n_items, self.item_factors.shape[1] if self.item_factors.ndim == 2 else -1
         if (self.item_factors.shape != (n_items, d) or self.item_bias.shape != (n_items,)
-                or saved.shape("state.user_factors") != (meta.n_users, d)
-                or saved.shape("state.user_bias") != (meta.n_users,)):
+                or saved.shape(f"{p}user_factors") != (meta.n_users, d)
+                or saved.shape(f"{p}user_bias") != (meta.n_users,)):
             raise MovierecError(f"{self._path} is damaged: its tensors do not match its model description.")
 
     def _finite(self, name: str, array: np.ndarray) -> np.ndarray:
@@ -236,14 +256,15 @@ class FactorScorer:
     def scores_many(self, users: np.ndarray) -> np.ndarray:
         """(B,) user indices -> (B, I) scores, reading those users' rows only (a run of users in one read)."""
         users = np.asarray(users, dtype=np.int64)
+        uf, ub = f"{self._prefix}user_factors", f"{self._prefix}user_bias"
         if users.size > 1 and bool((np.diff(users) == 1).all()):
             start, stop = int(users[0]), int(users[-1]) + 1
-            p = self._saved.rows("state.user_factors", start, stop)  # (B, d)
-            b = self._saved.rows("state.user_bias", start, stop)  # (B,)
+            p = self._saved.rows(uf, start, stop)  # (B, d)
+            b = self._saved.rows(ub, start, stop)  # (B,)
         else:
-            p = np.stack([self._saved.rows("state.user_factors", u, u + 1)[0] for u in users.tolist()])
-            b = np.array([self._saved.rows("state.user_bias", u, u + 1)[0] for u in users.tolist()])
-        p, b = self._finite("state.user_factors", p), self._finite("state.user_bias", b)
+            p = np.stack([self._saved.rows(uf, u, u + 1)[0] for u in users.tolist()])
+            b = np.array([self._saved.rows(ub, u, u + 1)[0] for u in users.tolist()])
+        p, b = self._finite(uf, p), self._finite(ub, b)
         return p @ self.item_factors.T + ((b[:, None] + self.item_bias) + self.mean)  # (B, I)
 
     def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
@@ -312,6 +333,9 @@ class Served:
             self.scorer = FactorScorer(saved, meta, info["scorer"]["fold_in"], info["kind"])
         else:
             self.scorer = self._torch_scorer(device)
+        if "lists" in info:  # lists rank by P(picked and liked): the picks model answers in numpy
+            picks = FactorScorer(saved, meta, info["lists"]["picks"], "rank", prefix=PICKS)
+            self.scorer = ListScorer(self.scorer, picks, info["lists"]["midpoint"])
 
     def _torch_scorer(self, device: Any) -> Scorer:
         import torch
@@ -494,13 +518,23 @@ class Served:
         movies = self.catalogue
         return [{"rank": r, "movie_id": int(movies.item_ids[x.item]), **movies.movie(x.item),
                  "score": round(x.score, 4),
+                 "predicted": None if x.predicted is None else round(x.predicted, 4),
                  "because_you_liked": movies.title(x.because) if x.because is not None else None}
                 for r, x in enumerate(picks, 1)]
 
     @property
     def score_name(self) -> str:
-        """What a row's score is: "predicted rating", "like probability" or "score" (top-N models)."""
+        """What a row's score is, the number its list is ordered by: "match" (P(picked and liked), rating and
+        like models), "predicted rating" / "like probability" (their checkpoints saved without a picks model)
+        or "score" (top-N models)."""
+        if self.scorer.ranks_by_picks:
+            return "match"
         return {"like": "like probability", "rank": "score"}.get(self.scorer.kind, "predicted rating")
+
+    @property
+    def predicted_name(self) -> str | None:
+        """What a row's ``predicted`` is: "predicted rating", "like probability", or None (top-N models)."""
+        return {"rating": "predicted rating", "like": "like probability"}.get(self.scorer.kind)
 
     def _titles(self) -> TitleIndex:
         if self._title_index is None:

@@ -32,6 +32,7 @@ from movierec.device import make_generator, seed_everything
 from movierec.errors import MovierecError
 from movierec.evaluate import heldout_metrics, reference_metrics
 from movierec.models.base import Recommender
+from movierec.models.picks import Ranked
 
 StepCallback = Callable[[str], None]
 """``on_step(description)``: a new step begins ("Loading ml-1m", "Epoch 3/20", "Saving"); the previous one ended."""
@@ -73,6 +74,8 @@ class FitResult:
     stopped_early: bool = False
     fit_seconds: float = 0.0
     """Time spent in training epochs (excluding per-epoch validation)."""
+    picks_seconds: float = 0.0
+    """Time spent training the picks model (:func:`fit_picks`), not in ``fit_seconds``."""
     monitor: str = ""
 
     @property
@@ -347,7 +350,7 @@ def _train_reserved(
         history=[
             {"epoch": r.epoch, "train": r.train, "valid": r.valid, "seconds": r.seconds} for r in result.history
         ],
-        fit_seconds=result.fit_seconds,
+        fit_seconds=result.fit_seconds + result.picks_seconds,
         epochs=len(result.history),
         device=str(torch_device),
         test_fraction=test_fraction,
@@ -355,7 +358,8 @@ def _train_reserved(
         valid_fraction=valid_fraction,
     )
     step("Saving")
-    serving = ServingData.build(model, the_split.train, data)  # what `recommend` reads instead of the dataset
+    # What `recommend` reads instead of the dataset, with the picks model its lists rank through.
+    serving = ServingData.build(model, the_split.train, data, picks=fitted.picks)
     path, saved = checkpoint.save(model, meta, data.user_ids, data.item_ids, out_path, serving=serving)
     return TrainOutcome(path, saved, result, fitted.plan)
 
@@ -370,6 +374,13 @@ class SplitFit:
     known: RatingMatrix
     """Every training rating of the split, validation slice included, on the model's device: the history the
     test split is scored against, as `evaluate` does."""
+    picks: Recommender | None = None
+    """The picks model its lists rank through (rating and like models, :mod:`movierec.models.picks`)."""
+
+    @property
+    def ranked(self) -> Ranked:
+        """The model and its picks model, as evaluation scores them."""
+        return Ranked(self.model, self.picks)
 
 
 def fit_split(
@@ -407,5 +418,28 @@ def fit_split(
                  on_step=on_step, on_progress=on_progress)
     if valid is not None and on_step is not None:
         on_step("Building the full training matrix")
+    picks = fit_picks(model, fit_ratings, fit_matrix, seed=seed, on_step=on_step, on_progress=on_progress)
+    if picks is not None:
+        result.picks_seconds = picks[1].fit_seconds
     known = fit_matrix if valid is None else the_split.train.matrix(device)
-    return SplitFit(model, plan, result, known)
+    return SplitFit(model, plan, result, known, None if picks is None else picks[0])
+
+
+def fit_picks(
+    model: Recommender, train: Ratings, matrix: RatingMatrix, *, seed: int, on_step: StepCallback | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> tuple[Recommender, FitResult] | None:
+    """The picks model of a rating or like ``model`` (:mod:`movierec.models.picks`), trained through :func:`fit`
+    on the same training ratings, and its result; None for models whose scores already rank."""
+    from movierec.models.picks import build_picks, needs_picks
+
+    if not needs_picks(model.kind):
+        return None
+    picks = build_picks(model)
+
+    def step(description: str) -> None:
+        if on_step is not None:
+            on_step(f"Learning what each user picks: {description[0].lower()}{description[1:]}")
+
+    result = fit(picks, train, None, seed=seed, matrix=matrix, on_step=step, on_progress=on_progress)
+    return picks, result

@@ -65,7 +65,8 @@ def test_answers_are_the_command_lines(home, runner):
                                          "--json"]).stdout)
     with mr.load("als8") as model:
         frame = model.recommend(42, n=7)
-        assert list(frame.columns) == ["rank", "movie_id", "title", "year", "genres", "score", "because_you_liked"]
+        assert list(frame.columns) == ["rank", "movie_id", "title", "year", "genres", "score", "predicted",
+                                       "because_you_liked"]
         assert frame.astype(object).where(frame.notna(), None).to_dict("records") == cli
         seen_too = model.recommend(42, n=200, filter_already_liked_items=False)
         assert set(seen_too.movie_id) - set(model.recommend(42, n=200).movie_id)  # rated movies come back
@@ -78,8 +79,12 @@ def test_answers_are_the_command_lines(home, runner):
 def test_predict_is_what_the_lists_show(home):
     with mr.load("als8") as rating_model, mr.load("rbm8") as like_model:
         top = rating_model.recommend(42, n=3)
-        for movie, score in zip(top.movie_id, top.score):
-            assert rating_model.predict(42, int(movie)) == pytest.approx(score, abs=1e-4)
+        for movie, stars in zip(top.movie_id, top.predicted):
+            assert rating_model.predict(42, int(movie)) == pytest.approx(stars, abs=1e-4)
+        assert top.score.is_monotonic_decreasing  # the list shows what it is ordered by, beside the stars
+        liked = like_model.recommend(42, n=3)
+        for movie, p_like in zip(liked.movie_id, liked.predicted):
+            assert like_model.predict(42, int(movie)) == pytest.approx(p_like, abs=1e-4)
         assert 1.0 <= rating_model.predict(42, "Star Wars (1977)") <= 5.0  # stars, clipped to the scale
         assert 0.0 <= like_model.predict(42, "Star Wars (1977)") <= 1.0  # P(liked)
         with pytest.raises(NotFound, match="User 5000 is not in ml-100k"):

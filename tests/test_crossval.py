@@ -82,7 +82,7 @@ def test_cross_validate_trains_once_per_official_fold_and_tests_each_fold_once(m
     real_fit, real_heldout, real_evaluate = training.fit, training.heldout_metrics, movierec.evaluate.evaluate
 
     def fit(model, train, valid, **kwargs):
-        fits.append((len(train), None if valid is None else len(valid)))
+        fits.append((model.kind, len(train), None if valid is None else len(valid)))
         return real_fit(model, train, valid, **kwargs)
 
     def heldout(model, train, held_out, progress=None):
@@ -101,12 +101,12 @@ def test_cross_validate_trains_once_per_official_fold_and_tests_each_fold_once(m
 
     assert result.folds == ["u1", "u2", "u3", "u4", "u5"]
     assert (result.model, result.mode, result.dataset) == ("als", "explicit", "ml-100k")
-    # One training per fold through the one loop, on the fold's training ratings less a 5% validation slice;
-    # every epoch validates on that slice, and each test fold (20,000 ratings) is scored once, after its training,
-    # with all 80,000 training ratings as the users' history.
-    assert fits == [(76_000, 4_000)] * 5
+    # One training per fold through the one loop, on the fold's training ratings less a 5% validation slice,
+    # then its picks model's on the same ratings; every epoch validates on that slice, and each test fold
+    # (20,000 ratings) is scored once, after its training, with all 80,000 training ratings as the users' history.
+    assert fits == [("rating", 76_000, 4_000), ("rank", 76_000, None)] * 5
     assert validated and set(validated) == {4_000}
-    assert tested == [(i, 20_000, 80_000) for i in range(1, 6)]
+    assert tested == [(2 * i, 20_000, 80_000) for i in range(1, 6)]
     assert any(s.startswith("u3: Epoch 1/2") for s in steps)
     assert result.config["factors"] == 4
 

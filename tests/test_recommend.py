@@ -72,10 +72,11 @@ def test_known_user_lists_rank_raw_scores_and_break_ties_by_training_ratings():
     train = train_with_counts(COUNTS)
     assert item_counts(train).tolist() == COUNTS
     recs = recommend(Fixed(RAW), train, user=7, n=6)  # user 7 rated nothing
-    # 7 and 6 stars both show as 5.0, but keep their order; among the 5s: m3 (6 ratings), then m2 and m5
-    # (3 each) by index; m4 last.
+    # 7 and 6 stars both predict 5.0 on the scale, but keep their order; among the 5s: m3 (6 ratings), then m2
+    # and m5 (3 each) by index; m4 last. The score shown is the one ranked by, the stars beside it.
     assert [r.item for r in recs] == [1, 0, 3, 2, 5, 4]
-    assert [r.score for r in recs] == [5.0, 5.0, 5.0, 5.0, 5.0, 2.0]
+    assert [r.score for r in recs] == [7.0, 6.0, 5.0, 5.0, 5.0, 2.0]
+    assert [r.predicted for r in recs] == [5.0, 5.0, 5.0, 5.0, 5.0, 2.0]
 
 
 def test_new_user_lists_follow_the_same_rule():
@@ -102,7 +103,9 @@ def test_new_user_lists_shrink_rarely_rated_movies():
     assert [r.item for r in default] == [3, 4]
     k = 8 * 31 / 6
     assert 3 + 1.5 * 6 / (6 + k) > 3 + 1.9 / (1 + k)  # why: 4.5 stars from 6 ratings beat 4.9 from one
-    assert [r.score for r in default] == [4.5, pytest.approx(4.9)]  # what the model predicts is what is shown
+    # The number shown is the one ranked by (in order); the model's prediction is beside it.
+    assert [r.score for r in default] == pytest.approx([3 + 1.5 * 6 / (6 + k), 3 + 1.9 / (1 + k)])
+    assert [r.predicted for r in default] == [4.5, pytest.approx(4.9)]
     with pytest.raises(MovierecError, match="--shrink must be 0 or more"):
         recommend_new_user(model, train, torch.tensor([0]), torch.tensor([5.0]), shrink=-1)
 

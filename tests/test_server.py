@@ -104,7 +104,8 @@ def test_health_names_the_model_and_its_scale(server):
     assert server.first_line.startswith(f"Serving als at http://127.0.0.1:{server.port}/;")
     health = server.get("/health")
     assert health["status"] == "ok" and health["model"] == "als" and health["dataset"] == "ml-100k"
-    assert health["stars"] == [1, 2, 3, 4, 5] and health["score"] == "predicted rating"
+    # Its lists are ordered by, and show, the chance of picking and liking; the stars are beside them.
+    assert health["stars"] == [1, 2, 3, 4, 5] and health["score"] == "match"
 
 
 def test_models_lists_the_saved_models_and_which_is_served(server):

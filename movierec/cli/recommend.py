@@ -69,7 +69,8 @@ def recommend_command(
         print_json(rows)
         return
     what = {"like": "like/dislike", "rank": "top-N"}.get(served.scorer.kind, "ratings")
-    _table(f"Top {top} for {who} — {served.meta.name} ({what})", rows, served.score_name, with_because=True)
+    _table(f"Top {top} for {who} — {served.meta.name} ({what})", rows, served.score_name, with_because=True,
+           predicted_name=served.predicted_name)
 
 
 @app.command("similar")
@@ -183,7 +184,14 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _table(title: str, rows: list[dict[str, Any]], score_name: str, with_because: bool) -> None:
+_PREDICTED_HEADS = {"predicted rating": "stars", "like probability": "P(like)"}
+
+
+def _table(
+    title: str, rows: list[dict[str, Any]], score_name: str, with_because: bool, predicted_name: str | None = None
+) -> None:
+    """A list as a table: rank, title, year, genres, the score it is ordered by, the model's own prediction
+    beside it when the two differ (``predicted_name``), and why."""
     from rich.table import Table
 
     from movierec.cli.console import clean, console, plain, table_room
@@ -192,6 +200,9 @@ def _table(title: str, rows: list[dict[str, Any]], score_name: str, with_because
         console.print("No movies to recommend with these filters.")
         return
     scores = [f"{r['score']:.3f}" for r in rows]
+    with_predicted = predicted_name is not None and any(r.get("predicted") is not None for r in rows)
+    predicted = [f"{r['predicted']:.2f}" if r.get("predicted") is not None else "" for r in rows]
+    predicted_head = _PREDICTED_HEADS.get(predicted_name or "", predicted_name or "")
     titles = [clean(r["title"]) for r in rows]
     genres = [clean(", ".join(r["genres"])) for r in rows]
     because = [clean(r.get("because_you_liked") or "") for r in rows]
@@ -202,6 +213,11 @@ def _table(title: str, rows: list[dict[str, Any]], score_name: str, with_because
     score_head = score_name
     flexible = [max(map(len, titles)), *([max(map(len, because))] if with_because else [])]
     room = table_room(len(fixed) + len(flexible)) - sum(fixed)
+    # The model's own prediction is shown when titles and reasons still fit whole beside it (--json has it).
+    predicted_width = max(len(predicted_head), *map(len, predicted)) if with_predicted else 0
+    with_predicted = with_predicted and room - predicted_width - 3 >= sum(flexible)
+    if with_predicted:
+        room -= predicted_width + 3
     if len(score_name) > fixed[-1] and sum(flexible) + len(score_name) - fixed[-1] > room:
         score_head = {"predicted rating": "rating", "like probability": "P(like)"}.get(score_name, score_name)
     # Genres (which may wrap, at 30 columns or so) get the room that titles and reasons need least: shown
@@ -217,10 +233,13 @@ def _table(title: str, rows: list[dict[str, Any]], score_name: str, with_because
     if with_genres:
         table.add_column("genres", overflow="fold")
     table.add_column(score_head, justify="right", no_wrap=True, min_width=fixed[-1])
+    if with_predicted:
+        table.add_column(predicted_head, justify="right", no_wrap=True)
     if with_because:
         table.add_column("because you liked", overflow="fold")
-    for r, t, g, s, b in zip(rows, titles, genres, scores, because):
-        cells = [str(r["rank"]), t, *([str(r["year"] or "")] if with_year else []), *([g] if with_genres else []), s]
+    for r, t, g, s, p, b in zip(rows, titles, genres, scores, predicted, because):
+        cells = [str(r["rank"]), t, *([str(r["year"] or "")] if with_year else []), *([g] if with_genres else []), s,
+                 *([p] if with_predicted else [])]
         if with_because:
             cells.append(b)
         table.add_row(*map(plain, cells))

@@ -6,6 +6,7 @@ const $ = (id) => document.getElementById(id);
 const rated = new Map();  // movie_id -> {title, stars}
 let scale = [1, 2, 3, 4, 5];
 let scoreName = "predicted rating";
+let predictedName = null;  // what a row's "predicted" is (see /health), null for top-N models
 let searchSeq = 0, recSeq = 0, similarSeq = 0;
 
 function el(tag, cls, text) {
@@ -31,6 +32,10 @@ function movieLine(m) {
   const parts = [];
   if (m.year) parts.push(m.year);
   if (m.genres && m.genres.length) parts.push(m.genres.join(", "));
+  if (typeof m.predicted === "number") {  // the model's own prediction, beside the score the list is ordered by
+    parts.push(predictedName === "like probability" ? `P(like) ${Math.round(m.predicted * 100)}%`
+                                                    : `predicted ${m.predicted.toFixed(1)} stars`);
+  }
   return parts.join(" · ");
 }
 
@@ -148,9 +153,9 @@ function renderRows(list, rows, withBecause) {
   list.replaceChildren();
   for (const r of rows) {
     const li = el("li", "rec");
-    const score = el("span", "score", scoreName === "like probability" ? `${Math.round(r.score * 100)}%`
-                                                                        : r.score.toFixed(2));
-    score.title = scoreName;
+    const percent = scoreName === "like probability" || scoreName === "match";
+    const score = el("span", "score", percent ? `${Math.round(r.score * 100)}%` : r.score.toFixed(2));
+    score.title = scoreName === "match" ? "the chance you would pick and like it" : scoreName;
     const title = el("button", "link title", `${r.rank}. ${r.title}`);
     title.type = "button";
     title.title = "Show similar movies";
@@ -192,6 +197,7 @@ async function start() {
     const whole = h.stars.filter((s) => Number.isInteger(s));
     scale = whole.length ? whole : h.stars;
     scoreName = h.score;
+    predictedName = h.predicted || null;
     $("model").textContent = `Model ${h.model} (${h.algorithm}), trained on ${h.dataset}. Numbers: ${h.score}.`;
   } catch (e) {
     $("model").textContent = e.message;
