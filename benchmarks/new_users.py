@@ -1,171 +1,176 @@
-"""New users from 5 ratings: which keeps their top 10 sensible, a minimum-ratings filter or shrinking rare movies?
+"""New users from a few ratings: are their lists their own, and better than "most popular"?
 
-A seeded tenth of ml-100k's users is held out of training entirely. Every model is trained with its default
-settings on the other users' ratings (``movierec.training.fit``, seed 0). Each held-out user is then folded in
-(``model.fold_in``, no retraining) from 5 of their ratings, drawn at random; their remaining ratings of at
-least 4 stars are the relevant movies, and NDCG@10 of the top 10 (the 5 given movies excluded, ties broken as
-``movierec recommend`` breaks them) is averaged over the users. Per model, for each option:
+A seeded tenth of the users is held out of training entirely. Every default model is trained on the other
+users' ratings through the library (``fit_split``: the model, then its picks model where it has one, as
+``movierec train`` does). Each held-out user is then folded in from ``G`` of their ratings drawn at random
+(G = 3, 5, 10; no retraining), exactly as ``movierec recommend --rate`` answers
+(:func:`movierec.recommend.for_new_user` with the default shrinkage). Their remaining ratings of at least 4 stars
+are the relevant movies. Per model and G:
 
-- ``none``: the raw list;
-- ``min N``: only movies with at least N training ratings (N also shown as a share of the users);
-- ``shrink Fx``: each movie's score pulled towards a neutral value by its number of training ratings n,
-  ``prior + (score - prior) * n / (n + K)`` with K = F x the mean number of training ratings per movie
-  (prior: the training mean for stars, the liked share for P(liked), 0 for top-N scores):
-  :func:`movierec.recommend.shrink_rare`.
+- ``ndcg``: NDCG@10 of the list (the given movies excluded), averaged over the users, beside popularity's;
+- ``shared``: how many of the list's 10 movies are also in the popularity top 10 (the given movies excluded
+  from both), on average: a list of one's own shares at most half.
 
-``rare@10`` is the share of listed movies with fewer than 5 training ratings. Not part of the test run::
+Shapes: the real ml-100k (``--zip``) and the synthetic long-tail half-star ``ml-latest-small`` shape drawn with
+taste (``benchmarks/synth_release.py``). Targets: NDCG@10 >= 1.2x popularity's and ``shared`` <= 5, for every
+model and G. Writes ``results/new_users.md`` and ``.json``. Not part of the test run::
 
-    python benchmarks/new_users.py --zip /path/to/ml-100k.zip      # writes benchmarks/results/new_users.*
-    python benchmarks/new_users.py --models mf,als --users 0.1
+    python benchmarks/new_users.py --zip ../shared/data/ml-100k.zip
+    python benchmarks/new_users.py --zip ../shared/data/ml-100k.zip --shapes ml-100k --models mf,rbm
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
-from movierec import metrics, paths
-from movierec.data import download
-from movierec.data.movielens import load_dataset
-from movierec.data.ratings import Ratings
-from movierec.models import build_model
-from movierec.recommend import item_counts, rank_items, shrink_rare
-from movierec.training import fit
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-CASES = {
-    "rbm": ("rbm", {}),
-    "rbm-rating": ("rbm", {"mode": "rating"}),
-    "autoencoder": ("autoencoder", {}),
-    "autoencoder-item": ("autoencoder", {"mode": "item"}),
-    "mf": ("mf", {}),
-    "als": ("als", {}),
-    "als-implicit": ("als", {"mode": "implicit"}),
-}
-MIN_RATINGS = (5, 10, 20, 40)
-SHRINK = (0.5, 1, 2, 4, 8, 16)  # multiples of the mean number of training ratings per movie
-RARE = 5
-GIVEN = 5
+from lists import MODELS, SHAPES, prepare  # noqa: E402  (the same models and shapes as the lists benchmark)
+
+GIVEN = (3, 5, 10)
+TARGET_LEAD, MAX_SHARED = 1.2, 5.0
 
 
-def hold_out_users(ratings: Ratings, share: float, seed: int) -> tuple[Ratings, np.ndarray]:
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def hold_out(data: Any, share: float, seed: int) -> tuple[Any, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """The split whose training ratings are the kept users' (its test: the held-out users' ratings), and each
+    held-out user's ratings in a seeded random order: (movies, stars, relevant mask)."""
+    from movierec.data.split import Split
+
+    ratings = data.ratings
     rng = np.random.default_rng(seed)
     users = np.unique(ratings.users)
     held = np.sort(rng.choice(users, int(round(share * len(users))), replace=False))
-    return ratings.take(~np.isin(ratings.users, held)), held
-
-
-def variants(kind: str, scores: torch.Tensor, counts: torch.Tensor, prior: float) -> dict[str, tuple]:
-    """Option name -> (scores, extra exclusion mask or None)."""
-    out: dict[str, tuple] = {"none": (scores, None)}
-    for n in MIN_RATINGS:
-        out[f"min {n}"] = (scores, counts < n)
-    mean = float(counts.float().mean())
-    for f in SHRINK:
-        out[f"shrink {f:g}x"] = (shrink_rare(scores, counts, f * mean, prior), None)
-    return out
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--zip", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/ml-100k.zip")
-    parser.add_argument("--models", default=",".join(CASES))
-    parser.add_argument("--users", type=float, default=0.1, help="share of users held out")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
-    args = parser.parse_args()
-
-    os.environ[paths.ENV_HOME] = tempfile.mkdtemp(prefix="movierec-new-users-")  # memory-mapped: keep it
-    download.fetch("ml-100k", from_file=args.zip, verify=False)
-    data = load_dataset("ml-100k")
-    train, held = hold_out_users(data.ratings, args.users, args.seed)
-    matrix = train.matrix()
-    counts = item_counts(matrix)  # (I,)
-    mean = float(train.ratings.mean())
-    liked_share = float((train.ratings >= 3).mean())
-    rng = np.random.default_rng(args.seed + 1)
-    people = []  # (given items, given stars, relevant mask)
+    out = np.isin(ratings.users, held)
+    people = []
     for u in held:
-        rows = np.flatnonzero(data.ratings.users == u)
-        pick = rng.permutation(rows)
-        given, rest = pick[:GIVEN], pick[GIVEN:]
-        relevant = torch.zeros(data.n_items, dtype=torch.bool)
-        relevant[data.ratings.items[rest][data.ratings.ratings[rest] >= 4].astype(np.int64)] = True
-        if relevant.any():
-            people.append((torch.from_numpy(data.ratings.items[given].astype(np.int64)),
-                           torch.from_numpy(data.ratings.ratings[given].astype(np.float32)), relevant))
-    print(f"ml-100k: {len(held)} users held out ({len(people)} with a relevant movie), {len(train):,} training "
-          f"ratings; movies' training ratings: quartiles {np.percentile(counts.numpy(), [25, 50, 75]).tolist()}",
-          file=sys.stderr)
+        rows = rng.permutation(np.flatnonzero(ratings.users == u))
+        people.append((ratings.items[rows].astype(np.int64), ratings.ratings[rows].astype(np.float32)))
+    return Split("new-users", ratings.take(~out), ratings.take(out), seed), people
 
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    pop_scores = counts.float()
-    results["popularity"] = score_lists(people, lambda i, r: pop_scores, "rank", counts, 0.0)
-    for case in args.models.split(","):
-        model_name, config = CASES[case]
-        torch.manual_seed(0)
-        model = build_model(model_name, config, data.n_users, data.n_items, tuple(data.rating_values))
+
+def judge(scorer: Any, people: list, counts: np.ndarray, neutral: float, given: int) -> tuple[float, float, float]:
+    """Mean NDCG@10 of the model's lists, of popularity's, and the mean number of movies they share."""
+    import torch
+
+    from movierec import metrics
+    from movierec import recommend as rec
+
+    ndcg, pop_ndcg, shared, n = 0.0, 0.0, 0.0, 0
+    for items, stars in people:
+        rest = slice(given, None)
+        relevant = np.zeros(counts.shape[0], dtype=bool)
+        relevant[items[rest][stars[rest] >= 4.0]] = True
+        if len(items) <= given or not relevant.any():
+            continue
+        exclude = np.zeros(counts.shape[0], dtype=bool)
+        exclude[items[:given]] = True
+        mine = [r.item for r in rec.for_new_user(scorer, items[:given], stars[:given], 10, counts=counts,
+                                                 neutral=neutral)]
+        pop = rec.rank_items(counts.astype(np.float32), 10, exclude, counts).tolist()
+        rel = torch.from_numpy(relevant)[None]
+        ndcg += float(metrics.ndcg_at_k(torch.tensor([mine]), rel)[0])
+        pop_ndcg += float(metrics.ndcg_at_k(torch.tensor([pop]), rel)[0])
+        shared += len(set(mine) & set(pop))
+        n += 1
+    return ndcg / n, pop_ndcg / n, shared / n
+
+
+def run_shape(shape: str, models: list[str], share: float, seed: int) -> list[dict[str, Any]]:
+    from movierec import recommend as rec
+    from movierec.data.movielens import load_dataset
+    from movierec.device import resolve_device
+    from movierec.training import fit_split
+
+    data = load_dataset(SHAPES[shape])
+    split, people = hold_out(data, share, seed)
+    rows = []
+    for name in models:
+        model_name, mode = MODELS[name]
         start = time.perf_counter()
-        fit(model, train, None, seed=0, matrix=matrix)
-        model.eval()
-        prior = {"rating": mean, "like": liked_share}.get(model.kind, 0.0)
-        with torch.no_grad():
-            results[case] = score_lists(people, model.fold_in, model.kind, counts, prior)
-        print(f"{case}: trained in {time.perf_counter() - start:.0f}s; "
-              + ", ".join(f"{k} {v['ndcg@10']:.3f}" for k, v in results[case].items()), file=sys.stderr)
-    report(results, counts, len(people), data.n_users, args)
+        fitted = fit_split(model_name, mode, None, data, split, seed=seed, device=resolve_device("cpu"),
+                           patience=None, valid_fraction=0.0)
+        scorer = rec.torch_scorer(fitted.model, fitted.known, fitted.picks)
+        counts = rec.item_counts(fitted.known).numpy()
+        neutral = rec.neutral_score(fitted.model, fitted.known)
+        for given in GIVEN:
+            ndcg, pop, shared = judge(scorer, people, counts, neutral, given)
+            rows.append({"shape": shape, "model": name, "given": given, "ndcg@10": ndcg, "popularity": pop,
+                         "shared": shared})
+            log(f"{shape} {name} from {given}: NDCG@10 {ndcg:.4f} (popularity {pop:.4f}), shared {shared:.1f}/10")
+        log(f"{shape} {name}: {time.perf_counter() - start:.0f} s")
+    return rows
 
 
-def score_lists(people, fold_in, kind: str, counts: torch.Tensor, prior: float) -> dict[str, dict[str, float]]:
-    sums: dict[str, list[float]] = {}
-    for items, stars, relevant in people:
-        raw = fold_in(items, stars).float()  # (I,)
-        given = torch.zeros_like(relevant)
-        given[items] = True
-        for name, (scores, extra) in variants(kind, raw, counts, prior).items():
-            exclude = given | extra if extra is not None else given
-            top = torch.from_numpy(rank_items(scores, 10, exclude, counts))  # (10,)
-            ndcg = float(metrics.ndcg_at_k(top[None], relevant[None])[0])
-            rare = float((counts[top] < RARE).float().mean())
-            acc = sums.setdefault(name, [0.0, 0.0])
-            acc[0] += ndcg
-            acc[1] += rare
-    return {name: {"ndcg@10": s[0] / len(people), "rare@10": s[1] / len(people)} for name, s in sums.items()}
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--zip", type=Path, help="ml-100k.zip (for the ml-100k shape).")
+    parser.add_argument("--shapes", default="ml-100k,ml-latest-small")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--users", type=float, default=0.1, help="Share of users held out [0.1].")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+    import torch
 
+    torch.set_num_threads(1)
+    from movierec import paths
 
-def report(results, counts, n_people: int, n_users: int, args) -> None:
-    options = ["none", *(f"min {n}" for n in MIN_RATINGS), *(f"shrink {f:g}x" for f in SHRINK)]
-    mean = float(counts.float().mean())
-    heads = ["none", *(f"min {n} ({n / n_users:.1%} of users)" for n in MIN_RATINGS),
-             *(f"shrink {f:g}x (K={f * mean:.0f})" for f in SHRINK)]
-    lines = [
-        f"New users folded in from {GIVEN} ratings: NDCG@10 of their other ratings (>= 4 stars relevant), "
-        f"mean over {n_people} held-out ml-100k users; in brackets the share of listed movies with fewer than "
-        f"{RARE} training ratings.",
-        "",
-        "| model | " + " | ".join(heads) + " |",
-        "|---|" + "---|" * len(heads),
-    ]
-    for case, by_option in results.items():
-        cells = [f"{by_option[o]['ndcg@10']:.3f} ({by_option[o]['rare@10']:.0%})" if o in by_option else "-"
-                 for o in options]
-        lines.append(f"| {case} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
+    load_start, started = os.getloadavg(), dt.datetime.now(dt.timezone.utc)
+    rows: list[dict[str, Any]] = []
+    shapes = [s for s in args.shapes.split(",") if s]
+    for shape in shapes:
+        with tempfile.TemporaryDirectory(prefix="movierec-new-users-") as home:
+            paths.set_home(home)
+            try:
+                prepare(shape, args, HERE / ".cache")
+                rows += run_shape(shape, [m for m in args.models.split(",") if m], args.users, args.seed)
+            finally:
+                paths.set_home(None)
+    load_end = os.getloadavg()
+    lines = ["| shape | model | " + " | ".join(f"from {g}: NDCG@10 (pop) / shared" for g in GIVEN) + " |",
+             "|---|---|" + "---|" * len(GIVEN)]
+    verdicts = []
+    for shape in shapes:
+        for name in dict.fromkeys(r["model"] for r in rows if r["shape"] == shape):
+            cells = []
+            for g in GIVEN:
+                r = next(x for x in rows if x["shape"] == shape and x["model"] == name and x["given"] == g)
+                cells.append(f"{r['ndcg@10']:.3f} ({r['popularity']:.3f}) / {r['shared']:.1f}")
+                ok = r["ndcg@10"] >= TARGET_LEAD * r["popularity"] and r["shared"] <= MAX_SHARED
+                verdicts.append(f"{shape} {name} from {g}: {r['ndcg@10'] / r['popularity']:.2f}x popularity, "
+                                f"{r['shared']:.1f} shared: {'PASS' if ok else 'MISS'}")
+            lines.append(f"| {shape} | {name} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
     print(text)
+    print("\n".join(verdicts))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "new_users.md").write_text(text)
-    meta = {"machine": platform.platform(), "torch": torch.__version__, "users_held_out": args.users,
-            "seed": args.seed, "given": GIVEN, "results": results}
-    (args.out / "new_users.json").write_text(json.dumps(meta, indent=2) + "\n")
+    md = [f"# New users folded in from {', '.join(map(str, GIVEN))} ratings", "",
+          f"- date: {started.isoformat(timespec='seconds')}; command: `python {' '.join(sys.argv)}`; one torch thread",
+          f"- load average {load_start[0]:.1f} -> {load_end[0]:.1f} on {os.cpu_count()} cores; "
+          f"{args.users:.0%} of users held out (seed {args.seed})",
+          "- NDCG@10 of the held-out users' other ratings >= 4 stars (popularity's in parentheses) / how many of "
+          "the 10 are also in the popularity top 10", "", text, "", "## Targets", "",
+          *[f"- {v}" for v in verdicts], ""]
+    (args.out / "new_users.md").write_text("\n".join(md))
+    (args.out / "new_users.json").write_text(json.dumps({"rows": rows, "targets": verdicts,
+                                                         "load_average": [load_start, load_end]}, indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

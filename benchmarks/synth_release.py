@@ -93,6 +93,9 @@ SHAPES: dict[str, Shape] = {
     "ml-latest-small": Shape(**_LATEST_SMALL, users=610, movies=9_700, ratings=100_000, max_user=610,
                              max_movie=193_609, heavy=(2_600, 2_400, 2_100, 1_850, 1_700), pop_offset=30.0,
                              pop_exponent=1.6, taste=1.5),
+    # ml-1m's counts with users choosing movies by taste as well as popularity: for judging top-N lists at scale.
+    "taste-ml-1m": Shape(**_ML1M, users=6040, movies=3706, ratings=1_000_209, max_user=6040, max_movie=3952,
+                         taste=1.5),
     # User ids 1..150 like the real releases' (ml-10m's have gaps), so `--user 42` exists.
     "small-ml-1m": Shape(**_ML1M, **_SMALL, max_user=150, max_movie=3952),
     "small-ml-10m": Shape(**_ML10M, **_SMALL, max_user=160, max_movie=65_133),

@@ -3,7 +3,8 @@
 The small synthetic releases (benchmarks/synth_release.py: ml-1m's .dat files, ml-10m's, ml-25m's and
 ml-latest-small's .csv files, heavy users and a long tail of rarely rated movies) are fetched like real ones.
 On each, every model must converge (its training loss ends below where it started) and beat the trivial
-answer on the test split: the global mean (rating models), always "liked" (like/dislike), popularity (top-N).
+answer on the test split: the global mean (rating models), always "liked" (like/dislike), popularity (top-N);
+and every model's lists must beat popularity's (these shapes are drawn with taste: people rate what they like).
 Nothing here was tuned to the synthetic data; fewer epochs only where a default would take long.
 """
 
@@ -15,7 +16,10 @@ import pytest
 from conftest import isolated_home
 
 from benchmarks.synth_release import SHAPES, SMALL_SHAPES, write_release
+from movierec.checkpoint import load_trained
 from movierec.data import download
+from movierec.evaluate import PopularityBaseline, evaluate
+from movierec.serving import open_model
 from movierec.training import train_and_save
 
 CASES = {
@@ -62,3 +66,16 @@ def test_default_training_converges_and_beats_the_trivial_answer(releases, shape
     model, baseline = meta.metrics[metric], meta.baseline[metric]
     beaten = model > baseline if higher else model < baseline
     assert beaten, f"{case} on {shape}: test {metric} {model:.4f}, {meta.baseline['name']} {baseline:.4f}"
+
+    # Whatever it predicts, its lists (what `recommend` ranks by) beat "most popular" on the test split, as
+    # `evaluate` measures them; and a list shows the number it is ordered by.
+    trained = load_trained(meta.name)
+    lists = evaluate(trained.ranked, trained.train, trained.split.test)["ndcg@10"]
+    popular = evaluate(PopularityBaseline(trained.train), trained.train, trained.split.test)["ndcg@10"]
+    assert lists > popular, f"{case} on {shape}: lists NDCG@10 {lists:.4f}, popularity {popular:.4f}"
+    served = open_model(meta.name)
+    try:
+        scores = [r["score"] for r in served.recommend(int(served.user_ids[0]), 10)]
+    finally:
+        served.close()
+    assert scores == sorted(scores, reverse=True)
