@@ -73,3 +73,44 @@ def ml100k_archive(rated: np.ndarray, titles: list[str], genres: list[str], rng:
         for name, text in (("u.data", data), ("u.item", item), ("u.genre", genre), ("u.user", user)):
             z.writestr(f"ml-100k/{name}", text.encode("utf-8"))
     return buf.getvalue()
+
+
+GENRE_TASTE = ("Comedy", "Horror", "Romance", "Western")
+"""The genres of :func:`genre_taste_archive`, most popular first."""
+
+
+def genre_taste_archive(
+    n_users: int = 240, per_genre: int = 40, ratings_per_user: int = 30, seed: int = 0
+) -> tuple[bytes, list[str]]:
+    """A zip in ml-latest-small's layout where genre decides taste: each user has a favourite genre (Comedy for
+    half of them, then Horror, Romance, Western), rates mostly movies of it (4-5 stars) and a few others (1-3
+    stars). Comedy's movies are therefore the most rated: "most popular" answers comedies whoever asks. Each genre
+    has ``per_genre`` movies, rated with a long tail within it. Returns the archive and the movies' titles (movie
+    id i + 1 is ``titles[i]``, of genre ``GENRE_TASTE[i // per_genre]``)."""
+    import io
+    import zipfile
+
+    rng = np.random.default_rng(seed)
+    n_genres = len(GENRE_TASTE)
+    favourite = rng.choice(n_genres, n_users, p=[0.5, 0.2, 0.15, 0.15])
+    within = (np.arange(per_genre) + 3.0) ** -1.0
+    within /= within.sum()
+    lines = []
+    for u in range(n_users):
+        g = favourite[u]
+        n_fav = int(0.8 * ratings_per_user)
+        own = g * per_genre + rng.choice(per_genre, n_fav, replace=False, p=within)
+        others = np.setdiff1d(np.arange(n_genres * per_genre), np.arange(g * per_genre, (g + 1) * per_genre))
+        other = rng.choice(others, ratings_per_user - n_fav, replace=False)
+        for m in own:
+            lines.append(f"{u + 1},{m + 1},{rng.integers(4, 6)}.0,{1_000_000_000 + len(lines)}")
+        for m in other:
+            lines.append(f"{u + 1},{m + 1},{rng.integers(1, 4)}.0,{1_000_000_000 + len(lines)}")
+    titles = [f"{GENRE_TASTE[i // per_genre]} Picture {i % per_genre + 1} ({1950 + i % 50})"
+              for i in range(n_genres * per_genre)]
+    movies = "".join(f"{i + 1},{t},{GENRE_TASTE[i // per_genre]}\n" for i, t in enumerate(titles))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("ml-latest-small/ratings.csv", "userId,movieId,rating,timestamp\n" + "\n".join(lines) + "\n")
+        z.writestr("ml-latest-small/movies.csv", "movieId,title,genres\n" + movies)
+    return buf.getvalue(), titles
