@@ -181,9 +181,8 @@ class Model:
                       n: int = 10, *, shrink: float | None = None, genres: Sequence[str] | str | None = None,
                       min_year: int | None = None, max_year: int | None = None) -> pd.DataFrame:
         """Top-``n`` movies for someone new, from their ``ratings`` ({movie: stars}), without retraining.
-        ``shrink``: pull rarely rated movies' scores towards neutral, the number of training ratings at which a
-        movie keeps half its lead (default: 0 for models whose lists rank through a picks model, which already
-        weighs how often movies are picked; 8x the mean number of ratings per movie for the others)."""
+        Rarely rated movies are ranked by scores shrunk towards neutral (``shrink``: the number of training
+        ratings at which a movie keeps half its lead; default 8x the mean, 0 = off)."""
         return _rows(self._served.recommend_new(ratings, n, shrink=shrink, genres=genres, min_year=min_year,
                                                 max_year=max_year))
 
