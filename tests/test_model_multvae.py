@@ -13,7 +13,7 @@ import torch
 from movierec.data.ratings import Ratings
 from movierec.device import make_generator
 from movierec.errors import MovierecError
-from movierec.models import MODELS, model_class, scaled_defaults
+from movierec.models import MODELS, build_model, model_class, scaled_defaults
 from movierec.models.multvae import MultDAE, MultDAEConfig, MultTrainer, MultVAE, MultVAEConfig
 from movierec.training import fit
 from tests.conftest import assert_one_line_error
@@ -217,7 +217,7 @@ def test_the_largest_releases_train_fewer_epochs_and_anneal_within_them():
     assert scaled_defaults("autoencoder", "dae", {}, 6040, 3706, 900_188) == {}
     large = scaled_defaults("autoencoder", "vae", {}, 162_541, 59_047, 22_500_085)
     default = MultVAEConfig()
-    assert 1 <= large["epochs"] < default.epochs and 1 <= large["anneal_epochs"] < large["epochs"]
+    assert 1 <= large["epochs"] < default.epochs and 1 <= large["anneal_epochs"] <= large["epochs"]
     MultVAEConfig(**large)
     assert set(scaled_defaults("autoencoder", "dae", {}, 162_541, 59_047, 22_500_085)) == {"epochs"}
     given = scaled_defaults("autoencoder", "vae", {"epochs": 50}, 162_541, 59_047, 22_500_085)
@@ -241,7 +241,7 @@ def test_a_saved_model_serves_the_trained_models_lists(mode, home, ml100k_zip, r
     model, plan = seen["model"], seen["plan"]
     matrix = plan.split.train.matrix()
     served = open_model(outcome.path.stem)
-    assert served.score_name() == "score"
+    assert served.score_name == "score"
     for user_id in (1, 200, 943):
         index = served.user_index(user_id)
         expected = [r.item for r in recommend(model, matrix, index, n=10)]
@@ -274,3 +274,19 @@ def test_cuda_runs_the_same_code(cls):
     items = torch.tensor([0, 4, 9])
     folded = model.fold_in(items.cuda(), torch.tensor([5.0, 4.0, 1.0], device="cuda")).cpu()
     assert torch.allclose(folded, cpu.fold_in(items, torch.tensor([5.0, 4.0, 1.0])), atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["vae", "dae"])
+def test_defaults_on_movielens_100k_u1_beat_popularity_by_far(mode, ml100k_zip):
+    from movierec.evaluate import PopularityBaseline, evaluate
+    from tests.test_model_als import read_u1
+
+    train, test = read_u1(ml100k_zip)
+    torch.manual_seed(0)
+    model = build_model("autoencoder", mode, {}, train.n_users, train.n_items, STARS)
+    fit(model, train, None, seed=0)
+    ours = evaluate(model, train.matrix(), test, k=10)["ndcg@10"]
+    popular = evaluate(PopularityBaseline(train.matrix()), train.matrix(), test, k=10)["ndcg@10"]
+    # Measured: 0.450 (vae) and 0.460 (dae) against popularity's 0.245.
+    assert ours > 1.5 * popular, (ours, popular)

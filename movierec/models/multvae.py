@@ -38,10 +38,9 @@ from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
 from movierec.models.base import ModelConfig, Recommender, Trainer, option
 
-# Training reads this many (user, movie) cells of the dense output per epoch at most, by default (see
-# MultConfig.for_data): the (B, I) logits, their softmax and gradients are the whole cost of an epoch.
-# ~9.8 s of one busy CPU core on ML-1M-sized (6,040 x 3,706) data per 10 epochs, i.e. ~4.4 ns a cell.
-CELL_BUDGET = 60e9
+# Default training reads at most this many (user, movie) cells of the dense output in all (see MultConfig.for_data):
+# the (B, I) logits, their softmax and their gradients are nearly the whole cost of an epoch.
+CELL_BUDGET = 6e9
 
 
 @dataclass(frozen=True)
@@ -89,10 +88,12 @@ class MultConfig(ModelConfig):
     @classmethod
     def for_data(cls, n_users: int, n_items: int, n_ratings: int) -> dict[str, Any]:
         """Fewer epochs where the defaults would read more than :data:`CELL_BUDGET` (user, movie) cells of the
-        dense output in all (~4.4 ns a cell on one busy CPU core: ~4.4 minutes): ML-25M's 162,541 x 59,047
-        gets 6 epochs (~25 minutes of one core an epoch; seconds on a GPU), ML-10M 17; ML-1M and smaller keep
-        the tuned defaults. An epoch of large data holds hundreds of updates, so the anneal (VAE) is shortened
-        in proportion and still ends before the last epoch."""
+        dense output in all: an epoch costs ~0.15-0.5 us a cell on one busy CPU core (ML-1M's 6,040 x 3,706: 3 s
+        for the DAE, 11 s for the VAE's wider decoder), so ML-10M's 69,878 x 10,677 gets 8 epochs and ML-25M's
+        162,541 x 59,047 one (still ~20-80 minutes on a CPU; seconds on a GPU, where ``--epochs`` can stay high);
+        ML-1M and smaller keep the tuned defaults. What the networks need is updates rather than epochs: one epoch
+        of ML-25M is 325 updates of 500 users, as many as 160 epochs of ml-100k. The VAE's anneal is shortened
+        in the same proportion as the epochs, so it ends by the last one."""
         default = cls.__dataclass_fields__["epochs"].default
         epochs = max(1, int(CELL_BUDGET // max(n_users * n_items, 1)))
         if epochs >= default:
@@ -110,6 +111,7 @@ class MultVAEConfig(MultConfig):
     KL weight capped at 0.2), with the epochs and the anneal tuned on ml-100k (u1's training ratings less a
     validation slice)."""
 
+    epochs: int = option(120, "Passes over the training users.")
     beta: float = option(0.2, "Largest weight of the KL term (the paper's anneal cap); 0 trains a plain "
                          "denoising network with a noisy code.")
     anneal_epochs: int = option(
@@ -127,6 +129,7 @@ class MultDAEConfig(MultConfig):
     """Mult-DAE as in the reference code (one hidden layer of 200 tanh units, dropout 0.5, Adam 1e-3, batches
     of 500, weight decay 2 x 0.01 / 500), with the epochs tuned on ml-100k."""
 
+    epochs: int = option(200, "Passes over the training users.")
     layers: str = option("200", "Hidden layer sizes, comma-separated, input side first; the middle one is the code.")
     weight_decay: float = option(4e-5, "L2 penalty on the weights (not the biases), as the optimizer's weight decay.")
 
