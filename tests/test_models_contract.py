@@ -22,6 +22,8 @@ SMALL: dict[tuple[str, str], dict] = {
     ("rbm", "rating"): {"epochs": 15, "batch_size": 20},
     ("autoencoder", "user"): {"epochs": 30, "batch_size": 16},
     ("autoencoder", "item"): {"epochs": 30, "batch_size": 16, "layers": "32", "hidden_dropout": 0.2},
+    ("autoencoder", "vae"): {"epochs": 30, "batch_size": 25, "layers": "32,8,32"},
+    ("autoencoder", "dae"): {"epochs": 30, "batch_size": 25, "layers": "32"},
     ("mf", "explicit"): {"epochs": 20},
     ("als", "explicit"): {"epochs": 8},
     ("als", "implicit"): {"epochs": 8, "factors": 8, "tau": 5.0},
@@ -194,6 +196,8 @@ def checker_board(n: int = 40, dislikes: bool = True, seed: int = 0) -> Ratings:
 CHECKER: dict[tuple[str, str], dict] = {
     ("autoencoder", "user"): {"epochs": 60, "batch_size": 8, "layers": "8", "dropout": 0.0},
     ("autoencoder", "item"): {"epochs": 60, "batch_size": 8, "layers": "8", "dropout": 0.0, "hidden_dropout": 0.0},
+    ("autoencoder", "vae"): {"epochs": 60, "batch_size": 8, "layers": "16,4,16", "dropout": 0.0, "anneal_epochs": 30},
+    ("autoencoder", "dae"): {"epochs": 60, "batch_size": 8, "layers": "8", "dropout": 0.0},
     ("mf", "explicit"): {"epochs": 60, "factors": 4, "batch_size": 64},
     ("als", "explicit"): {"epochs": 8, "factors": 4, "tau": 1.0},
     ("als", "implicit"): {"epochs": 8, "factors": 4, "tau": 1.0},

@@ -36,9 +36,11 @@ MODELS: dict[str, ModelEntry] = {
         {"like": ("movierec.models.rbm", "LikeRBM"), "rating": ("movierec.models.rbm", "RatingRBM")},
     ),
     "autoencoder": ModelEntry(
-        "Stacked autoencoder for rating prediction, user- or item-based (I-AutoRec).",
+        "Autoencoders: star ratings, user- or item-based (I-AutoRec); top-N lists (--mode vae, dae: Mult-VAE/DAE).",
         {"user": ("movierec.models.autoencoder", "UserAutoEncoder"),
-         "item": ("movierec.models.autoencoder", "ItemAutoEncoder")},
+         "item": ("movierec.models.autoencoder", "ItemAutoEncoder"),
+         "vae": ("movierec.models.multvae", "MultVAE"),
+         "dae": ("movierec.models.multvae", "MultDAE")},
     ),
     "mf": ModelEntry(
         "Matrix factorization with biases, trained by mini-batch gradient descent.",
