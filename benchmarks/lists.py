@@ -41,7 +41,8 @@ K, RELEVANCE = 10, 4.0
 MODELS = {
     "rbm": ("rbm", "like"), "rbm-rating": ("rbm", "rating"), "autoencoder": ("autoencoder", "user"),
     "autoencoder-item": ("autoencoder", "item"), "mf": ("mf", "explicit"), "als": ("als", "explicit"),
-    "als-implicit": ("als", "implicit"),
+    "als-implicit": ("als", "implicit"), "autoencoder-vae": ("autoencoder", "vae"),
+    "autoencoder-dae": ("autoencoder", "dae"),
 }
 SHAPES = {"ml-100k": "ml-100k", "ml-latest-small": "ml-latest-small", "taste-ml-1m": "ml-1m"}
 """Shape -> the release it is fetched as."""
