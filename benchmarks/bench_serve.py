@@ -156,7 +156,7 @@ def bench_model(model: str, env: dict[str, str], requests: int, clients: int, ra
     start = time.perf_counter()
     _movierec(["train", *TRAIN[model], "--epochs", "1", "--device", "cpu", "--name", name, "--json"], env)
     train_seconds = time.perf_counter() - start
-    code = ("from movierec.serving import open_model\n"
+    code = ("from movierec.loading import open_model\n"
             f"s = open_model({name!r})\n"
             "import json; print(json.dumps([s.user_ids.tolist(), "
             "s.catalogue.item_ids[s.counts >= 20].tolist()]))")

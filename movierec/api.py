@@ -251,7 +251,7 @@ def _rows(rows: list[dict[str, Any]], columns: list[str] = _ROW_COLUMNS) -> pd.D
 
 def load(name: str | None = None, *, device: str = "cpu") -> Model:
     """The saved model ``name`` (a name, any unique beginning of one, or a path; default: the newest)."""
-    from movierec.serving import open_model
+    from movierec.loading import open_model
 
     return Model(open_model(name, device))
 

@@ -57,12 +57,9 @@ import numpy as np
 from movierec import __version__, paths
 from movierec.errors import MovierecError
 from movierec.files import atomic_file
-from movierec.models import build_model, migrate_settings
+from movierec.models import migrate_settings
 
 if TYPE_CHECKING:
-    import torch
-
-    from movierec.models.base import Recommender
     from movierec.serving import ServingData
 
 FORMAT = "movierec-checkpoint"
@@ -127,15 +124,6 @@ class CheckpointMeta:
         except (TypeError, ValueError):
             raise ValueError("its metadata is not valid JSON") from None
         return _meta_or_reason(data)
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    path: Path
-    meta: CheckpointMeta
-    model: Recommender
-    user_ids: torch.Tensor  # (n_users,) MovieLens user id of each user index
-    item_ids: torch.Tensor  # (n_items,) MovieLens movie id of each movie index
 
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -607,7 +595,7 @@ def _meta_from_text(text: Any, path: Path) -> CheckpointMeta:
         raise MovierecError(f"{path} is damaged ({exc}).") from None
 
 
-def _is_legacy(path: Path) -> bool:
+def is_legacy(path: Path) -> bool:
     """Whether ``path`` is a format-1 file (a torch zip archive); one sentence if it cannot be read at all."""
     if not path.is_file():
         raise MovierecError(f"No checkpoint at {path}.")
@@ -623,7 +611,7 @@ def open_file(path: Path) -> SavedFile:
 
     A format-1 file raises :class:`LegacyCheckpoint` (its reader needs torch: :func:`load`)."""
     path = Path(path)
-    if _is_legacy(path):
+    if is_legacy(path):
         raise LegacyCheckpoint(path)
     try:
         f = open(path, "rb")  # noqa: SIM115 (the SavedFile keeps it open and closes it)
@@ -646,10 +634,11 @@ class LegacyCheckpoint(MovierecError):
 
 # -- writing ------------------------------------------------------------------------------------------------
 def save(
-    model: Recommender, meta: CheckpointMeta, user_ids: Any, item_ids: Any, path: Path | None = None,
+    state: Mapping[str, np.ndarray], meta: CheckpointMeta, user_ids: Any, item_ids: Any, path: Path | None = None,
     serving: ServingData | None = None,
 ) -> tuple[Path, CheckpointMeta]:
-    """Write the checkpoint atomically (temp file in the same folder, then rename).
+    """Write the checkpoint atomically (temp file in the same folder, then rename): the model's arrays ``state``
+    (``state.*``, :func:`movierec.loading.state_arrays`), its metadata and id maps.
 
     ``serving`` (:meth:`movierec.serving.ServingData.build`) is what `recommend` and `similar` read instead of
     the dataset; without it the first such command derives it from the dataset once and adds it.
@@ -660,12 +649,11 @@ def save(
         # Microseconds: `resolve(None)` picks the newest by this stamp, and two saves can share a second.
         created = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         meta = CheckpointMeta(**{**asdict(meta), "created": created})
-    state = {f"state.{k}": v.detach().cpu().contiguous().numpy() for k, v in model.state_dict().items()}
-    _write(path, meta, state, user_ids, item_ids, serving)
+    write(path, meta, state, user_ids, item_ids, serving)
     return path, meta
 
 
-def _write(
+def write(
     path: Path, meta: CheckpointMeta, state: Mapping[str, np.ndarray], user_ids: Any, item_ids: Any,
     serving: ServingData | None,
 ) -> None:
@@ -720,7 +708,7 @@ def _read_legacy(path: Path) -> dict[str, Any]:
 def read_meta(path: Path) -> CheckpointMeta:
     """The metadata of the checkpoint at ``path``, checked; a format-2 file's arrays are not read."""
     path = Path(path)
-    if _is_legacy(path):
+    if is_legacy(path):
         return _meta_from_text(_read_legacy(path).get("meta"), path)
     with open_file(path) as saved:
         return saved.meta
@@ -742,7 +730,7 @@ def _legacy_arrays(payload: dict[str, Any], path: Path) -> tuple[dict[str, np.nd
     return {f"state.{k}": v.numpy() for k, v in state.items()}, ids[0], ids[1]
 
 
-def _check_arrays(
+def check_arrays(
     state: Mapping[str, np.ndarray], user_ids: Any, item_ids: Any, meta: CheckpointMeta, path: Path
 ) -> None:
     """The arrays agree with the metadata and are finite: checked before a model is built from them."""
@@ -758,9 +746,9 @@ def _check_arrays(
             raise MovierecError(f"{path} holds non-finite weights (in {key.removeprefix('state.')}); retrain it.")
 
 
-def _read_all(path: Path) -> tuple[CheckpointMeta, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def read_all(path: Path) -> tuple[CheckpointMeta, dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Metadata, state arrays and id maps of either format, checked."""
-    if _is_legacy(path):
+    if is_legacy(path):
         payload = _read_legacy(path)
         meta = _meta_from_text(payload.get("meta"), path)
         state, user_ids, item_ids = _legacy_arrays(payload, path)
@@ -770,42 +758,15 @@ def _read_all(path: Path) -> tuple[CheckpointMeta, dict[str, np.ndarray], np.nda
             state = {k: saved.get(k) for k in saved.names() if k.startswith("state.")}
             user_ids = saved.get("user_ids") if "user_ids" in saved else None
             item_ids = saved.get("item_ids") if "item_ids" in saved else None
-    _check_arrays(state, user_ids, item_ids, meta, path)
+    check_arrays(state, user_ids, item_ids, meta, path)
     return meta, state, user_ids, item_ids
 
 
-def build_from_state(meta: CheckpointMeta, state: Mapping[str, np.ndarray], path: Path) -> Recommender:
-    """The torch model described by ``meta`` with the weights ``state`` (``state.*`` arrays), on the CPU."""
-    import torch
-
-    try:
-        model = build_model(meta.model, meta.mode, meta.config, meta.n_users, meta.n_items, tuple(meta.rating_values))
-        model.load_state_dict({k.removeprefix("state."): torch.from_numpy(v) for k, v in state.items()})
-    except MovierecError:
-        raise
-    except (KeyError, TypeError, ValueError, RuntimeError):
-        raise MovierecError(f"{path} is damaged: its tensors do not match its model description.") from None
-    model.eval()
-    return model
-
-
-def _current_meta(meta: CheckpointMeta) -> CheckpointMeta:
+def current_meta(meta: CheckpointMeta) -> CheckpointMeta:
     if not meta.mode:  # written before each mode had its own class
         mode, config = migrate_settings(meta.model, meta.config)
         meta = dataclasses.replace(meta, mode=mode, config=config)
     return meta
-
-
-def load(path: Path, device: torch.device | str = "cpu") -> Checkpoint:
-    """Rebuild the model saved at ``path`` (either format) on ``device``."""
-    import torch
-
-    path = Path(path)
-    meta, state, user_ids, item_ids = _read_all(path)
-    meta = _current_meta(meta)
-    model = build_from_state(meta, state, path)
-    model.to(device)
-    return Checkpoint(path, meta, model, torch.from_numpy(user_ids), torch.from_numpy(item_ids))
 
 
 def scan_checkpoints() -> tuple[list[tuple[Path, CheckpointMeta]], list[Path]]:
@@ -890,125 +851,3 @@ def resolve(name: str | None) -> Path:
     raise MovierecError(f"{name!r} begins the names of {len(matches)} saved models ({shown}); type more of the name.")
 
 
-# -- with the dataset: evaluation, and serving data for files that lack it -------------------------------------
-@dataclass(frozen=True)
-class Trained:
-    """A checkpoint together with the dataset and split it was trained on: what later commands need."""
-
-    checkpoint: Checkpoint
-    dataset: Any  # movierec.data.movielens.Dataset
-    split: Any  # movierec.data.split.Split
-    train: Any  # RatingMatrix of the training ratings (users x movies), on the model's device
-    picks: Recommender | None = None
-    """The picks model the checkpoint's lists rank through (rating and like models), when it has one."""
-
-    @property
-    def model(self) -> Recommender:
-        return self.checkpoint.model
-
-    @property
-    def ranked(self) -> Any:
-        """The model and its picks model, as evaluation scores them (:class:`movierec.models.picks.Ranked`)."""
-        from movierec.models.picks import Ranked
-
-        return Ranked(self.model, self.picks)
-
-    @property
-    def meta(self) -> CheckpointMeta:
-        return self.checkpoint.meta
-
-
-def load_trained(name: str | Path | None = None, device: torch.device | str = "cpu") -> Trained:
-    """Load a checkpoint (newest when ``name`` is None), its dataset and its training split.
-
-    A checkpoint without serving data (format 1, or saved without it) gets it now, rewritten in place:
-    see :func:`upgrade`."""
-    from movierec.data.movielens import load_dataset
-    from movierec.data.split import make_split
-
-    path = resolve(None if name is None else str(name))
-    ckpt = load(path, device)
-    meta = ckpt.meta
-    data = load_dataset(meta.dataset)
-    if data.fingerprint != meta.fingerprint:
-        raise MovierecError(
-            f"The cached {meta.dataset} ratings differ from the ones {meta.name} was trained on; retrain it."
-        )
-    _check_against_dataset(ckpt, data)
-    split = make_split(data, meta.split, seed=meta.seed, test_fraction=meta.test_fraction)
-    trained = Trained(ckpt, data, split, split.train.matrix(ckpt.model.device), _load_picks(path, ckpt))
-    if meta.fitted_on_training_ratings:
-        ckpt.model.reuse_fit_state(trained.train)
-    if not _has_serving(path):
-        upgrade(trained)
-    return trained
-
-
-def _load_picks(path: Path, ckpt: Checkpoint) -> Recommender | None:
-    """The picks model saved with ``ckpt`` (its ``picks.*`` arrays), on the model's device; None without one."""
-    import torch
-
-    from movierec.models.picks import build_picks
-
-    if _is_legacy(path):
-        return None
-    with open_file(path) as saved:
-        state = {k.removeprefix("picks."): saved.get(k) for k in saved.names() if k.startswith("picks.")}
-    if not state:
-        return None
-    picks = build_picks(ckpt.model)
-    try:
-        picks.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
-    except (KeyError, TypeError, ValueError, RuntimeError):
-        raise MovierecError(f"{path} is damaged: its picks model does not match its model description.") from None
-    if not all(bool(torch.isfinite(v).all()) for v in picks.state_dict().values()):
-        raise MovierecError(f"{path} holds non-finite weights (in its picks model); retrain it.")
-    return picks.to(ckpt.model.device).eval()
-
-
-def _has_serving(path: Path) -> bool:
-    try:
-        with open_file(path) as saved:
-            return "serving" in saved.metadata
-    except LegacyCheckpoint:
-        return False
-
-
-def upgrade(trained: Trained) -> ServingData:
-    """Rewrite ``trained``'s file in the current format with its serving data, atomically; returns that data.
-
-    When the file cannot be rewritten (a read-only folder, or its name is being trained right now) it is left
-    as it is, with a warning: the next use converts it again."""
-    from filelock import FileLock, Timeout
-
-    from movierec.serving import ServingData
-
-    ckpt = trained.checkpoint
-    serving = ServingData.build(ckpt.model, trained.split.train, trained.dataset)
-    path = ckpt.path
-    lock = FileLock(str(path.parent / f".{path.stem}.lock"), timeout=0)
-    try:
-        with lock:
-            state = {f"state.{k}": v.detach().cpu().contiguous().numpy() for k, v in ckpt.model.state_dict().items()}
-            _write(path, ckpt.meta, state, ckpt.user_ids.numpy(), ckpt.item_ids.numpy(), serving)
-    except Timeout:
-        log.warning("%s is being trained right now, so it was not converted to the current format", ckpt.meta.name)
-    except (OSError, MovierecError) as exc:
-        log.warning("Could not convert %s to the current checkpoint format (%s); it is converted again on each use",
-                    path, str(exc).rstrip("."))
-    else:
-        log.info("converted %s to checkpoint format %d", path, FORMAT_VERSION)
-    return serving
-
-
-def _check_against_dataset(ckpt: Checkpoint, data: Any) -> None:
-    """The checkpoint's users and movies are the dataset's, index for index: otherwise every answer is wrong."""
-    meta = ckpt.meta
-    if (meta.n_users, meta.n_items) != (data.n_users, data.n_items):
-        raise MovierecError(
-            f"{ckpt.path} is damaged (it has {meta.n_users:,} users and {meta.n_items:,} movies, {meta.dataset} "
-            f"has {data.n_users:,} and {data.n_items:,}); retrain it."
-        )
-    for what, saved, actual in (("user", ckpt.user_ids, data.user_ids), ("movie", ckpt.item_ids, data.item_ids)):
-        if not np.array_equal(np.asarray(saved.cpu(), dtype=np.int64), np.asarray(actual, dtype=np.int64)):
-            raise MovierecError(f"{ckpt.path} is damaged (its {what} ids are not those of {meta.dataset}); retrain it.")

@@ -440,7 +440,7 @@ def evaluate_checkpoints(
     :func:`evaluate`. ``on_step(description)`` is told of each step as it begins (loading a model and its data,
     evaluating one model), ``progress(done, total)`` of the test users each evaluation has done.
     """
-    from movierec import checkpoint
+    from movierec import loading
 
     def step(description: str) -> None:
         if on_step is not None:
@@ -451,7 +451,7 @@ def evaluate_checkpoints(
     baseline_done: set[tuple] = set()
     for path in selection.paths:
         step(f"Loading {Path(path).stem} and its data")
-        trained = checkpoint.load_trained(path, device)
+        trained = loading.load_trained(path, device)
         meta = trained.meta
         if k > trained.train.n_cols:  # ranked lists padded past the catalogue would only cost memory, by K
             raise MovierecError(

@@ -35,7 +35,8 @@ from starlette.exceptions import HTTPException
 
 from movierec import __version__, checkpoint
 from movierec.errors import MovierecError, NotFound
-from movierec.serving import Served, open_model
+from movierec.loading import open_model
+from movierec.serving import Served
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send

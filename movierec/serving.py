@@ -27,6 +27,7 @@ import numpy as np
 from movierec import checkpoint
 from movierec.data.ids import lookup_id
 from movierec.errors import MovierecError
+from movierec.models import build_model
 from movierec.recommend import ListScorer, OwnLists
 
 if TYPE_CHECKING:
@@ -143,6 +144,22 @@ def scorer_recipe(model: Recommender) -> dict[str, Any]:
 def _ridge_penalties(recipe: dict[str, Any], n: int) -> tuple[float, float, float]:
     (t0, t1), (g0, g1) = recipe["tau"], recipe["gamma"]
     return recipe["lam"], t0 + t1 * n, g0 + g1 * n
+
+
+def build_from_state(meta: checkpoint.CheckpointMeta, state: Mapping[str, np.ndarray], path: Path) -> Recommender:
+    """The torch model described by ``meta`` with the weights ``state`` (``state.*`` arrays), on the CPU."""
+    import torch
+
+    try:
+        model = build_model(meta.model, meta.mode, meta.config, meta.n_users, meta.n_items, tuple(meta.rating_values))
+        model.load_state_dict({k.removeprefix("state."): torch.from_numpy(v) for k, v in state.items()})
+    except MovierecError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        raise MovierecError(f"{path} is damaged: its tensors do not match its model description.") from None
+    model.eval()
+    return model
+
 
 
 # -- reading it back ----------------------------------------------------------------------------------------
@@ -308,7 +325,7 @@ class Served:
 
     def __init__(self, saved: Any, device: Any = "cpu"):
         self.path: Path = saved.path
-        self.meta = checkpoint._current_meta(saved.meta)
+        self.meta = checkpoint.current_meta(saved.meta)
         self._saved = saved
         info = _check_info(saved.metadata.get("serving"), saved.path)
         meta = self.meta
@@ -345,8 +362,8 @@ class Served:
 
         saved, meta = self._saved, self.meta
         state = {k: saved.get(k) for k in saved.names() if k.startswith("state.")}
-        checkpoint._check_arrays(state, self.user_ids, self.catalogue.item_ids, meta, self.path)
-        model = checkpoint.build_from_state(meta, state, self.path).to(device)
+        checkpoint.check_arrays(state, self.user_ids, self.catalogue.item_ids, meta, self.path)
+        model = build_from_state(meta, state, self.path).to(device)
         indptr, items, stars = (saved.get(k) for k in SEEN)
         self._check_seen(indptr, items)
         train = RatingMatrix(torch.from_numpy(indptr), torch.from_numpy(items.astype(np.int64)),
@@ -603,75 +620,3 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _served_from_file(path: Path, device: Any) -> Served | None:
-    """The model at ``path`` served from its own serving data, or None when the file has none (yet)."""
-    try:
-        saved = checkpoint.open_file(path)
-    except checkpoint.LegacyCheckpoint:
-        return None
-    if "serving" in saved.metadata:
-        return _serve(saved, device)
-    saved.close()
-    return None
-
-
-def open_model(name: str | None, device: Any = "cpu") -> Served:
-    """The saved model ``name`` (newest when None), ready to answer.
-
-    A checkpoint without serving data (format 1, or saved without it) is converted first: its dataset and
-    split are loaded once, and the file rewritten in place (:func:`movierec.checkpoint.upgrade`).
-    ``device``: where models that need torch run ("cpu", "cuda", "auto" or a torch.device); factor models are
-    answered in numpy whatever it says, and "cpu" imports no torch for them."""
-    if device != "cpu":
-        from movierec.device import resolve_device
-
-        device = resolve_device(device)
-    path = checkpoint.resolve(name)
-    served = _served_from_file(path, device)
-    if served is not None:
-        return served
-    trained = checkpoint.load_trained(path, device)  # converts the file, when it can
-    served = _served_from_file(path, device)
-    if served is not None:
-        return served
-    serving = ServingData.build(trained.model, trained.split.train, trained.dataset)
-    return _serve(_InMemory(trained, serving), device)
-
-
-def _serve(saved: Any, device: Any) -> Served:
-    try:
-        return Served(saved, device)
-    except BaseException:
-        saved.close()
-        raise
-
-
-class _InMemory:
-    """A checkpoint converted in memory, when its file could not be rewritten: the SavedFile interface."""
-
-    def __init__(self, trained: checkpoint.Trained, serving: ServingData):
-        ckpt = trained.checkpoint
-        self.path = ckpt.path
-        self.meta = ckpt.meta
-        self.metadata = {"serving": json.dumps(serving.info)}
-        state = {f"state.{k}": v.detach().cpu().numpy() for k, v in ckpt.model.state_dict().items()}
-        self._arrays = {**state, "user_ids": ckpt.user_ids.numpy(), "item_ids": ckpt.item_ids.numpy(),
-                        **serving.arrays}
-
-    def close(self) -> None:
-        pass
-
-    def names(self) -> list[str]:
-        return list(self._arrays)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._arrays
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._arrays[name].shape)
-
-    def get(self, name: str) -> np.ndarray:
-        return self._arrays[name]
-
-    def rows(self, name: str, start: int, stop: int) -> np.ndarray:
-        return self._arrays[name][start:stop]

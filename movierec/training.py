@@ -307,7 +307,7 @@ def _train_reserved(
     on_progress: ProgressCallback | None,
 ) -> TrainOutcome:
     """:func:`train_and_save` once the dataset is chosen and the checkpoint's name is held."""
-    from movierec import checkpoint
+    from movierec import checkpoint, loading
     from movierec.data.movielens import load_dataset
     from movierec.data.split import default_split, make_split
     from movierec.device import resolve_device
@@ -360,7 +360,8 @@ def _train_reserved(
     step("Saving")
     # What `recommend` reads instead of the dataset, with the picks model its lists rank through.
     serving = ServingData.build(model, the_split.train, data, picks=fitted.picks)
-    path, saved = checkpoint.save(model, meta, data.user_ids, data.item_ids, out_path, serving=serving)
+    path, saved = checkpoint.save(loading.state_arrays(model), meta, data.user_ids, data.item_ids, out_path,
+                                  serving=serving)
     return TrainOutcome(path, saved, result, fitted.plan)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from movierec import checkpoint, paths
+from movierec import checkpoint, loading, paths
 from movierec.errors import MovierecError
 from movierec.models import build_model
 
@@ -43,7 +43,7 @@ def make_meta(name: str = "m", model: str = "mf", **changes) -> checkpoint.Check
 def save(name: str = "m", seed: int = 0, **changes) -> Path:
     user_ids = np.arange(N_USERS) * 10 + 1
     item_ids = np.arange(N_ITEMS) * 100 + 7
-    return checkpoint.save(small_model(seed), make_meta(name, **changes), user_ids, item_ids)[0]
+    return checkpoint.save(loading.state_arrays(small_model(seed)), make_meta(name, **changes), user_ids, item_ids)[0]
 
 
 def one_sentence(exc: pytest.ExceptionInfo, *fragments: str) -> str:
@@ -73,11 +73,12 @@ def valid_payload() -> dict:
 def test_round_trip_is_exact(home):
     model = small_model(seed=3)
     meta = make_meta("round-trip")
-    path, saved = checkpoint.save(model, meta, np.arange(N_USERS) + 1, np.array([3, 9, 27, 81, 243]))
+    path, saved = checkpoint.save(loading.state_arrays(model), meta, np.arange(N_USERS) + 1,
+                                  np.array([3, 9, 27, 81, 243]))
     assert path == paths.models_dir() / "round-trip.pt"
     assert leftovers(path.parent) == []
 
-    loaded = checkpoint.load(path)
+    loaded = loading.load(path)
     assert loaded.path == path
     assert loaded.meta == saved  # what save() returns is what was written
     assert dataclasses.replace(loaded.meta, created="") == meta
@@ -96,8 +97,8 @@ def test_round_trip_is_exact(home):
 def test_round_trip_of_a_model_with_choices(home):
     model = build_model("rbm", "rating", {"hidden": 4}, N_USERS, N_ITEMS, STARS)
     meta = make_meta("rbm-rating", model="rbm", mode="rating", config=model.config.to_dict())
-    path, _ = checkpoint.save(model, meta, range(7), range(5))
-    loaded = checkpoint.load(path)
+    path, _ = checkpoint.save(loading.state_arrays(model), meta, range(7), range(5))
+    loaded = loading.load(path)
     assert loaded.meta.mode == "rating" and loaded.model.kind == "rating" and loaded.model.config.hidden == 4
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.model.state_dict().values()))
 
@@ -137,7 +138,7 @@ def test_pickled_object_is_refused_and_never_run(home, tmp_path):
     torch.save(payload, path)
 
     with pytest.raises(MovierecError) as exc:
-        checkpoint.load(path)
+        loading.load(path)
     one_sentence(exc, str(path), "not a readable movierec checkpoint")
     with pytest.raises(MovierecError):
         checkpoint.read_meta(path)
@@ -153,7 +154,7 @@ def test_plain_pickle_is_refused_and_never_run(home, tmp_path):
     path = tmp_path / "plain.pt"
     path.write_bytes(pickle.dumps({"format": checkpoint.FORMAT, "state": Hostile(marker)}, protocol=2))
     with pytest.raises(MovierecError) as exc:
-        checkpoint.load(path)
+        loading.load(path)
     one_sentence(exc, "not a readable movierec checkpoint")
     assert not marker.exists()
 
@@ -164,7 +165,7 @@ def test_pickled_callable_is_refused(home, tmp_path):
     path = tmp_path / "callable.pt"
     torch.save(payload, path)
     with pytest.raises(MovierecError) as exc:
-        checkpoint.load(path)
+        loading.load(path)
     one_sentence(exc, "not a readable movierec checkpoint")
 
 
@@ -173,7 +174,7 @@ def test_truncated_file(home):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(MovierecError) as exc:
-        checkpoint.load(path)
+        loading.load(path)
     one_sentence(exc, str(path), "truncated, corrupted or not a checkpoint")
 
 
@@ -182,7 +183,7 @@ def test_random_bytes(home, tmp_path, content):
     path = tmp_path / "junk.pt"
     path.write_bytes(content)
     with pytest.raises(MovierecError) as exc:
-        checkpoint.load(path)
+        loading.load(path)
     one_sentence(exc, "not a readable movierec checkpoint")
 
 
@@ -195,7 +196,7 @@ def test_foreign_torch_file(home, tmp_path, payload):
     path = tmp_path / "foreign.pt"
     torch.save(payload, path)
     with pytest.raises(MovierecError) as exc:
-        checkpoint.load(path)
+        loading.load(path)
     assert one_sentence(exc) == f"{path} is not a movierec checkpoint."
 
 
@@ -205,10 +206,10 @@ def test_future_format_version(home, tmp_path):
     path = tmp_path / "future.pt"
     torch.save(payload, path)
     with pytest.raises(MovierecError) as exc:
-        checkpoint.load(path)
+        loading.load(path)
     one_sentence(exc, "newer movierec", f"format {checkpoint.FORMAT_VERSION + 1}", "upgrade")
     path = write_payload(tmp_path / "future2.pt", format_version=str(checkpoint.FORMAT_VERSION + 1))
-    for read in (checkpoint.read_meta, checkpoint.load):
+    for read in (checkpoint.read_meta, loading.load):
         with pytest.raises(MovierecError) as exc:
             read(path)
         one_sentence(exc, "newer movierec", f"format {checkpoint.FORMAT_VERSION + 1}", "upgrade")
@@ -221,7 +222,7 @@ def test_tensors_that_do_not_match_the_model(home, tmp_path):
     path = tmp_path / "mismatch.pt"
     torch.save(payload, path)
     with pytest.raises(MovierecError) as exc:
-        checkpoint.load(path)
+        loading.load(path)
     one_sentence(exc, "is damaged")
 
 
@@ -234,12 +235,12 @@ def test_damaged_metadata(home, tmp_path):
         checkpoint.read_meta(path)
     one_sentence(exc, f"{path} is damaged (its metadata is not valid JSON)")
     with pytest.raises(MovierecError):
-        checkpoint.load(path)
+        loading.load(path)
 
 
 def test_missing_file(home, tmp_path):
     with pytest.raises(MovierecError) as exc:
-        checkpoint.load(tmp_path / "nothing.pt")
+        loading.load(tmp_path / "nothing.pt")
     one_sentence(exc, "No checkpoint at")
 
 
@@ -262,7 +263,7 @@ def test_failed_save_keeps_the_old_checkpoint(home, monkeypatch):
     assert path.read_bytes() == before
     assert leftovers(path.parent) == []
     monkeypatch.undo()
-    assert checkpoint.load(path).meta.name == "keep"
+    assert loading.load(path).meta.name == "keep"
 
 
 @pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()], ids=["bug", "interrupt"])
@@ -279,7 +280,7 @@ def test_save_replaces_an_existing_checkpoint(home):
     first = save("same", seed=1)
     second = save("same", seed=2)
     assert first == second
-    loaded = checkpoint.load(second).model.state_dict()
+    loaded = loading.load(second).model.state_dict()
     assert all(torch.equal(a, b) for a, b in zip(loaded.values(), small_model(2).state_dict().values()))
     assert leftovers(second.parent) == []
 
@@ -415,14 +416,14 @@ def test_metadata_of_the_wrong_type_or_shape(home, case):
     meta, reason = BAD_META[case]
     good = save("good")
     bad = write_payload(paths.models_dir() / "bad.pt", meta)
-    for read in (checkpoint.read_meta, checkpoint.load):
+    for read in (checkpoint.read_meta, loading.load):
         with pytest.raises(MovierecError) as exc:
             read(bad)
         one_sentence(exc, f"{bad} is damaged (", reason)
     # Listings and "the newest model" carry on without the damaged file, and say it was skipped.
     assert checkpoint.scan_checkpoints() == ([(good, checkpoint.read_meta(good))], [bad])
     assert checkpoint.resolve(None) == good
-    assert checkpoint.load(good).meta.name == "good"
+    assert loading.load(good).meta.name == "good"
 
 
 @pytest.mark.parametrize(
@@ -431,7 +432,7 @@ def test_metadata_of_the_wrong_type_or_shape(home, case):
 def test_format_version_that_is_not_a_positive_integer(home, tmp_path, version, shown):
     path = write_legacy(tmp_path / "version.pt", format_version=version)
     with pytest.raises(MovierecError) as exc:
-        checkpoint.load(path)
+        loading.load(path)
     text = one_sentence(exc, f"{path} is damaged (its format version is {shown}, not a whole number)")
     assert "newer" not in text
 
@@ -465,10 +466,10 @@ def test_non_finite_weights_are_refused(home, bad):
     model = small_model()
     with torch.no_grad():
         next(iter(model.parameters())).fill_(bad)
-    path, _ = checkpoint.save(model, make_meta("broken"), range(N_USERS), range(N_ITEMS))
+    path, _ = checkpoint.save(loading.state_arrays(model), make_meta("broken"), range(N_USERS), range(N_ITEMS))
     assert checkpoint.read_meta(path).name == "broken"  # still listed: the metadata is fine
     with pytest.raises(MovierecError) as exc:
-        checkpoint.load(path)
+        loading.load(path)
     one_sentence(exc, f"{path} holds non-finite weights", "retrain it")
 
 
@@ -489,14 +490,14 @@ def test_non_finite_weights_are_refused(home, bad):
 def test_tensors_and_id_maps_must_match_the_metadata(home, tmp_path, changes, reason):
     path = write_legacy(tmp_path / "ids.pt", **changes)
     with pytest.raises(MovierecError) as exc:
-        checkpoint.load(path)
+        loading.load(path)
     one_sentence(exc, f"{path} is damaged ({reason})")
     numpy_changes = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in changes.items()}
     if not all(isinstance(v, (np.ndarray, int)) for v in numpy_changes.values()):
         return  # only a torch file can hold a list or a number where an array belongs
     path = write_payload(tmp_path / "ids2.pt", **numpy_changes)
     with pytest.raises(MovierecError) as exc:
-        checkpoint.load(path)
+        loading.load(path)
     one_sentence(exc, f"{path} is damaged ({reason})")
 
 
@@ -507,7 +508,7 @@ def test_a_raw_pickle_is_refused_without_warnings(home):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(MovierecError) as exc:
-            checkpoint.load(raw)
+            loading.load(raw)
         assert checkpoint.scan_checkpoints()[1] == [raw]
         assert checkpoint.resolve(None) == good
     one_sentence(exc, "not a readable movierec checkpoint")
@@ -544,7 +545,7 @@ def test_stale_temporaries_are_removed(home):
     os.utime(other_host, (an_hour_ago, an_hour_ago))
     assert [p for p, _ in checkpoint.list_checkpoints()] == [keep]  # listing sweeps too
     assert not old_style.exists() and not other_host.exists() and live.exists()
-    assert checkpoint.load(keep).meta.name == "keep"
+    assert loading.load(keep).meta.name == "keep"
 
 
 def test_save_sweeps_dead_writers_temporaries(home):
@@ -576,7 +577,7 @@ def test_longest_name_can_be_saved(home):
     name = "n" * checkpoint.MAX_NAME
     with checkpoint.reserve(name) as path:
         assert save(name) == path
-    assert checkpoint.load(path).meta.name == name
+    assert loading.load(path).meta.name == name
 
 
 def test_remove_takes_names_only(home, tmp_path, monkeypatch):

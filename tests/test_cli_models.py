@@ -18,7 +18,7 @@ import pytest
 import torch
 from conftest import assert_one_line_error, isolated_home, ml100k_home
 
-from movierec import checkpoint
+from movierec import checkpoint, loading
 from movierec.cli import app
 
 TINY = ["mf", "--epochs", "1", "--factors", "4", "--device", "cpu"]
@@ -295,15 +295,15 @@ def test_a_killed_writer_leaves_its_name_free(home):
 
 STUCK_SAVE = textwrap.dedent("""
     import time
-    from movierec import checkpoint
-    saved = checkpoint.load(checkpoint.resolve("tiny"))
+    from movierec import checkpoint, loading
+    saved = loading.load(checkpoint.resolve("tiny"))
     def stuck(f, *args, **kwargs):
         f.write(b"half a checkpoint")
         f.flush()
         print("writing", flush=True)
         time.sleep(600)
     checkpoint._write_body = stuck
-    checkpoint.save(saved.model, saved.meta, saved.user_ids, saved.item_ids)
+    checkpoint.save(loading.state_arrays(saved.model), saved.meta, saved.user_ids, saved.item_ids)
 """)
 
 
@@ -326,7 +326,7 @@ def test_temporaries_of_writers_killed_mid_save_are_cleaned(home):
     assert listed.returncode == 0 and listed.stderr == ""
     assert [p.name for p in models.iterdir() if p.name.endswith(".tmp")] == []
     assert snapshot(models) == before
-    assert checkpoint.load(models / "tiny.pt").meta.name == "tiny"
+    assert loading.load(models / "tiny.pt").meta.name == "tiny"
 
 
 def test_models_help_says_names_only(runner):

@@ -146,7 +146,7 @@ def test_evaluate_k_beyond_the_catalogue_is_refused(hostile_home):
 
 def test_library_caps_lists_at_the_catalogue(hostile_home):
     from movierec import recommend as rec
-    from movierec.checkpoint import load_trained
+    from movierec.loading import load_trained
 
     trained = load_trained("m")
     items, _ = rec.similar(trained.model, 0, 10**9, counts=rec.item_counts(trained.train))

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from movierec.cli import app
 from movierec.errors import MovierecError
 from movierec.export import export_recommendations
+from movierec.loading import open_model
 from movierec.recommend import rank_items, rank_rows
-from movierec.serving import open_model
 
 USERS = (1, 42, 943)
 

@@ -12,7 +12,7 @@ from conftest import isolated_home
 from synthetic import GENRE_TASTE, genre_taste_archive
 
 from movierec.data import download
-from movierec.serving import open_model
+from movierec.loading import open_model
 from movierec.training import train_and_save
 
 CASES = {  # case: (model, mode)

@@ -227,8 +227,8 @@ def test_the_largest_releases_train_fewer_epochs_and_anneal_within_them():
 @pytest.mark.parametrize("mode", ["vae", "dae"])
 def test_a_saved_model_serves_the_trained_models_lists(mode, home, ml100k_zip, runner):
     from movierec.cli import app
+    from movierec.loading import open_model
     from movierec.recommend import recommend
-    from movierec.serving import open_model
     from movierec.training import train_and_save
 
     fetched = runner.invoke(app, ["fetch", "ml-100k", "--from-file", str(ml100k_zip), "--no-verify"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from movierec import checkpoint
+from movierec import checkpoint, loading
 from movierec.data.ratings import Ratings
 from movierec.evaluate import PopularityBaseline, evaluate
 from movierec.models import MODELS, build_model
@@ -75,15 +75,16 @@ def test_contract(model_name, mode, data, home):
         fingerprint="x", split="holdout", seed=0, n_users=train.n_users, n_items=train.n_items,
         rating_values=list(RATING_VALUES),
     )
-    path, _ = checkpoint.save(model, meta, np.arange(train.n_users) + 1, np.arange(train.n_items) + 1)
-    loaded = checkpoint.load(path)
+    path, _ = checkpoint.save(loading.state_arrays(model), meta, np.arange(train.n_users) + 1,
+                              np.arange(train.n_items) + 1)
+    loaded = loading.load(path)
     after = loaded.model.predict(users, items, matrix)
     assert torch.equal(before, after)
     assert loaded.meta.model == model_name and loaded.user_ids[0].item() == 1
     assert type(loaded.model) is type(model) and loaded.meta.mode == mode
     # Told that these are the ratings it was fitted on, a loaded model may reuse what it saved of them
     # (`recommend` and `evaluate` do so): the same scores as computing everything from the ratings.
-    reused = checkpoint.load(path).model
+    reused = loading.load(path).model
     reused.reuse_fit_state(matrix)
     assert torch.allclose(reused.score(torch.arange(5), matrix), model.score(torch.arange(5), matrix), atol=1e-5)
 
@@ -170,8 +171,8 @@ def test_checkpoints_from_before_modes_were_classes_load_through_the_right_class
         name="old", model=model_name, config=old_config, dataset="synthetic", fingerprint="x", split="holdout",
         seed=0, n_users=12, n_items=9, rating_values=list(RATING_VALUES),
     )
-    path, _ = checkpoint.save(model, meta, np.arange(12) + 1, np.arange(9) + 1)
-    loaded = checkpoint.load(path)
+    path, _ = checkpoint.save(loading.state_arrays(model), meta, np.arange(12) + 1, np.arange(9) + 1)
+    loaded = loading.load(path)
     assert type(loaded.model).__name__ == cls_name
     assert loaded.meta.mode == loaded.model.mode and "mode" not in loaded.meta.config
     assert {k: getattr(loaded.model.config, k) for k in kept} == kept

@@ -16,7 +16,7 @@ import torch
 from conftest import assert_one_line_error, isolated_home, ml100k_home
 from typer.testing import CliRunner
 
-from movierec import checkpoint, paths
+from movierec import checkpoint, loading, paths
 from movierec.cli import app
 from movierec.errors import MovierecError
 from movierec.models import build_model
@@ -31,7 +31,8 @@ def save(name: str) -> Path:
         name=name, model="mf", config={"factors": 3}, dataset="synthetic", fingerprint="abc", split="holdout",
         seed=4, n_users=7, n_items=5, rating_values=list(STARS), mode="explicit",
     )
-    return checkpoint.save(model, dataclasses.replace(meta), np.arange(7) + 1, np.arange(5) + 1)[0]
+    return checkpoint.save(loading.state_arrays(model), dataclasses.replace(meta), np.arange(7) + 1,
+                           np.arange(5) + 1)[0]
 
 
 # -- default names -----------------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def test_a_model_without_history_is_one_sentence(home, tmp_path):
 # -- map --------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("model", ["als-tiny", "rbm-tiny"])
 def test_map_draws_one_point_per_movie_with_enough_ratings(home, tmp_path, monkeypatch, model):
-    from movierec.serving import open_model
+    from movierec.loading import open_model
 
     figures = captured(monkeypatch)
     with contextlib.closing(open_model(model)) as served:

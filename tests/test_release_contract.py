@@ -16,10 +16,9 @@ import pytest
 from conftest import isolated_home
 
 from benchmarks.synth_release import SHAPES, SMALL_SHAPES, write_release
-from movierec.checkpoint import load_trained
 from movierec.data import download
 from movierec.evaluate import PopularityBaseline, evaluate
-from movierec.serving import open_model
+from movierec.loading import load_trained, open_model
 from movierec.training import train_and_save
 
 CASES = {

@@ -11,11 +11,12 @@ import pytest
 import torch
 from conftest import assert_one_line_error, ml100k_home, run_cli_in_subprocess
 
-from movierec import checkpoint, paths
+from movierec import checkpoint, loading, paths
 from movierec import recommend as rec
 from movierec.cli import app
 from movierec.errors import MovierecError, NotFound
-from movierec.serving import FactorScorer, open_model
+from movierec.loading import open_model
+from movierec.serving import FactorScorer
 
 FACTOR_MODELS = {
     "mf": ["mf", "--epochs", "2", "--factors", "8"],
@@ -43,7 +44,7 @@ def same_lists(a: list[rec.Recommendation], b: list[rec.Recommendation]) -> None
 @pytest.mark.parametrize("name", list(FACTOR_MODELS))
 def test_numpy_serving_matches_the_torch_model(home, name):
     served = open_model(name)
-    trained = checkpoint.load_trained(name)
+    trained = loading.load_trained(name)
     model, train, picks = trained.model, trained.train, trained.picks
     if model.kind == "rank":  # its scores are its lists
         assert picks is None and isinstance(served.scorer, FactorScorer)
@@ -87,7 +88,7 @@ def test_numpy_serving_matches_the_torch_model(home, name):
 def test_other_models_use_the_saved_training_ratings(home):
     served = open_model("rbm")
     assert isinstance(served.scorer.own, rec.TorchScorer)
-    trained = checkpoint.load_trained("rbm")
+    trained = loading.load_trained("rbm")
     items, stars = served.seen(41)
     same_lists(rec.for_user(served.scorer, 41, items, stars, 20, counts=served.counts),
                rec.recommend(trained.model, trained.train, 41, 20, picks=trained.picks))
@@ -119,7 +120,7 @@ def test_listing_reads_headers_only(home, runner):
 
 def legacy_copy(home, name: str, to: str) -> None:
     """Write model ``name`` as movierec wrote checkpoints before format 2 (``torch.save``), as ``to``."""
-    ckpt = checkpoint.load(checkpoint.resolve(name))
+    ckpt = loading.load(checkpoint.resolve(name))
     meta = json.dumps({**ckpt.meta.__dict__, "name": to})
     payload = {"format": checkpoint.FORMAT, "format_version": 1, "meta": meta,
                "state": {k: v.contiguous() for k, v in ckpt.model.state_dict().items()},
@@ -130,7 +131,7 @@ def legacy_copy(home, name: str, to: str) -> None:
 def own_lists(name: str, user_id: int) -> list[int]:
     """The movie ids of ``user_id``'s top 10 by model ``name``'s own scores: what a checkpoint saved before
     lists ranked through a picks model answers."""
-    trained = checkpoint.load_trained(name)
+    trained = loading.load_trained(name)
     user = int(np.searchsorted(trained.dataset.user_ids, user_id))
     return [int(trained.dataset.item_ids[r.item]) for r in rec.recommend(trained.model, trained.train, user, 10)]
 

@@ -253,7 +253,6 @@ def recording(monkeypatch):
 
 
 def test_patience_reads_a_validation_slice_and_the_test_split_once(fetched, monkeypatch):
-    from movierec import checkpoint
 
     seen = recording(monkeypatch)
     plans = []
@@ -270,7 +269,9 @@ def test_patience_reads_a_validation_slice_and_the_test_split_once(fetched, monk
     assert meta.valid_fraction == 0.05 and meta.valid_metrics == out.result.final_valid
     assert set(meta.metrics) == {"rmse", "mae"} and meta.metrics != meta.valid_metrics
     # The saved test metrics are what the saved model scores on the test split, from all training ratings.
-    trained = checkpoint.load_trained("early")
+    from movierec import loading
+
+    trained = loading.load_trained("early")
     rescored = heldout_metrics(trained.model, trained.train, trained.split.test)
     assert rescored == pytest.approx(meta.metrics, rel=1e-6)  # a GPU may sum in another order
     assert meta.baseline["name"] == "global mean"

@@ -43,7 +43,7 @@ def export_command(
     from movierec.cli.console import clean, console
     from movierec.cli.progress import Steps
     from movierec.export import export_format, export_recommendations, export_users
-    from movierec.serving import open_model
+    from movierec.loading import open_model
 
     kind = export_format(output, format)  # a name that says no format fails before the model is opened
     wanted = None

@@ -69,7 +69,7 @@ def map_command(
 ) -> None:
     """A 2-D map of the model's learned movie vectors (their first two principal components)."""
     from movierec import plot
-    from movierec.serving import open_model
+    from movierec.loading import open_model
 
     plot.require_matplotlib()
     served = open_model(model)

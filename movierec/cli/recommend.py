@@ -46,7 +46,7 @@ def recommend_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Personalised recommendations for a known user (--user) or a new one (--rate / --ratings-file)."""
-    from movierec.serving import open_model
+    from movierec.loading import open_model
 
     new_user = bool(rate) or ratings_file is not None
     if new_user == (user is not None):
@@ -89,7 +89,7 @@ def similar_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Movies nearest to MOVIE by the model's learned movie vectors (cosine similarity)."""
-    from movierec.serving import open_model
+    from movierec.loading import open_model
 
     served = open_model(model, device)
     try:
@@ -114,7 +114,7 @@ def clusters_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Group the movies by the model's learned movie vectors (k-means) and describe each group."""
-    from movierec.serving import open_model
+    from movierec.loading import open_model
 
     served = open_model(model, device)
     try:
