@@ -189,7 +189,7 @@ def _peer_rows(shape: str, rows: list[dict[str, object]], env: dict[str, str],
     same size (implicit: ``als --mode implicit``'s factors, 3 CG steps each; SVD: ``mf``'s factors), each in a
     process of its own, on the same threads, alternating ``--peer-rounds`` times so both see the same load:
     the medians and movierec's over the peer's. Both are timed in-process over ``--peer-iters`` epochs, data
-    loading and setup excluded (movierec: ``fit_start`` and its first epoch; implicit: a 1-iteration fit)."""
+    loading and setup excluded (movierec: making its trainer and its first epoch; implicit: a 1-iteration fit)."""
     from movierec.models.als import ImplicitALSConfig
     from movierec.models.mf import MFConfig
 
@@ -235,7 +235,7 @@ def _training_ratings(shape: str):
 
 def _movierec_seconds_per_epoch(train, name: str, factors: int, epochs: int) -> float:
     """Seconds per epoch of movierec's ``mf`` or ``als --mode implicit`` with its defaults (``factors`` as
-    given), in this process: ``fit_start`` and one epoch first (ALS lays out its solves), then ``epochs``."""
+    given), in this process: its trainer and one epoch first (ALS lays out its solves), then ``epochs``."""
     import torch
 
     from movierec.device import make_generator, seed_everything
@@ -247,11 +247,11 @@ def _movierec_seconds_per_epoch(train, name: str, factors: int, epochs: int) -> 
     model = build_model(model_name, mode, {"factors": factors}, train.n_users, train.n_items, values)
     matrix = train.matrix()
     generator = make_generator(torch.device("cpu"), 0)
-    model.fit_start(matrix, generator)
-    model.train_epoch(matrix, generator)
+    trainer = model.trainer(matrix, generator)
+    trainer.train_epoch()
     start = time.perf_counter()
     for _ in range(epochs):
-        model.train_epoch(matrix, generator)
+        trainer.train_epoch()
     return (time.perf_counter() - start) / epochs
 
 

@@ -114,9 +114,10 @@ def fit_als(train, **config):
     model = ImplicitALS(cfg, train.n_users, train.n_items, (1.0, 2.0, 3.0, 4.0, 5.0))
     matrix = train.matrix()
     gen = make_generator(torch.device("cpu"), SEED)
-    model.fit_start(matrix, gen)
+    trainer = model.trainer(matrix, gen)
     for _ in range(cfg.epochs):
-        model.train_epoch(matrix, gen)
+        trainer.train_epoch()
+    trainer.finalize()
     return model
 
 
@@ -256,18 +257,18 @@ def time_one(args: argparse.Namespace) -> None:
     cfg = ImplicitALSConfig(factors=args.factors, solver=args.who, cg_steps=3)
     model = ImplicitALS(cfg, train.n_users, train.n_items, (1.0, 2.0, 3.0, 4.0, 5.0))
     gen = torch.Generator().manual_seed(SEED)
-    model.fit_start(matrix, gen)
-    model.train_epoch(matrix, gen)  # the first iteration builds the solve plan
+    trainer = model.trainer(matrix, gen)  # lays out the solves
+    trainer.train_epoch()
     start, cpu = time.perf_counter(), time.process_time()
     for _ in range(args.iters):
-        model.train_epoch(matrix, gen)
+        trainer.train_epoch()
     seconds = (time.perf_counter() - start) / args.iters
     cpu = (time.process_time() - cpu) / args.iters
     # The longest stretch without a chance to stop (Ctrl-C lands between torch calls) is at most one CG
     # block's work: time each block once more.
     longest = 0.0
     if args.who == "cg":
-        inner = model._cg_block
+        inner = trainer._cg_block
 
         def timed(*a, **k):
             nonlocal longest
@@ -276,8 +277,8 @@ def time_one(args: argparse.Namespace) -> None:
             longest = max(longest, time.perf_counter() - t0)
             return out
 
-        model._cg_block = timed
-        model.train_epoch(matrix, gen)
+        trainer._cg_block = timed
+        trainer.train_epoch()
     print(json.dumps({"who": args.who, "threads": args.threads, "s_per_iter": seconds, "cpu_s_per_iter": cpu,
                       "longest_block_s": longest, "load": os.getloadavg()[0]}), flush=True)
 

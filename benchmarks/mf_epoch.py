@@ -3,7 +3,7 @@ alternating. Not part of the tests.
 
 Both at the same size (``mf``'s default factors), on the ratings ``movierec train`` learns from (same synthetic
 release shape, split and seed as ``bench_scale.py``, whose ``--peers svd`` row times each contender in a
-process of its own). Each round times ``--epochs`` epochs of ``mf`` (after ``fit_start`` and one epoch) and then
+process of its own). Each round times ``--epochs`` epochs of ``mf`` (after making its trainer and one epoch) and then
 a Surprise SVD fit of ``--epochs`` epochs (its fit is its epochs, after drawing the initial factors); the
 medians and their ratio are printed with the load average, which on a shared machine says how far to trust them.
 

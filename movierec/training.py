@@ -13,7 +13,7 @@ held-out ranking runs between epochs. Ranking models validate on a fixed seeded 
 :data:`VALID_RANK_USERS` of the slice's users, so validating costs a small part of an epoch at any scale.
 
 Nothing runs silently: :func:`train_and_save` names each step as it begins (``on_step``) and reports the
-countable ones' progress as ``on_progress(done, total)``: the batches of every epoch (each model calls
+countable ones' progress as ``on_progress(done, total)``: the batches of every epoch (each model's trainer calls
 :meth:`~movierec.models.base.Trainer.advance` once per batch) and the users of every evaluation.
 """
 

@@ -16,7 +16,14 @@ from movierec.data.ratings import Ratings
 from movierec.device import make_generator
 from movierec.errors import MovierecError
 from movierec.models import als, model_class
-from movierec.models.als import ALSBase, ExplicitALS, ExplicitALSConfig, ImplicitALS, ImplicitALSConfig
+from movierec.models.als import (
+    ALSBase,
+    ALSTrainer,
+    ExplicitALS,
+    ExplicitALSConfig,
+    ImplicitALS,
+    ImplicitALSConfig,
+)
 from tests.conftest import assert_one_line_error
 from tests.synthetic import STARS, close, low_rank
 
@@ -26,14 +33,19 @@ def model_for(config: ExplicitALSConfig | ImplicitALSConfig, n_users: int, n_ite
     return cls(config, n_users, n_items, STARS)
 
 
-def fitted(config: ExplicitALSConfig | ImplicitALSConfig, data: Ratings, iters: int, seed: int = 0
-           ) -> tuple[ALSBase, list]:
+def trained(config: ExplicitALSConfig | ImplicitALSConfig, data: Ratings, iters: int, seed: int = 0
+            ) -> tuple[ALSTrainer, list]:
+    """A model of ``config`` after ``iters`` iterations on ``data``: its trainer (which can go on) and the stats."""
     torch.manual_seed(seed)
     model = model_for(config, data.n_users, data.n_items)
-    train = data.matrix()
-    gen = make_generator(torch.device("cpu"), seed)
-    model.fit_start(train, gen)
-    return model, [model.train_epoch(train, gen) for _ in range(iters)]
+    trainer = model.trainer(data.matrix(), make_generator(torch.device("cpu"), seed))
+    return trainer, [trainer.train_epoch() for _ in range(iters)]
+
+
+def fitted(config: ExplicitALSConfig | ImplicitALSConfig, data: Ratings, iters: int, seed: int = 0
+           ) -> tuple[ALSBase, list]:
+    trainer, stats = trained(config, data, iters, seed)
+    return trainer.model, stats
 
 
 def ridge_by_hand(rated: list[np.ndarray], stars: list[np.ndarray], other: np.ndarray, other_bias: np.ndarray,
@@ -82,10 +94,9 @@ def test_one_iteration_is_two_hand_computed_ridge_half_steps():
         model.item_factors.copy_(torch.tensor(V0))
         model.item_bias.copy_(torch.tensor(bi0))
     train = data.matrix()
-    gen = make_generator(torch.device("cpu"), 0)
-    model.fit_start(train, gen)
+    trainer = model.trainer(train, make_generator(torch.device("cpu"), 0))
     mean = float(stars.mean())
-    stats = model.train_epoch(train, gen)
+    stats = trainer.train_epoch()
 
     # Users first, from the starting movies...
     x_users = ridge_by_hand([items[users == m] for m in range(4)], [stars[users == m] for m in range(4)],
@@ -107,12 +118,11 @@ def test_one_iteration_is_two_hand_computed_ridge_half_steps():
 def test_objective_decreases_monotonically():
     data = low_rank()
     cfg = ExplicitALSConfig(factors=6, tau=2.0, gamma=1.0)
-    model, stats = fitted(cfg, data, iters=1)
+    trainer, stats = trained(cfg, data, iters=1)
+    model = trainer.model
     losses = [stats[0]["loss"]]
-    train = data.matrix()
-    gen = make_generator(torch.device("cpu"), 0)
     for _ in range(12):
-        losses.append(model.train_epoch(train, gen)["loss"])
+        losses.append(trainer.train_epoch()["loss"])
         assert losses[-1] == pytest.approx(objective_by_hand(model, data) / len(data), rel=1e-5)
     # Every half-step is an exact minimiser: never up (beyond float32 rounding), and clearly down overall.
     assert all(b <= a * (1 + 1e-6) for a, b in zip(losses, losses[1:])), losses
@@ -134,7 +144,8 @@ def test_batching_does_not_change_the_answer():
 
 def test_fold_in_is_one_user_half_step():
     data = low_rank()
-    model, _ = fitted(ExplicitALSConfig(factors=5, tau=3.0, gamma=0.5), data, iters=3)
+    trainer, _ = trained(ExplicitALSConfig(factors=5, tau=3.0, gamma=0.5), data, iters=3)
+    model = trainer.model
     items = np.array([2, 5, 11, 17, 30, 31])
     stars = np.array([4.0, 5.0, 2.0, 3.0, 1.0, 4.0], np.float32)
     vector, bias = model.fold_in_factors(torch.from_numpy(items), torch.from_numpy(stars))
@@ -146,8 +157,8 @@ def test_fold_in_is_one_user_half_step():
     mine = data.users == m
     vector, bias = model.fold_in_factors(torch.from_numpy(data.items[mine].astype(np.int64)),
                                          torch.from_numpy(data.ratings[mine]))
-    model._half_step(data.matrix(), model._prepare(data.matrix())[1], model.item_factors, model.item_bias,
-                     model.user_factors, model.user_bias)
+    trainer.half_step(trainer.train, trainer.user_plan, model.item_factors, model.item_bias, model.user_factors,
+                      model.user_bias)
     close(vector, model.user_factors[m], rtol=1e-4, atol=1e-5)
     close(bias, model.user_bias[m], rtol=1e-4, atol=1e-5)
 
@@ -302,15 +313,13 @@ def tiny() -> Ratings:
 
 
 def one_iteration_from_seeded_movies(cfg: ImplicitALSConfig, data: Ratings):
-    """One implicit-ALS iteration on ``data`` (4 users x 5 movies) from seeded movie vectors: (model, V0, stats)."""
+    """One implicit-ALS iteration on ``data`` (4 users x 5 movies) from seeded movie vectors: (trainer, V0, stats)."""
     model = model_for(cfg, 4, 5)
     V0 = np.random.default_rng(0).normal(0, 0.5, (5, 2))
     with torch.no_grad():
         model.item_factors.copy_(torch.tensor(V0))
-    train = data.matrix()
-    gen = make_generator(torch.device("cpu"), 0)
-    model.fit_start(train, gen)
-    return model, V0, model.train_epoch(train, gen)
+    trainer = model.trainer(data.matrix(), make_generator(torch.device("cpu"), 0))
+    return trainer, V0, trainer.train_epoch()
 
 
 @pytest.mark.parametrize("confidence", ["stars", "binary"])
@@ -318,7 +327,8 @@ def test_implicit_iteration_is_two_hand_computed_closed_forms(confidence):
     data = tiny()
     cfg = ImplicitALSConfig(factors=2, lam=1.5, tau=0.7, alpha=2.5, confidence=confidence, solver="cholesky",
                             reg_exponent=0.0)
-    model, V0, stats = one_iteration_from_seeded_movies(cfg, data)
+    trainer, V0, stats = one_iteration_from_seeded_movies(cfg, data)
+    model = trainer.model
 
     binary = confidence == "binary"
     by_user = [data.items[data.users == m] for m in range(4)], [data.ratings[data.users == m] for m in range(4)]
@@ -335,12 +345,11 @@ def test_implicit_iteration_is_two_hand_computed_closed_forms(confidence):
 
 def test_implicit_objective_decreases_monotonically():
     data = low_rank()
-    model, stats = fitted(ImplicitALSConfig(factors=6, tau=2.0, alpha=3.0), data, iters=1)
+    trainer, stats = trained(ImplicitALSConfig(factors=6, tau=2.0, alpha=3.0), data, iters=1)
+    model = trainer.model
     losses = [stats[0]["loss"]]
-    train = data.matrix()
-    gen = make_generator(torch.device("cpu"), 0)
     for _ in range(10):
-        losses.append(model.train_epoch(train, gen)["loss"])
+        losses.append(trainer.train_epoch()["loss"])
         assert losses[-1] == pytest.approx(implicit_objective_by_hand(model, data) / len(data), rel=1e-5)
     assert all(b <= a * (1 + 1e-6) for a, b in zip(losses, losses[1:])), losses
     assert losses[-1] < 0.9 * losses[0]
@@ -366,7 +375,8 @@ def test_penalties_follow_each_rows_number_of_ratings():
     # Exponent 0 is one penalty for every row, whatever its count.
     assert ImplicitALSConfig(tau=2.0, reg_exponent=0.0).row_penalties(torch.tensor([0, 7, 900])).tolist() == [2.0] * 3
     data = tiny()
-    model, V0, stats = one_iteration_from_seeded_movies(cfg, data)
+    trainer, V0, stats = one_iteration_from_seeded_movies(cfg, data)
+    model = trainer.model
     user_tau = [0.7 * (1 + n) ** 0.5 for n in (3, 4, 2, 1)]
     item_tau = [0.7 * (1 + n) ** 0.5 for n in (2, 3, 2, 2, 1)]
     by_user = [data.items[data.users == m] for m in range(4)], [data.ratings[data.users == m] for m in range(4)]
@@ -380,8 +390,7 @@ def test_penalties_follow_each_rows_number_of_ratings():
     assert stats["loss"] == pytest.approx(expected / len(data), rel=1e-5)
     # A new user with 3 ratings gets the penalty of a training user with 3 ratings: user 0 comes back.
     vector, _ = model.fold_in_factors(torch.from_numpy(by_user[0][0].astype(np.int64)), torch.from_numpy(by_user[1][0]))
-    train = data.matrix()
-    model._implicit_half_step(train, model._prepare(train)[1], model.item_factors, model.user_factors)
+    trainer.half_step(trainer.train, trainer.user_plan, model.item_factors, model.user_factors)
     close(vector, model.user_factors[0], rtol=1e-4, atol=1e-5)
 
 
@@ -412,8 +421,8 @@ def test_conjugate_gradient_works_in_blocks_of_at_most_chunk_size_ratings():
     # size: contiguous rows, every row once, at most chunk_size ratings unless one row alone has more.
     data = low_rank(50, 30)
     train = data.matrix()
-    model, _ = fitted(ImplicitALSConfig(factors=3, chunk_size=40), data, iters=1)
-    for matrix, plan in zip((train, model._prepare(train)[0]), model._prepare(train)[1:]):
+    trainer, _ = trained(ImplicitALSConfig(factors=3, chunk_size=40), data, iters=1)
+    for matrix, plan in ((train, trainer.user_plan), (trainer.transposed, trainer.item_plan)):
         blocks = [(b.first, b.last) for b in plan.blocks]
         assert blocks[0][0] == 0 and blocks[-1][1] == matrix.n_rows
         assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
@@ -427,12 +436,14 @@ def test_conjugate_gradient_blocks_stay_cache_sized_on_the_cpu_with_the_same_ans
     # allows; the blocks are an order of work, not a different answer.
     data = low_rank(50, 30)
     train = data.matrix()
-    whole, _ = fitted(ImplicitALSConfig(factors=4, chunk_size=1 << 20), data, iters=2)
-    assert len(whole._prepare(train)[1].blocks) == 1  # 4 MiB hold every rating of this small matrix
+    whole_trainer, _ = trained(ImplicitALSConfig(factors=4, chunk_size=1 << 20), data, iters=2)
+    whole = whole_trainer.model
+    assert len(whole_trainer.user_plan.blocks) == 1  # 4 MiB hold every rating of this small matrix
     monkeypatch.setattr(als, "CG_CPU_BLOCK_BYTES", 4 * 4 * 25)  # 25 ratings of 4 factors per thread
     limit = 25 * torch.get_num_threads()
-    blocked, _ = fitted(ImplicitALSConfig(factors=4, chunk_size=1 << 20), data, iters=2)
-    for matrix, plan in zip((train, blocked._prepare(train)[0]), blocked._prepare(train)[1:]):
+    blocked_trainer, _ = trained(ImplicitALSConfig(factors=4, chunk_size=1 << 20), data, iters=2)
+    blocked = blocked_trainer.model
+    for matrix, plan in ((train, blocked_trainer.user_plan), (blocked_trainer.transposed, blocked_trainer.item_plan)):
         counts = matrix.row_counts()
         sizes = [int(counts[b.first:b.last].sum()) for b in plan.blocks]
         assert all(size <= limit or b.last - b.first == 1 for size, b in zip(sizes, plan.blocks)), sizes
@@ -445,7 +456,8 @@ def test_conjugate_gradient_blocks_stay_cache_sized_on_the_cpu_with_the_same_ans
 def test_implicit_fold_in_is_one_user_half_step():
     data = low_rank()
     cfg = ImplicitALSConfig(factors=5, tau=3.0, alpha=2.0, solver="cholesky")
-    model, _ = fitted(cfg, data, iters=3)
+    trainer, _ = trained(cfg, data, iters=3)
+    model = trainer.model
     items = np.array([2, 5, 11, 17, 30, 31])
     stars = np.array([4.0, 5.0, 2.0, 3.0, 1.0, 4.0], np.float32)
     vector, bias = model.fold_in_factors(torch.from_numpy(items), torch.from_numpy(stars))
@@ -461,8 +473,7 @@ def test_implicit_fold_in_is_one_user_half_step():
     mine = data.users == m
     vector, _ = model.fold_in_factors(torch.from_numpy(data.items[mine].astype(np.int64)),
                                       torch.from_numpy(data.ratings[mine]))
-    train = data.matrix()
-    model._implicit_half_step(train, model._prepare(train)[1], model.item_factors, model.user_factors)
+    trainer.half_step(trainer.train, trainer.user_plan, model.item_factors, model.user_factors)
     close(vector, model.user_factors[m], rtol=1e-4, atol=1e-5)
 
 

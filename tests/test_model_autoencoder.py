@@ -47,13 +47,13 @@ def tiny_matrix() -> RatingMatrix:
 def fit(model: AutoEncoder, ratings: Ratings, epochs: int, seed: int = 0) -> list[float]:
     """What the training loop does, minus validation: the per-epoch losses."""
     train = ratings.matrix()
-    gen = make_generator(torch.device("cpu"), seed)
-    model.fit_start(train, gen)
+    trainer = model.trainer(train, make_generator(torch.device("cpu"), seed))
     losses = []
     for _ in range(epochs):
         model.train()
-        losses.append(model.train_epoch(train, gen)["loss"])
+        losses.append(trainer.train_epoch()["loss"])
         model.eval()
+    trainer.finalize()
     return losses
 
 
@@ -107,7 +107,7 @@ def test_loss_equals_dense_masked_mse(mode, min_density, monkeypatch):
     monkeypatch.setattr(autoencoder, "DENSE_DECODE_MIN_DENSITY", min_density)
     ratings = low_rank(12, 9)
     model = build(ratings, **SMALL[mode], output_activation="sigmoid")
-    model.fit_start(ratings.matrix(), make_generator(torch.device("cpu"), 0))
+    model.trainer(ratings.matrix(), make_generator(torch.device("cpu"), 0))  # the output biases at the mean
     with torch.no_grad():
         model.row_bias.normal_()
     matrix = model._row_matrix(ratings.matrix())

@@ -21,10 +21,9 @@ def fitted(config: MFConfig, data: Ratings, epochs: int, seed: int = 0) -> tuple
     """What the training loop does, without validation."""
     torch.manual_seed(seed)
     model = MatrixFactorization(config, data.n_users, data.n_items, STARS)
-    train = data.matrix()
-    gen = make_generator(torch.device("cpu"), seed)
-    model.fit_start(train, gen)
-    stats = [model.train_epoch(train, gen) for _ in range(epochs)]
+    trainer = model.trainer(data.matrix(), make_generator(torch.device("cpu"), seed))
+    stats = [trainer.train_epoch() for _ in range(epochs)]
+    trainer.finalize()
     return model, stats
 
 
@@ -51,9 +50,7 @@ def test_sgd_step_matches_hand_computed_update(reg):
         model.user_bias.copy_(torch.tensor(bu))
         model.item_bias.copy_(torch.tensor(bi))
     train = ratings.matrix()
-    gen = make_generator(torch.device("cpu"), 0)
-    model.fit_start(train, gen)
-    stats = model.train_epoch(train, gen)
+    stats = model.trainer(train, make_generator(torch.device("cpu"), 0)).train_epoch()
 
     mean = 13.0 / 4
     gP, gQ, gbu, gbi = np.zeros_like(P), np.zeros_like(Q), np.zeros_like(bu), np.zeros_like(bi)
@@ -87,12 +84,10 @@ def test_sgd_epoch_matches_a_plain_loop_over_the_same_batches(factors):
     P, Q = model.user_factors.double().numpy().copy(), model.item_factors.double().numpy().copy()
     bu, bi = np.zeros(data.n_users), np.zeros(data.n_items)
     train = data.matrix()
-    gen = make_generator(torch.device("cpu"), 2)
-    model.fit_start(train, gen)
-    stats = model.train_epoch(train, gen)
+    stats = model.trainer(train, make_generator(torch.device("cpu"), 2)).train_epoch()
 
     order_gen = make_generator(torch.device("cpu"), 2)
-    order = torch.randperm(train.nnz, generator=order_gen)  # fit_start's shuffle, then the epoch's batch order
+    order = torch.randperm(train.nnz, generator=order_gen)  # the trainer's shuffle, then the epoch's batch order
     rows, cols, vals = (t[order].numpy().astype(np.float64) for t in (train.row_ids(), train.indices, train.values))
     rows, cols = rows.astype(np.int64), cols.astype(np.int64)
     mean, lr, reg = float(train.values.double().mean()), cfg.lr, cfg.reg
@@ -130,13 +125,12 @@ def test_adam_step_matches_torch_adam_on_the_autograd_gradient():
     model = MatrixFactorization(cfg, data.n_users, data.n_items, STARS)
     train = data.matrix()
     reference = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
-    gen = make_generator(torch.device("cpu"), 1)
-    model.fit_start(train, gen)
+    trainer = model.trainer(train, make_generator(torch.device("cpu"), 1))
     order_gen = make_generator(torch.device("cpu"), 1)
-    model.train_epoch(train, gen)
+    trainer.train_epoch()
 
     # The same batches, differentiated by autograd and stepped by torch.optim.Adam: the ratings shuffled once
-    # by fit_start, then the batches in the epoch's random order.
+    # by the trainer, then the batches in the epoch's random order.
     order = torch.randperm(train.nnz, generator=order_gen)
     rows, cols, vals = train.row_ids()[order], train.indices[order], train.values[order]
     n_batches = -(-train.nnz // cfg.batch_size)

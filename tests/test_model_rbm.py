@@ -15,7 +15,9 @@ from movierec.data.ratings import Ratings
 from movierec.device import make_generator, seed_everything
 from movierec.errors import MovierecError
 from movierec.models import build_model, migrate_settings
-from movierec.models.rbm import RBM, LikeRBM, LikeRBMConfig, RatingRBM, RatingRBMConfig
+from movierec.models.rbm import RBM, cd_update
+from movierec.models.rbm_like import LikeRBM, LikeRBMConfig
+from movierec.models.rbm_rating import RatingRBM, RatingRBMConfig
 from tests.synthetic import holdout, low_rank_ratings
 
 STARS = (1.0, 2.0, 3.0, 4.0, 5.0)
@@ -42,12 +44,13 @@ def fit(model: RBM, train: Ratings, seed: int = 0, epochs: int | None = None) ->
     """What the shared training loop does, minus validation."""
     matrix = train.matrix("cpu")
     gen = make_generator(torch.device("cpu"), seed)
-    model.fit_start(matrix, gen)
+    trainer = model.trainer(matrix, gen)
     stats = []
     for _ in range(model.config.epochs if epochs is None else epochs):
         model.train()
-        stats.append(model.train_epoch(matrix, gen))
+        stats.append(trainer.train_epoch())
         model.eval()
+    trainer.finalize()
     return stats
 
 
@@ -132,7 +135,7 @@ def like_model_3x2(**changes) -> tuple[LikeRBM, Ratings]:
 
 def test_cd1_update_on_probabilities_matches_hand_computation():
     model, train = like_model_3x2()
-    model.cd_update(train.matrix(), torch.tensor([0, 1]), generator=None)
+    cd_update(model, train.matrix(), torch.tensor([0, 1]), generator=None)
     w, a, b = hand_cd1(None, lr=0.5)
     np.testing.assert_allclose(model.W.numpy(), w, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(model.a.numpy(), a, rtol=1e-5, atol=1e-6)
@@ -150,7 +153,7 @@ def test_cd1_update_with_a_fixed_hidden_sample(monkeypatch):
     fixed = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
     monkeypatch.setattr(RBM, "_sample_hidden", staticmethod(lambda p, g: torch.tensor(fixed)))
     model, train = like_model_3x2(weight_decay=0.1)
-    model.cd_update(train.matrix(), torch.tensor([0, 1]), generator=torch.Generator().manual_seed(0))
+    cd_update(model, train.matrix(), torch.tensor([0, 1]), generator=torch.Generator().manual_seed(0))
     w, a, b = hand_cd1(fixed, lr=0.5, wd=0.1)
     np.testing.assert_allclose(model.W.numpy(), w, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(model.a.numpy(), a, rtol=1e-5, atol=1e-6)
@@ -165,7 +168,7 @@ def test_conditional_term_update_matches_hand_computation():
     d = np.array([[0.2, 0.4, -0.3], [0.1, -0.5, 0.3]], np.float32)
     model, train = like_model_3x2(conditional=True)
     set_params(model, D=d)
-    model.cd_update(train.matrix(), torch.tensor([0, 1]), generator=None)
+    cd_update(model, train.matrix(), torch.tensor([0, 1]), generator=None)
     base = RATED @ d.T + A3  # (2, 2) the fixed part of the hidden input
     ph0 = sigmoid(V0 @ W3.T + base)
     v1 = sigmoid(ph0 @ W3 + B3) * RATED
@@ -183,7 +186,7 @@ def test_softmax_cd1_update_matches_hand_computation():
     cfg = RatingRBMConfig(orientation="user", hidden=2, gibbs_steps=1, lr=1.0, momentum=0.0, weight_decay=0.0)
     model = RatingRBM(cfg, 1, 2, (1.0, 2.0, 3.0))
     set_params(model, W=w, a=a, b=b)
-    model.cd_update(ratings_from([(0, 0, 3.0)], 1, 2).matrix(), torch.tensor([0]), generator=None)
+    cd_update(model, ratings_from([(0, 0, 3.0)], 1, 2).matrix(), torch.tensor([0]), generator=None)
     v0 = np.array([0.0, 0.0, 1.0], np.float32)  # one-hot of 3 stars
     ph0 = sigmoid(w[:, 0, :] @ v0 + a[0])  # (2,)
     logits = b[0] + ph0 @ w[:, 0, :]  # (3,)
@@ -238,7 +241,7 @@ def test_user_offset_shifts_each_users_predictions_by_their_like_rate():
     # A new user with the same ratings is folded in with the same offset.
     np.testing.assert_allclose(model.fold_in(torch.tensor([0]), torch.tensor([2.0])).numpy(), expected[1], rtol=1e-5)
     # The Gibbs chain of the CD update reconstructs with the same offsets.
-    model.cd_update(train.matrix(), torch.tensor([0, 1]), generator=None)
+    cd_update(model, train.matrix(), torch.tensor([0, 1]), generator=None)
     ph0 = sigmoid(V0 @ W3.T + A3)
     v1 = sigmoid(ph0 @ W3 + B3 + offset) * RATED
     ph1 = sigmoid(v1 @ W3.T + A3)
@@ -255,7 +258,7 @@ def test_movie_biases_are_fitted_given_the_user_offsets():
     generous = [(1, i, 1.0 if i == 9 else 5.0) for i in range(10)]
     train = ratings_from(picky + generous, 2, 12).matrix()  # movie 11: nobody
     model = make_model(config("like", hidden=3, user_bias_prior=5.0), 2, 12)
-    model.fit_start(train, make_generator(torch.device("cpu"), 0))
+    model.trainer(train, make_generator(torch.device("cpu"), 0))  # the like rate and the biases, from the data
     rate = model.like_rate.item()
     assert rate == pytest.approx((10 + 1) / (21 + 2))
     liked = model.visible_states(train.values)
@@ -277,9 +280,9 @@ def test_movie_confidence_slows_rarely_rated_movies():
     for confidence in (0.0, 2.0):
         model = make_model(config("like", hidden=2, gibbs_steps=1, momentum=0.0, weight_decay=0.0,
                                   movie_confidence=confidence), 2, 3)
-        model.fit_start(train, make_generator(torch.device("cpu"), 0))
+        trainer = model.trainer(train, make_generator(torch.device("cpu"), 0))
         start = {name: getattr(model, name).clone() for name in ("W", "D", "b", "a")}
-        model.cd_update(train, torch.tensor([0, 1]), generator=None)
+        trainer.cd_update(torch.tensor([0, 1]), generator=None)
         moved[confidence] = {name: getattr(model, name) - value for name, value in start.items()}
     share = torch.tensor([2 / 4, 0.0, 1 / 3])
     for name in ("W", "D", "b"):
@@ -592,8 +595,7 @@ def test_trains_and_predicts_on_cuda(mode):
     model = make_model(config(mode, **{**SYNTH, "epochs": 3}), 80, 40).to(device)
     matrix = train.matrix(device)
     gen = make_generator(device, 0)
-    model.fit_start(matrix, gen)
-    stats = model.train_epoch(matrix, gen)
+    stats = model.trainer(matrix, gen).train_epoch()
     assert np.isfinite(stats["loss"])
     users = torch.from_numpy(test.users.astype(np.int64))
     out = model.predict(users, torch.from_numpy(test.items.astype(np.int64)), matrix)
@@ -647,3 +649,25 @@ def test_a_loaded_item_rbm_serves_from_its_saved_hidden_units(monkeypatch):
     assert torch.allclose(loaded.score(users, matrix), expected, atol=1e-6)
     with pytest.raises(pytest.fail.Exception):
         loaded.score(users, train.matrix())  # another matrix object: not vouched for, so computed again
+
+
+def test_an_item_rbm_scores_with_the_weights_it_holds_now():
+    """The movies' hidden units kept for a rating matrix belong to the weights they came from: loading other
+    weights, or training on, scores the same matrix object afresh."""
+    train, _ = holdout(low_rank_ratings())
+    cfg = config("rating-item", hidden=6, epochs=2, batch_size=20)
+    model = RatingRBM(cfg, train.n_users, train.n_items, STARS)
+    other = RatingRBM(cfg, train.n_users, train.n_items, STARS)
+    fit(model, train, seed=0)
+    fit(other, train, seed=1)
+    matrix, users = train.matrix(), torch.arange(4)
+    before = model.score(users, matrix)  # keeps every movie's hidden units for `matrix`
+    model.load_state_dict(other.state_dict())
+    after = model.score(users, matrix)
+    assert not torch.allclose(before, after, atol=1e-4)
+    assert torch.allclose(after, other.score(users, train.matrix()), atol=1e-6)
+    trainer = model.trainer(matrix, make_generator(torch.device("cpu"), 2))
+    trainer.train_epoch()
+    fresh = RatingRBM(cfg, train.n_users, train.n_items, STARS)
+    fresh.load_state_dict(model.state_dict())
+    assert torch.allclose(model.score(users, matrix), fresh.score(users, train.matrix()), atol=1e-6)

@@ -9,8 +9,10 @@ import torch
 
 from movierec import checkpoint, loading
 from movierec.data.ratings import Ratings
+from movierec.device import make_generator
 from movierec.evaluate import PopularityBaseline, evaluate
 from movierec.models import MODELS, build_model
+from movierec.models.base import RatingsMemo, Trainer
 from movierec.recommend import recommend
 from movierec.training import fit
 from tests.synthetic import holdout, low_rank_ratings
@@ -110,6 +112,59 @@ def test_contract(model_name, mode, data, home):
     assert len(recs) == train.n_items - len(seen)
     with_seen = recommend(model, matrix, user, n=train.n_items, include_seen=True)
     assert {r.item for r in with_seen} >= seen
+
+
+def stray_training_state(model: torch.nn.Module) -> list[str]:
+    """The attributes of ``model`` and its submodules that hold tensors, optimizers or trainers without being
+    parameters or buffers: training state left on the module (a memo of what scoring derived from a rating
+    matrix, :class:`RatingsMemo`, is the one thing allowed)."""
+
+    def leaves(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                yield from leaves(v)
+        elif isinstance(value, (list, tuple, set)):
+            for v in value:
+                yield from leaves(v)
+        else:
+            yield value
+
+    found = []
+    for prefix, module in model.named_modules():
+        for name, value in vars(module).items():
+            if name in ("_parameters", "_buffers", "_modules") or isinstance(value, RatingsMemo):
+                continue
+            if any(isinstance(leaf, (torch.Tensor, torch.optim.Optimizer, Trainer)) for leaf in leaves(value)):
+                found.append(f"{prefix}.{name}" if prefix else name)
+    return found
+
+
+@pytest.mark.parametrize(("model_name", "mode"), CASES, ids=IDS)
+def test_the_module_holds_only_what_is_saved(model_name, mode, data, home):
+    """Training state (optimizers, momentum, shuffled batches, solve plans) lives in the trainer: not on the
+    module during training, nor after it; and training adds nothing to the state a checkpoint saves."""
+    train, _ = data
+    torch.manual_seed(0)
+    model = build_model(model_name, mode, SMALL[model_name, mode], train.n_users, train.n_items, RATING_VALUES)
+    fresh_shapes = {k: v.shape for k, v in model.state_dict().items()}
+    trainer = model.trainer(train.matrix(), make_generator(torch.device("cpu"), 0))
+    trainer.train_epoch()
+    assert stray_training_state(model) == []
+    trainer.finalize()
+    assert stray_training_state(model) == []
+
+    model, _ = _train(model_name, mode, data)
+    assert stray_training_state(model) == []
+    assert {k: v.shape for k, v in model.state_dict().items()} == fresh_shapes
+    meta = checkpoint.CheckpointMeta(
+        name="only-state", model=model_name, mode=mode, config=model.config.to_dict(), dataset="synthetic",
+        fingerprint="x", split="holdout", seed=0, n_users=train.n_users, n_items=train.n_items,
+        rating_values=list(RATING_VALUES),
+    )
+    path, _ = checkpoint.save(model, meta, np.arange(train.n_users) + 1, np.arange(train.n_items) + 1)
+    with checkpoint.open_file(path) as saved:
+        names = {k.removeprefix("state.") for k in saved.names() if k.startswith("state.")}
+    assert names == set(fresh_shapes)
 
 
 @pytest.mark.parametrize(("model_name", "mode"), CASES, ids=IDS)

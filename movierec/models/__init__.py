@@ -33,7 +33,7 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {
     "rbm": ModelEntry(
         "Restricted Boltzmann Machine (contrastive divergence): like/dislike, or star ratings (item-based).",
-        {"like": ("movierec.models.rbm", "LikeRBM"), "rating": ("movierec.models.rbm", "RatingRBM")},
+        {"like": ("movierec.models.rbm_like", "LikeRBM"), "rating": ("movierec.models.rbm_rating", "RatingRBM")},
     ),
     "autoencoder": ModelEntry(
         "Autoencoders: star ratings, user- or item-based (I-AutoRec); top-N lists (--mode vae, dae: Mult-VAE/DAE).",

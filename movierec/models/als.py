@@ -3,7 +3,7 @@ the default) or on who rated what (:class:`ImplicitALS`, mode ``implicit``). Two
 on one base (:class:`ALSBase`), each with its own config and fixed defaults.
 
 **Explicit**. Predicted stars for user ``m`` and movie ``n``: ``mean + u_m . v_n + b_m + b_n``,
-where ``mean`` is the training mean, fixed in ``fit_start`` (a constant offset: the objective below is then
+where ``mean`` is the training mean, fixed before the first iteration (a constant offset: the objective below is then
 exactly the seed's objective on ``r - mean``, and the biases need not carry ~3.5 stars against their
 penalty)::
 
@@ -52,7 +52,7 @@ import torch
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
 from movierec.models.base import ModelConfig, option
-from movierec.models.factors import FactorModel, ridge_solve
+from movierec.models.factors import FactorModel, FactorTrainer, ridge_solve
 
 # Rows in one solve group differ in length by at most this factor, so padding wastes < 25 %.
 GROWTH = 1.25
@@ -210,8 +210,9 @@ class _Block:
 
 
 class ALSBase(FactorModel):
-    """Latent factor model fitted by exact alternating least squares, batched on the device. Subclasses
-    supply one half-step (every user, or every movie, solved with the other side fixed)."""
+    """Latent factor model fitted by alternating least squares, batched on the device. Each subclass's trainer
+    (on :class:`ALSTrainer`) supplies its half-step (every user, or every movie, solved with the other side
+    fixed)."""
 
     name = "als"
     config_class = ALSConfig
@@ -223,29 +224,32 @@ class ALSBase(FactorModel):
         self.requires_grad_(False)
         # Only the movies' starting point matters: the first half-step solves the users from it.
         self.item_factors.normal_(0.0, config.init_std)
-        self._cache: tuple[RatingMatrix, RatingMatrix, _Plan, _Plan] | None = None
 
-    def _prepare(self, train: RatingMatrix) -> tuple[RatingMatrix, _Plan, _Plan]:
-        """The movies x users matrix and both sides' solve groups, built once per training matrix."""
-        if self._cache is None or self._cache[0] is not train:
-            width, chunk = self.config.factors + 2, self.config.chunk_size
-            items_by_user = train.transposed()
-            # On the CPU a conjugate-gradient block's gathered vectors should stay in the cache for all its
-            # products; a GPU wants few, large products.
-            per_block = CG_CPU_BLOCK_BYTES * torch.get_num_threads()
-            block = max(1, per_block // (4 * self.config.factors)) if train.device.type == "cpu" else chunk
-            plans = _Plan(train, chunk, width, block), _Plan(items_by_user, chunk, width, block)
-            self._cache = (train, items_by_user, *plans)
-        return self._cache[1], self._cache[2], self._cache[3]
 
-    def fit_start(self, train: RatingMatrix, generator: torch.Generator) -> None:
-        super().fit_start(train, generator)
-        self._prepare(train)
+class ALSTrainer(FactorTrainer):
+    """Alternating least squares: each iteration solves every user with the movies fixed, then every movie with
+    the users fixed. Made, it lays out both sides' solves once (:class:`_Plan`: the movies x users matrix and
+    the rows' groups and blocks); subclasses supply the iteration."""
+
+    model: ALSBase
+
+    def __init__(self, model: ALSBase, train: RatingMatrix, generator: torch.Generator):
+        super().__init__(model, train, generator)
+        self.config = config = model.config
+        width, chunk = config.factors + 2, config.chunk_size
+        self.transposed = train.transposed()
+        """The training ratings movies x users: the rows of the movies' half-step."""
+        # On the CPU a conjugate-gradient block's gathered vectors should stay in the cache for all its
+        # products; a GPU wants few, large products.
+        per_block = CG_CPU_BLOCK_BYTES * torch.get_num_threads()
+        block = max(1, per_block // (4 * config.factors)) if train.device.type == "cpu" else chunk
+        self.user_plan = _Plan(train, chunk, width, block)
+        self.item_plan = _Plan(self.transposed, chunk, width, block)
 
     def _penalty(self) -> torch.Tensor:
         """``tau/2 (|U|^2 + |V|^2)``, in float64."""
-        U, V = self.user_factors, self.item_factors
-        return self.config.tau / 2 * (U.double().square().sum() + V.double().square().sum())
+        U, V = self.model.user_factors, self.model.item_factors
+        return self.model.config.tau / 2 * (U.double().square().sum() + V.double().square().sum())
 
     @staticmethod
     def _gather(matrix: RatingMatrix, rows: torch.Tensor, longest: int) -> tuple[torch.Tensor, ...]:
@@ -259,7 +263,6 @@ class ALSBase(FactorModel):
         return mask, matrix.indices.index_select(0, flat), matrix.values.index_select(0, flat)
 
 
-
 class ExplicitALS(ALSBase):
     """Biased ridge regressions on the stars, alternating between users and movies: star predictions."""
 
@@ -270,12 +273,22 @@ class ExplicitALS(ALSBase):
     def fold_in_penalties(self, n_ratings: int) -> tuple[float, float, float]:
         return self.config.lam, self.config.tau, self.config.gamma
 
-    def train_epoch(self, train: RatingMatrix, generator: torch.Generator) -> dict[str, float]:
-        transposed, user_plan, item_plan = self._prepare(train)
-        U, V, b_user, b_item = self.user_factors, self.item_factors, self.user_bias, self.item_bias
+    def trainer(self, train: RatingMatrix, generator: torch.Generator) -> ExplicitALSTrainer:
+        return ExplicitALSTrainer(self, train, generator)
+
+
+class ExplicitALSTrainer(ALSTrainer):
+    """Explicit ALS: each half-step solves every row's biased ridge regression exactly, in padded batches."""
+
+    model: ExplicitALS
+
+    def train_epoch(self) -> dict[str, float]:
+        train, transposed, user_plan, item_plan = self.train, self.transposed, self.user_plan, self.item_plan
+        model = self.model
+        U, V, b_user, b_item = model.user_factors, model.item_factors, model.user_bias, model.item_bias
         cfg = self.config
-        self._half_step(train, user_plan, V, b_item, U, b_user, with_error=False)
-        sse = self._half_step(transposed, item_plan, U, b_user, V, b_item)
+        self.half_step(train, user_plan, V, b_item, U, b_user, with_error=False)
+        sse = self.half_step(transposed, item_plan, U, b_user, V, b_item)
         objective = (
             cfg.lam / 2 * sse
             + self._penalty()
@@ -284,7 +297,7 @@ class ExplicitALS(ALSBase):
         return {"loss": float(objective) / train.nnz, "rmse": float(sse / train.nnz) ** 0.5}
 
     @torch.no_grad()
-    def _half_step(
+    def half_step(
         self, matrix: RatingMatrix, plan: _Plan,
         other_factors: torch.Tensor, other_bias: torch.Tensor, factors: torch.Tensor, bias: torch.Tensor,
         with_error: bool = True,
@@ -299,7 +312,7 @@ class ExplicitALS(ALSBase):
         for rows, longest in plan.groups:
             n_rows = rows.shape[0]
             mask, cols, values = self._gather(matrix, rows, longest)
-            target = values - self.mean - other_bias.index_select(0, cols)  # (B*L,)
+            target = values - self.model.mean - other_bias.index_select(0, cols)  # (B*L,)
             # [features | 1 | target] per rating, zero on padding so padding adds nothing to any sum.
             stacked = torch.cat([
                 other_factors.index_select(0, cols),  # (B*L, d)
@@ -310,7 +323,7 @@ class ExplicitALS(ALSBase):
             x = ridge_solve(gram[:, :-1, :-1], gram[:, :-1, -1], self.config.lam, self.config.tau,
                             self.config.gamma)  # (B, d+1)
             factors[rows] = x[:, :d]
-            self.advance(n_rows, self.n_users + self.n_items)
+            self.advance(n_rows, self.model.n_users + self.model.n_items)
             bias[rows] = x[:, d]
             if not with_error:
                 continue
@@ -323,7 +336,6 @@ class ExplicitALS(ALSBase):
                 + ((g64[:, :-1, :-1] * x64.unsqueeze(1)).sum(-1) * x64).sum(-1)
             ).sum()
         return sse
-
 
 
 class ImplicitALS(ALSBase):
@@ -343,9 +355,8 @@ class ImplicitALS(ALSBase):
         # Fitted preferences (~0..1 for who would rate a movie), not stars.
         return "rank"
 
-    def fit_start(self, train: RatingMatrix, generator: torch.Generator) -> None:
-        super().fit_start(train, generator)
-        self.mean.zero_()
+    def trainer(self, train: RatingMatrix, generator: torch.Generator) -> ImplicitALSTrainer:
+        return ImplicitALSTrainer(self, train, generator)
 
     @torch.no_grad()
     def fold_in_factors(self, items: torch.Tensor, ratings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -358,23 +369,6 @@ class ImplicitALS(ALSBase):
         V = self.item_factors
         x, _, _ = self._cholesky_rows(self._implicit_shared(V), V[items].unsqueeze(0), conf, conf - 1.0, penalty)
         return x[0], torch.zeros((), device=self.device)  # (d,), ()
-
-    def train_epoch(self, train: RatingMatrix, generator: torch.Generator) -> dict[str, float]:
-        transposed, user_plan, item_plan = self._prepare(train)
-        U, V = self.user_factors, self.item_factors
-        self._implicit_half_step(train, user_plan, V, U, with_error=False)
-        weighted = self._implicit_half_step(transposed, item_plan, U, V)
-        objective = self.config.lam / 2 * weighted + self._penalty_of(train, transposed)
-        # Per training rating, as the explicit loss, although every pair of the matrix is in the sum.
-        return {"loss": float(objective) / train.nnz}
-
-    def _penalty_of(self, train: RatingMatrix, transposed: RatingMatrix) -> torch.Tensor:
-        """``sum_r tau_r/2 |x_r|^2`` over users and movies, each with its own penalty, in float64."""
-        total = torch.zeros((), dtype=torch.float64, device=train.device)
-        for matrix, factors in ((train, self.user_factors), (transposed, self.item_factors)):
-            penalty = self.config.row_penalties(matrix.row_counts()).double()  # (R,)
-            total += (penalty * factors.double().square().sum(1)).sum() / 2
-        return total
 
     def _confidence(self, stars: torch.Tensor) -> torch.Tensor:
         """``c = 1 + alpha * f(stars)`` of rated pairs, (n,) -> (n,), a new tensor."""
@@ -404,6 +398,38 @@ class ImplicitALS(ALSBase):
         x = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)  # (B, d)
         return x, system, rhs
 
+    def _implicit_shared(self, other_factors: torch.Tensor) -> torch.Tensor:
+        """``lam Y^T Y`` (d, d): every row's share of the normal equations from all columns."""
+        return (other_factors.T @ other_factors).mul_(self.config.lam)
+
+
+class ImplicitALSTrainer(ALSTrainer):
+    """Implicit ALS (weighted matrix factorisation): each half-step solves every row's system exactly
+    (``solver="cholesky"``) or takes a few conjugate-gradient steps from where the row is (``"cg"``)."""
+
+    model: ImplicitALS
+
+    def __init__(self, model: ImplicitALS, train: RatingMatrix, generator: torch.Generator):
+        super().__init__(model, train, generator)
+        model.mean.zero_()  # no offset in the implicit model
+
+    def train_epoch(self) -> dict[str, float]:
+        train, transposed, user_plan, item_plan = self.train, self.transposed, self.user_plan, self.item_plan
+        U, V = self.model.user_factors, self.model.item_factors
+        self.half_step(train, user_plan, V, U, with_error=False)
+        weighted = self.half_step(transposed, item_plan, U, V)
+        objective = self.config.lam / 2 * weighted + self._penalty_of(train, transposed)
+        # Per training rating, as the explicit loss, although every pair of the matrix is in the sum.
+        return {"loss": float(objective) / train.nnz}
+
+    def _penalty_of(self, train: RatingMatrix, transposed: RatingMatrix) -> torch.Tensor:
+        """``sum_r tau_r/2 |x_r|^2`` over users and movies, each with its own penalty, in float64."""
+        total = torch.zeros((), dtype=torch.float64, device=train.device)
+        for matrix, factors in ((train, self.model.user_factors), (transposed, self.model.item_factors)):
+            penalty = self.config.row_penalties(matrix.row_counts()).double()  # (R,)
+            total += (penalty * factors.double().square().sum(1)).sum() / 2
+        return total
+
     def _cg_half_step(
         self, matrix: RatingMatrix, plan: _Plan, other_factors: torch.Tensor, factors: torch.Tensor,
         with_error: bool,
@@ -412,9 +438,9 @@ class ImplicitALS(ALSBase):
         from the row's current vector (as Takacs, Pilaszy & Tikk 2011 and implicit do), over contiguous
         blocks of rows (:class:`_Plan`). Returns the new weighted squared error (None unless ``with_error``)."""
         lam = self.config.lam
-        shared = self._implicit_shared(other_factors)  # (d, d)
+        shared = self.model._implicit_shared(other_factors)  # (d, d)
         penalties = self.config.row_penalties(matrix.row_counts())  # (R,)
-        confidence = self._confidence(matrix.values)  # (nnz,) c
+        confidence = self.model._confidence(matrix.values)  # (nnz,) c
         weight = (confidence - 1.0).mul_(lam)  # (nnz,) lam (c - 1)
         total = confidence.sum(dtype=torch.float64) if with_error else None
         confidence.mul_(lam)  # (nnz,) lam c
@@ -423,7 +449,7 @@ class ImplicitALS(ALSBase):
             x, residual, x_rhs = self._cg_block(block, other_factors, shared, weight, confidence,
                                                 penalties[rows].unsqueeze(1), factors[rows], with_error)
             factors[rows] = x
-            self.advance(block.last - block.first, self.n_users + self.n_items)
+            self.advance(block.last - block.first, self.model.n_users + self.model.n_items)
             if total is not None:
                 # x.(lam Y^T C Y x) - 2 x.rhs = x.(A x - tau_r x) - 2 x.rhs with A x = rhs - residual (CG keeps
                 # the residual up to date): -x.rhs - x.residual - tau_r |x|^2.
@@ -485,12 +511,8 @@ class ImplicitALS(ALSBase):
         x_rhs = (dots_with(x).double() * block.slice(confidence).double()).sum()
         return x, residual, x_rhs
 
-    def _implicit_shared(self, other_factors: torch.Tensor) -> torch.Tensor:
-        """``lam Y^T Y`` (d, d): every row's share of the normal equations from all columns."""
-        return (other_factors.T @ other_factors).mul_(self.config.lam)
-
     @torch.no_grad()
-    def _implicit_half_step(
+    def half_step(
         self, matrix: RatingMatrix, plan: _Plan, other_factors: torch.Tensor, factors: torch.Tensor,
         with_error: bool = True,
     ) -> torch.Tensor:
@@ -506,10 +528,10 @@ class ImplicitALS(ALSBase):
             total = self._cg_half_step(matrix, plan, other_factors, factors, with_error)
             return total if total is not None else torch.zeros((), dtype=torch.float64, device=device)
         # The unrated pairs' share of every row's normal equations: one (d, d) product per half-step.
-        shared = self._implicit_shared(other_factors)  # (d, d)
+        shared = self.model._implicit_shared(other_factors)  # (d, d)
         # sum_cols c (p - x.y)^2 = sum_r c - 2 x.Y^T C p + x^T Y^T C Y x per row: the first term is the same
         # every half-step, the rest is read off the normal equations, no pass over the unrated pairs.
-        total = self._confidence(matrix.values).sum(dtype=torch.float64) if with_error else None
+        total = self.model._confidence(matrix.values).sum(dtype=torch.float64) if with_error else None
         for rows, longest in plan.groups:
             n_rows = rows.shape[0]
             mask, cols, values = self._gather(matrix, rows, longest)
@@ -518,9 +540,9 @@ class ImplicitALS(ALSBase):
             weight = f * cfg.alpha  # (B, L) c - 1, 0 on padding
             feats = other_factors.index_select(0, cols).view(n_rows, longest, d)  # (B, L, d)
             penalty = cfg.row_penalties(mask.sum(1))  # (B,)
-            x, system, rhs = self._cholesky_rows(shared, feats, weight + real, weight, penalty)
+            x, system, rhs = self.model._cholesky_rows(shared, feats, weight + real, weight, penalty)
             factors[rows] = x
-            self.advance(n_rows, self.n_users + self.n_items)
+            self.advance(n_rows, self.model.n_users + self.model.n_items)
             if total is None:
                 continue
             # With lam Y^T C Y x = A x - tau_r x and lam Y^T C p = rhs; summed in float64 because the terms

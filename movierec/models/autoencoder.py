@@ -17,7 +17,6 @@ matrix is ever built.
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
-from movierec.models.base import ModelConfig, Recommender, affordable_epochs, option
+from movierec.models.base import ModelConfig, RatingsMemo, Recommender, Trainer, affordable_epochs, option
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.sigmoid,
@@ -45,8 +44,8 @@ OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 # so the cost stays O(ratings x width). Both give the same numbers.
 DENSE_DECODE_MIN_DENSITY = 1 / 64
 
-# Rows per chunk when every movie is encoded at once (scoring in item mode): bounds the peak memory of
-# the (chunk, width) activations, not of the input, which stays sparse.
+# Rows per chunk when every movie is encoded at once (scoring the item autoencoder): bounds the peak memory
+# of the (chunk, width) activations, not of the input, which stays sparse.
 _ENCODE_CHUNK = 4096
 
 
@@ -149,24 +148,25 @@ class ItemAutoEncoderConfig(AutoEncoderConfig):
 
 
 class AutoEncoder(Recommender):
-    """Reconstructs a row of the rating matrix from itself; the reconstruction at unrated entries is the
-    prediction. :class:`UserAutoEncoder` reads users' rows, :class:`ItemAutoEncoder` movies' rows."""
+    """The network both autoencoders share: it reconstructs a row of a rating matrix from itself, and the
+    reconstruction at unrated entries is the prediction. Each subclass says which matrix its rows come from
+    (:meth:`_row_matrix`) and how its rows' reconstructions become predictions (:meth:`score`, :meth:`predict`,
+    :meth:`fold_in`, :meth:`item_vectors`): :class:`UserAutoEncoder` reads users' rows, :class:`ItemAutoEncoder`
+    movies' rows."""
 
     name = "autoencoder"
     config_class: ClassVar[type[AutoEncoderConfig]]
     config: AutoEncoderConfig
-    item_mode: ClassVar[bool]
-    """Whether the network's rows are movies (each over every user) rather than users."""
 
     def __init__(
-        self, config: AutoEncoderConfig, n_users: int, n_items: int, rating_values: tuple[float, ...]
+        self, config: AutoEncoderConfig, n_users: int, n_items: int, rating_values: tuple[float, ...],
+        n_rows: int, n_cols: int,
     ):
         super().__init__(config, n_users, n_items, rating_values)
         sizes = config.hidden_sizes()
-        # A row has one input and one output per column: rows are users and columns movies in user mode,
-        # the other way round in item mode.
-        self.n_rows = n_items if self.item_mode else n_users
-        self.n_cols = n_users if self.item_mode else n_items
+        # A row has one input and one output per column.
+        self.n_rows = int(n_rows)
+        self.n_cols = int(n_cols)
         # The first and last layers are tables indexed by column so that sparse rows read only the
         # rated columns' entries (embedding_bag on the way in, gathers on the way out). Init as nn.Linear.
         bound_in = 1.0 / math.sqrt(self.n_cols)
@@ -181,23 +181,22 @@ class AutoEncoder(Recommender):
         self.output_weight = torch.nn.Parameter(
             torch.empty(self.n_cols, sizes[-1]).uniform_(-bound_out, bound_out)
         )
-        # fit_start sets these to the training mean, so a column with no ratings predicts the mean.
+        # The trainer sets these to the training mean, so a column with no ratings predicts the mean.
         self.output_bias = torch.nn.Parameter(torch.zeros(self.n_cols))
         if config.row_bias:
             self.row_bias = torch.nn.Parameter(torch.zeros(self.n_rows))
-        # Read by fold_in: the training loss of the last epoch, the noise variance of a new user's ratings.
+        # Read by fold_in: the training loss of the last epoch, the noise variance of a new user's ratings. Written
+        # every epoch with the weights, so the kept epoch's weights come back with their own.
         self.register_buffer("noise_var", torch.ones(()))
-        if self.item_mode:
-            # Each movie's code from the training ratings as of the last epoch: item_vectors and fold_in
-            # are called without the training matrix, and in item mode the codes depend on it.
-            self.register_buffer("item_codes", torch.zeros(n_items, sizes[-1]))
-            # The trained users' output units (weights and bias) as a Gaussian: fold_in's prior.
-            self.register_buffer("prior_mean", torch.zeros(sizes[-1] + 1))
-            self.register_buffer("prior_precision", torch.eye(sizes[-1] + 1))
         self._act = ACTIVATIONS[config.activation]
-        self._optimizer: torch.optim.Optimizer | None = None
-        self._epochs_done = 0  # drives lr_decay; restarts at 0 if training resumes from a checkpoint
-        self._codes_cache: tuple[weakref.ref[RatingMatrix], tuple, torch.Tensor] | None = None
+
+    def trainer(self, train: RatingMatrix, generator: torch.Generator) -> AutoEncoderTrainer:
+        return AutoEncoderTrainer(self, train, generator)
+
+    # -- what a subclass provides ------------------------------------------------------------------
+    def _row_matrix(self, train: RatingMatrix) -> RatingMatrix:
+        """The matrix whose rows the network reads, from ``train`` (users x movies)."""
+        raise NotImplementedError
 
     # -- the network -------------------------------------------------------------------------------
     def layer_shapes(self) -> list[tuple[int, int]]:
@@ -268,7 +267,7 @@ class AutoEncoder(Recommender):
     ) -> torch.Tensor:
         """Mean squared error of the reconstruction over the rated entries of ``rows`` only.
 
-        ``matrix`` holds the rows the network reads (users x movies, or movies x users in item mode).
+        ``matrix`` holds the rows the network reads (:meth:`_row_matrix`: users x movies, or movies x users).
         With a ``generator`` the dropouts are drawn from it (training); without, the network is exact.
         """
         rows = rows.to(matrix.device, torch.int64)
@@ -285,16 +284,61 @@ class AutoEncoder(Recommender):
         z = z + self._row_bias(rows[pos])
         return ((self._output(z) - vals) ** 2).mean()
 
-    # -- training ---------------------------------------------------------------------------------
-    def _row_matrix(self, train: RatingMatrix) -> RatingMatrix:
-        """The matrix whose rows the network reads: ``train`` itself, or its transpose in item mode."""
-        return train.transposed() if self.item_mode else train
+    @torch.no_grad()
+    def _encode_all(self, matrix: RatingMatrix) -> torch.Tensor:
+        """Codes of every row of ``matrix``, in chunks, without dropout: (R, H)."""
+        codes = [self.output_weight.new_zeros(0, self.output_weight.shape[1])]
+        for start in range(0, matrix.n_rows, _ENCODE_CHUNK):
+            rows = torch.arange(start, min(start + _ENCODE_CHUNK, matrix.n_rows), device=matrix.device)
+            offsets, _, cols, vals = self._bags(matrix, rows)
+            codes.append(self._encode_sparse(offsets, cols, vals))  # (chunk, H)
+        return torch.cat(codes)
+
+    def _pairs(
+        self, users: torch.Tensor, items: torch.Tensor, read: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """:meth:`predict`'s loop: ``read(u, i)`` gives the output pre-activations (n,) of a chunk of pairs;
+        the pairs go in chunks that bound the (n, H) gathers, and come out clipped."""
+        users = users.to(self.device, torch.int64)
+        items = items.to(self.device, torch.int64)
+        out = torch.empty(users.shape[0], dtype=torch.float32, device=self.device)
+        step = 1 << 18  # pairs per chunk
+        for start in range(0, users.shape[0], step):
+            out[start:start + step] = self._output(read(users[start:start + step], items[start:start + step]))
+        return self.clip(out)
+
+
+class AutoEncoderTrainer(Trainer):
+    """Mini-batches of the network's rows in a new random order every epoch, through ``torch.optim`` (Adam by
+    default; biases not decayed) at a learning rate that decays after every epoch. Made, it starts every output at
+    the training mean; every epoch writes the training loss into the model's ``noise_var``."""
+
+    model: AutoEncoder
+
+    @torch.no_grad()
+    def __init__(self, model: AutoEncoder, train: RatingMatrix, generator: torch.Generator):
+        super().__init__(model, train, generator)
+        self.rows = model._row_matrix(train)
+        """The matrix whose rows the network reads."""
+        # Every output starts at the global mean, so the network only learns deviations and a column
+        # never rated in training predicts the mean rather than an arbitrary initial value.
+        if train.nnz:
+            mean = float(train.values.mean())
+        else:
+            mean = 0.5 * (model.rating_min + model.rating_max)
+        if model.config.output_activation == "sigmoid":
+            frac = min(max((mean - model.rating_min) / (model.rating_max - model.rating_min), 0.01), 0.99)
+            mean = math.log(frac / (1.0 - frac))
+        model.output_bias.fill_(mean)
+        model.noise_var.fill_(float(train.values.var()) if train.nnz > 1 else 1.0)
+        self.optimizer: torch.optim.Optimizer | None = self._make_optimizer()  # Adam's moments: twice the weights
+        self.epochs_done = 0  # drives lr_decay
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        cfg = self.config
+        cfg, model = self.model.config, self.model
         # Biases are not decayed: they carry the rating means, which should not shrink towards 0 stars.
-        decay = [p for n, p in self.named_parameters() if "weight" in n]
-        no_decay = [p for n, p in self.named_parameters() if "weight" not in n]
+        decay = [p for n, p in model.named_parameters() if "weight" in n]
+        no_decay = [p for n, p in model.named_parameters() if "weight" not in n]
         groups = [
             {"params": decay, "weight_decay": cfg.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
@@ -307,110 +351,49 @@ class AutoEncoder(Recommender):
             return torch.optim.RMSprop(groups, lr=cfg.lr)
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9)
 
-    def fit_start(self, train: RatingMatrix, generator: torch.Generator) -> None:
-        with torch.no_grad():
-            # Every output starts at the global mean, so the network only learns deviations and a column
-            # never rated in training predicts the mean rather than an arbitrary initial value.
-            if train.nnz:
-                mean = float(train.values.mean())
-            else:
-                mean = 0.5 * (self.rating_min + self.rating_max)
-            if self.config.output_activation == "sigmoid":
-                frac = min(max((mean - self.rating_min) / (self.rating_max - self.rating_min), 0.01), 0.99)
-                mean = math.log(frac / (1.0 - frac))
-            self.output_bias.fill_(mean)
-            self.noise_var.fill_(float(train.values.var()) if train.nnz > 1 else 1.0)
-        self._optimizer = self._make_optimizer()
-        self._epochs_done = 0
-        if self.item_mode:
-            self._refresh_fold_in_state(train)
-
-    def fit_end(self) -> None:
-        self._optimizer = None  # Adam's moments: twice the weights
-
-    def train_epoch(self, train: RatingMatrix, generator: torch.Generator) -> dict[str, float]:
-        if self._optimizer is None:  # training resumed on a model that did not go through fit_start
-            self._optimizer = self._make_optimizer()
-        lr = self.config.lr * self.config.lr_decay ** self._epochs_done
-        for group in self._optimizer.param_groups:
+    def train_epoch(self) -> dict[str, float]:
+        model, config, generator, optimizer = self.model, self.model.config, self.generator, self.optimizer
+        lr = config.lr * config.lr_decay ** self.epochs_done
+        for group in optimizer.param_groups:
             group["lr"] = lr
-        matrix = self._row_matrix(train)
+        matrix = self.rows
         counts = matrix.row_counts()  # (R,)
         order = torch.randperm(matrix.n_rows, generator=generator, device=generator.device).to(matrix.device)
         order = order[counts[order] > 0]  # rows without ratings have no targets (their mean would be NaN)
         total = torch.zeros((), device=matrix.device)
-        for start in range(0, order.shape[0], self.config.batch_size):
-            rows = order[start:start + self.config.batch_size]  # (B,)
-            loss = self.batch_loss(matrix, rows, generator)
-            self._optimizer.zero_grad(set_to_none=True)
+        for start in range(0, order.shape[0], config.batch_size):
+            rows = order[start:start + config.batch_size]  # (B,)
+            loss = model.batch_loss(matrix, rows, generator)
+            optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            self._optimizer.step()
+            optimizer.step()
             total += loss.detach() * counts[rows].sum()
             self.advance(rows.shape[0], order.shape[0])
-        self._epochs_done += 1
+        self.epochs_done += 1
         mse = float(total) / max(matrix.nnz, 1)  # the one host sync of the epoch
         # With dropout this overestimates the noise a little, which errs towards the prior in fold_in.
-        self.noise_var.fill_(mse)
-        if self.item_mode:
-            self._refresh_fold_in_state(train)
+        model.noise_var.fill_(mse)
         return {"loss": mse, "rmse": math.sqrt(mse), "lr": lr}
 
-    # -- prediction -------------------------------------------------------------------------------
-    @torch.no_grad()
-    def _encode_all(self, matrix: RatingMatrix) -> torch.Tensor:
-        """Codes of every row of ``matrix``, in chunks, without dropout: (R, H)."""
-        codes = [self.output_weight.new_zeros(0, self.output_weight.shape[1])]
-        for start in range(0, matrix.n_rows, _ENCODE_CHUNK):
-            rows = torch.arange(start, min(start + _ENCODE_CHUNK, matrix.n_rows), device=matrix.device)
-            offsets, _, cols, vals = self._bags(matrix, rows)
-            codes.append(self._encode_sparse(offsets, cols, vals))  # (chunk, H)
-        return torch.cat(codes)
+    def finalize(self) -> None:
+        self.optimizer = None
 
-    def reuse_fit_state(self, train: RatingMatrix) -> None:
-        # item_codes is every movie's code from the fitted ratings with the saved weights.
-        if self.item_mode:
-            self._codes_cache = (weakref.ref(train), self.weights_key(), self.item_codes)
 
-    @torch.no_grad()
-    def _refresh_fold_in_state(self, train: RatingMatrix) -> None:
-        """Item mode: store what fold_in needs but cannot compute without ``train``."""
-        self.item_codes.copy_(self._movie_codes(train))
-        units = torch.cat([self.output_weight, self.output_bias.unsqueeze(1)], 1)  # (U, H+1)
-        units = units[train.row_counts() > 0]  # users never seen in training kept their initial weights
-        if units.shape[0] < 2:
-            return
-        self.prior_mean.copy_(units.mean(0))
-        cov = torch.cov(units.T)  # (H+1, H+1)
-        # Shrink towards a multiple of the identity: with fewer users than hidden units the sample
-        # covariance is singular, and it is noisy with few more.
-        eye = torch.eye(cov.shape[0], device=cov.device)
-        cov = cov + (0.01 * cov.diagonal().mean() + 1e-8) * eye
-        self.prior_precision.copy_(torch.linalg.inv(cov))
+class UserAutoEncoder(AutoEncoder):
+    """The seed's autoencoder: a user's ratings of every movie in, the same row reconstructed out."""
 
-    def _movie_codes(self, train: RatingMatrix) -> torch.Tensor:
-        """Item mode: every movie's code from ``train`` (users x movies), (n_items, H).
+    mode = "user"
+    config_class = UserAutoEncoderConfig
 
-        Cached while neither ``train`` nor any parameter changes: evaluation calls :meth:`score` once per
-        batch of users, and re-encoding every movie each time would dominate its cost on large data sets.
-        """
-        key = self.weights_key()
-        cache = self._codes_cache
-        if cache is not None and cache[0]() is train and cache[1] == key:
-            return cache[2]
-        codes = self._encode_all(self._row_matrix(train))  # (n_items, H)
-        self._codes_cache = (weakref.ref(train), key, codes)
-        return codes
+    def __init__(self, config: AutoEncoderConfig, n_users: int, n_items: int, rating_values: tuple[float, ...]):
+        super().__init__(config, n_users, n_items, rating_values, n_rows=n_users, n_cols=n_items)
+
+    def _row_matrix(self, train: RatingMatrix) -> RatingMatrix:
+        return train
 
     @torch.no_grad()
     def score(self, users: torch.Tensor, train: RatingMatrix) -> torch.Tensor:
         users = users.to(self.device, torch.int64)
-        if self.item_mode:
-            # Every movie through the network, keeping only the output units of the requested users.
-            codes = self._movie_codes(train)  # (I, H)
-            z = codes @ self.output_weight[users].T + self.output_bias[users]  # (I, B)
-            if self.config.row_bias:
-                z = z + self.row_bias.unsqueeze(1)  # (I, B): the movies' biases
-            return self._output(z.T)  # (B, I)
         offsets, _, cols, vals = self._bags(train, users)
         h = self._encode_sparse(offsets, cols, vals)  # (B, H)
         z = h @ self.output_weight.T + self.output_bias  # (B, I)
@@ -423,48 +406,116 @@ class AutoEncoder(Recommender):
         self, users: torch.Tensor, items: torch.Tensor, train: RatingMatrix, batch_users: int = 1024
     ) -> torch.Tensor:
         """The same numbers as :meth:`score` read at each (user, movie) pair, clipped: one code per distinct
-        row and one dot product per pair, O(pairs x width), instead of every movie for every user asked about
+        user and one dot product per pair, O(pairs x width), instead of every movie for every user asked about
         (on ML-25M that made validating the user autoencoder cost a third of an epoch)."""
-        users = users.to(self.device, torch.int64)
-        items = items.to(self.device, torch.int64)
-        out = torch.empty(users.shape[0], dtype=torch.float32, device=self.device)
-        codes = self._movie_codes(train) if self.item_mode else None  # (I, H)
-        step = 1 << 18  # pairs per chunk: bounds the (n, H) gathers
-        for start in range(0, users.shape[0], step):
-            u, i = users[start:start + step], items[start:start + step]
-            if codes is not None:
-                # A movie's code through a user's output unit; the row bias is the movie's.
-                z = (codes[i] * self.output_weight[u]).sum(-1) + self.output_bias[u] + self._row_bias(i)  # (n,)
-            else:
-                z = (self._user_codes(train, u) * self.output_weight[i]).sum(-1) + self.output_bias[i]
-                z = z + self._row_bias(u)  # (n,)
-            out[start:start + step] = self._output(z)
-        return self.clip(out)
+
+        def read(u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+            z = (self._user_codes(train, u) * self.output_weight[i]).sum(-1) + self.output_bias[i]
+            return z + self._row_bias(u)  # (n,)
+
+        return self._pairs(users, items, read)
 
     def _user_codes(self, train: RatingMatrix, rows: torch.Tensor) -> torch.Tensor:
-        """User mode: the codes of users ``rows`` (n,), each distinct user encoded once from their training
-        ratings: (n, H)."""
+        """The codes of users ``rows`` (n,), each distinct user encoded once from their training ratings: (n, H)."""
         needed, back = torch.unique(rows, return_inverse=True)  # (m,), (n,)
         offsets, _, cols, vals = self._bags(train, needed)
         return self._encode_sparse(offsets, cols, vals)[back]  # (n, H)
 
     @torch.no_grad()
     def item_vectors(self) -> torch.Tensor:
-        """User mode: each movie's output weights; item mode: each movie's code (as of the last epoch)."""
-        if self.item_mode:
-            return self.item_codes.clone()  # (I, H)
+        """Each movie's output weights, (I, H)."""
         return self.output_weight.detach().clone()  # (I, H)
+
+    @torch.no_grad()
+    def fold_in(self, items: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+        """Predictions for a new user from their ratings alone, (n,), (n,) -> (n_items,): the user's rating
+        vector goes through the network. With ``row_bias`` their bias is the mean residual at their ratings,
+        shrunk towards 0 with the pseudo-count ``fold_in_l2 * noise_var / var(trained users' biases)``."""
+        items = items.to(self.device, torch.int64)
+        ratings = ratings.to(self.device, torch.float32)
+        strength = self.config.fold_in_l2 * self.noise_var  # () prior weight relative to one rating
+        offsets = torch.zeros(1, dtype=torch.int64, device=self.device)
+        h = self._encode_sparse(offsets, items, ratings)  # (1, H)
+        z = (h @ self.output_weight.T + self.output_bias)[0]  # (I,)
+        if self.config.row_bias and items.numel():
+            spread = self.row_bias.var().clamp_min(1e-6) if self.n_users > 1 else 1.0
+            pseudo_count = strength / spread
+            z = z + (ratings - self._output(z[items])).sum() / (items.numel() + pseudo_count)
+        return self._output(z)
+
+
+class ItemAutoEncoder(AutoEncoder):
+    """I-AutoRec (Sedhain et al. 2015): a movie's ratings by every user in, the same row reconstructed out;
+    more accurate than the user autoencoder. A user's predictions are their output unit read off every movie's
+    code, so scoring needs every movie's code from the training ratings (:meth:`_movie_codes`)."""
+
+    mode = "item"
+    config_class = ItemAutoEncoderConfig
+
+    def __init__(self, config: AutoEncoderConfig, n_users: int, n_items: int, rating_values: tuple[float, ...]):
+        super().__init__(config, n_users, n_items, rating_values, n_rows=n_items, n_cols=n_users)
+        sizes = config.hidden_sizes()
+        # Each movie's code from the fitted ratings and the kept weights, written at the end of training
+        # (ItemAutoEncoderTrainer.finalize): item_vectors and fold_in are called without the training matrix.
+        self.register_buffer("item_codes", torch.zeros(n_items, sizes[-1]))
+        # The trained users' output units (weights and bias) as a Gaussian: fold_in's prior.
+        self.register_buffer("prior_mean", torch.zeros(sizes[-1] + 1))
+        self.register_buffer("prior_precision", torch.eye(sizes[-1] + 1))
+        self.movie_codes_memo = RatingsMemo().attach(self)  # every movie's code for one rating matrix
+
+    def trainer(self, train: RatingMatrix, generator: torch.Generator) -> ItemAutoEncoderTrainer:
+        return ItemAutoEncoderTrainer(self, train, generator)
+
+    def _row_matrix(self, train: RatingMatrix) -> RatingMatrix:
+        return train.transposed()
+
+    def _movie_codes(self, train: RatingMatrix) -> torch.Tensor:
+        """Every movie's code from ``train`` (users x movies), (n_items, H).
+
+        Kept for the last ``train`` asked about (:class:`~movierec.models.base.RatingsMemo`): evaluation calls
+        :meth:`score` once per batch of users, and re-encoding every movie each time would dominate its cost on
+        large data sets."""
+        return self.movie_codes_memo.get(train, lambda ratings: self._encode_all(self._row_matrix(ratings)))
+
+    def reuse_fit_state(self, train: RatingMatrix) -> None:
+        # item_codes is every movie's code from the fitted ratings with the saved weights.
+        self.movie_codes_memo.keep(train, self.item_codes)
+
+    @torch.no_grad()
+    def score(self, users: torch.Tensor, train: RatingMatrix) -> torch.Tensor:
+        users = users.to(self.device, torch.int64)
+        # Every movie through the network, keeping only the output units of the requested users.
+        codes = self._movie_codes(train)  # (I, H)
+        z = codes @ self.output_weight[users].T + self.output_bias[users]  # (I, B)
+        if self.config.row_bias:
+            z = z + self.row_bias.unsqueeze(1)  # (I, B): the movies' biases
+        return self._output(z.T)  # (B, I)
+
+    @torch.no_grad()
+    def predict(
+        self, users: torch.Tensor, items: torch.Tensor, train: RatingMatrix, batch_users: int = 1024
+    ) -> torch.Tensor:
+        """The same numbers as :meth:`score` read at each (user, movie) pair, clipped: one dot product per pair
+        between the movie's code and the user's output unit, O(pairs x width)."""
+        codes = self._movie_codes(train)  # (I, H)
+
+        def read(u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+            # A movie's code through a user's output unit; the row bias is the movie's.
+            return (codes[i] * self.output_weight[u]).sum(-1) + self.output_bias[u] + self._row_bias(i)  # (n,)
+
+        return self._pairs(users, items, read)
+
+    @torch.no_grad()
+    def item_vectors(self) -> torch.Tensor:
+        """Each movie's code (from the fitted ratings), (I, H)."""
+        return self.item_codes.clone()  # (I, H)
 
     @torch.no_grad()
     def fold_in(self, items: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
         """Predictions for a new user from their ratings alone, (n,), (n,) -> (n_items,).
 
-        User mode: the user's rating vector goes through the network. With ``row_bias`` their bias is the
-        mean residual at their ratings, shrunk towards 0 with the pseudo-count
-        ``fold_in_l2 * noise_var / var(trained users' biases)``.
-
-        Item mode has no output unit for a new user, so one is fitted in closed form: ridge regression of
-        their ratings ``r`` on the rated movies' codes ``Z`` (from the last epoch), with a Gaussian prior
+        There is no output unit for a new user, so one is fitted in closed form: ridge regression of
+        their ratings ``r`` on the rated movies' codes ``Z`` (from the fitted ratings), with a Gaussian prior
         ``N(m, S)`` fitted to the trained users' units (empirical Bayes) instead of a plain L2 penalty:
         ``x = argmin ||[Z, 1] x - r||^2 + fold_in_l2 * noise_var * (x - m)' S^-1 (x - m)``, solved with
         ``torch.linalg.solve``; ``x = (w, b)`` are the new unit's output weights and bias. A user with no
@@ -475,15 +526,6 @@ class AutoEncoder(Recommender):
         items = items.to(self.device, torch.int64)
         ratings = ratings.to(self.device, torch.float32)
         strength = self.config.fold_in_l2 * self.noise_var  # () prior weight relative to one rating
-        if not self.item_mode:
-            offsets = torch.zeros(1, dtype=torch.int64, device=self.device)
-            h = self._encode_sparse(offsets, items, ratings)  # (1, H)
-            z = (h @ self.output_weight.T + self.output_bias)[0]  # (I,)
-            if self.config.row_bias and items.numel():
-                spread = self.row_bias.var().clamp_min(1e-6) if self.n_users > 1 else 1.0
-                pseudo_count = strength / spread
-                z = z + (ratings - self._output(z[items])).sum() / (items.numel() + pseudo_count)
-            return self._output(z)
         codes = self.item_codes  # (I, H)
         design = torch.cat([codes, torch.ones_like(codes[:, :1])], 1)  # (I, H+1)
         offset = self.row_bias if self.config.row_bias else torch.zeros_like(codes[:, 0])  # (I,)
@@ -500,18 +542,30 @@ class AutoEncoder(Recommender):
         return self._output(design @ x + offset)  # (I,)
 
 
-class UserAutoEncoder(AutoEncoder):
-    """The seed's autoencoder: a user's ratings of every movie in, the same row reconstructed out."""
+class ItemAutoEncoderTrainer(AutoEncoderTrainer):
+    """:class:`AutoEncoderTrainer` for I-AutoRec; :meth:`finalize` writes what the model serves from (every
+    movie's code and fold_in's prior) from the kept weights."""
 
-    mode = "user"
-    config_class = UserAutoEncoderConfig
-    item_mode = False
+    model: ItemAutoEncoder
 
+    def train_epoch(self) -> dict[str, float]:
+        self.model.movie_codes_memo.forget()  # the weights change
+        return super().train_epoch()
 
-class ItemAutoEncoder(AutoEncoder):
-    """I-AutoRec (Sedhain et al. 2015): a movie's ratings by every user in, the same row reconstructed out;
-    more accurate than the user autoencoder."""
-
-    mode = "item"
-    config_class = ItemAutoEncoderConfig
-    item_mode = True
+    @torch.no_grad()
+    def finalize(self) -> None:
+        super().finalize()
+        model, train = self.model, self.train
+        model.item_codes.copy_(model._encode_all(self.rows))
+        model.movie_codes_memo.keep(train, model.item_codes)
+        units = torch.cat([model.output_weight, model.output_bias.unsqueeze(1)], 1)  # (U, H+1)
+        units = units[train.row_counts() > 0]  # users never seen in training kept their initial weights
+        if units.shape[0] < 2:
+            return
+        model.prior_mean.copy_(units.mean(0))
+        cov = torch.cov(units.T)  # (H+1, H+1)
+        # Shrink towards a multiple of the identity: with fewer users than hidden units the sample
+        # covariance is singular, and it is noisy with few more.
+        eye = torch.eye(cov.shape[0], device=cov.device)
+        cov = cov + (0.01 * cov.diagonal().mean() + 1e-8) * eye
+        model.prior_precision.copy_(torch.linalg.inv(cov))

@@ -1,10 +1,12 @@
 """What every model provides, and the config conventions the CLI builds its options from.
 
 A model is a ``torch.nn.Module`` whose parameters and buffers are its whole learned state (so a
-checkpoint is its ``state_dict`` plus its config). Training state (optimizer moments, momentum, shuffled
-batches, epoch counters) lives apart from it, in the :class:`Trainer` that :meth:`Recommender.trainer`
-makes for one run: the one training loop in :mod:`movierec.training` calls its
-:meth:`Trainer.train_epoch` per epoch and :meth:`Trainer.finalize` once at the end; everything else reads
+checkpoint is its ``state_dict`` plus its config); the module holds nothing else. Training state (optimizer
+moments, momentum, shuffled batches, epoch counters, solve plans) lives apart from it, in the :class:`Trainer`
+that :meth:`Recommender.trainer` makes for one run; each model class has its own, next to it. The one
+training loop in :mod:`movierec.training` calls its :meth:`Trainer.train_epoch` per epoch and
+:meth:`Trainer.finalize` once at the end (after restoring the kept epoch's weights), which writes what the model
+derives from its weights and the training ratings for serving into its buffers; everything else reads
 predictions through :meth:`Recommender.score` / :meth:`Recommender.predict`.
 
 Conventions:
@@ -132,6 +134,38 @@ class Trainer(ABC):
         Default: nothing."""
 
 
+
+class RatingsMemo:
+    """What a model computes from its weights and a rating matrix to score against it (every movie's hidden
+    units, or codes), kept for the one matrix it was last computed for: evaluation scores one matrix batch after
+    batch, and recomputing it for every batch would cost more than the scoring. Not part of the model's state.
+
+    The memo holds for the weights it was computed with; whatever changes them says so with :meth:`forget`:
+    the model's trainer before every epoch, and ``load_state_dict`` (through the hook the model registers with
+    :meth:`attach`). Values :meth:`keep` is given (the saved units of the fitted ratings) are trusted as such.
+    """
+
+    def __init__(self) -> None:
+        self._entry: tuple[RatingMatrix, torch.Tensor] | None = None
+
+    def attach(self, model: torch.nn.Module) -> RatingsMemo:
+        """Forget whenever ``model`` loads a state dict; returns this memo, for ``RatingsMemo().attach(self)``."""
+        model.register_load_state_dict_post_hook(lambda module, keys: self.forget())
+        return self
+
+    def get(self, ratings: RatingMatrix, compute: Callable[[RatingMatrix], torch.Tensor]) -> torch.Tensor:
+        """The value for ``ratings`` (the same object as last time), else ``compute(ratings)``, kept."""
+        if self._entry is None or self._entry[0] is not ratings:
+            self._entry = (ratings, compute(ratings))
+        return self._entry[1]
+
+    def keep(self, ratings: RatingMatrix, value: torch.Tensor) -> None:
+        """``value`` is what :meth:`get` would compute for ``ratings`` with the current weights."""
+        self._entry = (ratings, value)
+
+    def forget(self) -> None:
+        self._entry = None
+
 class Recommender(torch.nn.Module, ABC):
     """Base class of every model class: one class per (model name, mode), as listed in the registry."""
 
@@ -177,39 +211,17 @@ class Recommender(torch.nn.Module, ABC):
         return torch.device("cpu")
 
     # -- training --------------------------------------------------------------------------------
+    @abstractmethod
     def trainer(self, train: RatingMatrix, generator: torch.Generator) -> Trainer:
-        """A :class:`Trainer` for one run of this model on ``train``. Default: the model's own ``fit_start`` /
-        ``train_epoch`` / ``fit_end`` (classes that keep their training state on the module)."""
-        return _ModuleTrainer(self, train, generator)
-
-    _on_advance: Callable[[int, int], None] | None = None  # set by _ModuleTrainer for its epochs
-
-    def advance(self, amount: int, total: int) -> None:
-        """Say that ``amount`` more of this epoch's ``total`` units of work are done (ratings, users, movies:
-        the model's choice, the same all epoch). Called once per batch; the training loop shows it."""
-        if self._on_advance is not None:
-            self._on_advance(amount, total)
-
-    def fit_start(self, train: RatingMatrix, generator: torch.Generator) -> None:  # noqa: B027
-        """Called once before the first epoch (e.g. to read the global mean). Default: nothing."""
+        """A fresh :class:`Trainer` for one run of this model on ``train`` (users x movies, on the model's
+        device): it sets up what training needs (and what the model learns from the data before the first
+        epoch, such as the training mean); every epoch then goes through its :meth:`Trainer.train_epoch`."""
 
     def reuse_fit_state(self, train: RatingMatrix) -> None:  # noqa: B027
         """``train`` holds exactly the ratings the model was fitted on (no validation slice was held out), as the
         training ratings of a checkpoint saved without one do: what the model derived from them at the end of
-        training and saved with its weights may stand in for recomputing it from ``train``. Default: nothing."""
-
-    def weights_key(self) -> tuple:
-        """Changes whenever any parameter does: a tensor's ``_version`` counts its in-place writes (optimizer
-        steps, CD updates, load_state_dict). For caches of what is derived from the weights."""
-        return tuple((p.data_ptr(), p._version) for p in self.parameters())
-
-    def fit_end(self) -> None:  # noqa: B027
-        """Called once after the last epoch: let go of what only training needs (shuffled batches, optimizer
-        moments), which would otherwise stay in memory while the model is tested and saved. Default: nothing."""
-
-    @abstractmethod
-    def train_epoch(self, train: RatingMatrix, generator: torch.Generator) -> dict[str, float]:
-        """One pass over the training ratings; returns at least ``{"loss": ...}`` for that pass."""
+        training (:meth:`Trainer.finalize`) and saved with its weights may stand in for recomputing it from
+        ``train``. Default: nothing."""
 
     # -- prediction ------------------------------------------------------------------------------
     @abstractmethod
@@ -255,21 +267,3 @@ class Recommender(torch.nn.Module, ABC):
         """Clip predicted stars to the data set's rating scale."""
         return x.clamp(self.rating_min, self.rating_max)
 
-
-class _ModuleTrainer(Trainer):
-    """The trainer of a model that keeps its training state on itself (``fit_start`` / ``train_epoch`` /
-    ``fit_end``)."""
-
-    def __init__(self, model: Recommender, train: RatingMatrix, generator: torch.Generator):
-        super().__init__(model, train, generator)
-        model.fit_start(train, generator)
-
-    def train_epoch(self) -> dict[str, float]:
-        self.model._on_advance = self.advance
-        try:
-            return self.model.train_epoch(self.train, self.generator)
-        finally:
-            self.model._on_advance = None
-
-    def finalize(self) -> None:
-        self.model.fit_end()

@@ -1,7 +1,8 @@
 """What the factor models (``mf``, ``als``) share: users and movies as vectors plus biases around the
 global mean, the same predictions, and the closed-form ridge solve behind ALS and every new user's fold-in.
 
-Only training differs between them; each training algorithm is its own subclass.
+Only training differs between them; each training algorithm is its own subclass, trained by its own
+:class:`FactorTrainer`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import torch
 
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
-from movierec.models.base import ModelConfig, Recommender
+from movierec.models.base import ModelConfig, Recommender, Trainer
 
 
 def ridge_solve(gram: torch.Tensor, rhs: torch.Tensor, lam: float, tau: float, gamma: float) -> torch.Tensor:
@@ -43,13 +44,8 @@ class FactorModel(Recommender):
         self.item_factors = torch.nn.Parameter(torch.zeros(self.n_items, d))  # (I, d)
         self.user_bias = torch.nn.Parameter(torch.zeros(self.n_users))  # (U,)
         self.item_bias = torch.nn.Parameter(torch.zeros(self.n_items))  # (I,)
-        # Learned from the data in fit_start, so a checkpoint must carry it: a buffer.
+        # Learned from the data before the first epoch (FactorTrainer), so a checkpoint must carry it: a buffer.
         self.register_buffer("mean", torch.tensor(sum(self.rating_values) / len(self.rating_values)))
-
-    def fit_start(self, train: RatingMatrix, generator: torch.Generator) -> None:
-        if train.nnz == 0:
-            raise MovierecError("The training split has no ratings to learn from.")
-        self.mean.fill_(train.values.mean())
 
     # -- prediction ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -105,3 +101,15 @@ class FactorModel(Recommender):
     def fold_in(self, items: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
         vector, bias = self.fold_in_factors(items, ratings)
         return self.item_factors @ vector + bias + self.item_bias + self.mean  # (I,)
+
+
+class FactorTrainer(Trainer):
+    """What every factor model's training starts with: the training mean, which every prediction is centred on."""
+
+    model: FactorModel
+
+    def __init__(self, model: FactorModel, train: RatingMatrix, generator: torch.Generator):
+        super().__init__(model, train, generator)
+        if train.nnz == 0:
+            raise MovierecError("The training split has no ratings to learn from.")
+        model.mean.fill_(train.values.mean())

@@ -28,7 +28,7 @@ import torch
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
 from movierec.models.base import ModelConfig, option
-from movierec.models.factors import FactorModel
+from movierec.models.factors import FactorModel, FactorTrainer
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -61,48 +61,49 @@ class MatrixFactorization(FactorModel):
 
     def __init__(self, config: MFConfig, n_users: int, n_items: int, rating_values: tuple[float, ...]):
         super().__init__(config, n_users, n_items, rating_values)
-        # Gradients are written out in train_epoch (autograd's graph costs ~3x the step itself here).
+        # Gradients are written out in MFTrainer.train_epoch (autograd's graph costs ~3x the step itself here).
         self.requires_grad_(False)
         # Small positive factors: every dot product starts near zero, so the first predictions are
         # the mean and the biases, and no two users start identical.
         self.user_factors.uniform_(0.0, config.init_range)
         self.item_factors.uniform_(0.0, config.init_range)
-        # Training state only, not saved: the shuffled batches, and Adam's moments (SGD has none).
-        self._batches: _Batches | None = None
-        self._adam: _Adam | None = None
 
-    def fit_start(self, train: RatingMatrix, generator: torch.Generator) -> None:
-        super().fit_start(train, generator)
-        self._batches = _Batches(train, self.n_users, self.mean, self.config, generator)
-        self._adam = _Adam(self.config.lr) if self.config.optimizer == "adam" else None
-
-    def fit_end(self) -> None:
-        self._batches, self._adam = None, None  # ~20 bytes a training rating
+    def trainer(self, train: RatingMatrix, generator: torch.Generator) -> MFTrainer:
+        return MFTrainer(self, train, generator)
 
     def fold_in_penalties(self, n_ratings: int) -> tuple[float, float, float]:
         # The objective penalises the user once per rating (reg * n on vector and bias) and has no 1/2
         # factors, so lam = 1 against ridge_solve's halves.
         return 1.0, self.config.reg * n_ratings, self.config.reg * n_ratings
 
+
+class MFTrainer(FactorTrainer):
+    """Mini-batch SGD (or Adam) on the training ratings, shuffled once into batches (:class:`_Batches`) whose
+    order changes every epoch. Owns the batches (~20 bytes a training rating) and Adam's moments (SGD has none)."""
+
+    model: MatrixFactorization
+
+    def __init__(self, model: MatrixFactorization, train: RatingMatrix, generator: torch.Generator):
+        super().__init__(model, train, generator)
+        self.batches = _Batches(train, model.n_users, model.mean, model.config, generator)
+        self.adam = _Adam(model.config.lr) if model.config.optimizer == "adam" else None
+
     @torch.no_grad()
-    def train_epoch(self, train: RatingMatrix, generator: torch.Generator) -> dict[str, float]:
-        sgd = self.config.optimizer == "sgd"
-        if self._batches is None or self._batches.train is not train:  # training resumed without fit_start
-            self._batches = _Batches(train, self.n_users, self.mean, self.config, generator)
-        if not sgd and self._adam is None:
-            self._adam = _Adam(self.config.lr)
-        batches = self._batches
-        reg = self.config.reg
-        n_users, d = self.n_users, self.user_factors.shape[1]
+    def train_epoch(self) -> dict[str, float]:
+        model, config, generator = self.model, self.model.config, self.generator
+        sgd = config.optimizer == "sgd"
+        batches = self.batches
+        reg = config.reg
+        n_users, d = model.n_users, model.user_factors.shape[1]
         # One table of users then movies (and one of their biases): a batch is then one gather and one
         # scatter per table, not two. Copied back at the end of the epoch.
-        factors = torch.cat([self.user_factors, self.item_factors])  # (U + I, d)
-        biases = torch.cat([self.user_bias, self.item_bias])  # (U + I,)
+        factors = torch.cat([model.user_factors, model.item_factors])  # (U + I, d)
+        biases = torch.cat([model.user_bias, model.item_bias])  # (U + I,)
         # Per-batch sums, added up once at the end: one synchronisation per epoch, not per step.
         squared = torch.zeros(len(batches), device=factors.device)
         penalty = torch.zeros(2, len(batches), device=factors.device)
-        step = torch.empty(2 * self.config.batch_size, d, device=factors.device)
-        products = torch.empty(self.config.batch_size, d, device=factors.device)
+        step = torch.empty(2 * config.batch_size, d, device=factors.device)
+        products = torch.empty(config.batch_size, d, device=factors.device)
         minus_ones = torch.full((max(d, 2),), -1.0, device=factors.device)  # sums the products, then the biases
         order = torch.randperm(len(batches), generator=generator, device=generator.device).tolist()
         for k in order:
@@ -137,14 +138,17 @@ class MatrixFactorization(FactorModel):
             e = err.repeat(2).unsqueeze(1)  # (2b, 1)
             other = torch.cat([q, p])  # (2b, d)
             grads = (2 * (reg * x - e * other), 2 * (reg * xb - e.squeeze(1)))
-            self._adam.step((factors, biases), rows, grads)
-        self.user_factors.copy_(factors[:n_users])
-        self.item_factors.copy_(factors[n_users:])
-        self.user_bias.copy_(biases[:n_users])
-        self.item_bias.copy_(biases[n_users:])
+            self.adam.step((factors, biases), rows, grads)
+        model.user_factors.copy_(factors[:n_users])
+        model.item_factors.copy_(factors[n_users:])
+        model.user_bias.copy_(biases[:n_users])
+        model.item_bias.copy_(biases[n_users:])
         total_squared = float(squared.double().sum())
         objective = total_squared + reg * float(penalty.double().sum())
         return {"loss": objective / batches.nnz, "rmse": (total_squared / batches.nnz) ** 0.5}
+
+    def finalize(self) -> None:
+        self.batches, self.adam = None, None
 
 
 class _Batches:
@@ -160,7 +164,6 @@ class _Batches:
 
     def __init__(self, train: RatingMatrix, n_users: int, mean: torch.Tensor, config: MFConfig,
                  generator: torch.Generator):
-        self.train = train
         self.nnz = train.nnz
         size, lr, reg = config.batch_size, config.lr, config.reg
         order = torch.randperm(train.nnz, generator=generator, device=generator.device).to(train.device)
@@ -190,7 +193,7 @@ class _Batches:
 
 class _Adam:
     """Adam (Kingma & Ba, default betas and epsilon) over a few dense parameters (SGD's step is written out in
-    :meth:`MatrixFactorization.train_epoch`, fused with the gradient).
+    :meth:`MFTrainer.train_epoch`, fused with the gradient).
 
     Written out instead of using ``torch.optim`` because constructing any ``torch.optim`` optimizer
     imports ``torch._dynamo``, about 1.3 s on a 2-core CPU: longer than a whole MovieLens-100K fit.
