@@ -161,7 +161,8 @@ def test_the_module_holds_only_what_is_saved(model_name, mode, data, home):
         fingerprint="x", split="holdout", seed=0, n_users=train.n_users, n_items=train.n_items,
         rating_values=list(RATING_VALUES),
     )
-    path, _ = checkpoint.save(model, meta, np.arange(train.n_users) + 1, np.arange(train.n_items) + 1)
+    path, _ = checkpoint.save(loading.state_arrays(model), meta, np.arange(train.n_users) + 1,
+                              np.arange(train.n_items) + 1)
     with checkpoint.open_file(path) as saved:
         names = {k.removeprefix("state.") for k in saved.names() if k.startswith("state.")}
     assert names == set(fresh_shapes)

@@ -238,12 +238,6 @@ class MultAutoEncoder(Recommender):
     def trainer(self, train: RatingMatrix, generator: torch.Generator) -> MultTrainer:
         return MultTrainer(self, train, generator)
 
-    def train_epoch(self, train: RatingMatrix, generator: torch.Generator) -> dict[str, float]:
-        # Trained through MultTrainer (see trainer()); this abstract hook of the base class is never called.
-        raise NotImplementedError("trained through MultTrainer")
-
-    # -- prediction -------------------------------------------------------------------------------
-    @torch.no_grad()
     def score(self, users: torch.Tensor, train: RatingMatrix) -> torch.Tensor:
         """``pi``: the chance that each user's next pick is each movie, from their training ratings, (B,) ->
         (B, I)."""
