@@ -11,7 +11,7 @@ import os
 # torch, for the command line and library users alike. A user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__version__ = "0.1.0"
+from movierec.version import __version__
 
 # The Python API (movierec/api.py), loaded on first use so that `import movierec` stays instant.
 _API = ("Model", "MovieLens", "cross_validate", "datasets", "evaluate_models", "fetch", "load", "load_dataset",

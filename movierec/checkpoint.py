@@ -54,10 +54,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from movierec import __version__, paths
+from movierec import paths
 from movierec.errors import MovierecError
 from movierec.files import atomic_file
 from movierec.models import migrate_settings
+from movierec.version import __version__
 
 if TYPE_CHECKING:
     from movierec.serving import ServingData

@@ -33,10 +33,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, StrictInt
 from starlette.exceptions import HTTPException
 
-from movierec import __version__, checkpoint
+from movierec import checkpoint
 from movierec.errors import MovierecError, NotFound
 from movierec.loading import open_model
 from movierec.serving import Served
+from movierec.version import __version__
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send

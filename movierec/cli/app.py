@@ -11,8 +11,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from movierec import __version__
 from movierec.errors import MovierecError
+from movierec.version import __version__
 
 
 class Terminated(KeyboardInterrupt):

@@ -37,9 +37,10 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from movierec import __version__, paths
+from movierec import paths
 from movierec.data.registry import BASE_URL, DATASETS, DatasetInfo, get_dataset_info
 from movierec.errors import MovierecError
+from movierec.version import __version__
 
 if TYPE_CHECKING:
     import requests
