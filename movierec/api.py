@@ -182,7 +182,7 @@ class Model:
                       min_year: int | None = None, max_year: int | None = None) -> pd.DataFrame:
         """Top-``n`` movies for someone new, from their ``ratings`` ({movie: stars}), without retraining.
         Rarely rated movies are ranked by scores shrunk towards neutral (``shrink``: the number of training
-        ratings at which a movie keeps half its lead; default 8x the mean, 0 = off)."""
+        ratings at which a movie keeps half its lead; default 8x the mean, 0 for vae and dae; 0 = off)."""
         return _rows(self._served.recommend_new(ratings, n, shrink=shrink, genres=genres, min_year=min_year,
                                                 max_year=max_year))
 

@@ -72,6 +72,8 @@ class Scorer(Protocol):
 
     ranks_by_picks: bool
     """Whether lists rank by P(picked and liked) through a picks model (:mod:`movierec.models.picks`)."""
+    new_user_shrink: float
+    """The model's default shrinkage of new users' lists, in multiples of the mean ratings per movie."""
 
     def list_scores_many(self, users: np.ndarray) -> np.ndarray:
         """What the lists of known users ``users`` (B,) are ordered by (and show): (B, I) float32."""
@@ -102,6 +104,7 @@ class ListScorer:
     def __init__(self, own: Scorer, picks: Scorer, midpoint: float):
         self.own, self.picks, self.midpoint = own, picks, float(midpoint)
         self.kind = own.kind
+        self.new_user_shrink = own.new_user_shrink
         self.rating_range = own.rating_range
 
     def scores(self, user: int) -> np.ndarray:
@@ -126,15 +129,6 @@ class ListScorer:
 
         return pick_and_like(self.picks.fold_in(items, ratings), self.own.fold_in(items, ratings), self.kind,
                              self.midpoint)
-
-
-DEFAULT_SHRINK = 8.0
-"""New users' lists: the shrinkage strength K is this many times the mean number of training ratings per
-movie. Lists ranked by P(picked and liked), measured by benchmarks/new_users.py on ml-100k users folded in from
-3 / 5 / 10 ratings: K = 0 gave 1.08-1.14x popularity's NDCG@10 from 3-5 ratings (rbm, mf), 4x 1.19-1.24x, 8x
-1.22-1.28x with 3.5-4.3 of the 10 movies in the popularity top 10; 16x added at most 0.01 while drifting
-towards the chart. (Lists ranked by a model's own stars, before the picks model: 8x beat every minimum-ratings
-filter, e.g. mf 0.229 -> 0.363.)"""
 
 
 # -- the rules, in numpy ---------------------------------------------------------------------------------
@@ -197,11 +191,6 @@ def neutral_value(kind: str, like_threshold: float | None, stars: np.ndarray) ->
     if kind == "like" and like_threshold is not None:
         return float((stars >= like_threshold).astype(np.float64).mean())
     return 0.0
-
-
-def default_shrink(counts: np.ndarray) -> float:
-    """:data:`DEFAULT_SHRINK` times the mean training ratings per movie."""
-    return DEFAULT_SHRINK * float(counts.astype(np.float64).mean())
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -271,11 +260,12 @@ def for_new_user(
 
     A handful of ratings says little, and models then rate obscure movies as high as anything: the scores
     are shrunk towards ``neutral`` (0 for P(picked and liked)) by each movie's number of training ratings
-    ``counts`` (:func:`shrink_rare`) with strength ``shrink`` (None: :func:`default_shrink`; 0: off) before
-    ranking. The number shown is the one ranked by; the model's own prediction is beside it.
+    ``counts`` (:func:`shrink_rare`) with strength ``shrink`` (None: the model's ``new_user_shrink`` x the mean
+    of ``counts``; 0: off) before ranking. The number shown is the one ranked by; the model's own prediction
+    is beside it.
     """
     if shrink is None:
-        shrink = default_shrink(counts)
+        shrink = scorer.new_user_shrink * float(np.asarray(counts, dtype=np.float64).mean())
     if shrink < 0:
         raise MovierecError(f"--shrink must be 0 or more, not {shrink:g}.")
     items = np.asarray(items, dtype=np.int64)
@@ -320,6 +310,7 @@ class TorchScorer(OwnLists):
     def __init__(self, model: Recommender, train: RatingMatrix):
         self.model, self.train = model, train
         self.kind = model.kind
+        self.new_user_shrink = model.new_user_shrink
         self.rating_range = (model.rating_min, model.rating_max)
         self._vectors: np.ndarray | None = None
 

@@ -43,6 +43,9 @@ SEEN = ("seen.indptr", "seen.items", "seen.stars")
 MOVIES = ("movies.counts", "movies.title_utf8", "movies.title_offsets", "movies.year", "movies.genre_offsets",
           "movies.genre_ids")
 FACTOR_STATE = ("state.user_factors", "state.item_factors", "state.user_bias", "state.item_bias", "state.mean")
+NEW_USER_SHRINK = 8.0
+"""The default shrinkage of new users' lists of checkpoints saved before their serving data said (every model
+then had this one; see ``Recommender.new_user_shrink``)."""
 PICKS = "picks."
 """The prefix of the picks model's arrays (:mod:`movierec.models.picks`), saved beside a rating model's."""
 
@@ -83,6 +86,7 @@ class ServingData:
             "genres": genres,
             "neutral": neutral_value(model.kind, model.like_threshold, stars),
             "scorer": scorer_recipe(model),
+            "new_user_shrink": float(model.new_user_shrink),
         }
         if picks is not None:
             from movierec.models import picks as lists
@@ -241,10 +245,12 @@ class FactorScorer(OwnLists):
     Reads the movies' vectors and biases, and for a known user that user's row only."""
 
     def __init__(
-        self, saved: Any, meta: checkpoint.CheckpointMeta, fold_in: dict[str, Any], kind: str, prefix: str = "state."
+        self, saved: Any, meta: checkpoint.CheckpointMeta, fold_in: dict[str, Any], kind: str, prefix: str = "state.",
+        new_user_shrink: float = NEW_USER_SHRINK,
     ):
         self._saved, self._path, self._prefix = saved, saved.path, prefix
         self.kind = kind
+        self.new_user_shrink = float(new_user_shrink)
         self.rating_range = (meta.rating_values[0], meta.rating_values[-1])
         self._recipe = fold_in
         p = prefix
@@ -347,7 +353,8 @@ class Served:
         self._unit: np.ndarray | None = None  # the unit-length movie vectors, once `similar` needs them
         self.scorer: Scorer
         if info["scorer"]["kind"] == "factors":
-            self.scorer = FactorScorer(saved, meta, info["scorer"]["fold_in"], info["kind"])
+            self.scorer = FactorScorer(saved, meta, info["scorer"]["fold_in"], info["kind"],
+                                       new_user_shrink=info.get("new_user_shrink", NEW_USER_SHRINK))
         else:
             self.scorer = self._torch_scorer(device)
         if "lists" in info:  # lists rank by P(picked and liked): the picks model answers in numpy
@@ -601,19 +608,28 @@ def _check_info(text: Any, path: Path) -> dict[str, Any]:
         raise bad("does not say what the model predicts")
     if not isinstance(scorer, dict) or scorer.get("kind") not in ("factors", "torch"):
         raise bad("does not say how the model scores")
-    if scorer["kind"] == "factors":
-        r = scorer.get("fold_in")
-        ok = isinstance(r, dict) and _number(r.get("lam")) and r["lam"] > 0
-        if ok and r.get("method") == "implicit":
-            ok = _number(r.get("tau")) and _number(r.get("alpha")) and r.get("confidence") in ("stars", "binary")
-        elif ok and r.get("method") == "ridge":
-            ok = all(isinstance(r.get(k), list) and len(r[k]) == 2 and all(map(_number, r[k]))
-                     for k in ("tau", "gamma"))
-        else:
-            ok = False
-        if not ok:
-            raise bad("has a new-user fold-in it cannot follow")
+    if scorer["kind"] == "factors" and not _fold_in_ok(scorer.get("fold_in")):
+        raise bad("has a new-user fold-in it cannot follow")
+    shrink = info.get("new_user_shrink", NEW_USER_SHRINK)
+    if not _number(shrink) or shrink < 0:
+        raise bad("has no usable shrinkage for new users")
+    if "lists" in info:
+        from movierec.models.picks import check_recipe
+
+        lists = info["lists"]
+        if not check_recipe(lists) or lists["kind"] != info["kind"] or not _fold_in_ok(lists.get("picks")):
+            raise bad("has lists it cannot follow")
     return info
+
+
+def _fold_in_ok(r: Any) -> bool:
+    """Whether ``r`` is a factor model's new-user fold-in this version can follow."""
+    ok = isinstance(r, dict) and _number(r.get("lam")) and r["lam"] > 0
+    if ok and r.get("method") == "implicit":
+        return _number(r.get("tau")) and _number(r.get("alpha")) and r.get("confidence") in ("stars", "binary")
+    if ok and r.get("method") == "ridge":
+        return all(isinstance(r.get(k), list) and len(r[k]) == 2 and all(map(_number, r[k])) for k in ("tau", "gamma"))
+    return False
 
 
 def _number(value: Any) -> bool:

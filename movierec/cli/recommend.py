@@ -37,9 +37,9 @@ def recommend_command(
     include_seen: Annotated[bool, typer.Option(help="Keep movies the user already rated.")] = False,
     shrink: Annotated[
         float | None,
-        typer.Option(help="New users: rank by predictions shrunk towards neutral by each movie's training "
+        typer.Option(help="New users: rank by scores shrunk towards neutral by each movie's training "
                           "ratings; a movie with this many keeps half its lead (default: 8x the mean ratings "
-                          "per movie; 0 = off)."),
+                          "per movie; 0 for vae and dae, whose scores already weigh popularity; 0 = off)."),
     ] = None,
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
