@@ -33,7 +33,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, StrictInt
 from starlette.exceptions import HTTPException
 
-from movierec import checkpoint
+from movierec import checkpoint, paths
 from movierec.errors import MovierecError, NotFound
 from movierec.loading import open_model
 from movierec.serving import Served
@@ -324,7 +324,7 @@ def _page_route(body: bytes, media: str) -> Any:
 def _saved_models() -> list[tuple[Any, checkpoint.CheckpointMeta]]:
     """The saved models' headers, oldest first, skipping unreadable files. (Not checkpoint.scan_checkpoints,
     which also deletes dead writers' temporary files: no request makes the server touch the models folder.)"""
-    folder = checkpoint.paths.models_dir()
+    folder = paths.models_dir()
     found = []
     for p in sorted(folder.glob(f"*{checkpoint.SUFFIX}")) if folder.is_dir() else []:
         try:

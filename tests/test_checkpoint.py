@@ -256,7 +256,7 @@ def _failing_save(error: BaseException):
 def test_failed_save_keeps_the_old_checkpoint(home, monkeypatch):
     path = save("keep", seed=1)
     before = path.read_bytes()
-    monkeypatch.setattr(checkpoint, "_write_body", _failing_save(OSError(28, "No space left on device")))
+    monkeypatch.setattr(checkpoint.container, "_write_body", _failing_save(OSError(28, "No space left on device")))
     with pytest.raises(MovierecError) as exc:
         save("keep", seed=2)
     one_sentence(exc, "Could not save the model", "No space left on device")
@@ -270,7 +270,7 @@ def test_failed_save_keeps_the_old_checkpoint(home, monkeypatch):
 def test_interrupted_save_cleans_up(home, monkeypatch, error):
     path = save("keep")
     before = path.read_bytes()
-    monkeypatch.setattr(checkpoint, "_write_body", _failing_save(error))
+    monkeypatch.setattr(checkpoint.container, "_write_body", _failing_save(error))
     with pytest.raises(type(error)):
         save("keep", seed=5)
     assert path.read_bytes() == before and leftovers(path.parent) == []
@@ -525,7 +525,7 @@ def dead_pid() -> int:
 def test_stale_temporaries_are_removed(home):
     folder = paths.models_dir()
     keep = save("keep")
-    host = checkpoint._HOST
+    host = checkpoint.names._HOST
     dead = folder / f".keep.pt.{host}-{dead_pid()}.abc123.tmp"
     live = folder / f".keep.pt.{host}-{os.getpid()}.def456.tmp"  # a save in progress right now
     other_host = folder / f".keep.pt.elsewhere{host}-{dead_pid()}.ghi789.tmp"  # its pids mean nothing here
@@ -550,7 +550,7 @@ def test_stale_temporaries_are_removed(home):
 
 def test_save_sweeps_dead_writers_temporaries(home):
     first = save("first")
-    stale = first.parent / f".first.pt.{checkpoint._HOST}-{dead_pid()}.abc123.tmp"
+    stale = first.parent / f".first.pt.{checkpoint.names._HOST}-{dead_pid()}.abc123.tmp"
     stale.write_bytes(b"half")
     save("second")
     assert leftovers(first.parent) == []

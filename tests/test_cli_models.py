@@ -302,7 +302,7 @@ STUCK_SAVE = textwrap.dedent("""
         f.flush()
         print("writing", flush=True)
         time.sleep(600)
-    checkpoint._write_body = stuck
+    checkpoint.container._write_body = stuck
     checkpoint.save(loading.state_arrays(saved.model), saved.meta, saved.user_ids, saved.item_ids)
 """)
 
@@ -320,7 +320,7 @@ def test_temporaries_of_writers_killed_mid_save_are_cleaned(home):
             writer.wait()
         # Each save swept away the temporary of the writer killed before it: only the last one's is left.
         temporaries = [p.name for p in models.iterdir() if p.name.endswith(".tmp")]
-        assert temporaries == [f".tiny.pt.{checkpoint._HOST}-{writer.pid}.{temporaries[0].split('.')[-2]}.tmp"]
+        assert temporaries == [f".tiny.pt.{checkpoint.names._HOST}-{writer.pid}.{temporaries[0].split('.')[-2]}.tmp"]
 
     listed = movierec(home, "models")
     assert listed.returncode == 0 and listed.stderr == ""

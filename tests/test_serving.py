@@ -160,9 +160,9 @@ def test_a_format_1_checkpoint_that_cannot_be_rewritten_still_answers(home, runn
     before = path.read_bytes()
 
     def read_only(target, *args, **kwargs):
-        raise checkpoint.MovierecError(f"Could not save the model to {target}: Read-only file system.")
+        raise MovierecError(f"Could not save the model to {target}: Read-only file system.")
 
-    monkeypatch.setattr(checkpoint, "write_file", read_only)
+    monkeypatch.setattr(checkpoint.files, "write_file", read_only)
     got = runner.invoke(app, ["recommend", "--user", "42", "--json", "--model", "old-als"])
     monkeypatch.undo()
     assert got.exit_code == 0, got.stderr

@@ -20,7 +20,7 @@ def models_command(
     ] = None,
 ) -> None:
     """List the saved models, newest last; the newest is what `evaluate` and `recommend` use by default."""
-    from movierec import checkpoint
+    from movierec import checkpoint, paths
     from movierec.cli.console import clean, console, pack, plain, print_json, print_warning, table_room
 
     if remove is not None:
@@ -41,7 +41,7 @@ def models_command(
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=plain(f"Saved models ({checkpoint.paths.models_dir()})"), title_justify="left")
+    table = Table(title=plain(f"Saved models ({paths.models_dir()})"), title_justify="left")
     rows = [[clean(m.name), clean(m.model), clean(m.dataset), clean(m.split), m.created.replace("T", " ")[:16],
              str(m.epochs), [f"{k} {v:.4f}" for k, v in m.metrics.items() if isinstance(v, (int, float))]]
             for _, m in found]

@@ -1,0 +1,167 @@
+"""Whole checkpoints: saving (arrays and metadata in, atomically), reading their metadata and arrays back,
+listing the saved ones and resolving a name."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from movierec import paths
+from movierec.checkpoint.container import FORMAT, FORMAT_VERSION, _meta_from_text, is_legacy, open_file, write_file
+from movierec.checkpoint.legacy import _legacy_arrays, _read_legacy
+from movierec.checkpoint.meta import CheckpointMeta, check_arrays
+from movierec.checkpoint.names import SUFFIX, _is_file, clean_temporaries, path_for, saved_names
+from movierec.errors import MovierecError
+
+if TYPE_CHECKING:
+    from movierec.serving import ServingData
+
+
+log = logging.getLogger(__name__)
+
+
+# -- writing ------------------------------------------------------------------------------------------------
+def save(
+    state: Mapping[str, np.ndarray], meta: CheckpointMeta, user_ids: Any, item_ids: Any, path: Path | None = None,
+    serving: ServingData | None = None,
+) -> tuple[Path, CheckpointMeta]:
+    """Write the checkpoint atomically (temp file in the same folder, then rename): the model's arrays ``state``
+    (``state.*``, :func:`movierec.loading.state_arrays`), its metadata and id maps.
+
+    ``serving`` (:meth:`movierec.serving.ServingData.build`) is what `recommend` and `similar` read instead of
+    the dataset; without it the first such command derives it from the dataset once and adds it.
+    Returns the path and the metadata as saved (with its ``created`` stamp).
+    """
+    path = Path(path) if path is not None else path_for(meta.name)
+    if not meta.created:
+        # Microseconds: `resolve(None)` picks the newest by this stamp, and two saves can share a second.
+        created = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        meta = CheckpointMeta(**{**asdict(meta), "created": created})
+    write(path, meta, state, user_ids, item_ids, serving)
+    return path, meta
+
+
+def write(
+    path: Path, meta: CheckpointMeta, state: Mapping[str, np.ndarray], user_ids: Any, item_ids: Any,
+    serving: ServingData | None,
+) -> None:
+    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+                "meta": json.dumps(asdict(meta), allow_nan=True)}
+    arrays = {**state, "user_ids": np.asarray(user_ids, dtype=np.int64),
+              "item_ids": np.asarray(item_ids, dtype=np.int64)}
+    if serving is not None:
+        metadata["serving"] = json.dumps(serving.info, allow_nan=False)
+        arrays.update(serving.arrays)
+    write_file(path, metadata, arrays)
+
+
+def read_meta(path: Path) -> CheckpointMeta:
+    """The metadata of the checkpoint at ``path``, checked; a format-2 file's arrays are not read."""
+    path = Path(path)
+    if is_legacy(path):
+        return _meta_from_text(_read_legacy(path).get("meta"), path)
+    with open_file(path) as saved:
+        return saved.meta
+
+
+def read_all(path: Path) -> tuple[CheckpointMeta, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Metadata, state arrays and id maps of either format, checked."""
+    if is_legacy(path):
+        payload = _read_legacy(path)
+        meta = _meta_from_text(payload.get("meta"), path)
+        state, user_ids, item_ids = _legacy_arrays(payload, path)
+    else:
+        with open_file(path) as saved:
+            meta = saved.meta
+            state = {k: saved.get(k) for k in saved.names() if k.startswith("state.")}
+            user_ids = saved.get("user_ids") if "user_ids" in saved else None
+            item_ids = saved.get("item_ids") if "item_ids" in saved else None
+    check_arrays(state, user_ids, item_ids, meta, path)
+    return meta, state, user_ids, item_ids
+
+
+def scan_checkpoints() -> tuple[list[tuple[Path, CheckpointMeta]], list[Path]]:
+    """The readable checkpoints in the models folder, oldest first, and the ``*.pt`` files that are not.
+
+    Only headers are read (format 2), so a file whose arrays are cut short still lists; using it fails."""
+    folder = paths.models_dir()
+    clean_temporaries(folder)
+    found, skipped = [], []
+    for p in sorted(folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []:
+        try:
+            found.append((p, read_meta(p)))
+        except MovierecError:
+            skipped.append(p)
+    found.sort(key=lambda pm: (pm[1].created, pm[0].name))
+    return found, skipped
+
+
+def describe(path: Path, meta: CheckpointMeta, *, newest: bool = False) -> dict[str, Any]:
+    """A saved model as a JSON-able row: what `movierec models --json`, the Python API and the server list."""
+    return {"name": meta.name, "model": meta.model, "mode": meta.mode, "dataset": meta.dataset, "split": meta.split,
+            "path": str(path), "created": meta.created, "epochs": meta.epochs, "fit_seconds": meta.fit_seconds,
+            "metrics": meta.metrics, "config": meta.config, "newest": newest}
+
+
+def list_checkpoints() -> list[tuple[Path, CheckpointMeta]]:
+    """Every readable checkpoint in the models folder, oldest first (unreadable files are skipped)."""
+    return scan_checkpoints()[0]
+
+
+MAX_CANDIDATES = 10
+"""An ambiguous name lists at most this many of the saved names it begins."""
+
+
+def resolve(name: str | None) -> Path:
+    """A checkpoint by path, name, or the beginning of one name; ``None`` means the newest one.
+
+    An exact name always wins; otherwise ``name`` must begin exactly one saved name (``als-i`` for
+    ``als-implicit``), and when it begins several the error lists them.
+    """
+    if name is None:
+        found = list_checkpoints()
+        if not found:
+            raise MovierecError("No trained models yet; train one with `movierec train MODEL`.")
+        return found[-1][0]
+    candidate = Path(name).expanduser()
+    if candidate.suffix == SUFFIX and _is_file(candidate):
+        return candidate
+    path = path_for(name)
+    if path.is_file():
+        return path
+    matches = [n for n in saved_names() if n.startswith(name)]
+    if len(matches) == 1:
+        return path_for(matches[0])
+    if not matches:
+        raise _not_saved(name)
+    shown = ", ".join(matches[:MAX_CANDIDATES]) + (f" and {len(matches) - MAX_CANDIDATES} more"
+                                                    if len(matches) > MAX_CANDIDATES else "")
+    raise MovierecError(f"{name!r} begins the names of {len(matches)} saved models ({shown}); type more of the name.")
+
+
+def remove(name: str) -> Path:
+    """Delete the saved model called ``name`` and return the path it had.
+
+    Only names are taken, never paths, so nothing outside the models folder can be deleted.
+    """
+    path = path_for(name)
+    if not (path.is_file() or path.is_symlink()):
+        raise _not_saved(name)
+    try:
+        path.unlink()
+    except OSError as exc:
+        raise MovierecError(f"Could not remove {path}: {exc.strerror or exc}.") from None
+    return path
+
+
+def _not_saved(name: str) -> MovierecError:
+    names = [p.stem for p, _ in list_checkpoints()]
+    hint = f" Saved models: {', '.join(names[-10:])}." if names else " No models are saved yet."
+    return MovierecError(f"No saved model named {name!r}.{hint}")

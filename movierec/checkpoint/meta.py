@@ -1,0 +1,239 @@
+"""A checkpoint's metadata (:class:`CheckpointMeta`), checked field by field whatever container carried it, and
+its arrays checked against it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from movierec.errors import MovierecError
+from movierec.models import migrate_settings
+from movierec.version import __version__
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger(__name__)
+
+
+MAX_NAME = 150
+"""Longest model name: with the temporary file's extra characters it stays within the usual 255-byte limit."""
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """Everything about a trained model except its tensors; JSON-able."""
+
+    name: str
+    model: str
+    config: dict[str, Any]
+    dataset: str
+    fingerprint: str
+    split: str
+    seed: int
+    n_users: int
+    n_items: int
+    rating_values: list[float]
+    mode: str = ""
+    """Which of the model's algorithms (its class); empty in checkpoints from before modes were classes."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """The test split's metrics, measured once after training."""
+    train_metrics: dict[str, Any] = field(default_factory=dict)
+    baseline: dict[str, Any] = field(default_factory=dict)
+    """The trivial reference on the same held-out split: {"name": ..., metric: value}."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    fit_seconds: float = 0.0
+    epochs: int = 0
+    device: str = "cpu"
+    test_fraction: float = 0.1
+    valid_metrics: dict[str, Any] = field(default_factory=dict)
+    """The kept epoch's metrics on the validation slice carved from the training ratings (empty: none)."""
+    valid_fraction: float = 0.0
+    created: str = ""
+    version: str = __version__
+
+    @property
+    def fitted_on_training_ratings(self) -> bool:
+        """Whether the model was fitted on exactly its split's training ratings (the ones saved with it): true
+        unless a validation slice was held out of them. Then what it derived from them at the end of training
+        may be reused (:meth:`~movierec.models.base.Recommender.reuse_fit_state`)."""
+        return not self.valid_fraction
+
+    @classmethod
+    def from_json(cls, text: str) -> CheckpointMeta:
+        """The metadata in ``text``, checked by :func:`meta_from_dict`; raises ValueError saying what is wrong."""
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError):
+            raise ValueError("its metadata is not valid JSON") from None
+        return _meta_or_reason(data)
+
+
+
+# -- metadata: checked field by field, whatever container carried it ------------------------------------
+def meta_from_dict(data: Any, source: str | Path) -> CheckpointMeta:
+    """The metadata in ``data`` (decoded JSON), every field checked for type and shape.
+
+    Anything wrong raises one sentence, "SOURCE is damaged (...).", naming the first bad field.
+    """
+    try:
+        return _meta_or_reason(data)
+    except ValueError as exc:
+        raise MovierecError(f"{source} is damaged ({exc}).") from None
+
+
+def _meta_or_reason(data: Any) -> CheckpointMeta:
+    if not isinstance(data, dict):
+        raise ValueError(f"its metadata is {_kind(data)}, not an object")
+    hints = typing.get_type_hints(CheckpointMeta)
+    values = {}
+    for f in fields(CheckpointMeta):
+        if f.name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ValueError(f"its metadata has no {f.name!r}")
+            continue
+        value = data[f.name]
+        if not _conforms(value, hints[f.name]):
+            raise ValueError(f"its {f.name!r} is {_show(value)}, not {_describe(hints[f.name])}")
+        values[f.name] = value
+    meta = CheckpointMeta(**values)
+    problem = _implausible(meta)
+    if problem:
+        raise ValueError(problem)
+    return meta
+
+
+def _implausible(meta: CheckpointMeta) -> str | None:
+    """What is wrong with metadata whose fields all have the right types, if anything."""
+    if not _NAME_OK.match(meta.name) or len(meta.name) > MAX_NAME:
+        return f"its name {_show(meta.name)} is not a model name"
+    if not meta.model:
+        return "its 'model' is empty"
+    for what, count in (("users", meta.n_users), ("movies", meta.n_items)):
+        if count < 1:
+            return f"it has {count} {what}"
+    stars = meta.rating_values
+    if not stars:
+        return "its 'rating_values' is empty"
+    if not all(math.isfinite(v) for v in stars) or any(a >= b for a, b in zip(stars, stars[1:])):
+        return "its 'rating_values' are not ascending finite numbers"
+    for key in ("metrics", "train_metrics"):
+        if not all(_conforms(v, float) for v in getattr(meta, key).values()):
+            return f"its {key!r} are not all numbers"
+    if not all(_conforms(v, str | float) for v in meta.baseline.values()):
+        return "its 'baseline' holds something that is neither a name nor a number"
+    try:
+        datetime.fromisoformat(meta.created)
+    except ValueError:
+        return f"its 'created' is {_show(meta.created)}, not a date and time"
+    if meta.epochs < 0 or not math.isfinite(meta.fit_seconds) or meta.fit_seconds < 0:
+        return "its epoch count or fit time is negative or not finite"
+    if not 0.0 < meta.test_fraction < 1.0:
+        return f"its 'test_fraction' is {_show(meta.test_fraction)}, not between 0 and 1"
+    return None
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether JSON-decoded ``value`` has the type ``hint`` (int is not bool; a float may be written as an int)."""
+    if hint is Any:
+        return True
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is list:
+        return isinstance(value, list) and all(_conforms(v, args[0] if args else Any) for v in value)
+    if origin is dict:
+        key, item = args or (Any, Any)
+        return isinstance(value, dict) and all(_conforms(k, key) and _conforms(v, item) for k, v in value.items())
+    return isinstance(hint, type) and isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin is list:
+        return "a list" + (f" of {_plural(args[0])}" if args and args[0] is not Any else "")
+    if origin is dict:
+        return "an object" + (f" of {_plural(args[1])}" if len(args) == 2 and args[1] is not Any else "")
+    names = {str: "text", int: "a whole number", float: "a number", bool: "true or false", type(None): "null"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _plural(hint: Any) -> str:
+    plurals = {"text": "texts", "a whole number": "whole numbers", "a number": "numbers", "an object": "objects"}
+    single = _describe(hint)
+    return plurals.get(single, single)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "null" if value is None else f"a {type(value).__name__}"
+
+
+def _show(value: Any) -> str:
+    """A short quotation of a bad value for an error sentence: scalars as written, containers by kind."""
+    if isinstance(value, (dict, list, tuple)):
+        return _kind(value) if value else f"an empty {_kind(value).split()[-1]}"
+    if not isinstance(value, (str, int, float, bool, type(None))):
+        return _kind(value)
+    text = json.dumps(value)
+    return text if len(text) <= 30 else text[:27] + "..."
+
+
+
+def check_arrays(
+    state: Mapping[str, np.ndarray], user_ids: Any, item_ids: Any, meta: CheckpointMeta, path: Path
+) -> None:
+    """The arrays agree with the metadata and are finite: checked before a model is built from them."""
+    for ids, count, what in ((user_ids, meta.n_users, "user"), (item_ids, meta.n_items, "movie")):
+        if not isinstance(ids, np.ndarray) or ids.ndim != 1 or ids.dtype.kind not in "iu":
+            raise MovierecError(f"{path} is damaged (its {what} ids are not a list of whole numbers).")
+        if len(ids) != count:
+            raise MovierecError(f"{path} is damaged (it has {len(ids):,} {what} ids for {count:,} {what}s).")
+        if len(np.unique(ids)) != count:
+            raise MovierecError(f"{path} is damaged (its {what} ids repeat).")
+    for key, array in state.items():
+        if array.dtype.kind in "fc" and not bool(np.isfinite(array).all()):
+            raise MovierecError(f"{path} holds non-finite weights (in {key.removeprefix('state.')}); retrain it.")
+
+
+def current_meta(meta: CheckpointMeta) -> CheckpointMeta:
+    if not meta.mode:  # written before each mode had its own class
+        mode, config = migrate_settings(meta.model, meta.config)
+        meta = dataclasses.replace(meta, mode=mode, config=config)
+    return meta
