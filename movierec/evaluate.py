@@ -33,6 +33,7 @@ batches. A ``progress(done, total)`` callback hears of the test users done after
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -379,12 +380,23 @@ def describe_split(meta: object) -> str:
 
 @dataclass(frozen=True)
 class Selection:
-    """The checkpoints :func:`evaluate_checkpoints` will evaluate, and how many the default left out."""
+    """The checkpoints :func:`evaluate_checkpoints` will evaluate, and which ones the default left out."""
 
     paths: list[str]
     left_out: list[str]
     """Names of checkpoints not evaluated because their test split differs from the newest one's
     (only when no names were given)."""
+    untested: list[str] = dataclasses.field(default_factory=list)
+    """Names of checkpoints not evaluated because they were trained on every rating (``--split none``), so
+    they have no test split (only when no names were given)."""
+
+
+def _no_test_split(subject: str, one: bool = True) -> MovierecError:
+    """"mf-final was trained on every rating, so it has no test split to evaluate on; ..." """
+    return MovierecError(
+        f"{subject} was trained on every rating, so {'it has' if one else 'none has'} no test split to evaluate "
+        "on; to compare, evaluate a model trained on a split (`movierec train MODEL` holds one out by default)."
+    )
 
 
 def select_checkpoints(names: list[str] | None = None) -> Selection:
@@ -393,30 +405,41 @@ def select_checkpoints(names: list[str] | None = None) -> Selection:
     ``names`` are checkpoint names/paths (a saved name always means that model, as for every command) or, when
     no saved model has that name, model names (``mf`` = the newest ``mf`` checkpoint trained on the newest
     checkpoint's test split, else the newest ``mf`` of any). Without names: every checkpoint
-    whose test split (:func:`split_key`) is the newest checkpoint's, so the table compares like with like;
-    the others are named in ``left_out``.
+    whose test split (:func:`split_key`) is the newest tested checkpoint's, so the table compares like with
+    like; the others are named in ``left_out``, and those trained on every rating (no test split) in
+    ``untested``. A named model without a test split is refused in one sentence.
     """
     from movierec import checkpoint
     from movierec.models import MODELS
 
-    found = checkpoint.list_checkpoints()
-    if not found:
+    every = checkpoint.list_checkpoints()
+    if not every:
         raise MovierecError("No trained models yet; train one with `movierec train MODEL`.")
-    newest = split_key(found[-1][1])
+    found = [(p, m) for p, m in every if m.has_test_split]
+    untested = [m.name for _, m in every if not m.has_test_split]
+    if not found and not names:
+        raise _no_test_split("Every saved model", one=False)
+    newest = split_key(found[-1][1]) if found else None
     same = [(p, m) for p, m in found if split_key(m) == newest]
     if not names:
         left_out = [m.name for _, m in found if split_key(m) != newest]
-        return Selection([str(p) for p, _ in same], left_out)
+        return Selection([str(p) for p, _ in same], left_out, untested)
     chosen: list[str] = []
-    saved = {m.name for _, m in found}
+    saved = {m.name for _, m in every}
     for name in names:
         if name in MODELS and name not in saved:
             of_model = [p for p, m in same if m.model == name] or [p for p, m in found if m.model == name]
             if not of_model:
+                if any(m.model == name for _, m in every):
+                    raise _no_test_split(f"Every saved {name} model", one=False)
                 raise MovierecError(f"No saved {name} model; train one with `movierec train {name}`.")
             chosen.append(str(of_model[-1]))
         else:
-            chosen.append(str(checkpoint.resolve(name)))
+            path = checkpoint.resolve(name)
+            meta = next((m for p, m in every if p == path), None) or checkpoint.read_meta(path)
+            if not meta.has_test_split:
+                raise _no_test_split(meta.name)
+            chosen.append(str(path))
     return Selection(list(dict.fromkeys(chosen)), [])
 
 
@@ -435,8 +458,9 @@ def evaluate_checkpoints(
     """Evaluate saved models on their test splits, with the reference baselines of each split.
 
     The models are ``selection`` (or :func:`select_checkpoints` of ``names``). One row per model, each split's
-    baselines before its first model: ``model``, ``checkpoint``, ``dataset``, ``split``, ``seed``,
-    ``test_fraction``, ``split_label`` (:func:`describe_split`), ``fit_seconds`` and the metrics of
+    baselines before its first model: ``model``, ``checkpoint``, ``kind`` (what the model predicts: "rating",
+    "like" or "rank"; :func:`movierec.metrics.judged_by` says which metrics judge it), ``dataset``, ``split``,
+    ``seed``, ``test_fraction``, ``split_label`` (:func:`describe_split`), ``fit_seconds`` and the metrics of
     :func:`evaluate`. ``on_step(description)`` is told of each step as it begins (loading a model and its data,
     evaluating one model), ``progress(done, total)`` of the test users each evaluation has done.
     """
@@ -467,12 +491,13 @@ def evaluate_checkpoints(
                 step(f"Evaluating the {name} baseline")
                 scores = evaluate(cls(trained.train), trained.train, test, k=k, relevance=relevance,
                                   batch_users=batch_users, progress=progress)
-                rows.append({"model": name, "checkpoint": None, **common, "fit_seconds": None, **scores})
+                rows.append({"model": name, "checkpoint": None, "kind": cls.kind, **common, "fit_seconds": None,
+                             **scores})
         step(f"Evaluating {meta.name}")
         scores = evaluate(trained.ranked, trained.train, test, k=k, relevance=relevance, batch_users=batch_users,
                           progress=progress)
-        rows.append({"model": meta.model, "checkpoint": meta.name, **common, "fit_seconds": meta.fit_seconds,
-                     **scores})
+        rows.append({"model": meta.model, "checkpoint": meta.name, "kind": trained.model.kind, **common,
+                     "fit_seconds": meta.fit_seconds, **scores})
     return rows
 
 

@@ -23,21 +23,31 @@ Two families:
 
   For a user with no relevant movie, recall, nDCG and AP are undefined and come back as NaN; precision
   and hit are 0. :func:`movierec.evaluate.evaluate` never asks about such users.
+
+And one table, :data:`METRICS`: every metric's key, label, direction and the kinds of model it judges, which
+the training loop, the train summary and the evaluation table all read.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 __all__ = [
+    "METRICS",
+    "MetricInfo",
     "accuracy",
     "average_precision_at_k",
     "coverage",
+    "headline",
+    "higher_is_better",
     "hit_rate_at_k",
+    "judged_by",
     "like_loss",
     "mae",
+    "metric_info",
     "ndcg_at_k",
     "precision_at_k",
     "recall_at_k",
@@ -265,3 +275,66 @@ def coverage(topk: torch.Tensor, n_items: int) -> float:
     seen = torch.zeros(n_items, dtype=torch.bool, device=topk.device)
     seen[listed] = True
     return float(seen.sum()) / n_items
+
+
+# -- which metrics judge which models ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class MetricInfo:
+    """One metric as reports show it and models are judged by it."""
+
+    key: str
+    """Its key in a metrics dict; ``{k}`` stands for the length of the lists (``ndcg@{k}``)."""
+    label: str
+    """Its column header (``NDCG@{k}``)."""
+    higher_is_better: bool
+    judges: frozenset[str] = frozenset()
+    """The kinds of model ("rating", "like", "rank") judged by it: what a model of that kind is for."""
+
+
+METRICS: tuple[MetricInfo, ...] = (
+    MetricInfo("rmse", "RMSE", False, frozenset({"rating"})),
+    MetricInfo("mae", "MAE", False),
+    MetricInfo("loss", "loss", False, frozenset({"like"})),
+    MetricInfo("accuracy", "acc", True, frozenset({"like"})),
+    MetricInfo("auc", "AUC", True, frozenset({"like"})),
+    MetricInfo("precision@{k}", "P@{k}", True, frozenset({"rank"})),
+    MetricInfo("recall@{k}", "R@{k}", True, frozenset({"rank"})),
+    MetricInfo("ndcg@{k}", "NDCG@{k}", True, frozenset({"rating", "rank"})),
+    MetricInfo("hit@{k}", "Hit@{k}", True),
+    MetricInfo("map@{k}", "MAP@{k}", True),
+    MetricInfo("coverage@{k}", "Cov@{k}", True),
+)
+"""Every metric :func:`movierec.evaluate.evaluate` reports, in the order tables show them. A rating model is
+judged by its RMSE and the ranking of its lists; the like/dislike RBM by its like-loss, accuracy and AUC; a
+top-N model by its lists (NDCG, recall, precision)."""
+
+HEADLINE: dict[str, str] = {"rating": "rmse", "like": "loss", "rank": "ndcg@{k}"}
+"""The first metric a model of each kind is judged by: early stopping watches it on the validation slice, and
+the train summary says whether the trivial answer was beaten on it."""
+
+
+def metric_info(key: str) -> MetricInfo:
+    """The :data:`METRICS` entry of ``key`` (``"ndcg@10"`` is ``ndcg@{k}``'s); ValueError for an unknown key."""
+    name, at, _ = key.partition("@")
+    for info in METRICS:
+        own, own_at, _ = info.key.partition("@")
+        if own == name and own_at == at:
+            return info
+    raise ValueError(f"unknown metric {key!r}")
+
+
+def higher_is_better(key: str) -> bool:
+    """Whether a larger value of metric ``key`` is better (NDCG, accuracy) or worse (RMSE, like-loss)."""
+    return metric_info(key).higher_is_better
+
+
+def judged_by(kind: str, k: int = 10) -> list[str]:
+    """The keys of the metrics a model of ``kind`` is judged by, in table order (lists of length ``k``)."""
+    return [info.key.format(k=k) for info in METRICS if kind in info.judges]
+
+
+def headline(kind: str, k: int = 10) -> str:
+    """:data:`HEADLINE`'s metric for ``kind``, for lists of length ``k``; ValueError for an unknown kind."""
+    if kind not in HEADLINE:
+        raise ValueError(f"unknown model kind {kind!r}")
+    return HEADLINE[kind].format(k=k)

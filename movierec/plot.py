@@ -155,9 +155,9 @@ def plot_movie_map(
     ratings is a point, placed by the first two principal components of the unit-length vectors (numpy SVD,
     signs fixed, so the same model gives the same picture), coloured by its k-means cluster (``k`` clusters,
     ``seed``: the clusters of ``movierec clusters``) or by its genre; the ``labels`` most-rated movies are
-    labelled with their titles. ``served`` is an open model (:func:`movierec.serving.open_model`), a saved name,
+    labelled with their titles. ``served`` is an open model (:func:`movierec.loading.open_model`), a saved name,
     or None for the newest."""
-    from movierec import serving
+    from movierec import loading
 
     require_matplotlib()
     path = _check_output(path)
@@ -166,7 +166,7 @@ def plot_movie_map(
     if labels < 0 or min_ratings < 0:
         raise MovierecError("--labels and --min-ratings must be at least 0.")
     if served is None or isinstance(served, (str, Path)):
-        with contextlib.closing(serving.open_model(None if served is None else str(served))) as opened:
+        with contextlib.closing(loading.open_model(None if served is None else str(served))) as opened:
             return plot_movie_map(opened, path, color_by=color_by, k=k, labels=labels, seed=seed,
                                   min_ratings=min_ratings)
     meta, movies, counts = served.meta, served.catalogue, np.asarray(served.counts)

@@ -45,7 +45,8 @@ class Recommendation:
     score: float
     """What the list is ordered by (see the module docstring): P(picked and liked), or a top-N score."""
     because: int | None
-    """The movie the user rated highly that is most similar to this one (None if no such movie)."""
+    """The movie the user rated at least 4 stars that is most similar to this one, never this one itself (None if
+    the user rated no other movie that high)."""
     predicted: float | None = None
     """The model's own prediction for it: stars clipped to the scale, or P(liked); None for top-N models."""
 
@@ -204,14 +205,18 @@ def explain(
     vectors: np.ndarray, recommended: np.ndarray, rated: np.ndarray, ratings: np.ndarray,
     liked_threshold: float = 4.0,
 ) -> list[int | None]:
-    """For each recommended movie, the highly rated movie of the user most similar to it (cosine of ``vectors``)."""
-    if rated.size == 0 or recommended.size == 0:
+    """For each recommended movie, the movie the user rated at least ``liked_threshold`` stars that is most similar
+    to it (cosine of ``vectors``), never the recommended movie itself; None where there is no such movie (a user
+    who rated nothing that high is told no reason rather than a false one)."""
+    recommended = np.asarray(recommended, dtype=np.int64)
+    liked = np.asarray(rated, dtype=np.int64)[np.asarray(ratings) >= liked_threshold]  # (L,)
+    if liked.size == 0 or recommended.size == 0:
         return [None] * int(recommended.size)
-    liked = rated[ratings >= liked_threshold]
-    if liked.size == 0:  # nobody-likes-anything users: fall back to their best-rated movies
-        liked = rated[ratings >= ratings.max()]
     sims = unit_rows(vectors[recommended]) @ unit_rows(vectors[liked]).T  # (n, L)
-    return liked[sims.argmax(axis=1)].tolist()
+    sims[recommended[:, None] == liked[None, :]] = -np.inf  # a movie does not explain itself (--include-seen)
+    best = sims.argmax(axis=1)  # (n,)
+    found = np.isfinite(sims[np.arange(recommended.size), best])
+    return [int(liked[b]) if ok else None for b, ok in zip(best.tolist(), found.tolist())]
 
 
 def top_n(

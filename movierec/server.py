@@ -129,7 +129,8 @@ class Row(BaseModel):
     predicted: float | None = Field(None, description="The model's own prediction: stars clipped to the scale or "
                                                       "P(like); null for top-N models.")
     because_you_liked: str | None = Field(
-        description="The user's highly rated movie most like this one (None: no such movie).")
+        description="The movie the user rated 4 stars or more that is most like this one, never itself "
+                    "(None: the user rated no other movie that high, and the page shows no reason).")
 
 
 class SimilarRow(BaseModel):

@@ -538,7 +538,8 @@ class Served:
     def rows(self, picks: Sequence[Recommendation]) -> list[dict[str, Any]]:
         """Recommendations as JSON-able rows: ``rank`` (from 1), ``movie_id``, ``title``, ``year`` (None if
         unknown), ``genres``, ``score`` (what the model means, see :attr:`score_name`), ``because_you_liked``
-        (the title of the user's highly rated movie nearest to it, or None)."""
+        (the title of the movie the user rated 4 stars or more that is nearest to it, never itself; None when
+        there is none)."""
         movies = self.catalogue
         return [{"rank": r, "movie_id": int(movies.item_ids[x.item]), **movies.movie(x.item),
                  "score": round(x.score, 4),

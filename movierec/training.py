@@ -27,10 +27,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from movierec import metrics
+from movierec.advice import LIST_METRIC
 from movierec.data.ratings import RatingMatrix, Ratings
 from movierec.device import make_generator, seed_everything
 from movierec.errors import MovierecError
-from movierec.evaluate import heldout_metrics, reference_metrics
+from movierec.evaluate import PopularityBaseline, evaluate, heldout_metrics, reference_metrics
 from movierec.models.base import Recommender
 from movierec.models.picks import Ranked
 
@@ -88,8 +90,10 @@ class FitResult:
 
 
 def monitored_metric(model: Recommender) -> tuple[str, bool]:
-    """The validation number early stopping watches, and whether higher is better."""
-    return {"rating": ("rmse", False), "like": ("loss", False)}.get(model.kind, ("ndcg@10", True))
+    """The validation number early stopping watches (:data:`movierec.metrics.HEADLINE` of the model's kind),
+    and whether higher is better."""
+    key = metrics.headline(model.kind)
+    return key, metrics.higher_is_better(key)
 
 
 def fit(
@@ -270,6 +274,7 @@ def train_and_save(
     None means :data:`DEFAULT_VALID_FRACTION` with ``patience``, else no validation slice. The checkpoint's
     ``metrics`` are the test split's, measured once after training; ``valid_metrics`` those of the kept
     epoch on the validation slice. ``on_step`` and ``on_progress`` follow every step (see the module docstring).
+    ``split="none"`` trains on every rating: nothing is tested, and the checkpoint has no test metrics.
     """
     from movierec import checkpoint
     from movierec.data.default import default_dataset
@@ -328,10 +333,8 @@ def _train_reserved(
                        patience=patience, valid_fraction=valid_fraction, on_start=on_start, on_epoch=on_epoch,
                        on_step=on_step, on_progress=on_progress)
     model, result, known = fitted.model, fitted.result, fitted.known
-    step("Testing")
-    test_metrics = heldout_metrics(model, known, the_split.test, progress=on_progress)
-    step("Testing the baseline")
-    baseline_name, baseline = reference_metrics(model, known, the_split.test, progress=on_progress)
+    # Its lists as `recommend` ranks them: through its picks model, where it has one.
+    tested = score_test_split(fitted.ranked, known, the_split.test, on_step=on_step, on_progress=on_progress)
     meta = checkpoint.CheckpointMeta(
         name=name,
         model=model_name,
@@ -344,9 +347,10 @@ def _train_reserved(
         n_users=data.n_users,
         n_items=data.n_items,
         rating_values=list(data.rating_values),
-        metrics=test_metrics,
+        metrics=tested.metrics,
         train_metrics=result.final_train,
-        baseline={"name": baseline_name, **baseline},
+        baseline=tested.baseline,
+        popularity=tested.popularity,
         history=[
             {"epoch": r.epoch, "train": r.train, "valid": r.valid, "seconds": r.seconds} for r in result.history
         ],
@@ -363,6 +367,52 @@ def _train_reserved(
     path, saved = checkpoint.save(loading.state_arrays(model), meta, data.user_ids, data.item_ids, out_path,
                                   serving=serving)
     return TrainOutcome(path, saved, result, fitted.plan)
+
+
+@dataclass(frozen=True)
+class HeldOutReport:
+    """What :func:`score_test_split` measured on the test split (all empty when there is none)."""
+
+    metrics: dict[str, float]
+    """The model's: the metrics its kind is judged by on every epoch (:func:`heldout_metrics`) and
+    :data:`LIST_METRIC`."""
+    baseline: dict[str, float | str]
+    """The trivial answer of the model's kind (:func:`reference_metrics`): {"name": ..., metric: value}."""
+    popularity: dict[str, float]
+    """The "most popular" lists' :data:`LIST_METRIC`: what the model's lists must beat."""
+
+
+def score_test_split(
+    model: Recommender, known: RatingMatrix, test: Ratings, *, on_step: StepCallback | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> HeldOutReport:
+    """The one look at the test split after training: the model's metrics, its kind's trivial answer, and its
+    lists against the most popular movies' (:data:`LIST_METRIC`, by :func:`evaluate`'s ranking protocol).
+    ``known`` is every training rating. Nothing when ``test`` is empty (``--split none``)."""
+    if len(test) == 0:
+        return HeldOutReport({}, {}, {})
+
+    def step(description: str) -> None:
+        if on_step is not None:
+            on_step(description)
+
+    def ranked(scorer: object) -> float:
+        value = evaluate(scorer, known, test, k=10, progress=on_progress)[LIST_METRIC]
+        return math.nan if value is None else float(value)
+
+    step("Testing")
+    scores = heldout_metrics(model, known, test, progress=on_progress)
+    if LIST_METRIC not in scores:  # rank models have it already; the others' lists are ranked once more
+        step("Ranking the test users' movies")
+        scores[LIST_METRIC] = ranked(model)
+    step("Testing the baseline")
+    baseline_name, baseline = reference_metrics(model, known, test, progress=on_progress)
+    if LIST_METRIC in baseline and baseline_name == PopularityBaseline.name:
+        popular = baseline[LIST_METRIC]
+    else:
+        step("Ranking the most popular movies")
+        popular = ranked(PopularityBaseline(known))
+    return HeldOutReport(scores, {"name": baseline_name, **baseline}, {LIST_METRIC: popular})
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,9 @@ def test_train_prints_a_summary(trained, model):
     assert "Training summary" in out
     for row in ("model", "dataset", "epochs", "fit time", "train", "test", "test baseline", "checkpoint"):
         assert f"│ {row} " in out
+    # Beside the trivial answer of its kind, the most popular movies' lists, with the verdict on NDCG@10.
+    assert "│ test baseline (popularity) " in out and "beaten on ndcg@10" in out
+    assert "nan" not in out.lower()
     assert "│ validation " not in out  # no --patience, no --valid-fraction: nothing held out of training
     assert "ml-100k (split u1)" in out and f"{model}-tiny" in out
     assert "epoch   1/" in out  # the training curve is output; only the transient progress goes to stderr
@@ -100,7 +103,7 @@ def test_patience_validates_on_part_of_the_training_ratings(trained, runner):
     assert result.exit_code == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["valid_fraction"] == 0.05 and set(out["valid"]) == {"rmse", "mae"}
-    assert set(out["metrics"]) == {"rmse", "mae"} and out["metrics"] != out["valid"]
+    assert set(out["metrics"]) == {"rmse", "mae", "ndcg@10"} and out["metrics"] != out["valid"]
     table = runner.invoke(app, ["train", "mf", "--epochs", "2", "--factors", "4", "--valid-fraction", "0.1",
                                 "--name", "mf-watched"])
     assert table.exit_code == 0, table.stderr
@@ -118,8 +121,10 @@ def test_train_json(trained, split):
     assert Path(out["path"]) == paths.models_dir() / f"mf-{split}.pt" and Path(out["path"]).is_file()
     assert out["epochs"] == 1 and out["stopped_early"] is False
     assert out["config"]["epochs"] == 1 and out["config"]["factors"] == 4
-    assert set(out["metrics"]) == {"rmse", "mae"} and set(out["train"]) >= {"loss"}
+    assert set(out["metrics"]) == {"rmse", "mae", "ndcg@10"} and set(out["train"]) >= {"loss"}
     assert all(isinstance(v, float) for v in out["metrics"].values())
+    # The most popular movies' lists on the same test split: what the model's lists are compared with.
+    assert set(out["popularity"]) == {"ndcg@10"} and 0 < out["popularity"]["ndcg@10"] < 1
 
 
 def test_model_options_reach_the_config(trained):
@@ -128,7 +133,7 @@ def test_model_options_reach_the_config(trained):
         row = rows[f"{model}-tiny"]
         assert row["epochs"] == row["config"]["epochs"] == int(options[1])
         expected = {"loss", "accuracy", "auc"} if model == "rbm" else {"rmse", "mae"}  # rbm: like mode
-        assert set(row["metrics"]) == expected
+        assert set(row["metrics"]) == expected | {"ndcg@10"}  # every model's lists are ranked once, too
     assert rows["mf-tiny"]["config"]["factors"] == 8
     assert rows["als-tiny"]["config"]["factors"] == 8
     assert rows["rbm-tiny"]["config"]["hidden"] == 20 and rows["rbm-tiny"]["config"]["gibbs_steps"] == 1

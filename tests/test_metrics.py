@@ -181,3 +181,26 @@ def test_top_k_matches_a_stable_full_sort():
     masked = scores.masked_fill(exclude, -math.inf)
     expected = torch.sort(masked, dim=1, descending=True, stable=True).indices[:, :10]
     assert torch.equal(metrics.top_k(scores, 10, exclude), expected)
+
+
+# -- which metrics judge which models ----------------------------------------------------------------------
+def test_every_kind_is_judged_by_what_it_is_for():
+    assert metrics.judged_by("rating") == ["rmse", "ndcg@10"]
+    assert metrics.judged_by("like") == ["loss", "accuracy", "auc"]
+    assert metrics.judged_by("rank", k=5) == ["precision@5", "recall@5", "ndcg@5"]
+    assert [metrics.headline(kind) for kind in ("rating", "like", "rank")] == ["rmse", "loss", "ndcg@10"]
+    for kind in ("rating", "like", "rank"):  # the headline metric is one of those that judge the kind
+        assert metrics.headline(kind) in metrics.judged_by(kind)
+    with pytest.raises(ValueError):
+        metrics.headline("stars")
+
+
+def test_direction_of_every_metric():
+    lower = {"rmse", "mae", "loss"}
+    for info in metrics.METRICS:
+        assert info.higher_is_better == (info.key not in lower), info.key
+    assert metrics.higher_is_better("ndcg@20") and not metrics.higher_is_better("rmse")
+    assert metrics.metric_info("recall@10").label.format(k=10) == "R@10"
+    for bad in ("ndcg", "rmse@10", "nope"):  # a ranking metric needs its K, a pointwise one has none
+        with pytest.raises(ValueError):
+            metrics.metric_info(bad)

@@ -10,6 +10,7 @@ from movierec.data.ratings import RatingMatrix, Ratings
 from movierec.errors import MovierecError
 from movierec.models.base import ModelConfig, Recommender, Trainer
 from movierec.recommend import (
+    explain,
     item_counts,
     neutral_score,
     rank_items,
@@ -138,3 +139,29 @@ def test_rank_items_respects_exclusions_and_refuses_nan():
     assert rank_items(scores, 10, exclude, torch.tensor([0, 0, 0, 0])).tolist() == [2, 3, 0]
     with pytest.raises(MovierecError, match="NaN"):
         rank_items(torch.tensor([1.0, float("nan")]), 1, torch.zeros(2, dtype=torch.bool), torch.zeros(2))
+
+
+# -- explanations ------------------------------------------------------------------------------------------
+VECTORS = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [1, 1]], np.float32)
+
+
+def test_explanations_come_from_four_stars_or_more_and_never_from_the_movie_itself():
+    rated, stars = np.array([0, 2, 3]), np.array([4.0, 3.5, 5.0], np.float32)  # half stars: 3.5 is not liked
+    # m1 is nearest m0 (4 stars); m2 nearest itself, rated 3.5 -> the liked m3; m0 and m3 (seen, listed with
+    # --include-seen) are explained by the other liked movie, not by themselves; m4 leans to m3 (cos .78 > .71).
+    assert explain(VECTORS, np.array([1, 2, 0, 3, 4]), rated, stars) == [0, 3, 3, 0, 3]
+    # Nothing of 4 stars or more: no reason, rather than the best of the rest.
+    assert explain(VECTORS, np.array([1, 2]), rated, np.array([3.5, 3.0, 1.0], np.float32)) == [None, None]
+    # The only liked movie is the one recommended: nothing else explains it.
+    assert explain(VECTORS, np.array([3, 1]), np.array([3]), np.array([4.5], np.float32)) == [None, 3]
+    assert explain(VECTORS, np.array([1]), np.array([], np.int64), np.array([], np.float32)) == [None]
+
+
+def test_lists_explain_with_liked_movies_only():
+    model = Fixed(RAW, vectors=np.eye(6) + 0.1)
+    train = Ratings(np.array([7, 7], np.int32), np.array([1, 3], np.int32), np.array([4.0, 3.0], np.float32),
+                    np.zeros(2, np.int64), 8, 6).matrix()
+    recs = recommend(model, train, user=7, n=6, include_seen=True)
+    because = {r.item: r.because for r in recs}
+    assert because[1] is None  # its only liked movie is itself
+    assert all(b == 1 for i, b in because.items() if i != 1)  # the 3-star movie explains nothing

@@ -80,9 +80,19 @@ def assert_partition(split: Split, full: Ratings) -> None:
 def test_names_and_defaults():
     assert default_split("ml-100k") == "u1"
     assert default_split("ml-1m") == default_split("ml-25m") == "random"
-    assert valid_splits("ml-100k") == ("u1", "u2", "u3", "u4", "u5", "ua", "ub", "random", "temporal")
-    assert valid_splits("ml-1m") == ("random", "temporal")
+    assert valid_splits("ml-100k") == ("u1", "u2", "u3", "u4", "u5", "ua", "ub", "random", "temporal", "none")
+    assert valid_splits("ml-1m") == ("random", "temporal", "none")
     assert set(valid_splits("ml-100k")) == set(SPLIT_NAMES)
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.0])  # --test-fraction does not apply: nothing is held out
+def test_split_none_trains_on_every_rating(fraction):
+    d = synthetic_dataset()
+    s = make_split(d, "None", seed=3, test_fraction=fraction)
+    assert s.name == "none" and s.seed == 3 and not s.has_test
+    assert len(s.test) == 0 and (s.test.n_users, s.test.n_items) == (d.n_users, d.n_items)
+    np.testing.assert_array_equal(rows(s.train), rows(d.ratings))
+    assert make_split(d, "random", seed=3).has_test
 
 
 def test_random_holdout():

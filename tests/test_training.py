@@ -10,7 +10,7 @@ import torch
 
 from movierec.data.ratings import RatingMatrix, Ratings
 from movierec.errors import MovierecError
-from movierec.evaluate import heldout_metrics
+from movierec.evaluate import PopularityBaseline, evaluate, heldout_metrics
 from movierec.models import build_model
 from movierec.models.base import ModelConfig, Recommender, Trainer
 from movierec.training import EpochReport, fit, monitored_metric, train_and_save
@@ -277,16 +277,48 @@ def test_patience_reads_a_validation_slice_and_the_test_split_once(fetched, monk
     assert seen[-1] is plan.split.test
     meta = out.meta
     assert meta.valid_fraction == 0.05 and meta.valid_metrics == out.result.final_valid
-    assert set(meta.metrics) == {"rmse", "mae"} and meta.metrics != meta.valid_metrics
+    assert set(meta.metrics) == {"rmse", "mae", "ndcg@10"} and meta.metrics != meta.valid_metrics
     # The saved test metrics are what the saved model scores on the test split, from all training ratings.
     from movierec import loading
 
     trained = loading.load_trained("early")
     rescored = heldout_metrics(trained.model, trained.train, trained.split.test)
-    assert rescored == pytest.approx(meta.metrics, rel=1e-6)  # a GPU may sum in another order
+    assert rescored == pytest.approx({k: meta.metrics[k] for k in ("rmse", "mae")}, rel=1e-6)  # a GPU may sum
+    # in another order; its lists and the most popular movies' are ranked by the protocol of `evaluate`.
+    test = trained.split.test
+    assert meta.metrics["ndcg@10"] == pytest.approx(evaluate(trained.ranked, trained.train, test)["ndcg@10"])
+    popular = evaluate(PopularityBaseline(trained.train), trained.train, test)["ndcg@10"]
+    assert meta.popularity == pytest.approx({"ndcg@10": popular}) and 0 < popular < 1
     assert meta.baseline["name"] == "global mean"
     mean = plan.split.train.ratings.astype(np.float64).mean()
     assert meta.baseline["rmse"] == pytest.approx(np.sqrt(np.mean((plan.split.test.ratings - mean) ** 2)), 1e-5)
+
+
+def test_split_none_trains_on_every_rating_and_tests_nothing(fetched, monkeypatch):
+    from movierec import checkpoint, loading
+    from movierec.data.movielens import load_dataset
+    from movierec.loading import open_model
+
+    seen = recording(monkeypatch)
+    out = train_and_save("mf", {"epochs": 2, "factors": 4}, split="none", patience=1, name="final")
+    data = load_dataset("ml-latest-small")
+    assert len(out.plan.split.train) == len(data.ratings) and not out.plan.split.has_test
+    assert all(r is out.plan.valid for r in seen)  # the validation slice only: there is no test split
+    meta = checkpoint.read_meta(out.path)
+    assert meta.split == "none" and not meta.has_test_split
+    assert meta.metrics == meta.baseline == meta.popularity == {}
+    assert meta.valid_metrics and meta.train_metrics
+    # What answering reads as the user's own ratings is every rating, so no rated movie is ever recommended.
+    served = open_model("final")
+    try:
+        user = int(data.ratings.users[0])
+        items, _ = served.seen(user)
+        assert set(items.tolist()) == set(data.ratings.items[data.ratings.users == user].tolist())
+        listed = {r["movie_id"] for r in served.recommend(int(data.user_ids[user]), 50)}
+        assert not listed & set(data.item_ids[items].tolist())
+    finally:
+        served.close()
+    assert loading.load_trained("final").train.nnz == len(data.ratings)
 
 
 def test_without_patience_nothing_is_validated_between_epochs(fetched, monkeypatch):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from movierec.data.registry import NO_TEST_SPLIT
 from movierec.errors import MovierecError
 from movierec.models import migrate_settings
 from movierec.version import __version__
@@ -50,10 +51,15 @@ class CheckpointMeta:
     mode: str = ""
     """Which of the model's algorithms (its class); empty in checkpoints from before modes were classes."""
     metrics: dict[str, Any] = field(default_factory=dict)
-    """The test split's metrics, measured once after training."""
+    """The test split's metrics, measured once after training: those the model's kind is judged by, and for
+    every kind ``ndcg@10`` (how good its lists are; missing in checkpoints from before). Empty when
+    :attr:`has_test_split` is false."""
     train_metrics: dict[str, Any] = field(default_factory=dict)
     baseline: dict[str, Any] = field(default_factory=dict)
     """The trivial reference on the same held-out split: {"name": ..., metric: value}."""
+    popularity: dict[str, Any] = field(default_factory=dict)
+    """The "most popular" lists' ranking metrics on the same test split (``ndcg@10``), whatever the model's
+    kind: what its own lists must beat. Empty: not measured (no test split, or a checkpoint from before)."""
     history: list[dict[str, Any]] = field(default_factory=list)
     fit_seconds: float = 0.0
     epochs: int = 0
@@ -64,6 +70,12 @@ class CheckpointMeta:
     valid_fraction: float = 0.0
     created: str = ""
     version: str = __version__
+
+    @property
+    def has_test_split(self) -> bool:
+        """Whether ratings were held out to test the model on: false for ``--split none``, trained on every
+        rating (no test metrics; nothing to evaluate it on)."""
+        return self.split != NO_TEST_SPLIT
 
     @property
     def fitted_on_training_ratings(self) -> bool:
@@ -130,7 +142,7 @@ def _implausible(meta: CheckpointMeta) -> str | None:
         return "its 'rating_values' is empty"
     if not all(math.isfinite(v) for v in stars) or any(a >= b for a, b in zip(stars, stars[1:])):
         return "its 'rating_values' are not ascending finite numbers"
-    for key in ("metrics", "train_metrics"):
+    for key in ("metrics", "train_metrics", "popularity"):
         if not all(_conforms(v, float) for v in getattr(meta, key).values()):
             return f"its {key!r} are not all numbers"
     if not all(_conforms(v, str | float) for v in meta.baseline.values()):

@@ -18,14 +18,27 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
                           "datasets and numbers draw seeded random folds of the ratings."),
     ),
     "json_output": _COMMON["json_output"],
+    # Not an option: `train`'s, refused with a reason when a train command line is reused here.
+    "split": (str | None, typer.Option(hidden=True)),
 }
-_DEFAULTS = {**{k: _COMMON_DEFAULTS[k] for k in _SHARED}, "folds": None, "json_output": False}
+_DEFAULTS = {**{k: _COMMON_DEFAULTS[k] for k in _SHARED}, "folds": None, "json_output": False, "split": None}
 
 
 def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, seed: int, device: str,
-         patience: int | None, valid_fraction: float | None, folds: int | None, json_output: bool) -> None:
+         patience: int | None, valid_fraction: float | None, folds: int | None, json_output: bool,
+         split: str | None) -> None:
     from movierec.cli.progress import Steps
     from movierec.crossval import cross_validate
+    from movierec.data.registry import NO_TEST_SPLIT
+    from movierec.errors import MovierecError
+
+    if split is not None and split.strip().lower() == NO_TEST_SPLIT:
+        raise MovierecError(f"cv cannot use --split {NO_TEST_SPLIT}: each fold is tested on the ratings it holds "
+                            f"out; train the final model on every rating with `movierec train {model} --split "
+                            f"{NO_TEST_SPLIT}`.")
+    if split is not None:
+        raise MovierecError("cv takes no --split: it tests every fold in turn (u1..u5 on ml-100k, else --folds "
+                            "seeded random folds).")
 
     # The finished folds' lines say what happened; the steps within a fold leave none.
     steps = Steps(quiet=True)
@@ -74,10 +87,10 @@ def _print_table(result: Any) -> None:
     from rich.text import Text
 
     from movierec.cli.console import console, pack, plain
-    from movierec.cli.evaluate import METRIC_COLUMNS, METRIC_PRIORITY
+    from movierec.cli.evaluate import METRIC_PRIORITY, metric_columns
 
     k = 10
-    every = [(key.format(k=k), head.format(k=k)) for key, head, _ in METRIC_COLUMNS]
+    every = [(key, head) for key, head, _ in metric_columns(k)]
     measured = [(key, head) for key, head in every if key in result.mean]
     heads = dict(measured)
 

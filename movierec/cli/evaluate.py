@@ -8,16 +8,18 @@ import typer
 
 from movierec.cli.app import app
 
-# (key template, header, lower is better); {k} is filled with --k.
-METRIC_COLUMNS = [
-    ("rmse", "RMSE", True), ("mae", "MAE", True), ("loss", "loss", True), ("accuracy", "acc", False),
-    ("auc", "AUC", False), ("precision@{k}", "P@{k}", False), ("recall@{k}", "R@{k}", False),
-    ("ndcg@{k}", "NDCG@{k}", False), ("hit@{k}", "Hit@{k}", False), ("map@{k}", "MAP@{k}", False),
-    ("coverage@{k}", "Cov@{k}", False),
-]
-# What a narrow table keeps first: the headline rating and ranking metrics, then the rest.
+# What a narrow table keeps after the metrics its models are judged by: the headline rating and ranking
+# metrics, then the rest.
 METRIC_PRIORITY = ["rmse", "mae", "auc", "ndcg@{k}", "recall@{k}", "precision@{k}", "hit@{k}", "map@{k}", "accuracy",
-             "loss", "coverage@{k}"]
+                   "loss", "coverage@{k}"]
+
+
+def metric_columns(k: int) -> list[tuple[str, str, bool]]:
+    """(key, header, higher is better) of every metric, in table order, for lists of length ``k``: the table
+    :data:`movierec.metrics.METRICS` (imported here, not at the top: it imports torch)."""
+    from movierec.metrics import METRICS
+
+    return [(m.key.format(k=k), m.label.format(k=k), m.higher_is_better) for m in METRICS]
 
 
 @app.command("evaluate")
@@ -57,9 +59,16 @@ def evaluate_command(
     chosen = _parse_metrics(metrics, k) if metrics is not None else None
 
     selection = select_checkpoints([*(checkpoints or []), *(model or [])] or None)
-    if selection.left_out:
-        from movierec.cli.console import err_console
+    from movierec.cli.console import err_console
 
+    if selection.untested:
+        n, names = len(selection.untested), ", ".join(selection.untested)
+        err_console.print(
+            f"Note: {names} {'was' if n == 1 else 'were'} trained on every rating (--split none), so "
+            f"{'it has' if n == 1 else 'they have'} no test split and {'is' if n == 1 else 'are'} left out.",
+            markup=False, soft_wrap=True,
+        )
+    if selection.left_out:
         n = len(selection.left_out)
         err_console.print(
             f"Note: {n} saved model{'s' if n > 1 else ''} tested on other data or splits left out; name "
@@ -91,13 +100,14 @@ def _parse_metrics(text: str, k: int) -> list[str]:
     from movierec.errors import MovierecError
 
     names = {}
-    for key, head, _ in METRIC_COLUMNS:
-        full, short = key.format(k=k), head.format(k=k).lower()
+    columns = metric_columns(k)
+    for full, head, _ in columns:
+        short = head.lower()
         names.update({full: full, short: full, full.split("@")[0]: full, short.split("@")[0]: full})
     chosen = []
     for name in (n.strip().lower() for n in text.split(",")):
         if name not in names:
-            known = ", ".join(key.format(k=k) for key, _, _ in METRIC_COLUMNS)
+            known = ", ".join(key for key, _, _ in columns)
             raise MovierecError(f"--metrics: {name!r} is not one of {known}.")
         if names[name] not in chosen:
             chosen.append(names[name])
@@ -109,8 +119,9 @@ def _print_table(rows: list[dict[str, Any]], k: int, chosen: list[str] | None = 
     from rich.text import Text
 
     from movierec.cli.console import clean, console, plain
+    from movierec.metrics import judged_by
 
-    every = [(key.format(k=k), head.format(k=k), low) for key, head, low in METRIC_COLUMNS]
+    every = metric_columns(k)
     # The metrics that apply to the models shown (a like/dislike model has no RMSE, even if a baseline has).
     models = [r for r in rows if r["checkpoint"] is not None] or rows
     measured = [c for c in every if any(r.get(c[0]) is not None for r in models)]
@@ -137,8 +148,12 @@ def _print_table(rows: list[dict[str, Any]], k: int, chosen: list[str] | None = 
 
     if chosen is None:
         order = [key.format(k=k) for key in METRIC_PRIORITY]
-        shown = []
-        for key in (key for key in order if key in {c[0] for c in measured}):
+        present = {c[0] for c in measured}
+        # Every model keeps the metrics it is judged by, whatever the width (in more tables if need be); the
+        # others fill what room is left.
+        judged = {key for r in models if r.get("kind") for key in judged_by(r["kind"], k)} & present
+        shown = [key for key in order if key in judged]
+        for key in (key for key in order if key in present and key not in judged):
             if room([*shown, key]) <= console.width:
                 shown.append(key)
         shown = [c[0] for c in measured if c[0] in shown] or [order[0]]
@@ -152,9 +167,9 @@ def _print_table(rows: list[dict[str, Any]], k: int, chosen: list[str] | None = 
             blocks.append([])
         blocks[-1].append(key)
     best = {}
-    for key, _, low in every:
+    for key, _, higher in every:
         values = [r[key] for r in models if r.get(key) is not None] or [r[key] for r in rows if r.get(key) is not None]
-        best[key] = (min if low else max)(values) if values else None
+        best[key] = (max if higher else min)(values) if values else None
     heads = {c[0]: c[1] for c in every}
     if len(labels) == 1:
         title = (f"Evaluation on {labels[0]}: {first['users']:,} ranked users, {first['ratings']:,} test ratings "

@@ -43,8 +43,8 @@ def models_command(
 
     table = Table(title=plain(f"Saved models ({paths.models_dir()})"), title_justify="left")
     rows = [[clean(m.name), clean(m.model), clean(m.dataset), clean(m.split), m.created.replace("T", " ")[:16],
-             str(m.epochs), [f"{k} {v:.4f}" for k, v in m.metrics.items() if isinstance(v, (int, float))]]
-            for _, m in found]
+             str(m.epochs), [f"{k} {v:.4f}" for k, v in m.metrics.items() if isinstance(v, (int, float))] or ["-"]]
+            for _, m in found]  # "-": no test metrics (split none: trained on every rating)
     heads = list(_HEADS)
     longest_metric = max((len(x) for r in rows for x in r[6]), default=4)
 
@@ -57,6 +57,11 @@ def models_command(
         for r in rows:
             r[1:5] = [f"{r[1]}\n{r[2]} {r[3]}", r[4].replace(" ", "\n")]
         heads[1:5] = ["model, data", "created"]
+    if sum(widths()) + longest_metric + 3 * len(heads) + 1 > console.width and "epochs" in heads:
+        # Narrower still: the epochs under the date.
+        for r in rows:
+            r[2:4] = [f"{r[2]}\n{r[3]} epoch{'' if r[3] == '1' else 's'}"]
+        heads[2:4] = ["created"]
     # Names and numbers stay whole: the metrics take the room the other columns leave, a line per pair if need be.
     room = max(table_room(len(heads)) - sum(widths()), longest_metric)
     # The name is what --model takes: at least as wide as the longest name, so only " (newest)" may wrap.

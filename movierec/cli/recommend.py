@@ -67,10 +67,27 @@ def recommend_command(
         from movierec.cli.console import print_json
 
         print_json(rows)
+    else:
+        what = {"like": "like/dislike", "rank": "top-N"}.get(served.scorer.kind, "ratings")
+        _table(f"Top {top} for {who} — {served.meta.name} ({what})", rows, served.score_name, with_because=True,
+               predicted_name=served.predicted_name)
+    _note_weak_lists(served.meta)
+
+
+def _note_weak_lists(meta: Any) -> None:
+    """One line on stderr (never stdout: --json stays clean) when the model's lists ranked below the most popular
+    movies' on its test split, naming the saved model whose lists ranked best."""
+    from movierec.advice import weak_lists
+
+    weak = weak_lists(meta)
+    if weak is None:
         return
-    what = {"like": "like/dislike", "rank": "top-N"}.get(served.scorer.kind, "ratings")
-    _table(f"Top {top} for {who} — {served.meta.name} ({what})", rows, served.score_name, with_because=True,
-           predicted_name=served.predicted_name)
+    from movierec.cli.console import err_console
+
+    best = (f"; the best saved model for lists is {weak.best} ({weak.best_ndcg:.3f})" if weak.best is not None
+            else "")
+    err_console.print(f"Note: {weak.name}'s lists ranked below 'most popular' on its test split (NDCG@10 "
+                      f"{weak.ndcg:.3f} vs {weak.popularity:.3f}){best}.", markup=False, soft_wrap=True)
 
 
 @app.command("similar")
@@ -206,6 +223,7 @@ def _table(
     titles = [clean(r["title"]) for r in rows]
     genres = [clean(", ".join(r["genres"])) for r in rows]
     because = [clean(r.get("because_you_liked") or "") for r in rows]
+    with_because = with_because and any(because)  # no column of blanks for a user who liked nothing 4 stars or more
     # The year is shown apart only when a title does not already end with it, as MovieLens titles do.
     with_year = any(r["year"] and not t.rstrip().endswith(f"({r['year']})") for r, t in zip(rows, titles))
     # A long header would widen the score column past its numbers: shorten it when room is short.

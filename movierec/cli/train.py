@@ -74,7 +74,7 @@ _COMMON: dict[str, tuple[Any, Any]] = {
     "split": (
         str | None,
         typer.Option(help="Held-out split: u1..u5, ua, ub (ml-100k), random or temporal (default: u1 on ml-100k, "
-                          "else random)."),
+                          "else random); none trains on every rating, holding nothing out (a final model)."),
     ),
     "test_fraction": (float, typer.Option(help="Share of ratings held out by the random and temporal splits.")),
     "seed": (int, typer.Option(help="Random seed: same seed and device, same numbers.")),
@@ -208,7 +208,7 @@ def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, 
     from movierec.training import train_and_save
 
     if not 0.0 < test_fraction < 1.0:
-        raise MovierecError("--test-fraction must be between 0 and 1.")
+        raise MovierecError("--test-fraction must be between 0 and 1; to train on every rating, use --split none.")
     # An epoch and its validation leave the epoch's line of the training curve, nothing else.
     steps = Steps(quiet=json_output, unlined=("Epoch ", "Validating "))
 
@@ -217,9 +217,11 @@ def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, 
         if not json_output:
             why = f" ({plan.dataset_why})" if plan.dataset_why else ""
             valid = f", {len(plan.valid):,} of them set aside to validate," if plan.valid is not None else ""
+            ratings = (f"{len(plan.split.train):,} training{valid} and {len(plan.split.test):,} test ratings"
+                       if plan.split.has_test else
+                       f"every one of its {len(plan.split.train):,} ratings{valid.rstrip(',')} (no test split)")
             steps.line(
-                f"Training [bold]{model}[/] on {plan.dataset}{why} split {plan.split.name}: "
-                f"{len(plan.split.train):,} training{valid} and {len(plan.split.test):,} test ratings, "
+                f"Training [bold]{model}[/] on {plan.dataset}{why} split {plan.split.name}: {ratings}, "
                 f"{m.n_users:,} users x {m.n_items:,} movies, device {m.device}.", markup=True,
             )
             if plan.scaled:
@@ -246,8 +248,11 @@ def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, 
                     "split": meta.split, "path": str(outcome.path), "epochs": meta.epochs,
                     "fit_seconds": meta.fit_seconds,
                     "stopped_early": outcome.result.stopped_early, "train": meta.train_metrics,
-                    "metrics": meta.metrics, "valid": meta.valid_metrics, "valid_fraction": meta.valid_fraction,
-                    "baseline": meta.baseline, "config": meta.config})
+                    # null: no test split (--split none), so nothing was measured
+                    "metrics": meta.metrics if meta.has_test_split else None,
+                    "valid": meta.valid_metrics, "valid_fraction": meta.valid_fraction,
+                    "baseline": meta.baseline if meta.has_test_split else None,
+                    "popularity": meta.popularity if meta.has_test_split else None, "config": meta.config})
         return
     _print_summary(outcome)
 
@@ -287,10 +292,12 @@ def _epoch_line(r: Any) -> list[list[str]]:
 
 
 def _verdict(metrics: dict[str, float], baseline: dict[str, float], monitor: str) -> str:
+    from movierec.metrics import higher_is_better
+
     if monitor not in metrics or monitor not in baseline:
         return ""
-    higher_is_better = monitor.startswith(("ndcg", "recall"))
-    beats = metrics[monitor] > baseline[monitor] if higher_is_better else metrics[monitor] < baseline[monitor]
+    higher = higher_is_better(monitor)
+    beats = metrics[monitor] > baseline[monitor] if higher else metrics[monitor] < baseline[monitor]
     return f"[green]beaten on {monitor}[/]" if beats else f"[red]not beaten on {monitor}[/]"
 
 
@@ -300,9 +307,13 @@ def _print_summary(outcome: Any) -> None:
     from movierec.cli.console import console, pack, plain, table_room
 
     meta, result = outcome.meta, outcome.result
+    # The "most popular" lists beside a model whose own baseline is not them (a rank model's baseline is).
+    popular = meta.popularity if meta.popularity and meta.baseline.get("name") != "popularity" else {}
     keys = ["model", "dataset", "epochs", "fit time", "train", "validation", "test", "checkpoint"]
     if meta.baseline:
         keys.append(f"test baseline ({meta.baseline['name']})")
+    if popular:
+        keys.append("test baseline (popularity)")
     # Metrics go on as many lines as the terminal needs, never with a name cut from its number.
     room = max(20, table_room(2) - max(map(len, keys)))
 
@@ -321,10 +332,16 @@ def _print_summary(outcome: Any) -> None:
     if meta.valid_metrics:
         best = f"(epoch {result.kept_epoch}, {meta.valid_fraction:.0%} of the training ratings)"
         table.add_row("validation", fmt(meta.valid_metrics, best))
-    table.add_row("test", fmt(meta.metrics))
+    if not meta.has_test_split:
+        table.add_row("test", "none: trained on every rating (--split none)")
+    else:
+        table.add_row("test", fmt(meta.metrics))
     if meta.baseline:
         base = {k: v for k, v in meta.baseline.items() if k != "name"}
         verdict = _verdict(meta.metrics, base, result.monitor)
         table.add_row(f"test baseline ({meta.baseline['name']})", fmt(base, verdict))
+    if popular:
+        verdicts = (_verdict(meta.metrics, popular, k) for k in popular)
+        table.add_row("test baseline (popularity)", fmt(popular, *verdicts))
     table.add_row("checkpoint", plain(f"{meta.name}  ({outcome.path})"))  # a path may hold [brackets]
     console.print(table)

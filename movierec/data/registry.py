@@ -49,6 +49,10 @@ OFFICIAL_SPLITS: dict[str, tuple[str, ...]] = {
     "ml-100k": ("u1", "u2", "u3", "u4", "u5", "ua", "ub"),
 }
 
+NO_TEST_SPLIT = "none"
+"""The split that holds nothing out: every rating trains the model (a final model, with no test metrics).
+Here rather than in :mod:`movierec.data.split` so that reading a checkpoint's header needs no pandas."""
+
 # Tags, links and the tag genome (ml-25m's is 400 MB unpacked) are not read, so they stay in the archive.
 LAYOUT_FILES: dict[str, tuple[str, ...]] = {
     "100k": ("u.data", "u.item", "u.genre", "u.user", "u.info", "u.occupation")

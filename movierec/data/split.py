@@ -13,7 +13,7 @@ import numpy as np
 
 from movierec.data.movielens import Dataset, read_ratings_file
 from movierec.data.ratings import Ratings
-from movierec.data.registry import OFFICIAL_SPLITS, get_dataset_info
+from movierec.data.registry import NO_TEST_SPLIT, OFFICIAL_SPLITS, get_dataset_info
 from movierec.errors import MovierecError
 
 SPLIT_NAMES: dict[str, str] = {
@@ -26,6 +26,7 @@ SPLIT_NAMES: dict[str, str] = {
     "ub": "ml-100k's official split ub.base/ub.test: another 10 ratings of every user in test",
     "random": "a seeded random holdout of --test-fraction of all ratings",
     "temporal": "each user's latest --test-fraction of ratings in test (at least one when they have two)",
+    NO_TEST_SPLIT: "nothing held out: every rating trains the model (a final model, with no test metrics)",
 }
 """Every split name and what it holds; :func:`valid_splits` says which apply to a dataset."""
 
@@ -37,7 +38,8 @@ OFFICIAL_FOLDS: dict[str, tuple[str, ...]] = {"ml-100k": ("u1", "u2", "u3", "u4"
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """Training and test ratings of one dataset, in its index space."""
+    """Training and test ratings of one dataset, in its index space. The split :data:`NO_TEST_SPLIT` has an
+    empty ``test``: whatever tests a model asks ``has_test`` (nothing else needs to know the split's name)."""
 
     name: str
     train: Ratings
@@ -45,11 +47,17 @@ class Split:
     seed: int
     """The seed that drew the split (recorded but unused by the official splits)."""
 
+    @property
+    def has_test(self) -> bool:
+        """Whether any rating was held out to test on (not for :data:`NO_TEST_SPLIT`)."""
+        return len(self.test) > 0
+
 
 def valid_splits(dataset_name: str) -> tuple[str, ...]:
-    """The split names that apply to ``dataset_name``: its official ones, then random and temporal."""
+    """The split names that apply to ``dataset_name``: its official ones, then random and temporal, then
+    :data:`NO_TEST_SPLIT`."""
     info = get_dataset_info(dataset_name)
-    return OFFICIAL_SPLITS.get(info.name, ()) + GENERATED_SPLITS
+    return OFFICIAL_SPLITS.get(info.name, ()) + GENERATED_SPLITS + (NO_TEST_SPLIT,)
 
 
 def default_split(dataset_name: str) -> str:
@@ -62,7 +70,8 @@ def make_split(dataset: Dataset, name: str, seed: int = 0, test_fraction: float 
     """Split ``dataset``'s ratings into train and test by the split called ``name``.
 
     ``seed`` and ``test_fraction`` apply to ``random`` and ``temporal``; the same seed gives the same split.
-    A split with no test or no training ratings is refused with one sentence (nothing could be measured).
+    A split with no test or no training ratings is refused with one sentence (nothing could be measured),
+    except :data:`NO_TEST_SPLIT`, whose training ratings are all of them and whose test is empty by design.
     """
     key = name.strip().lower()
     valid = valid_splits(dataset.name)
@@ -79,6 +88,9 @@ def make_split(dataset: Dataset, name: str, seed: int = 0, test_fraction: float 
         train, test = _random_holdout(dataset.ratings, seed, test_fraction)
     elif key == "temporal":
         train, test = _temporal_holdout(dataset.ratings, test_fraction)
+    elif key == NO_TEST_SPLIT:
+        every = dataset.ratings
+        return Split(key, every, every.take(np.zeros(len(every), dtype=bool)), int(seed))
     else:
         train, test = _official(dataset, key)
     for part, what, fix in ((test, "test", "larger"), (train, "training", "smaller")):
