@@ -152,7 +152,9 @@ def test_listing_skips_damaged_files_and_says_how_many(home):
 
     # The commands that pick the newest model pick the newest readable one, quietly.
     recommended = movierec(home, "recommend", "--user", "1", "--top", "3", "--json")
-    assert recommended.returncode == 0 and recommended.stderr == "", recommended.stderr
+    # (The one line a tiny model may earn is the note that its lists rank below the most popular movies'.)
+    quiet = [line for line in recommended.stderr.splitlines() if not line.startswith("Note: tiny's lists ranked")]
+    assert recommended.returncode == 0 and quiet == [], recommended.stderr
     assert len(json.loads(recommended.stdout)) == 3
     chosen = movierec(home, "recommend", "--user", "1", "--model", "text-version")
     one_error_line(chosen, "text-version.pt is damaged (its format version is \"two\", not a whole number)")

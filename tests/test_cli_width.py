@@ -15,13 +15,18 @@ from typer.testing import CliRunner
 from movierec.cli import app
 
 NAMES = ("a-rather-long-model-name-mf", "als-tiny")
+RBM = "rbm-tiny"  # the like/dislike RBM
+IMPLICIT = "als-rank"  # a top-N model
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    """ml-100k and two tiny saved models with names of different lengths."""
+    """ml-100k and tiny saved models: two with names of different lengths, a like RBM and a top-N model."""
     with ml100k_home(tmp_path_factory.mktemp("cli-width") / "home",
                      ["train", "mf", "--epochs", "1", "--factors", "4", "--name", NAMES[0], "--json"],
+                     ["train", "rbm", "--epochs", "1", "--hidden", "10", "--gibbs-steps", "1", "--name", RBM, "--json"],
+                     ["train", "als", "--mode", "implicit", "--epochs", "1", "--factors", "4", "--name", IMPLICIT,
+                      "--json"],
                      ["train", "als", "--epochs", "1", "--factors", "4", "--name", NAMES[1], "--json"]) as h:
         yield h
 
@@ -68,6 +73,27 @@ def test_evaluate_fits_with_every_number_whole(home, width):
         assert name in out
     if width < 120:
         assert hidden
+
+
+def headers_of(text: str) -> list[str]:
+    """The headers of every table in ``text`` (a wide table goes on in a second one)."""
+    return [h.strip() for line in text.splitlines() if line.startswith("┃") for h in line.strip("┃").split("┃")]
+
+
+@pytest.mark.parametrize(("names", "judged"), [
+    ((NAMES[1], RBM), {"RMSE", "NDCG@10", "loss", "acc", "AUC"}),  # a rating model and the like RBM
+    ((RBM, IMPLICIT), {"loss", "acc", "AUC", "NDCG@10", "R@10", "P@10"}),
+    ((*NAMES, RBM, IMPLICIT), {"RMSE", "NDCG@10", "loss", "acc", "AUC", "R@10", "P@10"}),
+])
+def test_evaluate_at_80_columns_keeps_what_judges_each_model(home, names, judged):
+    out = run(80, "evaluate", *names)
+    assert_fits(out, 80)
+    shown = set(headers_of(out))
+    assert judged <= shown, judged - shown  # other columns were dropped first
+    hidden = out.split("Not shown at this width:", 1)[1] if "Not shown at this width:" in out else ""
+    assert not any(f" {head}," in f" {hidden}" or f" {head} (" in f" {hidden}" for head in judged), hidden
+    if len(names) == 2:  # these fit one table
+        assert sum(line.startswith("┃ model ") for line in out.splitlines()) == 1
 
 
 def test_evaluate_metrics_chosen_explicitly(home):
