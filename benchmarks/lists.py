@@ -85,6 +85,7 @@ def run_split(shape: str, split_name: str, seed: int, models: list[str]) -> list
     from movierec.data.split import make_split
     from movierec.device import resolve_device
     from movierec.evaluate import PopularityBaseline, evaluate
+    from movierec.options import TrainOptions
     from movierec.training import fit_split
 
     data = load_dataset(SHAPES[shape])
@@ -104,8 +105,8 @@ def run_split(shape: str, split_name: str, seed: int, models: list[str]) -> list
         row: dict[str, Any] = {"shape": shape, "split": label, "model": name}
         try:
             start = time.perf_counter()
-            fitted = fit_split(model_name, mode, None, data, split, seed=seed, device=resolve_device("cpu"),
-                               patience=None, valid_fraction=0.0)
+            fitted = fit_split(TrainOptions(model_name, mode=mode, seed=seed, device="cpu"), data, split,
+                               device=resolve_device("cpu"))
             row["fit_seconds"] = time.perf_counter() - start
             lists = evaluate(fitted.ranked, fitted.known, split.test, k=K, relevance=RELEVANCE)
             own = evaluate(fitted.model, fitted.known, split.test, k=K, relevance=RELEVANCE)

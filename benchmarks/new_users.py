@@ -94,6 +94,7 @@ def run_shape(shape: str, models: list[str], share: float, seed: int) -> list[di
     from movierec import recommend as rec
     from movierec.data.movielens import load_dataset
     from movierec.device import resolve_device
+    from movierec.options import TrainOptions
     from movierec.training import fit_split
 
     data = load_dataset(SHAPES[shape])
@@ -102,8 +103,8 @@ def run_shape(shape: str, models: list[str], share: float, seed: int) -> list[di
     for name in models:
         model_name, mode = MODELS[name]
         start = time.perf_counter()
-        fitted = fit_split(model_name, mode, None, data, split, seed=seed, device=resolve_device("cpu"),
-                           patience=None, valid_fraction=0.0)
+        fitted = fit_split(TrainOptions(model_name, mode=mode, seed=seed, device="cpu"), data, split,
+                           device=resolve_device("cpu"))
         scorer = rec.torch_scorer(fitted.model, fitted.known, fitted.picks)
         counts = rec.item_counts(fitted.known).numpy()
         neutral = rec.neutral_score(fitted.model, fitted.known)

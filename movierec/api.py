@@ -17,11 +17,14 @@ Errors are :class:`movierec.errors.MovierecError` (unknown user or movie: its su
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from movierec.device import DEFAULT_DEVICE
 from movierec.errors import MovierecError
+from movierec.options import DEFAULT_TEST_FRACTION, TrainingEvents, TrainOptions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -196,11 +199,11 @@ class Model:
         models, P(liked) for like/dislike models, a score that only orders movies for top-N models."""
         import numpy as np
 
+        from movierec.kinds import score_kind
+
         served = self._served
-        score = float(served.scorer.scores(served.user_index(user))[served.find(movie)])
-        if served.scorer.kind == "rating":
-            score = float(np.clip(score, *served.scorer.rating_range))
-        return score
+        score = served.scorer.scores(served.user_index(user))[served.find(movie)]
+        return float(score_kind(served.scorer.kind).on_scale(np.float64(score), *served.scorer.rating_range))
 
     def search(self, query: str, n: int = 10) -> pd.DataFrame:
         """Movies whose titles match ``query`` as it is typed ("star wa"), best-known first, with ``ratings``
@@ -249,7 +252,7 @@ def _rows(rows: list[dict[str, Any]], columns: list[str] = _ROW_COLUMNS) -> pd.D
     return frame.astype({"year": "Int64"})
 
 
-def load(name: str | None = None, *, device: str = "cpu") -> Model:
+def load(name: str | None = None, *, device: str = DEFAULT_DEVICE) -> Model:
     """The saved model ``name`` (a name, any unique beginning of one, or a path; default: the newest)."""
     from movierec.loading import open_model
 
@@ -275,9 +278,9 @@ def train(
     config: ModelConfig | Mapping[str, Any] | None = None,
     mode: str | None = None,
     split: str | None = None,
-    test_fraction: float = 0.1,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
     seed: int = 0,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     patience: int | None = None,
     valid_fraction: float | None = None,
     name: str | None = None,
@@ -292,44 +295,47 @@ def train(
     validation metrics, seconds). Without ``name`` the model is saved as ``als``, ``als-2``, ...
     ``config``: a :func:`model_config` (its class says the mode) or a dict; ``settings`` override it.
     """
-    import dataclasses
-
-    from movierec.models import model_classes, model_entry
     from movierec.training import train_and_save
 
-    model_entry(model)  # an unknown model is one sentence before anything loads
-    values = dict(config or {}) if not dataclasses.is_dataclass(config) else config.to_dict()
-    if dataclasses.is_dataclass(config):
-        modes = [m for m, cls in model_classes(model).items() if cls.config_class is type(config)]
-        if not modes or (mode is not None and mode not in modes):
-            raise MovierecError(f"A {type(config).__name__} is not the config of {model}"
-                                f"{f' --mode {mode}' if mode else ''}; make one with model_config({model!r}).")
-        mode = modes[0]
-    values.update(settings)
-    outcome = train_and_save(
-        model, values, mode=mode, dataset=dataset, split=split, seed=seed, device=device, patience=patience,
-        valid_fraction=valid_fraction, name=name, test_fraction=test_fraction, on_epoch=progress,
-    )
+    options = train_options(model, dataset, config=config, mode=mode, split=split, test_fraction=test_fraction,
+                            seed=seed, device=device, patience=patience, valid_fraction=valid_fraction, name=name,
+                            **settings)
+    outcome = train_and_save(options, _EpochListener(progress))
     return load(str(outcome.path))
 
 
+def train_options(model: str, dataset: str | None = None, *, config: ModelConfig | Mapping[str, Any] | None = None,
+                  **options: Any) -> TrainOptions:
+    """The :class:`~movierec.options.TrainOptions` of a run: ``options`` are its fields (mode, split, seed,
+    device, patience, ...); any other keyword is a model setting, overriding ``config``'s."""
+    fields = {f.name for f in dataclasses.fields(TrainOptions)}
+    settings = {k: options.pop(k) for k in list(options) if k not in fields}
+    chosen = TrainOptions(model, config=config or {}, dataset=dataset, **options)  # a config's class gives its mode
+    return chosen.replace(config={**chosen.config, **settings}) if settings else chosen
+
+
+class _EpochListener(TrainingEvents):
+    """Tells ``progress`` of every epoch's report, nothing else."""
+
+    def __init__(self, progress: Callable[[EpochReport], None] | None):
+        self.progress_epoch = progress
+
+    def epoch(self, report: EpochReport) -> None:
+        if self.progress_epoch is not None:
+            self.progress_epoch(report)
+
+
 def cross_validate(model: str, dataset: str | None = None, *, folds: int | None = None, mode: str | None = None,
-                   seed: int = 0, device: str = "cpu", patience: int | None = None,
+                   seed: int = 0, device: str = DEFAULT_DEVICE, patience: int | None = None,
                    valid_fraction: float | None = None, **settings: Any) -> pd.DataFrame:
     """k-fold cross-validation (`movierec cv`): ml-100k's official u1..u5 by default, else ``folds`` seeded
     random folds (5); nothing is saved. One row per fold (``fold``, its test metrics, ``fit_seconds``), then
     ``mean`` and ``std`` rows (population standard deviation, as Surprise reports it)."""
-    import pandas as pd
-
     from movierec.crossval import cross_validate as run
 
-    result = run(model, dataset, mode=mode, folds=folds, seed=seed, device=device, patience=patience,
-                 valid_fraction=valid_fraction, **settings)
-    rows = [{"fold": name, **metrics, "fit_seconds": f.fit_seconds}
-            for name, metrics, f in zip(result.folds, result.metrics, result.fold_results)]
-    rows += [{"fold": "mean", **result.mean, "fit_seconds": result.fit_seconds / len(result.folds)},
-             {"fold": "std", **result.std}]
-    return pd.DataFrame(rows)
+    options = train_options(model, dataset, mode=mode, seed=seed, device=device, patience=patience,
+                            valid_fraction=valid_fraction, **settings)
+    return run(options, folds).to_frame()
 
 
 def saved_models() -> pd.DataFrame:
@@ -353,7 +359,7 @@ def remove(name: str) -> None:
 
 
 def evaluate_models(names: Sequence[str] | str | None = None, *, k: int = 10, relevance: float = 4.0,
-             device: str = "cpu", baselines: bool = True) -> pd.DataFrame:
+             device: str = DEFAULT_DEVICE, baselines: bool = True) -> pd.DataFrame:
     """Rating and ranking metrics of saved models on their test splits, next to the baselines of each split
     (`movierec evaluate`): one row per model. ``names``: saved names or model names (the newest of that
     model); default every model tested on the same split as the newest one."""

@@ -14,11 +14,11 @@ metric (``patience``) reads a validation slice carved from the fold's training r
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from movierec.errors import MovierecError
+from movierec.options import QUIET, Prefixed, TrainingEvents, TrainOptions
 
 DEFAULT_FOLDS = 5
 """The number of random folds when a release has no official ones and none is asked for."""
@@ -63,52 +63,55 @@ class CrossValidation:
     def fit_seconds(self) -> float:
         return sum(f.fit_seconds for f in self.fold_results)
 
+    def to_json(self) -> dict[str, Any]:
+        """What `movierec cv --json` prints: each fold, the mean and standard deviation, the baseline's mean."""
+        return {
+            "model": self.model, "mode": self.mode, "dataset": self.dataset, "seed": self.seed,
+            "folds": [{"fold": f.name, "train_ratings": f.train_ratings, "test_ratings": f.test_ratings,
+                       "epochs": f.epochs, "fit_seconds": f.fit_seconds, "metrics": f.metrics,
+                       "baseline": f.baseline} for f in self.fold_results],
+            "mean": self.mean, "std": self.std,
+            "baseline": {"name": self.baseline_name, "mean": self.baseline_mean},
+            "config": self.config,
+        }
 
-def cross_validate(
-    model: str,
-    dataset: str | None = None,
-    *,
-    mode: str | None = None,
-    folds: int | None = None,
-    seed: int = 0,
-    device: str = "cpu",
-    progress: Callable[[int, int], None] | None = None,
-    patience: int | None = None,
-    valid_fraction: float | None = None,
-    on_step: Callable[[str], None] | None = None,
-    on_fold: Callable[[FoldResult], None] | None = None,
-    on_start: Callable[[Any, Any], None] | None = None,
-    **config: Any,
-) -> CrossValidation:
-    """Cross-validate model ``model`` (``mode``, ``config`` as for `movierec train`) on ``dataset`` (None: the
-    fetched one) over ``folds`` folds (see the module docstring); nothing is saved.
+    def to_frame(self) -> Any:
+        """One row per fold (``fold``, its test metrics, ``fit_seconds``), then ``mean`` and ``std`` rows: a
+        pandas DataFrame, what the Python API's ``cross_validate`` returns."""
+        import pandas as pd
 
-    ``patience`` and ``valid_fraction`` are those of training, within each fold's training ratings.
-    ``on_step(description)`` hears of each step as it begins, prefixed by the fold ("u2: Epoch 3/20"),
-    ``progress(done, total)`` of each step's batches, as in training; ``on_fold`` of each fold as it ends;
-    ``on_start(model, plan)`` of the first fold's model and training plan (the defaults it chose, for one).
+        rows = [{"fold": f.name, **metrics, "fit_seconds": f.fit_seconds}
+                for f, metrics in zip(self.fold_results, self.metrics)]
+        rows += [{"fold": "mean", **self.mean, "fit_seconds": self.fit_seconds / len(self.folds)},
+                 {"fold": "std", **self.std}]
+        return pd.DataFrame(rows)
+
+
+def cross_validate(options: TrainOptions, folds: int | None = None,
+                   events: TrainingEvents = QUIET) -> CrossValidation:
+    """Cross-validate the model ``options`` name (its mode and settings, as for `movierec train`) on
+    ``options.dataset`` (None: the default one) over ``folds`` folds (see the module docstring); nothing is
+    saved, so the options' split, test fraction and name play no part.
+
+    ``options.patience`` and ``valid_fraction`` are those of training, within each fold's training ratings.
+    ``events`` hears of each step as it begins, prefixed by the fold ("u2: Epoch 3/20"), of each step's
+    batches, of each fold as it ends, and ``start`` of the first fold's model and training plan (the defaults
+    it chose, for one).
     """
     from movierec.data.default import default_dataset
     from movierec.data.movielens import load_dataset
     from movierec.data.split import fold_of_ratings, fold_split, make_split, official_folds
     from movierec.device import resolve_device
     from movierec.evaluate import evaluate, reference_metrics
-    from movierec.models import resolve_mode
-    from movierec.training import fit_split, resolve_valid_fraction
+    from movierec.training import fit_split
 
-    mode = resolve_mode(model, mode)
     if folds is not None and folds < 2:
         raise MovierecError(f"Cross-validation needs at least 2 folds, not {folds}.")
-    valid_fraction = resolve_valid_fraction(patience, valid_fraction)
-    torch_device = resolve_device(device)
-    if dataset is None:
-        dataset = default_dataset().name
+    torch_device = resolve_device(options.device)
+    dataset = options.dataset if options.dataset is not None else default_dataset().name
+    seed = options.seed
 
-    def step(description: str) -> None:
-        if on_step is not None:
-            on_step(description)
-
-    step(f"Loading {dataset}")
+    events.step(f"Loading {dataset}")
     data = load_dataset(dataset)
     official = official_folds(data.name)
     if official and folds in (None, len(official)):
@@ -116,7 +119,7 @@ def cross_validate(
         assignment = None
     else:
         k = DEFAULT_FOLDS if folds is None else folds
-        step("Drawing the folds")
+        events.step("Drawing the folds")
         assignment = fold_of_ratings(len(data.ratings), k, seed)  # checks 2 <= k <= ratings
         names = [f"fold {i}/{k}" for i in range(1, k + 1)]
 
@@ -124,21 +127,18 @@ def cross_validate(
     config_used: dict[str, Any] = {}
     baseline_name = ""
     for i, name in enumerate(names, 1):
-        def fold_step(description: str, name: str = name) -> None:
-            step(f"{name}: {description}")
-
-        fold_step("Splitting the ratings")
+        fold_events = Prefixed(events, f"{name}: ", first=i == 1)
+        fold_events.step("Splitting the ratings")
         if assignment is None:
             split = make_split(data, name, seed=seed)
         else:
             split = fold_split(data, i, len(names), seed, assignment)
-        fitted = fit_split(model, mode, config, data, split, seed=seed, device=torch_device, patience=patience,
-                           valid_fraction=valid_fraction, on_step=fold_step, on_progress=progress,
-                           on_start=on_start if i == 1 else None)
-        fold_step("Testing")
-        scores = evaluate(fitted.ranked, fitted.known, split.test, k=10, progress=progress)
-        fold_step("Testing the baseline")
-        baseline_name, baseline = reference_metrics(fitted.model, fitted.known, split.test, progress=progress)
+        fitted = fit_split(options, data, split, device=torch_device, events=fold_events)
+        fold_events.step("Testing")
+        scores = evaluate(fitted.ranked, fitted.known, split.test, k=10, progress=events.progress)
+        fold_events.step("Testing the baseline")
+        baseline_name, baseline = reference_metrics(fitted.model, fitted.known, split.test,
+                                                    progress=events.progress)
         config_used = fitted.model.config.to_dict()
         metrics = {key: math.nan if value is None else float(value) for key, value in scores.items()
                    if key not in ("users", "ratings")}
@@ -146,15 +146,14 @@ def cross_validate(
                             len(fitted.result.history), fitted.result.fit_seconds)
         results.append(result)
         del fitted, split  # the next fold's model and matrices replace them, not join them
-        if on_fold is not None:
-            on_fold(result)
+        events.fold(result)
 
     # A metric that applies to the model in no fold (the RMSE of a top-N model) is left out.
     keys = [key for key in results[0].metrics if any(not math.isnan(r.metrics[key]) for r in results)]
     per_fold = [{key: r.metrics[key] for key in keys} for r in results]
     base_keys = list(results[0].baseline)
     return CrossValidation(
-        model=model, mode=mode, dataset=data.name, folds=names, metrics=per_fold,
+        model=options.model, mode=str(options.mode), dataset=data.name, folds=names, metrics=per_fold,
         mean={key: _mean([m[key] for m in per_fold]) for key in keys},
         std={key: _std([m[key] for m in per_fold]) for key in keys},
         baseline_name=baseline_name,

@@ -11,42 +11,50 @@ if TYPE_CHECKING:
     import torch
 
 ENV_DEVICE = "MOVIEREC_DEVICE"
-CHOICES = ("auto", "cpu", "cuda")
+DEFAULT_DEVICE = "auto"
+"""Every command's and function's --device default: ``MOVIEREC_DEVICE``, then CUDA when present, then CPU."""
+DEVICE_HELP = f"auto (${ENV_DEVICE}, else CUDA when present, else the CPU), cpu, cuda or cuda:N."
+"""The --device option's help, the same on every command."""
 
 
-def resolve_device(requested: str | None = "auto") -> torch.device:
-    """Explicit request, then ``MOVIEREC_DEVICE``, then CUDA when present, then CPU."""
-    import torch
-
+def device_request(requested: str | None = DEFAULT_DEVICE) -> tuple[str, str]:
+    """What is asked for, without importing torch: ``(name, source)`` -- ``name`` "auto", "cpu", "cuda" or
+    "cuda:N" after ``MOVIEREC_DEVICE`` stands in for an explicit "auto", ``source`` what the user wrote (flag or
+    environment variable), for any complaint. An unknown name is a :class:`MovierecError`."""
     name = (requested or "auto").strip().lower()
-    # Name what the user actually wrote, flag or environment variable, in any complaint.
     source = f"--device {requested}"
     if name == "auto":
         env = os.environ.get(ENV_DEVICE, "")
         name = env.strip().lower() or "auto"
         source = f"{ENV_DEVICE}={env.strip()}"
+    cuda, _, index = name.partition(":")
+    if name in ("auto", "cpu", "cuda") or (cuda == "cuda" and index.isdigit()):
+        return name, source
+    raise MovierecError(f"Unknown device in {source}: choose one of auto, cpu, cuda, cuda:N.")
+
+
+def needs_gpu(requested: str | None = DEFAULT_DEVICE) -> bool:
+    """Whether ``requested`` (checked, see :func:`device_request`) asks for a GPU by name; no torch imported."""
+    return device_request(requested)[0].startswith("cuda")
+
+
+def resolve_device(requested: str | None = DEFAULT_DEVICE) -> torch.device:
+    """Explicit request, then ``MOVIEREC_DEVICE``, then CUDA when present, then CPU."""
+    import torch
+
+    name, source = device_request(requested)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
         return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise MovierecError(
-                f"{source} asks for a GPU, but no CUDA GPU is available here; use --device cpu or auto."
-            )
-        try:
-            dev = torch.device(name)
-        except RuntimeError:
-            raise MovierecError(f"Unknown device in {source}: choose one of auto, cpu, cuda, cuda:N.") from None
-        if dev.type != "cuda":
-            raise MovierecError(f"Unknown device in {source}: choose one of auto, cpu, cuda, cuda:N.")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise MovierecError(
-                f"{source} names a GPU that does not exist: this machine has {torch.cuda.device_count()} "
-                "CUDA device(s)."
-            )
-        return dev
-    raise MovierecError(f"Unknown device in {source}: choose one of auto, cpu, cuda.")
+    if not torch.cuda.is_available():
+        raise MovierecError(f"{source} asks for a GPU, but no CUDA GPU is available here; use --device cpu or auto.")
+    dev = torch.device(name)
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise MovierecError(
+            f"{source} names a GPU that does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)."
+        )
+    return dev
 
 
 def make_generator(device: torch.device, seed: int) -> torch.Generator:

@@ -11,7 +11,7 @@ The protocol, for a training :class:`RatingMatrix` and the held-out test :class:
   ``rmse``/``mae`` compare predicted and true stars (models of kind ``"rating"`` only); the predicted
   stars are clamped to the rating scale first (``score`` is raw and unclipped by contract: a prediction of
   5.6 stars is a 5). Like/dislike calls use the clamped stars too; AUC, an ordering, uses the raw scores.
-  ``loss``/``accuracy``/``auc`` judge liked (true stars >= the like threshold) against the prediction:
+  ``like_error``/``accuracy``/``auc`` judge liked (true stars >= the like threshold) against the prediction:
   ``"like"`` models give P(liked), called liked when >= 0.5; ``"rating"`` models call a movie liked when
   the predicted stars reach the threshold, and their predicted stars are the AUC score. The threshold is
   the model's own ``like_threshold`` when it has one, else the ``like_threshold`` argument.
@@ -45,6 +45,7 @@ import torch
 from movierec import metrics
 from movierec.data.ratings import RatingMatrix, Ratings
 from movierec.errors import MovierecError
+from movierec.kinds import ScoreKind, score_kind
 
 __all__ = ["GlobalMeanBaseline", "PopularityBaseline", "Scorer", "clamp_stars", "evaluate", "heldout_metrics"]
 
@@ -135,9 +136,9 @@ class GlobalMeanBaseline(_Baseline):
 def clamp_stars(model: Scorer, pred: torch.Tensor) -> torch.Tensor:
     """A rating model's predicted stars clamped to its rating scale; other kinds' scores unchanged."""
     values = getattr(model, "rating_values", None)
-    if model.kind != "rating" or not values:
+    if not values:
         return pred
-    return pred.clamp(min(values), max(values))
+    return score_kind(model.kind).on_scale(pred, min(values), max(values))
 
 
 def _liked_threshold(model: Scorer, fallback: float) -> float:
@@ -177,18 +178,16 @@ def heldout_metrics(
 ) -> dict[str, float]:
     """The quick validation the training loop runs after every epoch.
 
-    ``"rating"`` models -> ``{"rmse", "mae"}``; ``"like"`` models -> ``{"loss", "accuracy", "auc"}``
+    ``"rating"`` models -> ``{"rmse", "mae"}``; ``"like"`` models -> ``{"like_error", "accuracy", "auc"}``
     with liked = test stars >= ``model.like_threshold`` (``auc`` is NaN when the test ratings are all
     liked or all disliked); ``"rank"`` models -> ``{"ndcg@10", "recall@10"}`` by the ranking protocol of
     :func:`evaluate`. Predictions come from ``model.predict``, batched over users;
     ``progress(done, total)`` is told of the test users done after every batch.
     """
-    kind = model.kind
-    if kind == "rank":
+    kind = score_kind(model.kind)
+    if kind is ScoreKind.RANK:
         full = evaluate(model, train, test, k=10, progress=progress)
         return {key: math.nan if full[key] is None else float(full[key]) for key in ("ndcg@10", "recall@10")}
-    if kind not in ("rating", "like"):
-        raise ValueError(f"heldout_metrics needs a rating, like or rank model, not kind {kind!r}")
     device = model.device
     train = train.to(device)
     test_matrix = test.matrix(device)  # the ratings grouped by user: a batch of users is a slice
@@ -206,14 +205,14 @@ def heldout_metrics(
             if progress is not None:
                 progress(min(start + batch, n_users), n_users)
         pred = clamp_stars(model, pred)
-    if kind == "rating":
+    if kind is ScoreKind.RATING:
         return {"rmse": metrics.rmse(pred, truth), "mae": metrics.mae(pred, truth)}
     if model.like_threshold is None:
         raise ValueError("a like model must define like_threshold")
     liked = truth >= model.like_threshold
     auc = metrics.roc_auc(pred, liked)
     return {
-        "loss": metrics.like_loss(pred, liked),
+        "like_error": metrics.like_error(pred, liked),
         "accuracy": metrics.accuracy(pred, liked),
         "auc": math.nan if auc is None else auc,
     }
@@ -283,7 +282,7 @@ def evaluate(
 ) -> dict[str, float | None]:
     """Every metric of ``model`` on ``test``, given the ``train`` ratings it learned from.
 
-    Keys (K = ``k``): ``rmse``, ``mae``, ``loss``, ``accuracy``, ``auc``, ``precision@K``, ``recall@K``,
+    Keys (K = ``k``): ``rmse``, ``mae``, ``like_error``, ``accuracy``, ``auc``, ``precision@K``, ``recall@K``,
     ``ndcg@K``, ``hit@K``, ``map@K``, ``coverage@K``, ``users`` (int: test users with a relevant test
     movie, the ones the ranking metrics average over), ``ratings`` (int: test ratings). A metric that does
     not apply to the model -- or has nothing to average over -- is ``None``. See the module docstring for
@@ -300,9 +299,7 @@ def evaluate(
     if batch_users < 1:
         raise MovierecError(f"The user batch size must be at least 1 (got {batch_users}).")
     _check_shapes(model, train, test)
-    kind = model.kind
-    if kind not in ("rating", "like", "rank"):
-        raise ValueError(f"unknown model kind {kind!r}")
+    kind = score_kind(model.kind)  # ValueError for an unknown kind
     discriminates = bool(getattr(model, "discriminates", True))
     device = model.device
     train = train.to(device)
@@ -336,14 +333,15 @@ def evaluate(
     out: dict[str, float | None] = {}
     truth = test_matrix.values
     stars = clamp_stars(model, pred)
-    out["rmse"] = metrics.rmse(stars, truth) if kind == "rating" and len(test) else None
-    out["mae"] = metrics.mae(stars, truth) if kind == "rating" and len(test) else None
+    rated = kind is ScoreKind.RATING and len(test) > 0
+    out["rmse"] = metrics.rmse(stars, truth) if rated else None
+    out["mae"] = metrics.mae(stars, truth) if rated else None
 
     liked = truth >= _liked_threshold(model, like_threshold)
-    judge = kind in ("rating", "like") and discriminates and len(test) > 0
+    judge = kind.predicts and discriminates and len(test) > 0
     # Like models' scores are P(liked), which the metrics call liked at >= 0.5.
-    pred_liked = stars >= _liked_threshold(model, like_threshold) if kind == "rating" else pred
-    out["loss"] = metrics.like_loss(pred_liked, liked) if judge else None
+    pred_liked = stars >= _liked_threshold(model, like_threshold) if kind is ScoreKind.RATING else pred
+    out["like_error"] = metrics.like_error(pred_liked, liked) if judge else None
     out["accuracy"] = metrics.accuracy(pred_liked, liked) if judge else None
     # AUC only needs an ordering, so it is also defined for rank-only scores such as popularity.
     out["auc"] = metrics.roc_auc(pred, liked) if discriminates and len(test) else None
@@ -508,10 +506,11 @@ def reference_metrics(
 
     Rating models: the global mean; like/dislike models: always answering "liked"; top-N models: popularity.
     """
-    if model.kind == "like":
+    if model.kind == ScoreKind.LIKE:
         liked = torch.from_numpy(test.ratings) >= model.like_threshold
         always = torch.ones_like(liked, dtype=torch.float32)
-        return "always like", {"loss": metrics.like_loss(always, liked), "accuracy": metrics.accuracy(always, liked)}
-    if model.kind == "rank":
+        return "always like", {"like_error": metrics.like_error(always, liked),
+                               "accuracy": metrics.accuracy(always, liked)}
+    if model.kind == ScoreKind.RANK:
         return "popularity", heldout_metrics(PopularityBaseline(train), train, test, progress)
     return "global mean", heldout_metrics(GlobalMeanBaseline(train), train, test, progress)

@@ -22,6 +22,7 @@ import numpy as np
 
 from movierec import checkpoint
 from movierec.checkpoint import CheckpointMeta
+from movierec.device import DEFAULT_DEVICE, needs_gpu, resolve_device
 from movierec.errors import MovierecError
 from movierec.serving import Served, ServingData, build_from_state
 
@@ -48,10 +49,12 @@ class Checkpoint:
 
 
 
-def load(path: Path, device: torch.device | str = "cpu") -> Checkpoint:
-    """Rebuild the model saved at ``path`` (either format) on ``device``."""
+def load(path: Path, device: torch.device | str = DEFAULT_DEVICE) -> Checkpoint:
+    """Rebuild the model saved at ``path`` (either format) on ``device`` (a name is resolved:
+    :func:`movierec.device.resolve_device`)."""
     import torch
 
+    device = resolve_device(device) if isinstance(device, str) else device
     path = Path(path)
     meta, state, user_ids, item_ids = checkpoint.read_all(path)
     meta = checkpoint.current_meta(meta)
@@ -88,7 +91,7 @@ class Trained:
         return self.checkpoint.meta
 
 
-def load_trained(name: str | Path | None = None, device: torch.device | str = "cpu") -> Trained:
+def load_trained(name: str | Path | None = None, device: torch.device | str = DEFAULT_DEVICE) -> Trained:
     """Load a checkpoint (newest when ``name`` is None), its dataset and its training split.
 
     A checkpoint without serving data (format 1, or saved without it) gets it now, rewritten in place:
@@ -195,16 +198,15 @@ def _served_from_file(path: Path, device: Any) -> Served | None:
     return None
 
 
-def open_model(name: str | None, device: Any = "cpu") -> Served:
+def open_model(name: str | None, device: Any = DEFAULT_DEVICE) -> Served:
     """The saved model ``name`` (newest when None), ready to answer.
 
     A checkpoint without serving data (format 1, or saved without it) is converted first: its dataset and
     split are loaded once, and the file rewritten in place (:func:`upgrade`).
-    ``device``: where models that need torch run ("cpu", "cuda", "auto" or a torch.device); factor models are
-    answered in numpy whatever it says, and "cpu" imports no torch for them."""
-    if device != "cpu":
-        from movierec.device import resolve_device
-
+    ``device``: where models that need torch run ("cpu", "cuda", "auto" or a torch.device), resolved only
+    when one does; factor models are answered in numpy whatever it says, and import no torch. A device that
+    does not exist is refused first, whatever the model (a GPU asked for by name is looked for at once)."""
+    if isinstance(device, str) and needs_gpu(device):
         device = resolve_device(device)
     path = checkpoint.resolve(name)
     served = _served_from_file(path, device)

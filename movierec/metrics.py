@@ -2,7 +2,7 @@
 
 Two families:
 
-- pointwise metrics over (prediction, truth) pairs -- :func:`rmse`, :func:`mae`, :func:`like_loss`,
+- pointwise metrics over (prediction, truth) pairs -- :func:`rmse`, :func:`mae`, :func:`like_error`,
   :func:`accuracy`, :func:`roc_auc` -- return one Python number;
 - ranking metrics over a batch of users return one value per user, a ``(B,)`` float tensor, so a caller
   can sum them batch by batch and average over users at the end. They all read the same two inputs:
@@ -45,7 +45,7 @@ __all__ = [
     "higher_is_better",
     "hit_rate_at_k",
     "judged_by",
-    "like_loss",
+    "like_error",
     "mae",
     "metric_info",
     "ndcg_at_k",
@@ -87,8 +87,9 @@ def _as_liked(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.bool else x >= 0.5
 
 
-def like_loss(prob: torch.Tensor, liked: torch.Tensor) -> float:
-    """Mean |1[prob >= 0.5] - liked|: the fraction of like/dislike calls that are wrong (the RBM seed's loss).
+def like_error(prob: torch.Tensor, liked: torch.Tensor) -> float:
+    """Mean |1[prob >= 0.5] - liked|: the fraction of like/dislike calls that are wrong (the like error; checkpoints
+    saved before 0.2 call it ``loss``).
 
     ``prob`` is P(liked) or already-decided bool predictions; ``liked`` is bool or 0/1. NaN for no pairs.
     """
@@ -101,8 +102,8 @@ def like_loss(prob: torch.Tensor, liked: torch.Tensor) -> float:
 
 
 def accuracy(prob_or_pred_liked: torch.Tensor, liked: torch.Tensor) -> float:
-    """Fraction of like/dislike calls that are right: ``1 - like_loss``. NaN for no pairs."""
-    loss = like_loss(prob_or_pred_liked, liked)
+    """Fraction of like/dislike calls that are right: ``1 - like_error``. NaN for no pairs."""
+    loss = like_error(prob_or_pred_liked, liked)
     return math.nan if math.isnan(loss) else 1.0 - loss
 
 
@@ -294,7 +295,7 @@ class MetricInfo:
 METRICS: tuple[MetricInfo, ...] = (
     MetricInfo("rmse", "RMSE", False, frozenset({"rating"})),
     MetricInfo("mae", "MAE", False),
-    MetricInfo("loss", "loss", False, frozenset({"like"})),
+    MetricInfo("like_error", "error", False, frozenset({"like"})),
     MetricInfo("accuracy", "acc", True, frozenset({"like"})),
     MetricInfo("auc", "AUC", True, frozenset({"like"})),
     MetricInfo("precision@{k}", "P@{k}", True, frozenset({"rank"})),
@@ -305,10 +306,10 @@ METRICS: tuple[MetricInfo, ...] = (
     MetricInfo("coverage@{k}", "Cov@{k}", True),
 )
 """Every metric :func:`movierec.evaluate.evaluate` reports, in the order tables show them. A rating model is
-judged by its RMSE and the ranking of its lists; the like/dislike RBM by its like-loss, accuracy and AUC; a
+judged by its RMSE and the ranking of its lists; the like/dislike RBM by its like error, accuracy and AUC; a
 top-N model by its lists (NDCG, recall, precision)."""
 
-HEADLINE: dict[str, str] = {"rating": "rmse", "like": "loss", "rank": "ndcg@{k}"}
+HEADLINE: dict[str, str] = {"rating": "rmse", "like": "like_error", "rank": "ndcg@{k}"}
 """The first metric a model of each kind is judged by: early stopping watches it on the validation slice, and
 the train summary says whether the trivial answer was beaten on it."""
 
@@ -324,7 +325,7 @@ def metric_info(key: str) -> MetricInfo:
 
 
 def higher_is_better(key: str) -> bool:
-    """Whether a larger value of metric ``key`` is better (NDCG, accuracy) or worse (RMSE, like-loss)."""
+    """Whether a larger value of metric ``key`` is better (NDCG, accuracy) or worse (RMSE, like error)."""
     return metric_info(key).higher_is_better
 
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from movierec.errors import MovierecError
+from movierec.kinds import ScoreKind, score_kind
 
 if TYPE_CHECKING:
     import torch
@@ -165,7 +166,7 @@ def rank_rows(scores: np.ndarray, n: int, exclude: np.ndarray, counts: Any) -> l
 
 def shown_scores(scorer: Scorer, scores: np.ndarray) -> np.ndarray:
     """The numbers shown beside listed movies: a rating model's stars clipped to its scale, else as they are."""
-    return np.clip(scores, *scorer.rating_range) if scorer.kind == "rating" else scores
+    return score_kind(scorer.kind).on_scale(scores, *scorer.rating_range)
 
 
 def shrink_rare(scores: Any, counts: Any, strength: float, prior: float) -> np.ndarray:
@@ -187,9 +188,9 @@ def neutral_value(kind: str, like_threshold: float | None, stars: np.ndarray) ->
     (P(liked)), else 0."""
     if stars.size == 0:
         return 0.0
-    if kind == "rating":
+    if kind == ScoreKind.RATING:
         return float(stars.astype(np.float64).mean())
-    if kind == "like" and like_threshold is not None:
+    if kind == ScoreKind.LIKE and like_threshold is not None:
         return float((stars >= like_threshold).astype(np.float64).mean())
     return 0.0
 
@@ -242,7 +243,7 @@ def top_n(
 
 def _predictions(scorer: Scorer, own: np.ndarray) -> np.ndarray | None:
     """The model's own predictions to show beside a list: stars or P(liked); none for top-N models."""
-    return own if scorer.kind in ("rating", "like") else None
+    return own if score_kind(scorer.kind).predicts else None
 
 
 def for_user(

@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field, StrictInt
 from starlette.exceptions import HTTPException
 
 from movierec import checkpoint, paths
+from movierec.device import DEFAULT_DEVICE
 from movierec.errors import MovierecError, NotFound
 from movierec.loading import open_model
 from movierec.serving import Served
@@ -203,7 +204,7 @@ MaxYear = Annotated[int | None, Query(ge=0, le=9999, description="Only movies re
 
 
 # -- the application ----------------------------------------------------------------------------------------
-def create_app(model: Served | str | None = None, *, device: Any = "cpu") -> FastAPI:
+def create_app(model: Served | str | None = None, *, device: Any = DEFAULT_DEVICE) -> FastAPI:
     """The web application answering from ``model``: a loaded :class:`Served`, or the saved model's name (the
     newest when None), loaded here, once. ``POST /reload`` opens it again by that name."""
     served = model if isinstance(model, Served) else open_model(model, device)

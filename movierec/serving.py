@@ -27,6 +27,7 @@ import numpy as np
 from movierec import checkpoint
 from movierec.data.ids import lookup_id
 from movierec.errors import MovierecError
+from movierec.kinds import ScoreKind
 from movierec.models import build_model
 from movierec.recommend import ListScorer, OwnLists
 
@@ -358,15 +359,17 @@ class Served:
         else:
             self.scorer = self._torch_scorer(device)
         if "lists" in info:  # lists rank by P(picked and liked): the picks model answers in numpy
-            picks = FactorScorer(saved, meta, info["lists"]["picks"], "rank", prefix=PICKS)
+            picks = FactorScorer(saved, meta, info["lists"]["picks"], ScoreKind.RANK, prefix=PICKS)
             self.scorer = ListScorer(self.scorer, picks, info["lists"]["midpoint"])
 
     def _torch_scorer(self, device: Any) -> Scorer:
         import torch
 
         from movierec.data.ratings import RatingMatrix
+        from movierec.device import resolve_device
         from movierec.recommend import TorchScorer
 
+        device = resolve_device(device) if isinstance(device, str) else device
         saved, meta = self._saved, self.meta
         state = {k: saved.get(k) for k in saved.names() if k.startswith("state.")}
         checkpoint.check_arrays(state, self.user_ids, self.catalogue.item_ids, meta, self.path)
@@ -554,12 +557,12 @@ class Served:
         or "score" (top-N models)."""
         if self.scorer.ranks_by_picks:
             return "match"
-        return {"like": "like probability", "rank": "score"}.get(self.scorer.kind, "predicted rating")
+        return self.predicted_name or "score"
 
     @property
     def predicted_name(self) -> str | None:
         """What a row's ``predicted`` is: "predicted rating", "like probability", or None (top-N models)."""
-        return {"rating": "predicted rating", "like": "like probability"}.get(self.scorer.kind)
+        return {ScoreKind.RATING: "predicted rating", ScoreKind.LIKE: "like probability"}.get(self.scorer.kind)
 
     def _titles(self) -> TitleIndex:
         if self._title_index is None:
@@ -605,7 +608,7 @@ def _check_info(text: Any, path: Path) -> dict[str, Any]:
         raise bad("has no list of genres")
     if not _number(neutral):
         raise bad("has no neutral score")
-    if info.get("kind") not in ("rating", "like", "rank"):
+    if info.get("kind") not in frozenset(ScoreKind):
         raise bad("does not say what the model predicts")
     if not isinstance(scorer, dict) or scorer.get("kind") not in ("factors", "torch"):
         raise bad("does not say how the model scores")

@@ -12,17 +12,20 @@ end, to report the model's metrics and the trivial baseline's beside them. Witho
 held-out ranking runs between epochs. Ranking models validate on a fixed seeded sample of at most
 :data:`VALID_RANK_USERS` of the slice's users, so validating costs a small part of an epoch at any scale.
 
-Nothing runs silently: :func:`train_and_save` names each step as it begins (``on_step``) and reports the
-countable ones' progress as ``on_progress(done, total)``: the batches of every epoch (each model's trainer calls
-:meth:`~movierec.models.base.Trainer.advance` once per batch) and the users of every evaluation.
+What to train comes in as one :class:`~movierec.options.TrainOptions`; what happens goes out to one
+:class:`~movierec.options.TrainingEvents` listener. Nothing runs silently: each step is named as it begins
+(``events.step``) and the countable ones report their progress (``events.progress(done, total)``): the batches of
+every epoch (each model's trainer calls :meth:`~movierec.models.base.Trainer.advance` once per batch) and the
+users of every evaluation.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,13 +36,10 @@ from movierec.data.ratings import RatingMatrix, Ratings
 from movierec.device import make_generator, seed_everything
 from movierec.errors import MovierecError
 from movierec.evaluate import PopularityBaseline, evaluate, heldout_metrics, reference_metrics
+from movierec.kinds import ScoreKind
 from movierec.models.base import Recommender
 from movierec.models.picks import Ranked
-
-StepCallback = Callable[[str], None]
-"""``on_step(description)``: a new step begins ("Loading ml-1m", "Epoch 3/20", "Saving"); the previous one ended."""
-ProgressCallback = Callable[[int, int], None]
-"""``on_progress(done, total)``: how far the current step is, in its own units; ``done`` only grows."""
+from movierec.options import QUIET, TrainingEvents, TrainOptions
 
 VALID_RANK_USERS = 2000
 """Ranking models validate every epoch on a fixed seeded sample of at most this many validation users."""
@@ -50,7 +50,7 @@ def validation_sample(valid: Ratings, kind: str, seed: int = 0) -> Ratings:
     of a seeded sample of :data:`VALID_RANK_USERS` of its users (ranking a user costs a pass over the catalogue;
     predicting a rating costs one dot product)."""
     users = np.unique(valid.users)
-    if kind != "rank" or users.shape[0] <= VALID_RANK_USERS:
+    if kind != ScoreKind.RANK or users.shape[0] <= VALID_RANK_USERS:
         return valid
     chosen = np.random.default_rng(seed).choice(users, VALID_RANK_USERS, replace=False)
     return valid.take(np.isin(valid.users, chosen))
@@ -104,10 +104,8 @@ def fit(
     seed: int = 0,
     epochs: int | None = None,
     patience: int | None = None,
-    on_epoch: Callable[[EpochReport], None] | None = None,
     matrix: RatingMatrix | None = None,
-    on_step: StepCallback | None = None,
-    on_progress: ProgressCallback | None = None,
+    events: TrainingEvents = QUIET,
 ) -> FitResult:
     """Train ``model`` (already on its device) on ``train``, validating on ``valid`` after every epoch.
 
@@ -116,15 +114,13 @@ def fit(
     ``valid``) has not improved for that many epochs, and the best epoch's weights are kept. ``matrix`` is
     ``train`` as a :class:`RatingMatrix` on the model's device, when the caller has built it already.
     Raises :class:`MovierecError` when training diverges (a non-finite loss or weight). A ranking model is
-    validated on :func:`validation_sample` of ``valid``. ``on_step`` is told of every epoch and every
-    validation as it begins, ``on_progress`` of their batches (see the module docstring).
+    validated on :func:`validation_sample` of ``valid``. ``events`` hears of every epoch and every validation
+    as it begins, of their batches, and of every epoch's report (see the module docstring).
     """
     device = model.device
     epochs = int(epochs if epochs is not None else model.config.epochs)
     if epochs < 1:
         raise MovierecError("--epochs must be at least 1.")
-    if patience is not None and patience < 1:
-        raise MovierecError("--patience must be at least 1.")
     if len(train) == 0:
         raise MovierecError("The training split has no ratings.")
 
@@ -145,16 +141,13 @@ def fit(
     def advance(amount: int, total: int) -> None:
         nonlocal done
         done += int(amount)
-        if on_progress is not None:
-            on_progress(min(done, total), total)
+        events.progress(min(done, total), total)
 
-    if on_step is not None:
-        on_step("Preparing the model")  # e.g. ALS lays out both sides' solves
+    events.step("Preparing the model")  # e.g. ALS lays out both sides' solves
     trainer = model.trainer(matrix, generator)
     trainer.on_advance = advance
     for epoch in range(1, epochs + 1):
-        if on_step is not None:
-            on_step(f"Epoch {epoch}/{epochs}")
+        events.step(f"Epoch {epoch}/{epochs}")
         start = time.perf_counter()
         model.train()
         done = 0
@@ -168,9 +161,8 @@ def fit(
 
         scores = {}
         if valid is not None and len(valid):
-            if on_step is not None:
-                on_step(f"Validating epoch {epoch}")
-            scores = heldout_metrics(model, matrix, valid, progress=on_progress)
+            events.step(f"Validating epoch {epoch}")
+            scores = heldout_metrics(model, matrix, valid, progress=events.progress)
         value = sign * scores[monitor] if monitor in scores else stats.get("loss", math.inf)
         improved = value < best_value
         if improved:
@@ -181,8 +173,7 @@ def fit(
             since_best += 1
         report = EpochReport(epoch, epochs, stats, scores, seconds, improved)
         result.history.append(report)
-        if on_epoch is not None:
-            on_epoch(report)
+        events.epoch(report)
         if patience is not None and since_best >= patience:
             result.stopped_early = True
             break
@@ -228,122 +219,83 @@ class TrainPlan:
 
 @dataclass(frozen=True)
 class TrainOutcome:
-    path: object  # pathlib.Path of the saved checkpoint
-    meta: object  # checkpoint.CheckpointMeta
+    """A trained and saved model: where, what its checkpoint says, and how training went."""
+
+    path: Path
+    meta: Any  # checkpoint.CheckpointMeta
     result: FitResult
     plan: TrainPlan
 
-
-DEFAULT_VALID_FRACTION = 0.05
-"""The validation slice carved from the training ratings when early stopping needs one."""
-
-
-def resolve_valid_fraction(patience: int | None, valid_fraction: float | None) -> float:
-    """The validation slice's share of the training ratings: ``valid_fraction``, or when None
-    :data:`DEFAULT_VALID_FRACTION` with ``patience`` and 0 (no slice) without; both checked."""
-    if valid_fraction is None:
-        valid_fraction = DEFAULT_VALID_FRACTION if patience is not None else 0.0
-    if not 0.0 <= valid_fraction < 1.0:
-        raise MovierecError(f"--valid-fraction must be at least 0 and below 1, not {valid_fraction:g}.")
-    if patience is not None and patience < 1:
-        raise MovierecError("--patience must be at least 1.")
-    return valid_fraction
+    def to_json(self) -> dict[str, Any]:
+        """What `movierec train --json` prints. ``metrics``, ``baseline`` and ``popularity`` are None when
+        nothing was tested (``--split none``)."""
+        meta, tested = self.meta, self.meta.has_test_split
+        return {"name": meta.name, "model": meta.model, "mode": meta.mode, "dataset": meta.dataset,
+                "split": meta.split, "path": str(self.path), "epochs": meta.epochs, "fit_seconds": meta.fit_seconds,
+                "stopped_early": self.result.stopped_early, "train": meta.train_metrics,
+                "metrics": meta.metrics if tested else None, "valid": meta.valid_metrics,
+                "valid_fraction": meta.valid_fraction, "baseline": meta.baseline if tested else None,
+                "popularity": meta.popularity if tested else None, "config": meta.config}
 
 
-def train_and_save(
-    model_name: str,
-    config: dict | None = None,
-    *,
-    mode: str | None = None,
-    dataset: str | None = None,
-    split: str | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    patience: int | None = None,
-    valid_fraction: float | None = None,
-    name: str | None = None,
-    test_fraction: float = 0.1,
-    on_start: Callable[[Recommender, TrainPlan], None] | None = None,
-    on_epoch: Callable[[EpochReport], None] | None = None,
-    on_step: StepCallback | None = None,
-    on_progress: ProgressCallback | None = None,
-) -> TrainOutcome:
-    """Train ``model_name`` on a fetched dataset's split and save the checkpoint: what `movierec train` does.
+def train_and_save(options: TrainOptions, events: TrainingEvents = QUIET) -> TrainOutcome:
+    """Train the model ``options`` name on a fetched dataset's split and save the checkpoint: what `movierec
+    train` does.
 
-    ``dataset`` None is the fetched one (:func:`movierec.data.default.default_dataset`). ``valid_fraction``
-    None means :data:`DEFAULT_VALID_FRACTION` with ``patience``, else no validation slice. The checkpoint's
-    ``metrics`` are the test split's, measured once after training; ``valid_metrics`` those of the kept
-    epoch on the validation slice. ``on_step`` and ``on_progress`` follow every step (see the module docstring).
+    ``options.dataset`` None is the default one (:func:`movierec.data.default.default_dataset`). The
+    checkpoint's ``metrics`` are the test split's, measured once after training; ``valid_metrics`` those of the
+    kept epoch on the validation slice. ``events`` hears of every step (see the module docstring).
     ``split="none"`` trains on every rating: nothing is tested, and the checkpoint has no test metrics.
     """
     from movierec import checkpoint
     from movierec.data.default import default_dataset
 
-    valid_fraction = resolve_valid_fraction(patience, valid_fraction)
-    if name is not None:
-        checkpoint.path_for(name)  # validates the name before any work
-    why = None
+    if options.name is not None:
+        checkpoint.path_for(options.name)  # validates the name before any work
+    dataset, why = options.dataset, None
     if dataset is None:
         chosen = default_dataset()
         dataset, why = chosen.name, chosen.why
-    fresh = name is None
+    fresh = options.name is None
+    name = options.name
     if fresh:
-        from movierec.models import model_entry, resolve_mode
+        from movierec.models import model_entry
 
-        default_mode = model_entry(model_name).default_mode
-        name = checkpoint.default_name(model_name, resolve_mode(model_name, mode), default_mode)
+        name = checkpoint.default_name(options.model, options.mode, model_entry(options.model).default_mode)
     # The name is checked, its folder proven writable and locked before any work, and held until the model
     # is saved: a long run must not end in a failed save, nor two runs of one name overwrite each other.
     # A default name is the first free one of als, als-2, als-3...
     with checkpoint.reserve(name, fresh=fresh) as out_path:
-        name = out_path.stem
-        return _train_reserved(
-            model_name, config, mode=mode, dataset=dataset, why=why, split=split, seed=seed, device=device,
-            patience=patience, valid_fraction=valid_fraction, name=name, test_fraction=test_fraction,
-            out_path=out_path, on_start=on_start, on_epoch=on_epoch, on_step=on_step, on_progress=on_progress,
-        )
+        return _train_reserved(options.replace(dataset=dataset, name=out_path.stem), why, out_path, events)
 
 
-def _train_reserved(
-    model_name: str, config: dict | None, *, mode: str | None, dataset: str, why: str | None, split: str | None,
-    seed: int, device: str, patience: int | None, valid_fraction: float, name: str, test_fraction: float,
-    out_path: object, on_start: Callable[[Recommender, TrainPlan], None] | None,
-    on_epoch: Callable[[EpochReport], None] | None, on_step: StepCallback | None,
-    on_progress: ProgressCallback | None,
-) -> TrainOutcome:
+def _train_reserved(options: TrainOptions, why: str | None, out_path: Path, events: TrainingEvents) -> TrainOutcome:
     """:func:`train_and_save` once the dataset is chosen and the checkpoint's name is held."""
     from movierec import checkpoint, loading
     from movierec.data.movielens import load_dataset
     from movierec.data.split import default_split, make_split
     from movierec.device import resolve_device
-    from movierec.models import resolve_mode
     from movierec.serving import ServingData
 
-    def step(description: str) -> None:
-        if on_step is not None:
-            on_step(description)
-
-    torch_device = resolve_device(device)
-    step(f"Loading {dataset}")
-    data = load_dataset(dataset)
-    step("Splitting the ratings")
-    the_split = make_split(data, split or default_split(dataset), seed=seed, test_fraction=test_fraction)
-    mode = resolve_mode(model_name, mode)
-    fitted = fit_split(model_name, mode, config, data, the_split, why=why, seed=seed, device=torch_device,
-                       patience=patience, valid_fraction=valid_fraction, on_start=on_start, on_epoch=on_epoch,
-                       on_step=on_step, on_progress=on_progress)
+    torch_device = resolve_device(options.device)
+    events.step(f"Loading {options.dataset}")
+    data = load_dataset(options.dataset)
+    events.step("Splitting the ratings")
+    the_split = make_split(data, options.split or default_split(data.name), seed=options.seed,
+                           test_fraction=options.test_fraction)
+    fitted = fit_split(options, data, the_split, device=torch_device, why=why, events=events)
     model, result, known = fitted.model, fitted.result, fitted.known
     # Its lists as `recommend` ranks them: through its picks model, where it has one.
-    tested = score_test_split(fitted.ranked, known, the_split.test, on_step=on_step, on_progress=on_progress)
+    tested = score_test_split(fitted.ranked, known, the_split.test, events=events)
     meta = checkpoint.CheckpointMeta(
-        name=name,
-        model=model_name,
-        mode=mode,
+        name=str(options.name),
+        model=options.model,
+        mode=str(options.mode),
         config=model.config.to_dict(),
         dataset=data.name,
         fingerprint=data.fingerprint,
         split=the_split.name,
-        seed=seed,
+        seed=options.seed,
         n_users=data.n_users,
         n_items=data.n_items,
         rating_values=list(data.rating_values),
@@ -357,11 +309,11 @@ def _train_reserved(
         fit_seconds=result.fit_seconds + result.picks_seconds,
         epochs=len(result.history),
         device=str(torch_device),
-        test_fraction=test_fraction,
+        test_fraction=options.test_fraction,
         valid_metrics=result.final_valid,
-        valid_fraction=valid_fraction,
+        valid_fraction=float(options.valid_fraction or 0.0),
     )
-    step("Saving")
+    events.step("Saving")
     # What `recommend` reads instead of the dataset, with the picks model its lists rank through.
     serving = ServingData.build(model, the_split.train, data, picks=fitted.picks)
     path, saved = checkpoint.save(loading.state_arrays(model), meta, data.user_ids, data.item_ids, out_path,
@@ -383,8 +335,7 @@ class HeldOutReport:
 
 
 def score_test_split(
-    model: Recommender, known: RatingMatrix, test: Ratings, *, on_step: StepCallback | None = None,
-    on_progress: ProgressCallback | None = None,
+    model: Recommender, known: RatingMatrix, test: Ratings, *, events: TrainingEvents = QUIET,
 ) -> HeldOutReport:
     """The one look at the test split after training: the model's metrics, its kind's trivial answer, and its
     lists against the most popular movies' (:data:`LIST_METRIC`, by :func:`evaluate`'s ranking protocol).
@@ -392,25 +343,21 @@ def score_test_split(
     if len(test) == 0:
         return HeldOutReport({}, {}, {})
 
-    def step(description: str) -> None:
-        if on_step is not None:
-            on_step(description)
-
     def ranked(scorer: object) -> float:
-        value = evaluate(scorer, known, test, k=10, progress=on_progress)[LIST_METRIC]
+        value = evaluate(scorer, known, test, k=10, progress=events.progress)[LIST_METRIC]
         return math.nan if value is None else float(value)
 
-    step("Testing")
-    scores = heldout_metrics(model, known, test, progress=on_progress)
+    events.step("Testing")
+    scores = heldout_metrics(model, known, test, progress=events.progress)
     if LIST_METRIC not in scores:  # rank models have it already; the others' lists are ranked once more
-        step("Ranking the test users' movies")
+        events.step("Ranking the test users' movies")
         scores[LIST_METRIC] = ranked(model)
-    step("Testing the baseline")
-    baseline_name, baseline = reference_metrics(model, known, test, progress=on_progress)
+    events.step("Testing the baseline")
+    baseline_name, baseline = reference_metrics(model, known, test, progress=events.progress)
     if LIST_METRIC in baseline and baseline_name == PopularityBaseline.name:
         popular = baseline[LIST_METRIC]
     else:
-        step("Ranking the most popular movies")
+        events.step("Ranking the most popular movies")
         popular = ranked(PopularityBaseline(known))
     return HeldOutReport(scores, {"name": baseline_name, **baseline}, {LIST_METRIC: popular})
 
@@ -435,50 +382,59 @@ class SplitFit:
 
 
 def fit_split(
-    model_name: str, mode: str | None, config: dict | None, data: object, the_split: object, *, seed: int,
-    device: torch.device, patience: int | None, valid_fraction: float, why: str | None = None,
-    on_start: Callable[[Recommender, TrainPlan], None] | None = None,
-    on_epoch: Callable[[EpochReport], None] | None = None, on_step: StepCallback | None = None,
-    on_progress: ProgressCallback | None = None,
+    options: TrainOptions, data: Any, the_split: Any, *, device: torch.device, why: str | None = None,
+    events: TrainingEvents = QUIET,
 ) -> SplitFit:
-    """Build model ``model_name`` for ``data`` (a :class:`~movierec.data.movielens.Dataset`) and :func:`fit` it
-    on ``the_split``'s training ratings, less a seeded validation slice of ``valid_fraction`` (0: none) that
-    early stopping reads. The test split is not read here: what `train` and `cv` do with it is theirs."""
+    """Build the model ``options`` name for ``data`` (a :class:`~movierec.data.movielens.Dataset`) and
+    :func:`fit` it on ``the_split``'s training ratings, less a seeded validation slice of
+    ``options.valid_fraction`` (0: none) that early stopping reads. The test split is not read here: what
+    `train` and `cv` do with it is theirs."""
     from movierec.data.split import validation_slice
-    from movierec.models import build_model, resolve_mode, scaled_defaults
+    from movierec.models import build_model, scaled_defaults
 
+    seed, config = options.seed, options.settings()
     fit_ratings, valid = the_split.train, None
-    if valid_fraction > 0:
-        fit_ratings, valid = validation_slice(the_split.train, valid_fraction, seed)
+    if options.valid_fraction:
+        fit_ratings, valid = validation_slice(the_split.train, options.valid_fraction, seed)
     seed_everything(seed)
-    mode = resolve_mode(model_name, mode)
-    scaled = scaled_defaults(model_name, mode, config, data.n_users, data.n_items, len(fit_ratings))
-    model = build_model(model_name, mode, {**scaled, **(config or {})}, data.n_users, data.n_items,
+    scaled = scaled_defaults(options.model, options.mode, config, data.n_users, data.n_items, len(fit_ratings))
+    model = build_model(options.model, options.mode, {**scaled, **config}, data.n_users, data.n_items,
                         tuple(data.rating_values))
     model.to(device)
     sample = validation_sample(valid, model.kind, seed) if valid is not None else None
-    sampled = sample is not None and len(sample) < len(valid)
-    plan = TrainPlan(data.name, why, the_split, fit_ratings, valid, valid_fraction,
+    sampled = sample is not None and valid is not None and len(sample) < len(valid)
+    plan = TrainPlan(data.name, why, the_split, fit_ratings, valid, float(options.valid_fraction or 0.0),
                      VALID_RANK_USERS if sampled else None, scaled)
-    if on_start is not None:
-        on_start(model, plan)
-    if on_step is not None:
-        on_step("Building the training matrix")
+    events.start(model, plan)
+    events.step("Building the training matrix")
     fit_matrix = fit_ratings.matrix(device)  # built once: training, validation and, without a slice, test
-    result = fit(model, fit_ratings, sample, seed=seed, patience=patience, on_epoch=on_epoch, matrix=fit_matrix,
-                 on_step=on_step, on_progress=on_progress)
-    if valid is not None and on_step is not None:
-        on_step("Building the full training matrix")
-    picks = fit_picks(model, fit_ratings, fit_matrix, seed=seed, on_step=on_step, on_progress=on_progress)
+    result = fit(model, fit_ratings, sample, seed=seed, patience=options.patience, matrix=fit_matrix,
+                 events=events)
+    if valid is not None:
+        events.step("Building the full training matrix")
+    picks = fit_picks(model, fit_ratings, fit_matrix, seed=seed, events=events)
     if picks is not None:
         result.picks_seconds = picks[1].fit_seconds
     known = fit_matrix if valid is None else the_split.train.matrix(device)
     return SplitFit(model, plan, result, known, None if picks is None else picks[0])
 
 
+class _Picking(TrainingEvents):
+    """The picks model's steps, told as such ("Learning what each user picks: epoch 3/15"); its epochs are
+    not the model's, so they are not reported as epochs."""
+
+    def __init__(self, events: TrainingEvents):
+        self.events = events
+
+    def step(self, description: str) -> None:
+        self.events.step(f"Learning what each user picks: {description[0].lower()}{description[1:]}")
+
+    def progress(self, done: int, total: int) -> None:
+        self.events.progress(done, total)
+
+
 def fit_picks(
-    model: Recommender, train: Ratings, matrix: RatingMatrix, *, seed: int, on_step: StepCallback | None = None,
-    on_progress: ProgressCallback | None = None,
+    model: Recommender, train: Ratings, matrix: RatingMatrix, *, seed: int, events: TrainingEvents = QUIET,
 ) -> tuple[Recommender, FitResult] | None:
     """The picks model of a rating or like ``model`` (:mod:`movierec.models.picks`), trained through :func:`fit`
     on the same training ratings, and its result; None for models whose scores already rank."""
@@ -487,10 +443,5 @@ def fit_picks(
     if not needs_picks(model.kind):
         return None
     picks = build_picks(model)
-
-    def step(description: str) -> None:
-        if on_step is not None:
-            on_step(f"Learning what each user picks: {description[0].lower()}{description[1:]}")
-
-    result = fit(picks, train, None, seed=seed, matrix=matrix, on_step=step, on_progress=on_progress)
+    result = fit(picks, train, None, seed=seed, matrix=matrix, events=_Picking(events))
     return picks, result

@@ -104,19 +104,31 @@ def test_round_trip_of_a_model_with_choices(home):
 
 
 def test_nan_metrics_survive_the_round_trip(home):
-    path = save("nan-metrics", metrics={"loss": 0.2, "auc": math.nan})
+    path = save("nan-metrics", metrics={"like_error": 0.2, "auc": math.nan})
     meta = checkpoint.read_meta(path)
-    assert meta.metrics["loss"] == 0.2 and math.isnan(meta.metrics["auc"])
+    assert meta.metrics["like_error"] == 0.2 and math.isnan(meta.metrics["auc"])
+
+
+def test_the_like_error_saved_as_loss_is_read_under_its_name(home):
+    """Checkpoints written before 0.2 called the like RBM's share of wrong like calls "loss"."""
+    path = save("old-keys", metrics={"loss": 0.2, "auc": 0.7}, train_metrics={"loss": 0.5},
+                baseline={"name": "always like", "loss": 0.18}, valid_metrics={"loss": 0.21},
+                history=[{"epoch": 1, "train": {"loss": 0.5}, "valid": {"loss": 0.21}}])
+    meta = checkpoint.read_meta(path)
+    assert meta.metrics == {"like_error": 0.2, "auc": 0.7} and meta.valid_metrics == {"like_error": 0.21}
+    assert meta.baseline == {"name": "always like", "like_error": 0.18}
+    assert meta.history[0] == {"epoch": 1, "train": {"loss": 0.5}, "valid": {"like_error": 0.21}}
+    assert meta.train_metrics == {"loss": 0.5}  # the training objective keeps its name
 
 
 def test_models_json_turns_nan_into_null(home, runner):
     from movierec.cli import app
 
-    save("nan-metrics", metrics={"loss": 0.2, "auc": math.nan})
+    save("nan-metrics", metrics={"like_error": 0.2, "auc": math.nan})
     result = runner.invoke(app, ["models", "--json"])
     assert result.exit_code == 0, result.stderr
     (row,) = json.loads(result.stdout)
-    assert row["metrics"] == {"loss": 0.2, "auc": None}
+    assert row["metrics"] == {"like_error": 0.2, "auc": None}
 
 
 # -- files that must not load --------------------------------------------------------------------------

@@ -181,7 +181,7 @@ def poison(payload: dict, meta: dict) -> None:
 COMMANDS = {
     "recommend": ["recommend", "--user", "1"],
     "similar": ["similar", "Star Wars"],
-    "clusters": ["clusters", "--k", "3"],
+    "clusters": ["clusters", "--clusters", "3"],
     "evaluate": ["evaluate"],
 }
 # What each command says. `evaluate` reads the dataset, so a checkpoint must fit it; `recommend`, `similar` and

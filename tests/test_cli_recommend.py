@@ -275,7 +275,7 @@ def test_similar_unknown_movie(data, movie, fragments):
 
 # -- clusters --------------------------------------------------------------------------------------------
 def test_clusters_json(data):
-    clusters = invoke_json("clusters", "--k", "5", *MF)
+    clusters = invoke_json("clusters", "--clusters", "5", *MF)
     assert 1 <= len(clusters) <= 5
     assert sum(c["size"] for c in clusters) == data.n_items
     assert len({c["cluster"] for c in clusters}) == len(clusters) and all(1 <= c["cluster"] <= 5 for c in clusters)
@@ -289,16 +289,23 @@ def test_clusters_json(data):
     # Every listed movie is in exactly one cluster.
     listed = [m for c in clusters for m in c["movies"]]
     assert len(listed) == len(set(listed))
-    assert invoke_json("clusters", "--k", "5", *MF) == clusters  # seeded: the same clusters again
+    assert invoke_json("clusters", "--clusters", "5", *MF) == clusters  # seeded: the same clusters again
+
+
+def test_the_old_spelling_of_the_cluster_count_still_works_with_a_note(data):
+    """`--k` was the number of clusters before 0.2; it is read for one more release, saying what to write."""
+    old = invoke("clusters", "--k", "5", "--json", *MF)
+    assert json.loads(old.stdout) == invoke_json("clusters", "--clusters", "5", *MF)
+    assert "--k is now --clusters" in old.stderr and "next release" in old.stderr
 
 
 def test_clusters_table(data):
-    out = invoke("clusters", "--k", "3", "--top", "2", *MF).stdout
+    out = invoke("clusters", "--clusters", "3", "--top", "2", *MF).stdout
     assert "movie clusters — rec-mf" in out and "dominant genres" in out
 
 
 def test_too_many_clusters(data):
-    result = CliRunner().invoke(app, ["clusters", "--k", "5000", *MF])
+    result = CliRunner().invoke(app, ["clusters", "--clusters", "5000", *MF])
     assert_one_line_error(result, "--k must be between 1 and the number of movies (1682)")
 
 

@@ -113,7 +113,7 @@ def test_similar_with_an_unmatched_closing_tag_in_the_title(hostile_home):
 
 
 def test_clusters_show_titles_and_genres_as_written(hostile_home):
-    result = invoke("clusters", "--k", "3", "--top", "100", "--model", "m")
+    result = invoke("clusters", "--clusters", "3", "--top", "100", "--model", "m")
     assert_safe(result.stdout + result.stderr)
     for title in TITLES:
         assert clean(title) in result.stdout
@@ -140,7 +140,7 @@ def test_other_tables_render(hostile_home):
 
 # -- counts that size memory -----------------------------------------------------------------------------
 def test_evaluate_k_beyond_the_catalogue_is_refused(hostile_home):
-    result = CliRunner().invoke(app, ["evaluate", "--model", "m", "--k", "1000000000"])
+    result = CliRunner().invoke(app, ["evaluate", "--model", "m", "--cutoff", "1000000000"])
     assert_one_line_error(result, f"K must be at most the number of movies in ml-100k, {len(TITLES)}", "1,000,000,000")
 
 

@@ -132,7 +132,7 @@ def test_model_options_reach_the_config(trained):
     for model, options in TINY.items():
         row = rows[f"{model}-tiny"]
         assert row["epochs"] == row["config"]["epochs"] == int(options[1])
-        expected = {"loss", "accuracy", "auc"} if model == "rbm" else {"rmse", "mae"}  # rbm: like mode
+        expected = {"like_error", "accuracy", "auc"} if model == "rbm" else {"rmse", "mae"}  # rbm: like mode
         assert set(row["metrics"]) == expected | {"ndcg@10"}  # every model's lists are ranked once, too
     assert rows["mf-tiny"]["config"]["factors"] == 8
     assert rows["als-tiny"]["config"]["factors"] == 8
@@ -365,7 +365,7 @@ def test_evaluate_csv_has_the_same_rows(evaluated):
 
 
 def test_evaluate_k_changes_the_keys(trained):
-    rows = json.loads(invoke("evaluate", "--json", "--k", "5", "--model", "als").stdout)
+    rows = json.loads(invoke("evaluate", "--json", "--cutoff", "5", "--model", "als").stdout)
     assert [r["model"] for r in rows] == ["popularity", "global mean", "als"]
     for key in METRIC_KEYS:
         if "{k}" in key:

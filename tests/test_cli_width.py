@@ -55,7 +55,7 @@ def test_evaluate_fits_with_every_number_whole(home, width):
     rows = json.loads(run(width, "evaluate", *NAMES, "--json"))
     every = {"RMSE": "rmse", "MAE": "mae", "AUC": "auc", "NDCG@10": "ndcg@10", "R@10": "recall@10",
              "P@10": "precision@10", "Hit@10": "hit@10", "MAP@10": "map@10", "Cov@10": "coverage@10",
-             "acc": "accuracy", "loss": "loss"}
+             "acc": "accuracy", "error": "like_error"}
     header = header_of(out)
     assert header[0] == "model" and header[-1] == "fit"
     # The most telling metrics come first; what does not fit is named, never cut.
@@ -81,9 +81,9 @@ def headers_of(text: str) -> list[str]:
 
 
 @pytest.mark.parametrize(("names", "judged"), [
-    ((NAMES[1], RBM), {"RMSE", "NDCG@10", "loss", "acc", "AUC"}),  # a rating model and the like RBM
-    ((RBM, IMPLICIT), {"loss", "acc", "AUC", "NDCG@10", "R@10", "P@10"}),
-    ((*NAMES, RBM, IMPLICIT), {"RMSE", "NDCG@10", "loss", "acc", "AUC", "R@10", "P@10"}),
+    ((NAMES[1], RBM), {"RMSE", "NDCG@10", "error", "acc", "AUC"}),  # a rating model and the like RBM
+    ((RBM, IMPLICIT), {"error", "acc", "AUC", "NDCG@10", "R@10", "P@10"}),
+    ((*NAMES, RBM, IMPLICIT), {"RMSE", "NDCG@10", "error", "acc", "AUC", "R@10", "P@10"}),
 ])
 def test_evaluate_at_80_columns_keeps_what_judges_each_model(home, names, judged):
     out = run(80, "evaluate", *names)
@@ -134,10 +134,10 @@ def test_recommend_similar_clusters_models_fit(home, width):
     assert_fits(out, width)
     for r in json.loads(run(width, "similar", "Toy Story", "--model", NAMES[1], "--json"))["similar"]:
         assert f"{r['score']:.3f}" in out
-    out = run(width, "clusters", "--k", "4", "--model", NAMES[1])
+    out = run(width, "clusters", "--clusters", "4", "--model", NAMES[1])
     assert_fits(out, width)
     sizes = [line.split("│")[2].strip() for line in out.splitlines() if line.startswith("│")]
-    for c in json.loads(run(width, "clusters", "--k", "4", "--model", NAMES[1], "--json")):
+    for c in json.loads(run(width, "clusters", "--clusters", "4", "--model", NAMES[1], "--json")):
         assert str(c["size"]) in sizes
     out = run(width, "models")
     assert_fits(out, width)

@@ -15,6 +15,8 @@ from movierec.cli import app
 from movierec.crossval import cross_validate
 from movierec.data.split import fold_of_ratings, fold_split, official_folds
 from movierec.errors import MovierecError
+from movierec.options import TrainOptions
+from tests.recording import Recorder
 
 TINY_ALS = ["--factors", "4", "--epochs", "2"]
 
@@ -96,8 +98,10 @@ def test_cross_validate_trains_once_per_official_fold_and_tests_each_fold_once(m
     monkeypatch.setattr(training, "fit", fit)
     monkeypatch.setattr(training, "heldout_metrics", heldout)
     monkeypatch.setattr(movierec.evaluate, "evaluate", evaluate)
-    steps = []
-    result = cross_validate("als", "ml-100k", patience=1, on_step=steps.append, factors=4, epochs=2)
+    heard = Recorder()
+    options = TrainOptions("als", config={"factors": 4, "epochs": 2}, dataset="ml-100k", patience=1)
+    result = cross_validate(options, events=heard)
+    steps = heard.of("step")
 
     assert result.folds == ["u1", "u2", "u3", "u4", "u5"]
     assert (result.model, result.mode, result.dataset) == ("als", "explicit", "ml-100k")
@@ -121,7 +125,8 @@ def test_cross_validate_trains_once_per_official_fold_and_tests_each_fold_once(m
 
 
 def test_top_n_models_report_ranking_metrics_only(ml100k):
-    result = cross_validate("als", "ml-100k", mode="implicit", folds=2, factors=4, epochs=1)
+    options = TrainOptions("als", mode="implicit", config={"factors": 4, "epochs": 1}, dataset="ml-100k")
+    result = cross_validate(options, 2)
     assert result.folds == ["fold 1/2", "fold 2/2"]  # another number of folds: random ones
     assert "rmse" not in result.mean and result.mean["ndcg@10"] > 0
     assert result.baseline_name == "popularity"

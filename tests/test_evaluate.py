@@ -116,13 +116,13 @@ def test_rating_model_every_metric_by_hand():
     assert out["mae"] == pytest.approx(5.5 / 5)
     # Liked (>= 3 stars): T F T T T; predicted liked (>= 3): T T F T T -> 3 of 5 right.
     assert out["accuracy"] == pytest.approx(0.6)
-    assert out["loss"] == pytest.approx(0.4)
+    assert out["like_error"] == pytest.approx(0.4)
     # The one disliked pair scores 3; positives 4 (above), 2 (below), 3 (tie, half), 3.5 (above).
     assert out["auc"] == pytest.approx(2.5 / 4)
     for key, value in EXPECTED_RANKING.items():
         assert out[key] == pytest.approx(value), key
     assert out["users"] == 2 and out["ratings"] == 5
-    assert set(out) == {"rmse", "mae", "loss", "accuracy", "auc", *RANKING_KEYS, "users", "ratings"}
+    assert set(out) == {"rmse", "mae", "like_error", "accuracy", "auc", *RANKING_KEYS, "users", "ratings"}
 
 
 def test_like_model_uses_its_own_threshold_and_has_no_rating_metrics():
@@ -130,7 +130,7 @@ def test_like_model_uses_its_own_threshold_and_has_no_rating_metrics():
     assert out["rmse"] is None and out["mae"] is None
     # Liked by the model's threshold (>= 4): T F T T F; P(liked) at the pairs .7 .6 .2 .55 .4.
     assert out["accuracy"] == pytest.approx(0.6)
-    assert out["loss"] == pytest.approx(0.4)
+    assert out["like_error"] == pytest.approx(0.4)
     assert out["auc"] == pytest.approx(3 / 6)  # positives .7 .2 .55 vs negatives .6 .4
     for key, value in EXPECTED_RANKING.items():
         assert out[key] == pytest.approx(value), key
@@ -146,7 +146,7 @@ def test_popularity_baseline_by_hand():
     model = PopularityBaseline(TRAIN.matrix())
     assert model.counts.tolist() == [2, 2, 1, 0, 0]
     out = run(model, k=2)
-    assert out["rmse"] is None and out["mae"] is None and out["loss"] is None and out["accuracy"] is None
+    assert out["rmse"] is None and out["mae"] is None and out["like_error"] is None and out["accuracy"] is None
     # u0 unseen m2 (1), m3 (0), m4 (0): list [2, 3] -- m3 before m4 by the tie-break; hit at rank 1.
     # u1 unseen m1 (2), m3 (0), m4 (0): list [1, 3]; relevant {m1, m4}: hit at rank 1.
     assert out["precision@2"] == pytest.approx(0.5)
@@ -166,7 +166,7 @@ def test_global_mean_baseline_by_hand():
     # Errors 1, -1, 2, 1, 0.
     assert out["rmse"] == pytest.approx(math.sqrt(7 / 5))
     assert out["mae"] == pytest.approx(1.0)
-    for key in ("loss", "accuracy", "auc", *RANKING_KEYS):
+    for key in ("like_error", "accuracy", "auc", *RANKING_KEYS):
         assert out[key] is None, key
     assert out["users"] == 2 and out["ratings"] == 5
 
@@ -291,7 +291,7 @@ def test_heldout_metrics_for_rating_and_like_models():
     out = heldout_metrics(TableModel(STARS), TRAIN.matrix(), TEST)
     assert out == pytest.approx({"rmse": math.sqrt(11.25 / 5), "mae": 1.1})
     out = heldout_metrics(TableModel(PROBS, kind="like", like_threshold=4.0), TRAIN.matrix(), TEST)
-    assert out == pytest.approx({"loss": 0.4, "accuracy": 0.6, "auc": 0.5})
+    assert out == pytest.approx({"like_error": 0.4, "accuracy": 0.6, "auc": 0.5})
     # All test ratings liked: AUC is undefined and reported as NaN so the dict stays all floats.
     out = heldout_metrics(TableModel(PROBS, kind="like", like_threshold=1.0), TRAIN.matrix(), TEST)
     assert math.isnan(out["auc"]) and out["accuracy"] == pytest.approx(3 / 5)

@@ -13,6 +13,7 @@ from synthetic import GENRE_TASTE, genre_taste_archive
 
 from movierec.data import download
 from movierec.loading import open_model
+from movierec.options import TrainOptions
 from movierec.training import train_and_save
 
 CASES = {  # case: (model, mode)
@@ -37,7 +38,7 @@ def genre_home(tmp_path_factory):
 @pytest.mark.parametrize("case", list(CASES))
 def test_three_horror_films_give_a_horror_list(genre_home, case):
     model_name, mode = CASES[case]
-    out = train_and_save(model_name, None, mode=mode, dataset="ml-latest-small", split="random", name=case)
+    out = train_and_save(TrainOptions(model_name, mode=mode, dataset="ml-latest-small", split="random", name=case))
     horror = GENRE_TASTE.index("Horror")
     # Three of the horror films horror fans rated most.
     rated = {genre_home[horror * PER_GENRE + i]: 5 for i in range(3)}

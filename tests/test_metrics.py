@@ -30,21 +30,21 @@ def test_pointwise_empty_is_nan_and_shape_mismatch_raises():
     empty = t([])
     assert math.isnan(metrics.rmse(empty, empty))
     assert math.isnan(metrics.mae(empty, empty))
-    assert math.isnan(metrics.like_loss(empty, empty.bool()))
+    assert math.isnan(metrics.like_error(empty, empty.bool()))
     assert math.isnan(metrics.accuracy(empty, empty.bool()))
     with pytest.raises(ValueError):
         metrics.rmse(t([1, 2]), t([1, 2, 3]))
     with pytest.raises(ValueError):
-        metrics.like_loss(t([0.1]), t([1, 0]))
+        metrics.like_error(t([0.1]), t([1, 0]))
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_like_loss_and_accuracy_from_probabilities(device):
+def test_like_error_and_accuracy_from_probabilities(device):
     prob = t([0.9, 0.4, 0.5, 0.1], device=device)  # calls: liked, not, liked (0.5 counts), not
     liked = t([1, 1, 0, 0], device=device)  # wrong at positions 1 and 2
-    assert metrics.like_loss(prob, liked) == pytest.approx(0.5)
+    assert metrics.like_error(prob, liked) == pytest.approx(0.5)
     assert metrics.accuracy(prob, liked) == pytest.approx(0.5)
-    assert metrics.like_loss(prob, liked.bool()) == pytest.approx(0.5)
+    assert metrics.like_error(prob, liked.bool()) == pytest.approx(0.5)
     assert metrics.accuracy(t([0.6, 0.2, 0.7]), t([1, 0, 0])) == pytest.approx(2 / 3)
 
 
@@ -52,7 +52,7 @@ def test_like_metrics_take_bool_predictions_as_decided():
     pred = torch.tensor([True, False, False])  # bool: no 0.5 threshold applied
     liked = torch.tensor([True, True, False])
     assert metrics.accuracy(pred, liked) == pytest.approx(2 / 3)
-    assert metrics.like_loss(pred, liked) == pytest.approx(1 / 3)
+    assert metrics.like_error(pred, liked) == pytest.approx(1 / 3)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -186,9 +186,9 @@ def test_top_k_matches_a_stable_full_sort():
 # -- which metrics judge which models ----------------------------------------------------------------------
 def test_every_kind_is_judged_by_what_it_is_for():
     assert metrics.judged_by("rating") == ["rmse", "ndcg@10"]
-    assert metrics.judged_by("like") == ["loss", "accuracy", "auc"]
+    assert metrics.judged_by("like") == ["like_error", "accuracy", "auc"]
     assert metrics.judged_by("rank", k=5) == ["precision@5", "recall@5", "ndcg@5"]
-    assert [metrics.headline(kind) for kind in ("rating", "like", "rank")] == ["rmse", "loss", "ndcg@10"]
+    assert [metrics.headline(kind) for kind in ("rating", "like", "rank")] == ["rmse", "like_error", "ndcg@10"]
     for kind in ("rating", "like", "rank"):  # the headline metric is one of those that judge the kind
         assert metrics.headline(kind) in metrics.judged_by(kind)
     with pytest.raises(ValueError):
@@ -196,7 +196,7 @@ def test_every_kind_is_judged_by_what_it_is_for():
 
 
 def test_direction_of_every_metric():
-    lower = {"rmse", "mae", "loss"}
+    lower = {"rmse", "mae", "like_error"}
     for info in metrics.METRICS:
         assert info.higher_is_better == (info.key not in lower), info.key
     assert metrics.higher_is_better("ndcg@20") and not metrics.higher_is_better("rmse")

@@ -570,7 +570,7 @@ def test_implicit_ranks_held_out_movies_better_than_popularity():
     matrix = train_part.matrix()
     ours = evaluate(model, matrix, test_part, k=5)
     popular = evaluate(PopularityBaseline(matrix), matrix, test_part, k=5)
-    assert ours["rmse"] is None and ours["loss"] is None  # a rank model predicts no stars and no likes
+    assert ours["rmse"] is None and ours["like_error"] is None  # a rank model predicts no stars and no likes
     assert ours["ndcg@5"] > popular["ndcg@5"] + 0.15, (ours["ndcg@5"], popular["ndcg@5"])
 
 

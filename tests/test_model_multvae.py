@@ -228,14 +228,18 @@ def test_the_largest_releases_train_fewer_epochs_and_anneal_within_them():
 def test_a_saved_model_serves_the_trained_models_lists(mode, home, ml100k_zip, runner):
     from movierec.cli import app
     from movierec.loading import open_model
+    from movierec.options import TrainOptions
     from movierec.recommend import recommend
     from movierec.training import train_and_save
+    from tests.recording import Recorder
 
     fetched = runner.invoke(app, ["fetch", "ml-100k", "--from-file", str(ml100k_zip), "--no-verify"])
     assert fetched.exit_code == 0, fetched.stderr
-    seen = {}
-    outcome = train_and_save("autoencoder", {"epochs": 3, "layers": "16,8,16" if mode == "vae" else "16"}, mode=mode,
-                             device="cpu", on_start=lambda model, plan: seen.update(model=model, plan=plan))
+    heard = Recorder()
+    config = {"epochs": 3, "layers": "16,8,16" if mode == "vae" else "16"}
+    options = TrainOptions("autoencoder", mode=mode, config=config, device="cpu")
+    outcome = train_and_save(options, heard)
+    seen = dict(zip(("model", "plan"), heard.of("start")[0]))
     assert outcome.path.stem == f"autoencoder-{mode}" and outcome.meta.mode == mode
     assert outcome.meta.metrics["ndcg@10"] > 0
     model, plan = seen["model"], seen["plan"]

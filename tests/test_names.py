@@ -178,11 +178,13 @@ def test_evaluate_takes_a_saved_name_before_a_model_family(home, ml100k_zip):
     """`evaluate als` means the saved model named als, as `recommend --model als` does."""
     from movierec.data import download
     from movierec.evaluate import select_checkpoints
+    from movierec.options import TrainOptions
     from movierec.training import train_and_save
 
     download.fetch("ml-100k", from_file=ml100k_zip, verify=False)
-    train_and_save("als", {"epochs": 1, "factors": 2}, device="cpu")
-    newer = train_and_save("als", {"epochs": 1, "factors": 2}, device="cpu")
+    options = TrainOptions("als", config={"epochs": 1, "factors": 2}, device="cpu")
+    train_and_save(options)
+    newer = train_and_save(options)
     assert newer.meta.name == "als-2"
     chosen = select_checkpoints(["als"]).paths
     assert [p.rsplit("/", 1)[-1] for p in chosen] == ["als.pt"]

@@ -122,8 +122,8 @@ def test_map_draws_one_point_per_movie_with_enough_ratings(home, tmp_path, monke
 
 
 def test_map_clusters_are_those_of_movierec_clusters(home, tmp_path):
-    clusters = json.loads(invoke("clusters", "--k", "4", "--model", "als-tiny", "--json").stdout)
-    drawn = json.loads(invoke("plot", "map", "--model", "als-tiny", "--k", "4", "--min-ratings", "0",
+    clusters = json.loads(invoke("clusters", "--clusters", "4", "--model", "als-tiny", "--json").stdout)
+    drawn = json.loads(invoke("plot", "map", "--model", "als-tiny", "--clusters", "4", "--min-ratings", "0",
                               "--output", str(tmp_path / "m.png"), "--json").stdout)
     assert drawn["groups"] == {f"cluster {c['cluster']}": c["size"] for c in clusters}
     assert drawn["color_by"] == "cluster" and drawn["movies"] == sum(c["size"] for c in clusters)

@@ -19,6 +19,7 @@ from benchmarks.synth_release import SHAPES, SMALL_SHAPES, write_release
 from movierec.data import download
 from movierec.evaluate import PopularityBaseline, evaluate
 from movierec.loading import load_trained, open_model
+from movierec.options import TrainOptions
 from movierec.training import train_and_save
 
 CASES = {
@@ -32,7 +33,7 @@ CASES = {
     "als-implicit": ("als", "implicit", {}),
 }
 # What must beat the baseline: (metric, higher is better).
-JUDGED = {"rating": ("rmse", False), "like": ("loss", False), "rank": ("ndcg@10", True)}
+JUDGED = {"rating": ("rmse", False), "like": ("like_error", False), "rank": ("ndcg@10", True)}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,8 @@ def releases(tmp_path_factory):
 @pytest.mark.parametrize("shape", SMALL_SHAPES)
 def test_default_training_converges_and_beats_the_trivial_answer(releases, shape, case):
     model_name, mode, config = CASES[case]
-    out = train_and_save(model_name, config, mode=mode, dataset=SHAPES[shape].release, name=f"{case}-{shape}")
+    out = train_and_save(TrainOptions(model_name, mode=mode, config=config or {}, dataset=SHAPES[shape].release,
+                                      name=f"{case}-{shape}"))
     meta, plan = out.meta, out.plan
     assert len(plan.split.test) > 0 and plan.valid is None  # no validation slice without --patience
     # Rating models converge in their training RMSE; the RBM's "loss" is a count of wrong star calls, which

@@ -184,7 +184,7 @@ def test_answers_are_the_cli_json(home, runner):
         assert served.recommend_new([(50, 4)]) == cli
         cli = json.loads(runner.invoke(app, ["similar", "Toy Story", "--model", "als", "--json"]).stdout)
         assert served.similar("Toy Story") == served.similar(1) == cli
-        cli = json.loads(runner.invoke(app, ["clusters", "--model", "als", "--k", "4", "--json"]).stdout)
+        cli = json.loads(runner.invoke(app, ["clusters", "--model", "als", "--clusters", "4", "--json"]).stdout)
         assert served.clusters(4) == cli
     finally:
         served.close()

@@ -13,7 +13,9 @@ from movierec.errors import MovierecError
 from movierec.evaluate import PopularityBaseline, evaluate, heldout_metrics
 from movierec.models import build_model
 from movierec.models.base import ModelConfig, Recommender, Trainer
+from movierec.options import TrainOptions
 from movierec.training import EpochReport, fit, monitored_metric, train_and_save
+from tests.recording import Recorder
 from tests.synthetic import holdout, low_rank_ratings
 
 STARS = (1.0, 2.0, 3.0, 4.0, 5.0)
@@ -82,8 +84,9 @@ SCRIPT = [1.0, 2.5, 2.9, 4.0, 5.0, 4.5]  # validation RMSE 2.0, 0.5, 0.1, 1.0, 2
 
 def test_patience_stops_and_keeps_the_best_epoch():
     model = Scripted(SCRIPT)
-    seen: list[EpochReport] = []
-    result = fit(model, three_stars(), three_stars(), patience=2, on_epoch=seen.append)
+    heard = Recorder()
+    result = fit(model, three_stars(), three_stars(), patience=2, events=heard)
+    seen: list[EpochReport] = heard.of("epoch")
     assert result.stopped_early
     assert len(result.history) == 5 and model.epoch == 5  # epochs 4 and 5 were not better: stop after 5
     assert (result.best_epoch, result.kept_epoch) == (3, 3)
@@ -127,9 +130,9 @@ def test_without_validation_the_training_loss_is_watched():
 
 def test_like_models_are_watched_on_validation_loss():
     model = Scripted([0.2, 0.9], kind="like")
-    assert monitored_metric(model) == ("loss", False)
+    assert monitored_metric(model) == ("like_error", False)
     result = fit(model, three_stars(), three_stars())
-    assert set(result.history[0].valid) == {"loss", "accuracy", "auc"}
+    assert set(result.history[0].valid) == {"like_error", "accuracy", "auc"}
     assert math.isnan(result.history[0].valid["auc"])  # every held-out rating is disliked: AUC undefined
 
 
@@ -150,14 +153,33 @@ def test_non_finite_weights_are_one_clear_error():
         fit(model, three_stars(), three_stars())
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [({"epochs": 0}, "--epochs must be at least 1."), ({"patience": 0}, "--patience must be at least 1.")],
-)
-def test_bad_loop_settings(kwargs, message):
+def test_bad_loop_settings():
     with pytest.raises(MovierecError) as exc:
-        fit(Scripted(SCRIPT), three_stars(), three_stars(), **kwargs)
+        fit(Scripted(SCRIPT), three_stars(), three_stars(), epochs=0)
+    assert str(exc.value) == "--epochs must be at least 1."
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"patience": 0}, "--patience must be at least 1."),
+    ({"valid_fraction": 1.0}, "--valid-fraction must be at least 0 and below 1, not 1."),
+    ({"valid_fraction": float("nan")}, "--valid-fraction must be at least 0 and below 1, not nan."),
+    ({"test_fraction": 0.0}, "--test-fraction must be between 0 and 1, not 0.0; to train on every rating, use "
+                             "--split none."),
+    ({"model": "svd"}, "Unknown model 'svd'; choose one of: rbm, autoencoder, mf, als."),
+    ({"mode": "stars"}, "Unknown mf mode 'stars'; choose one of: explicit."),
+])
+def test_impossible_options_are_refused_when_made(options, message):
+    """Every choice of a run is checked once, where the options are made, before any data loads."""
+    with pytest.raises(MovierecError) as exc:
+        TrainOptions(**{"model": "mf", **options})
     assert str(exc.value) == message
+
+
+def test_options_resolve_their_defaults_once():
+    options = TrainOptions(" MF ", patience=3)
+    assert (options.model, options.mode, options.valid_fraction, options.device) == ("mf", "explicit", 0.05, "auto")
+    assert TrainOptions("mf").valid_fraction == 0.0  # no slice without early stopping
+    assert options.replace(patience=None, valid_fraction=0.2).valid_fraction == 0.2
 
 
 def test_empty_training_split():
@@ -222,12 +244,13 @@ def test_same_seed_same_history(data, patience):
 def test_train_and_save_checks_the_name_before_any_work(home):
     # The dataset is not fetched, but the bad name is what is reported: it is checked first.
     with pytest.raises(MovierecError, match="Invalid model name"):
-        train_and_save("mf", {"epochs": 1}, name="../escape")
+        train_and_save(TrainOptions("mf", config={"epochs": 1}, name="../escape"))
     with pytest.raises(MovierecError) as exc:
-        train_and_save("mf", {"epochs": 1}, name="ok", dataset="ml-100k")
+        train_and_save(TrainOptions("mf", config={"epochs": 1}, name="ok", dataset="ml-100k"))
     assert str(exc.value) == "Dataset ml-100k is not fetched yet; run `movierec fetch ml-100k`."
     with pytest.raises(MovierecError) as exc:
-        train_and_save("mf", {"epochs": 1}, name="ok")  # no dataset named: the fetched one, and there is none
+        # No dataset named: the fetched one, and there is none.
+        train_and_save(TrainOptions("mf", config={"epochs": 1}, name="ok"))
     assert str(exc.value) == "No dataset is fetched yet; run `movierec fetch ml-100k` first."
 
 
@@ -265,10 +288,9 @@ def recording(monkeypatch):
 def test_patience_reads_a_validation_slice_and_the_test_split_once(fetched, monkeypatch):
 
     seen = recording(monkeypatch)
-    plans = []
-    out = train_and_save("mf", {"epochs": 4, "factors": 4}, patience=2, name="early",
-                         on_start=lambda m, plan: plans.append(plan))
-    plan = plans[0]
+    heard = Recorder()
+    out = train_and_save(TrainOptions("mf", config={"epochs": 4, "factors": 4}, patience=2, name="early"), heard)
+    plan = heard.of("start")[0][1]
     assert plan.dataset == "ml-latest-small" and plan.dataset_why == "the only fetched dataset"
     assert plan.valid_fraction == 0.05 and len(plan.valid) == round(0.05 * len(plan.split.train))
     assert len(plan.train) + len(plan.valid) == len(plan.split.train)
@@ -300,7 +322,7 @@ def test_split_none_trains_on_every_rating_and_tests_nothing(fetched, monkeypatc
     from movierec.loading import open_model
 
     seen = recording(monkeypatch)
-    out = train_and_save("mf", {"epochs": 2, "factors": 4}, split="none", patience=1, name="final")
+    out = train_and_save(TrainOptions("mf", config={"epochs": 2, "factors": 4}, split="none", patience=1, name="final"))
     data = load_dataset("ml-latest-small")
     assert len(out.plan.split.train) == len(data.ratings) and not out.plan.split.has_test
     assert all(r is out.plan.valid for r in seen)  # the validation slice only: there is no test split
@@ -323,7 +345,7 @@ def test_split_none_trains_on_every_rating_and_tests_nothing(fetched, monkeypatc
 
 def test_without_patience_nothing_is_validated_between_epochs(fetched, monkeypatch):
     seen = recording(monkeypatch)
-    out = train_and_save("mf", {"epochs": 3, "factors": 4}, name="plain")
+    out = train_and_save(TrainOptions("mf", config={"epochs": 3, "factors": 4}, name="plain"))
     assert [r.valid for r in out.result.history] == [{}] * 3
     assert len(seen) == 1 and len(seen[0]) == len(out.plan.split.test)
     assert out.meta.valid_metrics == {} and out.meta.valid_fraction == 0.0
@@ -331,7 +353,7 @@ def test_without_patience_nothing_is_validated_between_epochs(fetched, monkeypat
 
 
 def test_a_validation_slice_can_be_asked_for_without_patience(fetched):
-    out = train_and_save("mf", {"epochs": 2, "factors": 4}, valid_fraction=0.2, name="watched")
+    out = train_and_save(TrainOptions("mf", config={"epochs": 2, "factors": 4}, valid_fraction=0.2, name="watched"))
     assert all(set(r.valid) == {"rmse", "mae"} for r in out.result.history)
     assert len(out.plan.valid) == round(0.2 * len(out.plan.split.train))
     assert out.result.kept_epoch == 2 and out.meta.valid_metrics == out.result.history[-1].valid
@@ -348,7 +370,7 @@ def test_useless_splits_are_refused_before_training(fetched, kwargs, message):
     from movierec import paths
 
     with pytest.raises(MovierecError) as exc:
-        train_and_save("mf", {"epochs": 1}, name="never", **kwargs)
+        train_and_save(TrainOptions("mf", config={"epochs": 1}, name="never", **kwargs))
     assert str(exc.value) == message
     assert not (paths.models_dir() / "never.pt").exists()
 
@@ -366,9 +388,9 @@ def test_every_model_reports_each_epochs_batches_monotonically(data, name, mode)
     model = build_model(name, mode, {"epochs": 2}, train.n_users, train.n_items, STARS)
     if "batch_size" in model.config.to_dict():  # several batches per epoch whatever the default
         model = build_model(name, mode, {"epochs": 2, "batch_size": 16}, train.n_users, train.n_items, STARS)
-    events: list[tuple] = []
-    fit(model, train, valid, on_step=lambda s: events.append(("step", s)),
-        on_progress=lambda done, total: events.append(("progress", done, total)))
+    heard = Recorder()
+    fit(model, train, valid, events=heard)
+    events = [e for e in heard.heard if e[0] in ("step", "progress")]
     steps = [e[1] for e in events if e[0] == "step"]
     assert steps == ["Preparing the model", "Epoch 1/2", "Validating epoch 1", "Epoch 2/2", "Validating epoch 2"]
     for epoch in ("Epoch 1/2", "Epoch 2/2"):

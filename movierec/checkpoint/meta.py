@@ -121,11 +121,32 @@ def _meta_or_reason(data: Any) -> CheckpointMeta:
         if not _conforms(value, hints[f.name]):
             raise ValueError(f"its {f.name!r} is {_show(value)}, not {_describe(hints[f.name])}")
         values[f.name] = value
-    meta = CheckpointMeta(**values)
+    meta = CheckpointMeta(**_renamed_metrics(values))
     problem = _implausible(meta)
     if problem:
         raise ValueError(problem)
     return meta
+
+
+RENAMED_METRICS = {"loss": "like_error"}
+"""Metric keys renamed since a checkpoint could have been written (old -> new): the like/dislike RBM's share of
+wrong like calls was ``loss`` before 0.2. Its test, validation and baseline metrics are read under the new key;
+training statistics keep ``loss`` (the training objective). To be dropped with the format-1 reader, in 0.3."""
+
+
+def _renamed_metrics(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the measured metrics' old keys (:data:`RENAMED_METRICS`) under their new names."""
+    def renamed(metrics: Any) -> Any:
+        if not isinstance(metrics, dict):
+            return metrics
+        return {RENAMED_METRICS.get(k, k) if isinstance(k, str) else k: v for k, v in metrics.items()}
+
+    out = {k: renamed(values[k]) if k in ("metrics", "baseline", "valid_metrics") and k in values else v
+           for k, v in values.items()}
+    if isinstance(out.get("history"), list):
+        out["history"] = [{**row, "valid": renamed(row["valid"])} if isinstance(row, dict) and "valid" in row
+                          else row for row in out["history"]]
+    return out
 
 
 def _implausible(meta: CheckpointMeta) -> str | None:

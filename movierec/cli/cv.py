@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from movierec.cli.app import app
 from movierec.cli.train import _COMMON, _COMMON_DEFAULTS, model_group, scaled_line
+from movierec.options import TrainingEvents
+
+if TYPE_CHECKING:
+    from movierec.cli.progress import Steps
+    from movierec.crossval import FoldResult
 
 _SHARED = ("dataset", "seed", "device", "patience", "valid_fraction")
 _OPTIONS: dict[str, tuple[Any, Any]] = {
@@ -31,6 +36,7 @@ def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, 
     from movierec.crossval import cross_validate
     from movierec.data.registry import NO_TEST_SPLIT
     from movierec.errors import MovierecError
+    from movierec.options import TrainOptions
 
     if split is not None and split.strip().lower() == NO_TEST_SPLIT:
         raise MovierecError(f"cv cannot use --split {NO_TEST_SPLIT}: each fold is tested on the ratings it holds "
@@ -40,38 +46,42 @@ def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, 
         raise MovierecError("cv takes no --split: it tests every fold in turn (u1..u5 on ml-100k, else --folds "
                             "seeded random folds).")
 
+    options = TrainOptions(model, mode=mode, config=config, dataset=dataset, seed=seed, device=device,
+                           patience=patience, valid_fraction=valid_fraction)
     # The finished folds' lines say what happened; the steps within a fold leave none.
     steps = Steps(quiet=True)
-
-    def on_fold(f: Any) -> None:
-        steps.step("")
-        if not json_output:
-            epochs = f"{f.epochs} epoch{'s' * (f.epochs != 1)}"
-            steps.line(f"{f.name}: trained on {f.train_ratings:,} ratings ({epochs}, {f.fit_seconds:.2f} s), "
-                       f"tested on {f.test_ratings:,}.")
-
-    def on_start(m: Any, plan: Any) -> None:
-        if plan.scaled and not json_output:
-            steps.line(scaled_line(m, plan))
-
     with steps:
-        result = cross_validate(model, dataset, mode=mode, folds=folds, seed=seed, device=device,
-                                progress=steps.progress, patience=patience, valid_fraction=valid_fraction,
-                                on_step=steps.step, on_fold=on_fold, on_start=on_start, **config)
+        result = cross_validate(options, folds, FoldLines(steps, quiet=json_output))
     if json_output:
         from movierec.cli.console import print_json
 
-        print_json({
-            "model": result.model, "mode": result.mode, "dataset": result.dataset, "seed": result.seed,
-            "folds": [{"fold": f.name, "train_ratings": f.train_ratings, "test_ratings": f.test_ratings,
-                       "epochs": f.epochs, "fit_seconds": f.fit_seconds, "metrics": f.metrics,
-                       "baseline": f.baseline} for f in result.fold_results],
-            "mean": result.mean, "std": result.std,
-            "baseline": {"name": result.baseline_name, "mean": result.baseline_mean},
-            "config": result.config,
-        })
+        print_json(result.to_json())
         return
     _print_table(result)
+
+
+class FoldLines(TrainingEvents):
+    """Cross-validation on screen: each step as it goes, the defaults chosen for the data, a line per fold."""
+
+    def __init__(self, steps: Steps, *, quiet: bool):
+        self.steps, self.quiet = steps, quiet
+
+    def step(self, description: str) -> None:
+        self.steps.step(description)
+
+    def progress(self, done: int, total: int) -> None:
+        self.steps.progress(done, total)
+
+    def start(self, model: Any, plan: Any) -> None:
+        if plan.scaled and not self.quiet:
+            self.steps.line(scaled_line(model, plan))
+
+    def fold(self, result: FoldResult) -> None:
+        self.steps.step("")
+        if not self.quiet:
+            epochs = f"{result.epochs} epoch{'s' * (result.epochs != 1)}"
+            self.steps.line(f"{result.name}: trained on {result.train_ratings:,} ratings ({epochs}, "
+                            f"{result.fit_seconds:.2f} s), tested on {result.test_ratings:,}.")
 
 
 cv_app = model_group(

@@ -7,11 +7,13 @@ from typing import Annotated, Any
 import typer
 
 from movierec.cli.app import app
+from movierec.cli.options import OldK, renamed
+from movierec.device import DEFAULT_DEVICE, DEVICE_HELP
 
 # What a narrow table keeps after the metrics its models are judged by: the headline rating and ranking
 # metrics, then the rest.
 METRIC_PRIORITY = ["rmse", "mae", "auc", "ndcg@{k}", "recall@{k}", "precision@{k}", "hit@{k}", "map@{k}", "accuracy",
-                   "loss", "coverage@{k}"]
+                   "like_error", "coverage@{k}"]
 
 
 def metric_columns(k: int) -> list[tuple[str, str, bool]]:
@@ -32,11 +34,13 @@ def evaluate_command(
         typer.Option("--model", help="A saved model's name, or a model (rbm, autoencoder, mf, als) for its newest "
                                      "checkpoint; repeat for several."),
     ] = None,
-    k: Annotated[int, typer.Option("--k", min=1, help="Length of the ranked lists (the K of P@K, NDCG@K...).")] = 10,
+    cutoff: Annotated[
+        int, typer.Option("--cutoff", min=1, help="Length of the ranked lists (the K of P@K, NDCG@K...).")
+    ] = 10,
     relevance: Annotated[
         float, typer.Option(help="Held-out ratings with at least this many stars are relevant.")
     ] = 4.0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = DEFAULT_DEVICE,
     json_output: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
     csv_output: Annotated[bool, typer.Option("--csv", help="Print the rows as CSV.")] = False,
     metrics: Annotated[
@@ -45,6 +49,7 @@ def evaluate_command(
                      help="Columns of the table, e.g. rmse,ndcg@10,recall (default: those that fit the terminal; "
                           "--json and --csv always have all)."),
     ] = None,
+    old_k: OldK = None,
 ) -> None:
     """Metrics of saved models on their test split, next to popularity and global-mean baselines.
 
@@ -56,6 +61,7 @@ def evaluate_command(
     from movierec.device import resolve_device
     from movierec.evaluate import evaluate_checkpoints, select_checkpoints
 
+    k = renamed(cutoff, old_k, "--k", "--cutoff")
     chosen = _parse_metrics(metrics, k) if metrics is not None else None
 
     selection = select_checkpoints([*(checkpoints or []), *(model or [])] or None)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from movierec.cli.app import app
+from movierec.device import DEFAULT_DEVICE, DEVICE_HELP
 from movierec.errors import MovierecError
 
 
@@ -33,7 +34,7 @@ def export_command(
         str | None, typer.Option("--format", help="csv or parquet (default: from the output file's suffix).")
     ] = None,
     include_seen: Annotated[bool, typer.Option(help="Keep movies the user already rated.")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = DEFAULT_DEVICE,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of the last line.")] = False,
 ) -> None:
     """Write the top-N movies of every user (or of --user / --users) to a CSV or Parquet file.

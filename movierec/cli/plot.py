@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from movierec.cli.app import HelpGroup, app
+from movierec.cli.options import OldK, renamed
 
 plot_app = typer.Typer(
     cls=HelpGroup,
@@ -57,7 +58,7 @@ def map_command(
         ColorBy, typer.Option("--color-by", help="Colour each movie by its k-means cluster (as `movierec clusters`) "
                                                  "or by its genre (the rarest of its genres).")
     ] = ColorBy.cluster,
-    k: Annotated[int, typer.Option("--k", min=1, help="Number of clusters (--color-by cluster).")] = 10,
+    clusters: Annotated[int, typer.Option("--clusters", min=1, help="Number of clusters (--color-by cluster).")] = 10,
     seed: Annotated[int, typer.Option(help="Random seed of the clustering.")] = 0,
     labels: Annotated[int, typer.Option(min=0, help="Label this many of the most-rated movies with their title.")] = 15,
     min_ratings: Annotated[
@@ -66,16 +67,18 @@ def map_command(
     ] = 20,
     output: _output("NAME-map.png") = None,
     json_output: JsonOpt = False,
+    k: OldK = None,
 ) -> None:
     """A 2-D map of the model's learned movie vectors (their first two principal components)."""
     from movierec import plot
     from movierec.loading import open_model
 
     plot.require_matplotlib()
+    clusters = renamed(clusters, k, "--k", "--clusters")
     served = open_model(model)
     try:
         drawn = plot.plot_movie_map(served, output or Path(f"{served.meta.name}-map.png"), color_by=color_by.value,
-                                    k=k, labels=labels, seed=seed, min_ratings=min_ratings)
+                                    k=clusters, labels=labels, seed=seed, min_ratings=min_ratings)
     finally:
         served.close()
     _report(drawn, json_output)

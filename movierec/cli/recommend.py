@@ -8,13 +8,14 @@ from typing import Annotated, Any
 import typer
 
 from movierec.cli.app import app
+from movierec.cli.options import DeviceOpt, OldK, renamed
+from movierec.device import DEFAULT_DEVICE
 from movierec.errors import MovierecError
 
 ModelOpt = Annotated[
     str | None, typer.Option("--model", help="Saved model to use (name or path) (default: the newest).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 
 
 @app.command("recommend")
@@ -42,7 +43,7 @@ def recommend_command(
                           "per movie; 0 for vae and dae, whose scores already weigh popularity; 0 = off)."),
     ] = None,
     model: ModelOpt = None,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = DEFAULT_DEVICE,
     json_output: JsonOpt = False,
 ) -> None:
     """Personalised recommendations for a known user (--user) or a new one (--rate / --ratings-file)."""
@@ -102,7 +103,7 @@ def similar_command(
                                  "rarely rated movies are mostly noise."),
     ] = 20,
     model: ModelOpt = None,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = DEFAULT_DEVICE,
     json_output: JsonOpt = False,
 ) -> None:
     """Movies nearest to MOVIE by the model's learned movie vectors (cosine similarity)."""
@@ -123,19 +124,21 @@ def similar_command(
 
 @app.command("clusters")
 def clusters_command(
-    k: Annotated[int, typer.Option("--k", min=1, help="Number of clusters.")] = 10,
+    clusters: Annotated[int, typer.Option("--clusters", min=1, help="Number of clusters.")] = 10,
     top: Annotated[int, typer.Option(min=1, help="Best-known movies shown per cluster.")] = 5,
     seed: Annotated[int, typer.Option(help="Random seed of the clustering.")] = 0,
     model: ModelOpt = None,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = DEFAULT_DEVICE,
     json_output: JsonOpt = False,
+    k: OldK = None,
 ) -> None:
     """Group the movies by the model's learned movie vectors (k-means) and describe each group."""
     from movierec.loading import open_model
 
+    count = renamed(clusters, k, "--k", "--clusters")
     served = open_model(model, device)
     try:
-        clusters = served.clusters(k, top=top, seed=seed)
+        clusters = served.clusters(count, top=top, seed=seed)
     finally:
         served.close()  # everything below is in memory
     if json_output:

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from movierec.cli.app import app
+from movierec.device import DEFAULT_DEVICE, DEVICE_HELP
 from movierec.errors import MovierecError
 
 
@@ -23,7 +24,9 @@ def serve_command(
         str, typer.Option(help="Address to listen on; 0.0.0.0 opens the server to other machines.")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).")] = 8000,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda (network models only).")] = "cpu",
+    device: Annotated[
+        str, typer.Option(help=DEVICE_HELP + " Neural models only: the others answer in numpy.")
+    ] = DEFAULT_DEVICE,
 ) -> None:
     """Answer recommendations over HTTP (a JSON API, described at /docs) and show a page to try them at /."""
     import importlib.util
@@ -46,10 +49,6 @@ def _serve(sock: socket.socket, model: str | None, device: str) -> None:
     from movierec.cli.console import clean, console, err_console
     from movierec.server import create_app
 
-    if device != "cpu":
-        from movierec.device import resolve_device
-
-        device = resolve_device(device)
     web = create_app(model, device=device)
     holder = web.state.holder
     # What start-up built (the model, the catalogue, the web framework) lives until the end: out of the garbage

@@ -11,14 +11,21 @@ import enum
 import inspect
 import typing
 from collections.abc import Callable
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
 from movierec.cli.app import app, first_sentence
+from movierec.device import DEFAULT_DEVICE, DEVICE_HELP
 from movierec.errors import MovierecError
 from movierec.models import MODELS
+from movierec.options import DEFAULT_TEST_FRACTION, TrainingEvents
+
+if TYPE_CHECKING:
+    from movierec.cli.progress import Steps
+    from movierec.models.base import Recommender
+    from movierec.training import EpochReport, TrainPlan
 
 _LISTING = "movierec.train.listing"
 
@@ -78,7 +85,7 @@ _COMMON: dict[str, tuple[Any, Any]] = {
     ),
     "test_fraction": (float, typer.Option(help="Share of ratings held out by the random and temporal splits.")),
     "seed": (int, typer.Option(help="Random seed: same seed and device, same numbers.")),
-    "device": (str, typer.Option(help="auto (CUDA when present), cpu or cuda.")),
+    "device": (str, typer.Option(help=DEVICE_HELP)),
     "patience": (
         int | None,
         typer.Option(help="Stop after this many epochs without a better metric on the validation slice, keeping "
@@ -96,8 +103,9 @@ _COMMON: dict[str, tuple[Any, Any]] = {
     ),
     "json_output": (bool, typer.Option("--json", help="Print the result as JSON instead of tables.")),
 }
-_COMMON_DEFAULTS = {"dataset": None, "split": None, "test_fraction": 0.1, "seed": 0, "device": "auto",
-                    "patience": None, "valid_fraction": None, "name": None, "json_output": False}
+_COMMON_DEFAULTS = {"dataset": None, "split": None, "test_fraction": DEFAULT_TEST_FRACTION, "seed": 0,
+                    "device": DEFAULT_DEVICE, "patience": None, "valid_fraction": None, "name": None,
+                    "json_output": False}
 
 
 def _show(value: Any) -> str:
@@ -200,59 +208,61 @@ def _model_command(
     return typer.main.get_command(single)
 
 
+class TrainingLines(TrainingEvents):
+    """A training run on screen: its steps and their progress as they go, then what it trains on, and a line of
+    the training curve per epoch (an epoch and its validation leave that line, nothing else)."""
+
+    def __init__(self, steps: Steps, model: str, *, quiet: bool):
+        self.steps, self.model, self.quiet = steps, model, quiet
+
+    def step(self, description: str) -> None:
+        self.steps.step(description)
+
+    def progress(self, done: int, total: int) -> None:
+        self.steps.progress(done, total)
+
+    def start(self, model: Recommender, plan: TrainPlan) -> None:
+        self.steps.step("")  # the data is ready: its steps' lines come before what is made of it
+        if self.quiet:
+            return
+        why = f" ({plan.dataset_why})" if plan.dataset_why else ""
+        valid = f", {len(plan.valid):,} of them set aside to validate," if plan.valid is not None else ""
+        ratings = (f"{len(plan.split.train):,} training{valid} and {len(plan.split.test):,} test ratings"
+                   if plan.split.has_test else
+                   f"every one of its {len(plan.split.train):,} ratings{valid.rstrip(',')} (no test split)")
+        self.steps.line(
+            f"Training [bold]{self.model}[/] on {plan.dataset}{why} split {plan.split.name}: {ratings}, "
+            f"{model.n_users:,} users x {model.n_items:,} movies, device {model.device}.", markup=True,
+        )
+        if plan.scaled:
+            self.steps.line(scaled_line(model, plan))
+        if plan.valid_users:
+            self.steps.line(f"Each epoch is validated on a fixed sample of {plan.valid_users:,} of the validation "
+                            "users; the test split is ranked in full at the end.")
+
+    def epoch(self, report: EpochReport) -> None:
+        self.steps.step("")  # ends the validation step
+        if not self.quiet:
+            self.steps.record(_epoch_line(report), indent=len("epoch 999/9  "))
+
+
 def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, split: str | None,
          test_fraction: float, seed: int, device: str, patience: int | None, valid_fraction: float | None,
          name: str | None, json_output: bool) -> None:
     from movierec.cli.console import print_json
     from movierec.cli.progress import Steps
+    from movierec.options import TrainOptions
     from movierec.training import train_and_save
 
-    if not 0.0 < test_fraction < 1.0:
-        raise MovierecError("--test-fraction must be between 0 and 1; to train on every rating, use --split none.")
-    # An epoch and its validation leave the epoch's line of the training curve, nothing else.
+    options = TrainOptions(model, mode=mode, config=config, dataset=dataset, split=split,
+                           test_fraction=test_fraction, seed=seed, device=device, patience=patience,
+                           valid_fraction=valid_fraction, name=name)
     steps = Steps(quiet=json_output, unlined=("Epoch ", "Validating "))
-
-    def on_start(m: Any, plan: Any) -> None:
-        steps.step("")  # the data is ready: its steps' lines come before what is made of it
-        if not json_output:
-            why = f" ({plan.dataset_why})" if plan.dataset_why else ""
-            valid = f", {len(plan.valid):,} of them set aside to validate," if plan.valid is not None else ""
-            ratings = (f"{len(plan.split.train):,} training{valid} and {len(plan.split.test):,} test ratings"
-                       if plan.split.has_test else
-                       f"every one of its {len(plan.split.train):,} ratings{valid.rstrip(',')} (no test split)")
-            steps.line(
-                f"Training [bold]{model}[/] on {plan.dataset}{why} split {plan.split.name}: {ratings}, "
-                f"{m.n_users:,} users x {m.n_items:,} movies, device {m.device}.", markup=True,
-            )
-            if plan.scaled:
-                steps.line(scaled_line(m, plan))
-            if plan.valid_users:
-                steps.line(f"Each epoch is validated on a fixed sample of {plan.valid_users:,} of the validation "
-                           "users; the test split is ranked in full at the end.")
-
-    def on_epoch(r: Any) -> None:
-        steps.step("")  # ends the validation step
-        if not json_output:
-            steps.record(_epoch_line(r), indent=len("epoch 999/9  "))
-
     # Ctrl-C or an error ends the display first, so the one-line message is all that is left on screen.
     with steps:
-        outcome = train_and_save(
-            model, config, mode=mode, dataset=dataset, split=split, seed=seed, device=device, patience=patience,
-            name=name, test_fraction=test_fraction, valid_fraction=valid_fraction, on_start=on_start,
-            on_epoch=on_epoch, on_step=steps.step, on_progress=steps.progress,
-        )
-    meta = outcome.meta
+        outcome = train_and_save(options, TrainingLines(steps, model, quiet=json_output))
     if json_output:
-        print_json({"name": meta.name, "model": meta.model, "mode": meta.mode, "dataset": meta.dataset,
-                    "split": meta.split, "path": str(outcome.path), "epochs": meta.epochs,
-                    "fit_seconds": meta.fit_seconds,
-                    "stopped_early": outcome.result.stopped_early, "train": meta.train_metrics,
-                    # null: no test split (--split none), so nothing was measured
-                    "metrics": meta.metrics if meta.has_test_split else None,
-                    "valid": meta.valid_metrics, "valid_fraction": meta.valid_fraction,
-                    "baseline": meta.baseline if meta.has_test_split else None,
-                    "popularity": meta.popularity if meta.has_test_split else None, "config": meta.config})
+        print_json(outcome.to_json())
         return
     _print_summary(outcome)
 

@@ -51,6 +51,7 @@ import torch
 
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
+from movierec.kinds import ScoreKind
 from movierec.models.base import ModelConfig, option
 from movierec.models.factors import FactorModel, FactorTrainer, ridge_solve
 
@@ -350,10 +351,7 @@ class ImplicitALS(ALSBase):
         # No offset in the implicit model: with mean and biases at 0 the shared formula is u . v.
         self.mean.zero_()
 
-    @property
-    def kind(self) -> str:
-        # Fitted preferences (~0..1 for who would rate a movie), not stars.
-        return "rank"
+    kind = ScoreKind.RANK  # fitted preferences (~0..1 for who would rate a movie), not stars
 
     def trainer(self, train: RatingMatrix, generator: torch.Generator) -> ImplicitALSTrainer:
         return ImplicitALSTrainer(self, train, generator)

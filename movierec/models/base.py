@@ -29,6 +29,7 @@ import torch
 
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
+from movierec.kinds import ScoreKind, score_kind
 
 
 def option(default: Any, help: str, *flags: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -192,11 +193,8 @@ class Recommender(torch.nn.Module, ABC):
         self.rating_values = tuple(float(v) for v in rating_values)  # the star values, ascending
 
     # -- what the model predicts ---------------------------------------------------------------
-    @property
-    def kind(self) -> str:
-        """``"rating"``: :meth:`score` returns stars; ``"like"``: it returns P(liked); ``"rank"``: scores
-        that only order movies."""
-        return "rating"
+    kind: ClassVar[ScoreKind] = ScoreKind.RATING
+    """What :meth:`score` returns: stars (rating), P(liked) (like), or scores that only order movies (rank)."""
 
     @property
     def like_threshold(self) -> float | None:
@@ -258,7 +256,7 @@ class Recommender(torch.nn.Module, ABC):
             scores = self.score(uniq[start:stop], train)  # (b, I)
             sel = (inverse >= start) & (inverse < stop)
             out[sel] = scores[inverse[sel] - start, items[sel]]
-        return self.clip(out) if self.kind == "rating" else out
+        return score_kind(self.kind).on_scale(out, self.rating_min, self.rating_max)
 
     @abstractmethod
     def item_vectors(self) -> torch.Tensor:
@@ -273,6 +271,6 @@ class Recommender(torch.nn.Module, ABC):
         """
 
     def clip(self, x: torch.Tensor) -> torch.Tensor:
-        """Clip predicted stars to the data set's rating scale."""
-        return x.clamp(self.rating_min, self.rating_max)
+        """Clip predicted stars to the data set's rating scale (whatever the model's kind)."""
+        return ScoreKind.RATING.on_scale(x, self.rating_min, self.rating_max)
 

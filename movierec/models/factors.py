@@ -11,6 +11,7 @@ import torch
 
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
+from movierec.kinds import score_kind
 from movierec.models.base import ModelConfig, Recommender, Trainer
 
 
@@ -68,7 +69,7 @@ class FactorModel(Recommender):
         for start in range(0, users.shape[0], step):
             u, i = users[start:start + step], items[start:start + step]
             out[start:start + step] = self._raw(u, i)
-        return self.clip(out) if self.kind == "rating" else out
+        return score_kind(self.kind).on_scale(out, self.rating_min, self.rating_max)
 
     def _raw(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Unclipped predictions for (user, movie) pairs, (N,), (N,) -> (N,)."""

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
+from movierec.kinds import ScoreKind
 from movierec.models.base import ModelConfig, Recommender, Trainer, option
 
 # Default training reads at most this many (user, movie) cells of the dense output in all (see MultConfig.for_data):
@@ -173,9 +174,7 @@ class MultAutoEncoder(Recommender):
                 else:
                     torch.nn.init.trunc_normal_(p, std=1e-3, a=-2e-3, b=2e-3)
 
-    @property
-    def kind(self) -> str:
-        return "rank"
+    kind = ScoreKind.RANK
 
     # -- the network -------------------------------------------------------------------------------
     def picked(self, matrix: RatingMatrix, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from movierec.kinds import ScoreKind, score_kind
+
 if TYPE_CHECKING:
     import torch
 
@@ -52,7 +54,7 @@ LIKED_STARS = 4.0
 
 def needs_picks(kind: str) -> bool:
     """Whether a model of ``kind`` ranks through a picks model: rating and like models do."""
-    return kind in ("rating", "like")
+    return score_kind(kind).predicts
 
 
 def like_midpoint(rating_values: tuple[float, ...] | list[float], liked: float = LIKED_STARS) -> float:
@@ -69,14 +71,14 @@ def pick_and_like(picked: Any, predicted: Any, kind: str, midpoint: float) -> An
     for ``kind`` "like"); ``midpoint``: :func:`like_midpoint` of the model's scale (rating models)."""
     if isinstance(picked, np.ndarray):
         p = np.clip(picked, 0.0, 1.0)
-        if kind == "like":
+        if kind == ScoreKind.LIKE:
             return p * np.clip(predicted, 0.0, 1.0)
         z = (np.asarray(predicted, dtype=np.float32) - np.float32(midpoint)) / np.float32(LIKE_SOFTNESS)
         return p / (1.0 + np.exp(-z))
     import torch
 
     p = picked.clamp(0.0, 1.0)
-    if kind == "like":
+    if kind == ScoreKind.LIKE:
         return p * predicted.clamp(0.0, 1.0)
     return p * torch.sigmoid((predicted - midpoint) / LIKE_SOFTNESS)
 
@@ -90,7 +92,8 @@ def recipe(model: Recommender) -> dict[str, Any]:
 def check_recipe(value: Any) -> bool:
     """Whether ``value`` is a recipe this version can follow."""
     return (isinstance(value, dict) and value.get("method") == "pick-and-like"
-            and value.get("kind") in ("rating", "like") and isinstance(value.get("midpoint"), (int, float))
+            and value.get("kind") in (ScoreKind.RATING, ScoreKind.LIKE)
+            and isinstance(value.get("midpoint"), (int, float))
             and not isinstance(value.get("midpoint"), bool) and math.isfinite(value["midpoint"])
             and value.get("softness") == LIKE_SOFTNESS)
 

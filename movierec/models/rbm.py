@@ -26,6 +26,7 @@ import torch
 
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
+from movierec.kinds import score_kind
 from movierec.models.base import ModelConfig, Recommender, Trainer, flag_name, option
 
 # Ratings per slice when every rating's visible states are counted (before the first epoch).
@@ -210,7 +211,7 @@ class RBM(Recommender):
                 if offset is not None:
                     logits += offset[row]
                 out[sel] = self._activate(logits) @ self._state_values()
-        return self.clip(out) if self.kind == "rating" else out
+        return score_kind(self.kind).on_scale(out, self.rating_min, self.rating_max)
 
     def _state_values(self) -> torch.Tensor:
         """What each visible state is worth in a prediction, (K,): 1 (liked), or the star values."""

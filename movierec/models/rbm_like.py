@@ -20,6 +20,7 @@ import torch
 
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
+from movierec.kinds import ScoreKind
 from movierec.models.base import affordable_epochs, option
 from movierec.models.rbm import RBM, RBMConfig, RBMTrainer, _add, _fold_in_case
 
@@ -94,9 +95,7 @@ class LikeRBM(RBM):
     def trainer(self, train: RatingMatrix, generator: torch.Generator) -> LikeRBMTrainer:
         return LikeRBMTrainer(self, train, generator)
 
-    @property
-    def kind(self) -> str:
-        return "like"
+    kind = ScoreKind.LIKE
 
     @property
     def like_threshold(self) -> float | None:
