@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from movierec.cli import app
-from movierec.cli.app import first_sentence
+from movierec.cli.core import first_sentence
 from movierec.models import MODELS, model_classes
 
 COMMANDS = [[], ["train"], *[["train", m] for m in MODELS], ["fetch"], ["datasets"], ["models"], ["evaluate"],

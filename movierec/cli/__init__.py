@@ -1,8 +1,8 @@
-"""The ``movierec`` command line. One module per command; heavy imports happen inside commands."""
+"""The ``movierec`` command line. One module per command, the tree put together in :mod:`movierec.cli.app`;
+heavy imports happen inside commands."""
 
-# Importing a command's module registers it.
-from movierec.cli import cv, datasets, evaluate, export, fetch, models, plot, recommend, serve, train  # noqa: F401
-from movierec.cli.app import app, handle_sigterm
+from movierec.cli.app import app
+from movierec.cli.core import handle_sigterm
 
 
 def main() -> None:

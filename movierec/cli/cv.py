@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from movierec.cli.app import app
 from movierec.cli.train import _COMMON, _COMMON_DEFAULTS, model_group, scaled_line
 from movierec.options import TrainingEvents
 
@@ -89,7 +88,6 @@ cv_app = model_group(
     help="Cross-validate a model over k folds: each metric's mean and standard deviation; nothing is saved. "
          "`movierec cv MODEL --help` lists its options.",
 )
-app.add_typer(cv_app, name="cv")
 
 
 def _print_table(result: Any) -> None:

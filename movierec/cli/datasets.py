@@ -6,11 +6,9 @@ from typing import Annotated
 
 import typer
 
-from movierec.cli.app import app
 from movierec.cli.console import console, human_bytes, print_json
 
 
-@app.command()
 def datasets(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the list as JSON (one object per dataset) instead of a table.")

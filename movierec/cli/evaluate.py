@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 import typer
 
-from movierec.cli.app import app
 from movierec.cli.options import OldK, renamed
 from movierec.device import DEFAULT_DEVICE, DEVICE_HELP
 
@@ -24,7 +23,6 @@ def metric_columns(k: int) -> list[tuple[str, str, bool]]:
     return [(m.key.format(k=k), m.label.format(k=k), m.higher_is_better) for m in METRICS]
 
 
-@app.command("evaluate")
 def evaluate_command(
     checkpoints: Annotated[
         list[str] | None, typer.Argument(help="Saved models (names or paths) (default: see below).", show_default=False)

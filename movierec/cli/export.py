@@ -7,12 +7,10 @@ from typing import Annotated
 
 import typer
 
-from movierec.cli.app import app
 from movierec.device import DEFAULT_DEVICE, DEVICE_HELP
 from movierec.errors import MovierecError
 
 
-@app.command("export")
 def export_command(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="File to write (.csv or .parquet); replaced when complete.",

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from movierec.cli.app import app
 from movierec.cli.console import console, err_console, print_json, print_warning
 
 if TYPE_CHECKING:
@@ -82,7 +81,6 @@ class _Reporter:
             self._task = None
 
 
-@app.command()
 def fetch(
     name: Annotated[str, typer.Argument(help="Release to fetch, e.g. ml-100k (see `movierec datasets`).")],
     from_file: Annotated[

@@ -6,12 +6,9 @@ from typing import Annotated
 
 import typer
 
-from movierec.cli.app import app
-
 _HEADS = ("name", "model", "dataset", "split", "created", "epochs", "test")
 
 
-@app.command("models")
 def models_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
     remove: Annotated[

@@ -1,5 +1,5 @@
-"""Options several commands share, written once: the device, and option names that changed (the old spelling
-still works for one release, with a note saying what to write instead)."""
+"""Options several commands share, written once: the model, JSON output, the device, and option names that
+changed (the old spelling still works for one release, with a note saying what to write instead)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,11 @@ from movierec.device import DEVICE_HELP
 
 T = TypeVar("T")
 
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="Saved model to use (name or path) (default: the newest).")
+]
+"""``--model``: which saved model answers."""
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 DeviceOpt = Annotated[str, typer.Option(help=DEVICE_HELP)]
 """``--device``: the same help and default (:data:`movierec.device.DEFAULT_DEVICE`) on every command."""
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from movierec.cli.app import HelpGroup, app
+from movierec.cli.core import HelpGroup
 from movierec.cli.options import OldK, renamed
 
 plot_app = typer.Typer(
@@ -17,7 +17,6 @@ plot_app = typer.Typer(
     add_completion=False,
     help="Draw a saved model as a PNG picture: its training curves, or a map of its movie vectors.",
 )
-app.add_typer(plot_app, name="plot")
 
 ModelOpt = Annotated[
     str | None, typer.Option("--model", help="Saved model to draw (name or its beginning) (default: the newest).")

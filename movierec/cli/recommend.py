@@ -1,4 +1,4 @@
-"""`movierec recommend`, `movierec similar` and `movierec clusters`: what a person reads."""
+"""`movierec recommend`: a person's list, and the list table `similar` shares."""
 
 from __future__ import annotations
 
@@ -7,18 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
-from movierec.cli.app import app
-from movierec.cli.options import DeviceOpt, OldK, renamed
+from movierec.cli.options import DeviceOpt, JsonOpt, ModelOpt
 from movierec.device import DEFAULT_DEVICE
 from movierec.errors import MovierecError
 
-ModelOpt = Annotated[
-    str | None, typer.Option("--model", help="Saved model to use (name or path) (default: the newest).")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
-
-@app.command("recommend")
 def recommend_command(
     user: Annotated[int | None, typer.Option(help="MovieLens user id of a user in the training data.")] = None,
     top: Annotated[int, typer.Option(min=1, help="How many movies to list.")] = 10,
@@ -70,7 +63,7 @@ def recommend_command(
         print_json(rows)
     else:
         what = {"like": "like/dislike", "rank": "top-N"}.get(served.scorer.kind, "ratings")
-        _table(f"Top {top} for {who} — {served.meta.name} ({what})", rows, served.score_name, with_because=True,
+        list_table(f"Top {top} for {who} — {served.meta.name} ({what})", rows, served.score_name, with_because=True,
                predicted_name=served.predicted_name)
     _note_weak_lists(served.meta)
 
@@ -89,79 +82,6 @@ def _note_weak_lists(meta: Any) -> None:
             else "")
     err_console.print(f"Note: {weak.name}'s lists ranked below 'most popular' on its test split (NDCG@10 "
                       f"{weak.ndcg:.3f} vs {weak.popularity:.3f}){best}.", markup=False, soft_wrap=True)
-
-
-@app.command("similar")
-def similar_command(
-    movie: Annotated[
-        str, typer.Argument(help="A title (forgiving: case, punctuation, year optional) or MovieLens id.")
-    ],
-    top: Annotated[int, typer.Option(min=1, help="How many movies to list.")] = 10,
-    min_ratings: Annotated[
-        int,
-        typer.Option(min=0, help="Only list movies with at least this many training ratings: the vectors of "
-                                 "rarely rated movies are mostly noise."),
-    ] = 20,
-    model: ModelOpt = None,
-    device: DeviceOpt = DEFAULT_DEVICE,
-    json_output: JsonOpt = False,
-) -> None:
-    """Movies nearest to MOVIE by the model's learned movie vectors (cosine similarity)."""
-    from movierec.loading import open_model
-
-    served = open_model(model, device)
-    try:
-        found = served.similar(movie, top, min_ratings=min_ratings)
-    finally:
-        served.close()  # everything below is in memory
-    if json_output:
-        from movierec.cli.console import print_json
-
-        print_json(found)
-        return
-    _table(f"Movies like {found['title']} — {served.meta.name}", found["similar"], "cosine", with_because=False)
-
-
-@app.command("clusters")
-def clusters_command(
-    clusters: Annotated[int, typer.Option("--clusters", min=1, help="Number of clusters.")] = 10,
-    top: Annotated[int, typer.Option(min=1, help="Best-known movies shown per cluster.")] = 5,
-    seed: Annotated[int, typer.Option(help="Random seed of the clustering.")] = 0,
-    model: ModelOpt = None,
-    device: DeviceOpt = DEFAULT_DEVICE,
-    json_output: JsonOpt = False,
-    k: OldK = None,
-) -> None:
-    """Group the movies by the model's learned movie vectors (k-means) and describe each group."""
-    from movierec.loading import open_model
-
-    count = renamed(clusters, k, "--k", "--clusters")
-    served = open_model(model, device)
-    try:
-        clusters = served.clusters(count, top=top, seed=seed)
-    finally:
-        served.close()  # everything below is in memory
-    if json_output:
-        from movierec.cli.console import print_json
-
-        print_json(clusters)
-        return
-    from rich.table import Table
-    from rich.text import Text
-
-    from movierec.cli.console import clean, console, plain
-
-    table = Table(title=plain(f"{len(clusters)} movie clusters — {served.meta.name}"), title_justify="left",
-                  show_lines=True)
-    # Numbers stay whole; genres and titles wrap between words when the terminal is narrow.
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("size", justify="right", no_wrap=True)
-    for col in ("dominant genres", "best-known movies"):
-        table.add_column(col, overflow="fold")
-    for c in clusters:
-        table.add_row(str(c["cluster"]), str(c["size"]), plain(", ".join(c["genres"])),
-                      Text("\n".join(clean(t) for t in c["movies"])))
-    console.print(table)
 
 
 def _parse_rates(rates: list[str]) -> list[tuple[str, str]]:
@@ -207,7 +127,7 @@ def _is_number(text: str) -> bool:
 _PREDICTED_HEADS = {"predicted rating": "stars", "like probability": "P(like)"}
 
 
-def _table(
+def list_table(
     title: str, rows: list[dict[str, Any]], score_name: str, with_because: bool, predicted_name: str | None = None
 ) -> None:
     """A list as a table: rank, title, year, genres, the score it is ordered by, the model's own prediction

@@ -10,12 +10,10 @@ from typing import Annotated
 
 import typer
 
-from movierec.cli.app import app
 from movierec.device import DEFAULT_DEVICE, DEVICE_HELP
 from movierec.errors import MovierecError
 
 
-@app.command("serve")
 def serve_command(
     model: Annotated[
         str | None, typer.Option("--model", help="Saved model to serve (name or path) (default: the newest).")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from movierec.cli.app import app, first_sentence
+from movierec.cli.core import first_sentence
 from movierec.device import DEFAULT_DEVICE, DEVICE_HELP
 from movierec.errors import MovierecError
 from movierec.models import MODELS
@@ -271,7 +271,6 @@ train_app = model_group(
     _COMMON, _COMMON_DEFAULTS, _run,
     help="Train a model on a fetched dataset and save it. `movierec train MODEL --help` lists its options.",
 )
-app.add_typer(train_app, name="train")
 
 
 def scaled_line(m: Any, plan: Any) -> str:
