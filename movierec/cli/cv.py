@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from movierec.cli.train import _COMMON, _COMMON_DEFAULTS, model_group, scaled_line
+from movierec.cli.model_commands import RUN_DEFAULTS, RUN_OPTIONS, model_group
+from movierec.cli.train import scaled_line
 from movierec.options import TrainingEvents
 
 if TYPE_CHECKING:
@@ -15,17 +16,17 @@ if TYPE_CHECKING:
 
 _SHARED = ("dataset", "seed", "device", "patience", "valid_fraction")
 _OPTIONS: dict[str, tuple[Any, Any]] = {
-    **{k: _COMMON[k] for k in _SHARED},
+    **{k: RUN_OPTIONS[k] for k in _SHARED},
     "folds": (
         int | None,
         typer.Option(help="Number of folds (default: 5). For 5, ml-100k uses its official folds u1..u5; other "
                           "datasets and numbers draw seeded random folds of the ratings."),
     ),
-    "json_output": _COMMON["json_output"],
+    "json_output": RUN_OPTIONS["json_output"],
     # Not an option: `train`'s, refused with a reason when a train command line is reused here.
     "split": (str | None, typer.Option(hidden=True)),
 }
-_DEFAULTS = {**{k: _COMMON_DEFAULTS[k] for k in _SHARED}, "folds": None, "json_output": False, "split": None}
+_DEFAULTS = {**{k: RUN_DEFAULTS[k] for k in _SHARED}, "folds": None, "json_output": False, "split": None}
 
 
 def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, seed: int, device: str,
