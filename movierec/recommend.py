@@ -2,8 +2,7 @@
 
 Everything here works on movie indices; titles are attached by the CLI. The lists are computed once, in
 numpy, from a :class:`Scorer`: :class:`movierec.serving.FactorScorer` answers for the factor models from
-their saved arrays without torch, :class:`TorchScorer` for any torch model (and for the library functions
-:func:`recommend`, :func:`recommend_new_user` and :func:`similar`, which take a model and its training matrix).
+their saved arrays without torch, :class:`TorchScorer` for any torch model (:func:`torch_scorer`).
 
 How a list is ordered (every user-facing list here: recommendations, new users, similar movies):
 
@@ -369,40 +368,6 @@ def torch_scorer(model: Recommender, train: RatingMatrix, picks: Recommender | N
     return ListScorer(own, TorchScorer(picks, train), like_midpoint(model.rating_values))
 
 
-def recommend(
-    model: Recommender, train: RatingMatrix, user: int, n: int = 10, *, include_seen: bool = False,
-    allowed: Any = None, liked_threshold: float = 4.0, counts: Any = None, picks: Recommender | None = None,
-) -> list[Recommendation]:
-    """:func:`for_user` of a torch model and its ``picks`` model; the user's training ratings and ``counts``
-    (default: per movie, :func:`item_counts`) come from ``train``."""
-    import torch
-
-    _, items, ratings = train.entries(torch.tensor([user], device=train.device))
-    counts = _np(item_counts(train) if counts is None else counts)
-    return for_user(torch_scorer(model, train, picks), user, _np(items), _np(ratings), n, counts=counts,
-                    include_seen=include_seen, allowed=None if allowed is None else _np(allowed),
-                    liked_threshold=liked_threshold)
-
-
-def recommend_new_user(
-    model: Recommender, train: RatingMatrix, items: Any, ratings: Any, n: int = 10, *, allowed: Any = None,
-    liked_threshold: float = 4.0, shrink: float | None = None, picks: Recommender | None = None,
-) -> list[Recommendation]:
-    """:func:`for_new_user` of a torch model and its ``picks`` model, with counts and the neutral score from
-    ``train``."""
-    return for_new_user(torch_scorer(model, train, picks), _np(items), _np(ratings), n,
-                        counts=_np(item_counts(train)), neutral=neutral_score(model, train), shrink=shrink,
-                        allowed=None if allowed is None else _np(allowed), liked_threshold=liked_threshold)
-
-
-def similar(
-    model: Recommender, item: int, n: int = 10, *, counts: Any, allowed: Any = None
-) -> tuple[list[int], list[float]]:
-    """:func:`similar_to` of a torch model."""
-    return similar_to(TorchScorer(model, None), item, n, counts=_np(counts),  # type: ignore[arg-type]
-                      allowed=None if allowed is None else _np(allowed))
-
-
 # -- clusters (torch) ----------------------------------------------------------------------------------------
 def kmeans(
     x: torch.Tensor, k: int, *, seed: int = 0, iters: int = 100, tol: float = 1e-6
@@ -412,7 +377,7 @@ def kmeans(
 
     n = x.shape[0]
     if not 1 <= k <= n:
-        raise MovierecError(f"--k must be between 1 and the number of movies ({n}).")
+        raise MovierecError(f"The number of clusters must be between 1 and the number of movies ({n}).")
     gen = torch.Generator(device="cpu").manual_seed(seed)
     x = x.float()
     centroids = x[torch.randint(n, (1,), generator=gen).to(x.device)]  # (1, d)
@@ -434,13 +399,3 @@ def kmeans(
         if shift <= tol:
             break
     return labels, centroids
-
-
-def cluster_movies(model: Recommender, k: int, *, seed: int = 0) -> torch.Tensor:
-    """Group movies by their item vectors: k-means on unit-length vectors (cosine geometry) -> labels (I,)."""
-    import torch
-
-    with torch.no_grad():
-        unit = torch.nn.functional.normalize(model.item_vectors().float(), dim=1)
-        labels, _ = kmeans(unit, k, seed=seed)
-    return labels

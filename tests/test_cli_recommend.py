@@ -306,7 +306,7 @@ def test_clusters_table(data):
 
 def test_too_many_clusters(data):
     result = CliRunner().invoke(app, ["clusters", "--clusters", "5000", *MF])
-    assert_one_line_error(result, "--k must be between 1 and the number of movies (1682)")
+    assert_one_line_error(result, "The number of clusters must be between 1 and the number of movies (1682)")
 
 
 # -- without a model -------------------------------------------------------------------------------------

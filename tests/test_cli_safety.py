@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from conftest import REPO, assert_one_line_error, isolated_home
 from synthetic import ml100k_archive
+from torch_lists import similar_list, user_list
 from typer.testing import CliRunner
 
 from movierec.cli import app
@@ -149,9 +150,9 @@ def test_library_caps_lists_at_the_catalogue(hostile_home):
     from movierec.loading import load_trained
 
     trained = load_trained("m")
-    items, _ = rec.similar(trained.model, 0, 10**9, counts=rec.item_counts(trained.train))
+    items, _ = similar_list(trained.model, 0, 10**9, counts=rec.item_counts(trained.train))
     assert sorted(items) == list(range(1, len(TITLES)))
-    recs = rec.recommend(trained.model, trained.train, 0, 10**9, include_seen=True)
+    recs = user_list(trained.model, trained.train, 0, 10**9, include_seen=True)
     assert sorted(r.item for r in recs) == list(range(len(TITLES)))
 
 

@@ -226,10 +226,11 @@ def test_the_largest_releases_train_fewer_epochs_and_anneal_within_them():
 
 @pytest.mark.parametrize("mode", ["vae", "dae"])
 def test_a_saved_model_serves_the_trained_models_lists(mode, home, ml100k_zip, runner):
+    from torch_lists import user_list as recommend
+
     from movierec.cli import app
     from movierec.loading import open_model
     from movierec.options import TrainOptions
-    from movierec.recommend import recommend
     from movierec.training import train_and_save
     from tests.recording import Recorder
 

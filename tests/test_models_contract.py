@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch_lists import user_list as recommend
 
 from movierec import checkpoint, loading
 from movierec.data.ratings import Ratings
@@ -13,7 +14,6 @@ from movierec.device import make_generator
 from movierec.evaluate import PopularityBaseline, evaluate
 from movierec.models import MODELS, build_model
 from movierec.models.base import RatingsMemo, Trainer
-from movierec.recommend import recommend
 from movierec.training import fit
 from tests.synthetic import holdout, low_rank_ratings
 

@@ -5,20 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch_lists import new_user_list as recommend_new_user
+from torch_lists import similar_list as similar
+from torch_lists import user_list as recommend
 
 from movierec.data.ratings import RatingMatrix, Ratings
 from movierec.errors import MovierecError
 from movierec.models.base import ModelConfig, Recommender, Trainer
-from movierec.recommend import (
-    explain,
-    item_counts,
-    neutral_score,
-    rank_items,
-    recommend,
-    recommend_new_user,
-    shrink_rare,
-    similar,
-)
+from movierec.recommend import explain, item_counts, neutral_score, rank_items, shrink_rare
 
 STARS = (1.0, 2.0, 3.0, 4.0, 5.0)
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import assert_one_line_error, ml100k_home, run_cli_in_subprocess
+from torch_lists import new_user_list, similar_list, user_list
 
 from movierec import checkpoint, loading, paths
 from movierec import recommend as rec
@@ -64,7 +65,7 @@ def test_numpy_serving_matches_the_torch_model(home, name):
         for include_seen in (False, True):
             same_lists(rec.for_user(served.scorer, user, items, stars, 30, counts=served.counts,
                                     include_seen=include_seen),
-                       rec.recommend(model, train, user, 30, include_seen=include_seen, picks=picks))
+                       user_list(model, train, user, 30, include_seen=include_seen, picks=picks))
     items, stars = NEW_USER
     vector, bias = model.fold_in_factors(torch.from_numpy(items), torch.from_numpy(stars))
     got_vector, got_bias = own.fold_in_factors(items, stars)
@@ -76,11 +77,11 @@ def test_numpy_serving_matches_the_torch_model(home, name):
     for shrink in (None, 0.0):
         same_lists(rec.for_new_user(served.scorer, items, stars, 30, counts=served.counts, neutral=served.neutral,
                                     shrink=shrink),
-                   rec.recommend_new_user(model, train, torch.from_numpy(items), torch.from_numpy(stars), 30,
+                   new_user_list(model, train, torch.from_numpy(items), torch.from_numpy(stars), 30,
                                           shrink=shrink, picks=picks))
     assert served.neutral == pytest.approx(rec.neutral_score(model, train))
     sims = rec.similar_to(served.scorer, 49, 15, counts=served.counts, allowed=served.counts >= 20)
-    want_items, want_sims = rec.similar(model, 49, 15, counts=counts, allowed=counts >= 20)
+    want_items, want_sims = similar_list(model, 49, 15, counts=counts, allowed=counts >= 20)
     assert sims[0] == want_items and np.allclose(sims[1], want_sims, atol=1e-5)
     served.close()
 
@@ -91,7 +92,7 @@ def test_other_models_use_the_saved_training_ratings(home):
     trained = loading.load_trained("rbm")
     items, stars = served.seen(41)
     same_lists(rec.for_user(served.scorer, 41, items, stars, 20, counts=served.counts),
-               rec.recommend(trained.model, trained.train, 41, 20, picks=trained.picks))
+               user_list(trained.model, trained.train, 41, 20, picks=trained.picks))
 
 
 @pytest.mark.parametrize("name", list(FACTOR_MODELS))
@@ -133,7 +134,7 @@ def own_lists(name: str, user_id: int) -> list[int]:
     lists ranked through a picks model answers."""
     trained = loading.load_trained(name)
     user = int(np.searchsorted(trained.dataset.user_ids, user_id))
-    return [int(trained.dataset.item_ids[r.item]) for r in rec.recommend(trained.model, trained.train, user, 10)]
+    return [int(trained.dataset.item_ids[r.item]) for r in user_list(trained.model, trained.train, user, 10)]
 
 
 def test_format_1_checkpoints_are_converted_on_first_use(home, runner):
