@@ -12,7 +12,6 @@ Only :func:`load` and :func:`load_trained` import torch; :func:`open_model` does
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,7 +234,7 @@ class _InMemory:
         ckpt = trained.checkpoint
         self.path = ckpt.path
         self.meta = ckpt.meta
-        self.metadata = {"serving": json.dumps(serving.info)}
+        self.metadata = {"serving": serving.info.to_json()}
         state = {f"state.{k}": v.detach().cpu().numpy() for k, v in ckpt.model.state_dict().items()}
         self._arrays = {**state, "user_ids": ckpt.user_ids.numpy(), "item_ids": ckpt.item_ids.numpy(),
                         **serving.arrays}

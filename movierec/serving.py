@@ -3,8 +3,8 @@
 A checkpoint carries, beside the model's arrays (:mod:`movierec.checkpoint`), everything answering needs
 that used to be re-derived from the dataset on every call (re-drawing the split, rebuilding the training
 matrix): each user's training ratings as a CSR (``seen.*``), each movie's number of training ratings,
-titles, years and genres (``movies.*``), and in the header the neutral score of new users' shrinkage and
-how the model scores (``"scorer"``).
+titles, years and genres (``movies.*``), and in the header how to answer (:class:`ServingInfo`: what the
+scores mean, the neutral score of new users' shrinkage, how the model scores).
 
 Factor models (``mf``, ``als`` explicit and implicit: score = mean + p_u . q_i + b_u + b_i) are answered
 here in numpy from their saved arrays, reading one user's row, never the whole file, and without importing
@@ -16,7 +16,6 @@ Either way the lists come from the one implementation in :mod:`movierec.recommen
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from movierec.errors import MovierecError
 from movierec.kinds import ScoreKind
 from movierec.models import build_model
 from movierec.recommend import ListScorer, OwnLists
+from movierec.serving_info import NEW_USER_SHRINK, ServingInfo
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -44,9 +44,6 @@ SEEN = ("seen.indptr", "seen.items", "seen.stars")
 MOVIES = ("movies.counts", "movies.title_utf8", "movies.title_offsets", "movies.year", "movies.genre_offsets",
           "movies.genre_ids")
 FACTOR_STATE = ("state.user_factors", "state.item_factors", "state.user_bias", "state.item_bias", "state.mean")
-NEW_USER_SHRINK = 8.0
-"""The default shrinkage of new users' lists of checkpoints saved before their serving data said (every model
-then had this one; see ``Recommender.new_user_shrink``)."""
 PICKS = "picks."
 """The prefix of the picks model's arrays (:mod:`movierec.models.picks`), saved beside a rating model's."""
 
@@ -57,7 +54,7 @@ class ServingData:
     """The arrays and the JSON-able ``info`` saved beside a model's weights (see the module docstring)."""
 
     arrays: dict[str, np.ndarray]
-    info: dict[str, Any]
+    info: ServingInfo
 
     @classmethod
     def build(
@@ -82,23 +79,20 @@ class ServingData:
             **_movie_arrays(data),
         }
         genres = sorted({g for gs in data.movies["genres"].reindex(data.item_ids).dropna() for g in gs})
-        info = {
-            "kind": model.kind,
-            "genres": genres,
-            "neutral": neutral_value(model.kind, model.like_threshold, stars),
-            "scorer": scorer_recipe(model),
-            "new_user_shrink": float(model.new_user_shrink),
-        }
+        lists = None
         if picks is not None:
-            from movierec.models import picks as lists
+            from movierec.models import picks as picking
 
             picks_scorer = scorer_recipe(picks)
             if picks_scorer["kind"] != "factors":
                 raise ValueError("a picks model must be a factor model answered in numpy")
-            info["lists"] = {**lists.recipe(model), "picks": picks_scorer["fold_in"]}
+            lists = {**picking.recipe(model), "picks": picks_scorer["fold_in"]}
             arrays.update({f"picks.{k}": v.detach().cpu().contiguous().numpy() for k, v in picks.state_dict().items()})
         genre_index = {g: i for i, g in enumerate(genres)}
         arrays["movies.genre_ids"] = np.array([genre_index[g] for g in arrays.pop("_genre_names")], dtype=np.int32)
+        info = ServingInfo(kind=str(model.kind), genres=genres,
+                           neutral=neutral_value(model.kind, model.like_threshold, stars),
+                           scorer=scorer_recipe(model), new_user_shrink=float(model.new_user_shrink), lists=lists)
         return cls(arrays, info)
 
 
@@ -334,7 +328,7 @@ class Served:
         self.path: Path = saved.path
         self.meta = checkpoint.current_meta(saved.meta)
         self._saved = saved
-        info = _check_info(saved.metadata.get("serving"), saved.path)
+        info = ServingInfo.from_json(saved.metadata.get("serving"), saved.path)
         meta = self.meta
         shapes = {"seen.indptr": (meta.n_users + 1,), "movies.counts": (meta.n_items,),
                   "user_ids": (meta.n_users,), "item_ids": (meta.n_items,)}
@@ -343,24 +337,24 @@ class Served:
                 raise MovierecError(f"{self.path} is damaged (its {name!r} has the wrong shape).")
         if saved.shape("seen.items") != saved.shape("seen.stars"):
             raise MovierecError(f"{self.path} is damaged (its 'seen.items' and 'seen.stars' differ in length).")
-        self.neutral: float = info["neutral"]
+        self.neutral: float = info.neutral
         self.user_ids = saved.get("user_ids")
         self.counts = saved.get("movies.counts")
-        self.catalogue = Catalogue(meta.dataset, saved, info["genres"])
+        self.catalogue = Catalogue(meta.dataset, saved, info.genres)
         for what, ids in (("user", self.user_ids), ("movie", self.catalogue.item_ids)):
             if ids.dtype.kind not in "iu" or bool((np.diff(ids) <= 0).any()):
                 raise MovierecError(f"{self.path} is damaged (its {what} ids are not a list of distinct ids in order).")
         self._title_index: TitleIndex | None = None
         self._unit: np.ndarray | None = None  # the unit-length movie vectors, once `similar` needs them
         self.scorer: Scorer
-        if info["scorer"]["kind"] == "factors":
-            self.scorer = FactorScorer(saved, meta, info["scorer"]["fold_in"], info["kind"],
-                                       new_user_shrink=info.get("new_user_shrink", NEW_USER_SHRINK))
+        if info.in_numpy:
+            self.scorer = FactorScorer(saved, meta, info.scorer["fold_in"], info.kind,
+                                       new_user_shrink=info.new_user_shrink)
         else:
             self.scorer = self._torch_scorer(device)
-        if "lists" in info:  # lists rank by P(picked and liked): the picks model answers in numpy
-            picks = FactorScorer(saved, meta, info["lists"]["picks"], ScoreKind.RANK, prefix=PICKS)
-            self.scorer = ListScorer(self.scorer, picks, info["lists"]["midpoint"])
+        if info.lists is not None:  # lists rank by P(picked and liked): the picks model answers in numpy
+            picks = FactorScorer(saved, meta, info.lists["picks"], ScoreKind.RANK, prefix=PICKS)
+            self.scorer = ListScorer(self.scorer, picks, info.lists["midpoint"])
 
     def _torch_scorer(self, device: Any) -> Scorer:
         import torch
@@ -592,51 +586,5 @@ def _stars(value: Any) -> float | None:
         return None
     return stars if math.isfinite(stars) else None
 
-
-def _check_info(text: Any, path: Path) -> dict[str, Any]:
-    def bad(what: str) -> MovierecError:
-        return MovierecError(f"{path} is damaged (its serving data {what}).")
-
-    try:
-        info = json.loads(text)
-    except (TypeError, ValueError):
-        raise bad("is not valid JSON") from None
-    if not isinstance(info, dict):
-        raise bad("is not an object")
-    genres, neutral, scorer = info.get("genres"), info.get("neutral"), info.get("scorer")
-    if not isinstance(genres, list) or not all(isinstance(g, str) for g in genres):
-        raise bad("has no list of genres")
-    if not _number(neutral):
-        raise bad("has no neutral score")
-    if info.get("kind") not in frozenset(ScoreKind):
-        raise bad("does not say what the model predicts")
-    if not isinstance(scorer, dict) or scorer.get("kind") not in ("factors", "torch"):
-        raise bad("does not say how the model scores")
-    if scorer["kind"] == "factors" and not _fold_in_ok(scorer.get("fold_in")):
-        raise bad("has a new-user fold-in it cannot follow")
-    shrink = info.get("new_user_shrink", NEW_USER_SHRINK)
-    if not _number(shrink) or shrink < 0:
-        raise bad("has no usable shrinkage for new users")
-    if "lists" in info:
-        from movierec.models.picks import check_recipe
-
-        lists = info["lists"]
-        if not check_recipe(lists) or lists["kind"] != info["kind"] or not _fold_in_ok(lists.get("picks")):
-            raise bad("has lists it cannot follow")
-    return info
-
-
-def _fold_in_ok(r: Any) -> bool:
-    """Whether ``r`` is a factor model's new-user fold-in this version can follow."""
-    ok = isinstance(r, dict) and _number(r.get("lam")) and r["lam"] > 0
-    if ok and r.get("method") == "implicit":
-        return _number(r.get("tau")) and _number(r.get("alpha")) and r.get("confidence") in ("stars", "binary")
-    if ok and r.get("method") == "ridge":
-        return all(isinstance(r.get(k), list) and len(r[k]) == 2 and all(map(_number, r[k])) for k in ("tau", "gamma"))
-    return False
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from movierec.checkpoint.meta import CheckpointMeta, _conforms, _show
+from movierec.checkpoint.meta import CheckpointMeta
 from movierec.checkpoint.names import _temp_prefix, clean_temporaries
+from movierec.checkpoint.schema import conforms, show
 from movierec.errors import MovierecError
 from movierec.files import atomic_file
 
@@ -196,12 +197,12 @@ def _parse_header(path: Path, f: BinaryIO) -> tuple[dict[str, str], dict[str, _E
             dtype = np.dtype(_DTYPES[spec["dtype"]])
             shape = tuple(spec["shape"])
             start, stop = spec["data_offsets"]
-            ok = all(_conforms(d, int) and d >= 0 for d in (*shape, start, stop))
+            ok = all(conforms(d, int) and d >= 0 for d in (*shape, start, stop))
             ok = ok and stop - start == dtype.itemsize * math.prod(shape)
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
-            raise MovierecError(f"{path} is damaged (its array {_show(name)} is not described right).")
+            raise MovierecError(f"{path} is damaged (its array {show(name)} is not described right).")
         entries[name] = _Entry(dtype, shape, start, stop)
     return metadata, entries, 8 + n
 
@@ -210,9 +211,9 @@ def _check_version(version: Any, path: Path) -> int:
     if isinstance(version, str) and version.isdigit() and version.isascii():
         version = int(version)
     elif isinstance(version, str):
-        raise MovierecError(f"{path} is damaged (its format version is {_show(version)}, not a whole number).")
-    if not _conforms(version, int) or version < 1:
-        raise MovierecError(f"{path} is damaged (its format version is {_show(version)}, not a whole number).")
+        raise MovierecError(f"{path} is damaged (its format version is {show(version)}, not a whole number).")
+    if not conforms(version, int) or version < 1:
+        raise MovierecError(f"{path} is damaged (its format version is {show(version)}, not a whole number).")
     if version > FORMAT_VERSION:
         raise MovierecError(
             f"{path} was written by a newer movierec (checkpoint format {version}); upgrade movierec to read it."
@@ -222,7 +223,7 @@ def _check_version(version: Any, path: Path) -> int:
 
 def _meta_from_text(text: Any, path: Path) -> CheckpointMeta:
     if not isinstance(text, str):
-        raise MovierecError(f"{path} is damaged (its metadata is {_show(text)}, not JSON text).")
+        raise MovierecError(f"{path} is damaged (its metadata is {show(text)}, not JSON text).")
     try:
         return CheckpointMeta.from_json(text)
     except ValueError as exc:

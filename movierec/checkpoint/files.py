@@ -57,7 +57,7 @@ def write(
     arrays = {**state, "user_ids": np.asarray(user_ids, dtype=np.int64),
               "item_ids": np.asarray(item_ids, dtype=np.int64)}
     if serving is not None:
-        metadata["serving"] = json.dumps(serving.info, allow_nan=False)
+        metadata["serving"] = serving.info.to_json()
         arrays.update(serving.arrays)
     write_file(path, metadata, arrays)
 

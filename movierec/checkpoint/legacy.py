@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from movierec.checkpoint.container import FORMAT, LEGACY_VERSION, _check_version, _unreadable
-from movierec.checkpoint.meta import _show
+from movierec.checkpoint.schema import show
 from movierec.errors import MovierecError
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def _read_legacy(path: Path) -> dict[str, Any]:
         raise MovierecError(f"{path} is not a movierec checkpoint.")
     version = payload.get("format_version")
     if isinstance(version, str) or _check_version(version, path) != LEGACY_VERSION:
-        shown = _show(version)
+        shown = show(version)
         raise MovierecError(f"{path} is damaged (its format version is {shown}, not a whole number)."
                             if isinstance(version, str) else
                             f"{path} is damaged (it says format {shown} but is laid out as format {LEGACY_VERSION}).")

@@ -8,23 +8,19 @@ import json
 import logging
 import math
 import re
-import types
-import typing
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from movierec.checkpoint.schema import conforms, show, typed_fields
 from movierec.data.registry import NO_TEST_SPLIT
 from movierec.errors import MovierecError
 from movierec.models import migrate_settings
 from movierec.version import __version__
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -108,20 +104,7 @@ def meta_from_dict(data: Any, source: str | Path) -> CheckpointMeta:
 
 
 def _meta_or_reason(data: Any) -> CheckpointMeta:
-    if not isinstance(data, dict):
-        raise ValueError(f"its metadata is {_kind(data)}, not an object")
-    hints = typing.get_type_hints(CheckpointMeta)
-    values = {}
-    for f in fields(CheckpointMeta):
-        if f.name not in data:
-            if f.default is MISSING and f.default_factory is MISSING:
-                raise ValueError(f"its metadata has no {f.name!r}")
-            continue
-        value = data[f.name]
-        if not _conforms(value, hints[f.name]):
-            raise ValueError(f"its {f.name!r} is {_show(value)}, not {_describe(hints[f.name])}")
-        values[f.name] = value
-    meta = CheckpointMeta(**_renamed_metrics(values))
+    meta = CheckpointMeta(**_renamed_metrics(typed_fields(CheckpointMeta, data, "metadata")))
     problem = _implausible(meta)
     if problem:
         raise ValueError(problem)
@@ -152,7 +135,7 @@ def _renamed_metrics(values: dict[str, Any]) -> dict[str, Any]:
 def _implausible(meta: CheckpointMeta) -> str | None:
     """What is wrong with metadata whose fields all have the right types, if anything."""
     if not _NAME_OK.match(meta.name) or len(meta.name) > MAX_NAME:
-        return f"its name {_show(meta.name)} is not a model name"
+        return f"its name {show(meta.name)} is not a model name"
     if not meta.model:
         return "its 'model' is empty"
     for what, count in (("users", meta.n_users), ("movies", meta.n_items)):
@@ -164,89 +147,19 @@ def _implausible(meta: CheckpointMeta) -> str | None:
     if not all(math.isfinite(v) for v in stars) or any(a >= b for a, b in zip(stars, stars[1:])):
         return "its 'rating_values' are not ascending finite numbers"
     for key in ("metrics", "train_metrics", "popularity"):
-        if not all(_conforms(v, float) for v in getattr(meta, key).values()):
+        if not all(conforms(v, float) for v in getattr(meta, key).values()):
             return f"its {key!r} are not all numbers"
-    if not all(_conforms(v, str | float) for v in meta.baseline.values()):
+    if not all(conforms(v, str | float) for v in meta.baseline.values()):
         return "its 'baseline' holds something that is neither a name nor a number"
     try:
         datetime.fromisoformat(meta.created)
     except ValueError:
-        return f"its 'created' is {_show(meta.created)}, not a date and time"
+        return f"its 'created' is {show(meta.created)}, not a date and time"
     if meta.epochs < 0 or not math.isfinite(meta.fit_seconds) or meta.fit_seconds < 0:
         return "its epoch count or fit time is negative or not finite"
     if not 0.0 < meta.test_fraction < 1.0:
-        return f"its 'test_fraction' is {_show(meta.test_fraction)}, not between 0 and 1"
+        return f"its 'test_fraction' is {show(meta.test_fraction)}, not between 0 and 1"
     return None
-
-
-def _conforms(value: Any, hint: Any) -> bool:
-    """Whether JSON-decoded ``value`` has the type ``hint`` (int is not bool; a float may be written as an int)."""
-    if hint is Any:
-        return True
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_conforms(value, a) for a in args)
-    if origin is typing.Literal:
-        return value in args
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if origin is list:
-        return isinstance(value, list) and all(_conforms(v, args[0] if args else Any) for v in value)
-    if origin is dict:
-        key, item = args or (Any, Any)
-        return isinstance(value, dict) and all(_conforms(k, key) and _conforms(v, item) for k, v in value.items())
-    return isinstance(hint, type) and isinstance(value, hint)
-
-
-def _describe(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if origin is typing.Literal:
-        return "one of " + ", ".join(map(repr, args))
-    if origin is list:
-        return "a list" + (f" of {_plural(args[0])}" if args and args[0] is not Any else "")
-    if origin is dict:
-        return "an object" + (f" of {_plural(args[1])}" if len(args) == 2 and args[1] is not Any else "")
-    names = {str: "text", int: "a whole number", float: "a number", bool: "true or false", type(None): "null"}
-    return names.get(hint, getattr(hint, "__name__", str(hint)))
-
-
-def _plural(hint: Any) -> str:
-    plurals = {"text": "texts", "a whole number": "whole numbers", "a number": "numbers", "an object": "objects"}
-    single = _describe(hint)
-    return plurals.get(single, single)
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, bool):
-        return "true or false"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return "null" if value is None else f"a {type(value).__name__}"
-
-
-def _show(value: Any) -> str:
-    """A short quotation of a bad value for an error sentence: scalars as written, containers by kind."""
-    if isinstance(value, (dict, list, tuple)):
-        return _kind(value) if value else f"an empty {_kind(value).split()[-1]}"
-    if not isinstance(value, (str, int, float, bool, type(None))):
-        return _kind(value)
-    text = json.dumps(value)
-    return text if len(text) <= 30 else text[:27] + "..."
-
 
 
 def check_arrays(
