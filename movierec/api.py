@@ -271,7 +271,7 @@ def model_config(model: str, mode: str | None = None, **settings: Any) -> ModelC
         raise MovierecError(f"Invalid {model} settings: {exc}.") from None
 
 
-def train(
+def train(  # noqa: PLR0913 -- the Python face of `movierec train`: TrainOptions' fields as keywords
     model: str,
     dataset: str | None = None,
     *,

@@ -13,13 +13,16 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-class ScoreKind(enum.StrEnum):
+class ScoreKind(str, enum.Enum):  # enum.StrEnum from Python 3.11 on
     RATING = "rating"
     """Scores are predicted stars on the release's scale."""
     LIKE = "like"
     """Scores are P(liked): the chance the user gives the movie at least the like threshold's stars."""
     RANK = "rank"
     """Scores only order movies; they predict neither stars nor likes."""
+
+    def __str__(self) -> str:
+        return self.value
 
     @property
     def predicts(self) -> bool:

@@ -219,7 +219,7 @@ def explain(
     return [int(liked[b]) if ok else None for b, ok in zip(best.tolist(), found.tolist())]
 
 
-def top_n(
+def top_n(  # noqa: PLR0913 -- the one list builder: what is ranked, for whom, and the four list options
     scorer: Scorer, order_by: np.ndarray, predicted: np.ndarray | None, rated: np.ndarray, ratings: np.ndarray,
     n: int, *, include_seen: bool, allowed: np.ndarray | None, liked_threshold: float, counts: np.ndarray,
 ) -> list[Recommendation]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -123,51 +124,26 @@ def _print_table(rows: list[dict[str, Any]], k: int, chosen: list[str] | None = 
     from rich.text import Text
 
     from movierec.cli.console import clean, console, plain
-    from movierec.metrics import judged_by
 
     every = metric_columns(k)
     # The metrics that apply to the models shown (a like/dislike model has no RMSE, even if a baseline has).
     models = [r for r in rows if r["checkpoint"] is not None] or rows
-    measured = [c for c in every if any(r.get(c[0]) is not None for r in models)]
-    first = rows[0]
     labels = list(dict.fromkeys(r["split_label"] for r in rows))
-    on_split = []
-    names = []
-    for r in rows:
-        if r["checkpoint"] is None:
-            names.append(Text.assemble((clean(r["model"]), "italic"), "*"))
-        else:
-            # The saved name itself, what --model takes; its model when the name does not say it.
-            shown = "" if r["checkpoint"].startswith(r["model"]) else f" {r['model']}"
-            names.append(Text.assemble(clean(r["checkpoint"]), (clean(shown), "dim")))
-            on_split.append(f"{r['checkpoint']} on {r['split_label']}")
+    names, on_split = _model_names(rows)
     cells = {c[0]: ["-" if r.get(c[0]) is None else f"{r[c[0]]:.3f}" for r in rows] for c in every}
     fits = ["-" if r.get("fit_seconds") is None else f"{r['fit_seconds']:.1f}s" for r in rows]
     width = {c[0]: max(len(c[1]), *map(len, cells[c[0]])) for c in every}
     name_width = max(len("model"), *(t.cell_len for t in names))
     fit_width = max(len("fit"), *map(len, fits))
 
-    def room(keys: list[str]) -> int:  # the width of a table of the model column, these metrics and fit
-        return name_width + fit_width + sum(width[key] for key in keys) + 3 * (len(keys) + 2) + 1
+    def fits_screen(keys: list[str]) -> bool:  # whether a table of the model column, these metrics and fit fits
+        return name_width + fit_width + sum(width[key] for key in keys) + 3 * (len(keys) + 2) + 1 <= console.width
 
-    if chosen is None:
-        order = [key.format(k=k) for key in METRIC_PRIORITY]
-        present = {c[0] for c in measured}
-        # Every model keeps the metrics it is judged by, whatever the width (in more tables if need be); the
-        # others fill what room is left.
-        judged = {key for r in models if r.get("kind") for key in judged_by(r["kind"], k)} & present
-        shown = [key for key in order if key in judged]
-        for key in (key for key in order if key in present and key not in judged):
-            if room([*shown, key]) <= console.width:
-                shown.append(key)
-        shown = [c[0] for c in measured if c[0] in shown] or [order[0]]
-        hidden = [c[1] for c in measured if c[0] not in shown]
-    else:
-        shown, hidden = chosen, []
+    shown, hidden = _shown_metrics(every, models, k, fits_screen) if chosen is None else (chosen, [])
     # What does not fit one table goes on in the next, each led by the model column.
     blocks: list[list[str]] = [[]]
     for key in shown:
-        if blocks[-1] and room([*blocks[-1], key]) > console.width:
+        if blocks[-1] and not fits_screen([*blocks[-1], key]):
             blocks.append([])
         blocks[-1].append(key)
     best = {}
@@ -176,8 +152,8 @@ def _print_table(rows: list[dict[str, Any]], k: int, chosen: list[str] | None = 
         best[key] = (max if higher else min)(values) if values else None
     heads = {c[0]: c[1] for c in every}
     if len(labels) == 1:
-        title = (f"Evaluation on {labels[0]}: {first['users']:,} ranked users, {first['ratings']:,} test ratings "
-                 "(best per column in bold green)")
+        title = (f"Evaluation on {labels[0]}: {rows[0]['users']:,} ranked users, {rows[0]['ratings']:,} test "
+                 "ratings (best per column in bold green)")
     else:
         title = (f"Evaluation on {len(labels)} different test splits, each model beside its own split's "
                  "baselines (best per column in bold green)")
@@ -202,3 +178,43 @@ def _print_table(rows: list[dict[str, Any]], k: int, chosen: list[str] | None = 
                 row.append(Text(cells[key][i], style="bold green" if v is not None and v == best[key] else ""))
             table.add_row(*row, *([fits[i]] if last else []))
         console.print(table)
+
+
+def _model_names(rows: list[dict[str, Any]]) -> tuple[list[Any], list[str]]:
+    """The model column's cells, and for each saved model "NAME on SPLIT"."""
+    from rich.text import Text
+
+    from movierec.cli.console import clean
+
+    names, on_split = [], []
+    for r in rows:
+        if r["checkpoint"] is None:
+            names.append(Text.assemble((clean(r["model"]), "italic"), "*"))
+        else:
+            # The saved name itself, what --model takes; its model when the name does not say it.
+            shown = "" if r["checkpoint"].startswith(r["model"]) else f" {r['model']}"
+            names.append(Text.assemble(clean(r["checkpoint"]), (clean(shown), "dim")))
+            on_split.append(f"{r['checkpoint']} on {r['split_label']}")
+    return names, on_split
+
+
+def _shown_metrics(
+    every: list[tuple[str, str, bool]], models: list[dict[str, Any]], k: int, fits: Callable[[list[str]], bool]
+) -> tuple[list[str], list[str]]:
+    """The metric keys shown, in table order, and the headers of those left out for width.
+
+    Every model keeps the metrics it is judged by, whatever the width (in more tables if need be); the others
+    fill what room is left.
+    """
+    from movierec.metrics import judged_by
+
+    measured = [c for c in every if any(r.get(c[0]) is not None for r in models)]
+    order = [key.format(k=k) for key in METRIC_PRIORITY]
+    present = {c[0] for c in measured}
+    judged = {key for r in models if r.get("kind") for key in judged_by(r["kind"], k)} & present
+    shown = [key for key in order if key in judged]
+    for key in (key for key in order if key in present and key not in judged):
+        if fits([*shown, key]):
+            shown.append(key)
+    shown = [c[0] for c in measured if c[0] in shown] or [order[0]]
+    return shown, [c[1] for c in measured if c[0] not in shown]

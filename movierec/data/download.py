@@ -34,7 +34,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
 
 from movierec import paths
@@ -784,14 +784,37 @@ def _download_once(
     session: requests.Session, url: str, part: Path, progress: ProgressCallback | None, config: DownloadConfig,
     limit: int | None, keep_partial: bool,
 ) -> None:
+    """One attempt: ask for what ``part`` lacks and append the body to it; a failure worth retrying is
+    :class:`_Retryable`, one that is not a :class:`MovierecError`."""
+    have = part.stat().st_size if part.exists() else 0
+    with _request(session, url, have, config) as response:
+        offset = _resumed_at(response, url, part, have)
+        if offset is None:  # the .part is already whole
+            if progress:
+                progress(have, have)
+            return
+        # 200 means the server ignored (or was not sent) the Range header: the body starts at byte 0.
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length and length.isdigit() else None
+        if limit is not None and total is not None and total > limit:
+            raise _too_long(url, limit)
+        try:
+            with open(part, "ab" if offset else "wb") as out:
+                done = _stream_body(response, out, url, offset, total, progress, config, limit)
+        except OSError as exc:
+            raise _disk_error(exc, f"writing {part}", kept=part if keep_partial else None) from exc
+        if total is not None and done != total:
+            raise _Retryable(f"the connection broke after {done:,} of {total:,} bytes")
+
+
+def _request(session: requests.Session, url: str, have: int, config: DownloadConfig) -> requests.Response:
+    """The streamed response for ``url`` from byte ``have`` on; a failure to connect is sorted into
+    unreachable (not retried) and retryable."""
     import requests
 
-    have = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={have}-"} if have else {}
     try:
-        response = session.get(
-            url, headers=headers, stream=True, timeout=(config.connect_timeout, config.read_timeout)
-        )
+        return session.get(url, headers=headers, stream=True, timeout=(config.connect_timeout, config.read_timeout))
     except requests.exceptions.ConnectionError as exc:  # refused, DNS, no route, connect timeout
         if _is_unreachable(exc):
             raise _Unreachable(_reason(exc)) from None
@@ -799,73 +822,67 @@ def _download_once(
     except requests.exceptions.RequestException as exc:
         raise _Retryable(_reason(exc)) from None
 
-    with response:
-        code = response.status_code
-        if code == 416 and have:
-            # Nothing left after our offset: either the .part is already whole, or it is longer than
-            # the file now served (a different upload) and has to start over.
-            total = _total_from_content_range(response.headers.get("Content-Range", ""))
-            if total == have:
-                if progress:
-                    progress(have, have)
-                return
-            part.unlink()
-            raise _Retryable("the partial download did not match the file on the server; restarting")
-        if code == 404:
-            raise MovierecError(f"Not found (HTTP 404): {url}.")
-        if code >= 500:
-            raise _Retryable(f"HTTP {code} {response.reason or ''}".strip())
-        if code not in (200, 206):
-            raise MovierecError(f"Downloading {url} failed with HTTP {code} {response.reason or ''}".strip() + ".")
 
-        offset = 0
-        if code == 206:
-            offset = _start_from_content_range(response.headers.get("Content-Range", ""))
-            if offset != have:
-                part.unlink(missing_ok=True)
-                raise _Retryable(f"the server resumed at byte {offset} instead of {have}; restarting")
-        # 200 means the server ignored (or was not sent) the Range header: the body starts at byte 0.
-        length = response.headers.get("Content-Length")
-        total = offset + int(length) if length and length.isdigit() else None
-        if limit is not None and total is not None and total > limit:
+def _resumed_at(response: requests.Response, url: str, part: Path, have: int) -> int | None:
+    """The byte the response's body starts at, judged by its status (None: nothing is left to fetch)."""
+    code = response.status_code
+    if code == 416 and have:
+        # Nothing left after our offset: either the .part is already whole, or it is longer than
+        # the file now served (a different upload) and has to start over.
+        if _total_from_content_range(response.headers.get("Content-Range", "")) == have:
+            return None
+        part.unlink()
+        raise _Retryable("the partial download did not match the file on the server; restarting")
+    if code == 404:
+        raise MovierecError(f"Not found (HTTP 404): {url}.")
+    if code >= 500:
+        raise _Retryable(f"HTTP {code} {response.reason or ''}".strip())
+    if code not in (200, 206):
+        raise MovierecError(f"Downloading {url} failed with HTTP {code} {response.reason or ''}".strip() + ".")
+    if code == 200:
+        return 0
+    offset = _start_from_content_range(response.headers.get("Content-Range", ""))
+    if offset != have:
+        part.unlink(missing_ok=True)
+        raise _Retryable(f"the server resumed at byte {offset} instead of {have}; restarting")
+    return offset
+
+
+def _stream_body(
+    response: requests.Response, out: BinaryIO, url: str, done: int, total: int | None,
+    progress: ProgressCallback | None, config: DownloadConfig, limit: int | None,
+) -> int:
+    """Append the body to ``out`` as it arrives, from byte ``done``; the bytes written by the end.
+
+    read1 returns whatever has arrived, so every byte received is on disk when the connection breaks, and a
+    trickle is noticed: the body must bring STALL_MIN_BYTES every STALL_WINDOW.
+    """
+    if progress:
+        progress(done, total)
+    raw = response.raw
+    read = getattr(raw, "read1", None) or raw.read
+    transfer_errors = _transfer_errors()
+    window_start, window_bytes = time.monotonic(), 0
+    while True:
+        try:
+            chunk = read(config.chunk_size)
+        except transfer_errors as exc:  # connection dropped or timed out mid-body
+            raise _Retryable(f"the connection broke after {done:,} bytes ({_reason(exc)})") from None
+        if not chunk:
+            return done
+        out.write(chunk)
+        done += len(chunk)
+        window_bytes += len(chunk)
+        if limit is not None and done > limit:
             raise _too_long(url, limit)
-        done = offset
         if progress:
             progress(done, total)
-        # read1 returns whatever has arrived, so every byte received is on disk when the connection
-        # breaks, and a trickle is noticed: the body must bring STALL_MIN_BYTES every STALL_WINDOW.
-        raw = response.raw
-        read = getattr(raw, "read1", None) or raw.read
-        transfer_errors = _transfer_errors()
-        window_start, window_bytes = time.monotonic(), 0
-        try:
-            with open(part, "ab" if offset else "wb") as out:
-                while True:
-                    try:
-                        chunk = read(config.chunk_size)
-                    except transfer_errors as exc:  # connection dropped or timed out mid-body
-                        raise _Retryable(f"the connection broke after {done:,} bytes ({_reason(exc)})") from None
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    done += len(chunk)
-                    window_bytes += len(chunk)
-                    if limit is not None and done > limit:
-                        raise _too_long(url, limit)
-                    if progress:
-                        progress(done, total)
-                    now = time.monotonic()
-                    if now - window_start >= STALL_WINDOW:
-                        if window_bytes < STALL_MIN_BYTES:
-                            raise _Retryable(
-                                f"the transfer stalled after {done:,} bytes (only {window_bytes:,} bytes in "
-                                f"{now - window_start:.0f} s)"
-                            )
-                        window_start, window_bytes = now, 0
-        except OSError as exc:
-            raise _disk_error(exc, f"writing {part}", kept=part if keep_partial else None) from exc
-        if total is not None and done != total:
-            raise _Retryable(f"the connection broke after {done:,} of {total:,} bytes")
+        now = time.monotonic()
+        if now - window_start >= STALL_WINDOW:
+            if window_bytes < STALL_MIN_BYTES:
+                raise _Retryable(f"the transfer stalled after {done:,} bytes (only {window_bytes:,} bytes in "
+                                 f"{now - window_start:.0f} s)")
+            window_start, window_bytes = now, 0
 
 
 def _too_long(url: str, limit: int) -> MovierecError:
