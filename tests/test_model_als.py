@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
-import zipfile
 
 import numpy as np
 import pytest
@@ -243,27 +241,10 @@ def test_non_finite_numbers_and_unknown_choices_are_rejected_up_front(change, me
     assert str(err.value) == message
 
 
-def read_u1(zip_path) -> tuple[Ratings, Ratings]:
-    with zipfile.ZipFile(zip_path) as zf:
-        parts = [np.loadtxt(zf.open(f"ml-100k/u1.{s}"), dtype=np.int64) for s in ("base", "test")]
-    return tuple(Ratings((a[:, 0] - 1).astype(np.int32), (a[:, 1] - 1).astype(np.int32),
-                         a[:, 2].astype(np.float32), a[:, 3], 943, 1682) for a in parts)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "config", [ExplicitALSConfig(), ExplicitALSConfig(factors=32, epochs=15)], ids=["defaults", "factors32-iters15"]
 )
-def test_on_movielens_100k_u1(ml100k_zip, config):
-    train_part, test_part = read_u1(ml100k_zip)
-    start = time.perf_counter()
-    model, stats = fitted(config, train_part, iters=config.epochs)
-    seconds = time.perf_counter() - start
-    pred = model.predict(torch.from_numpy(test_part.users.astype(np.int64)),
-                         torch.from_numpy(test_part.items.astype(np.int64)), train_part.matrix())
-    rmse = float(np.sqrt(np.mean((pred.numpy() - test_part.ratings) ** 2)))
-    # Surprise's KNNBaseline gets 0.936 here and SVD 0.951; measured 0.925 (defaults) and 0.923.
-    assert rmse < 0.936, (rmse, seconds)
 
 
 # -- implicit mode (Hu, Koren & Volinsky 2008) ---------------------------------------------------------------
@@ -615,17 +596,3 @@ def test_train_implicit_from_the_cli(home, ml100k_zip, runner):
     # A number that is not finite is refused before any work, naming the option.
     nan = runner.invoke(app, ["train", "als", "--init-std", "nan", "--device", "cpu"])
     assert_one_line_error(nan, "--init-std must be a finite number, not nan.")
-
-
-@pytest.mark.slow
-def test_implicit_defaults_on_movielens_100k_u1(ml100k_zip):
-    from movierec.evaluate import evaluate
-
-    train_part, test_part = read_u1(ml100k_zip)
-    config = ImplicitALSConfig()
-    start = time.perf_counter()
-    model, stats = fitted(config, train_part, iters=config.epochs)
-    seconds = time.perf_counter() - start
-    scores = evaluate(model, train_part.matrix(), test_part, k=10)
-    # implicit's AlternatingLeastSquares (64 factors) gets 0.351 here and popularity 0.245; measured 0.464.
-    assert scores["ndcg@10"] > 0.42, (scores, seconds)

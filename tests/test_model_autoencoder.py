@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import io
 import math
-import zipfile
 
 import numpy as np
 import pytest
@@ -296,32 +294,3 @@ def test_config_validation_and_fixed_defaults():
     assert (user.layers, user.epochs, user.lr, user.batch_size) == ("20,10,20", 100, 0.01, 32)
     assert (item.layers, item.epochs, item.hidden_dropout, item.lr, item.batch_size) == ("500", 5, 0.7, 0.003, 64)
     assert ItemAutoEncoderConfig.from_dict(item.to_dict()) == item
-
-
-# -- the real data ----------------------------------------------------------------------------------
-def _u1(zip_path) -> tuple[Ratings, Ratings]:
-    def read(name: str) -> Ratings:
-        with zipfile.ZipFile(zip_path) as z:
-            a = np.loadtxt(io.BytesIO(z.read(f"ml-100k/{name}")), dtype=np.int64)
-        return Ratings((a[:, 0] - 1).astype(np.int32), (a[:, 1] - 1).astype(np.int32),
-                       a[:, 2].astype(np.float32), a[:, 3], 943, 1682)
-    return read("u1.base"), read("u1.test")
-
-
-def _u1_rmse(config: AutoEncoderConfig, zip_path) -> float:
-    train, test = _u1(zip_path)
-    seed_everything(0)
-    model = make(config, 943, 1682)
-    fit(model, train, config.epochs)
-    pred = model.predict(torch.from_numpy(test.users).long(), torch.from_numpy(test.items).long(), train.matrix())
-    return float(((pred.numpy() - test.ratings) ** 2).mean() ** 0.5)
-
-
-@pytest.mark.slow
-def test_defaults_on_ml100k_u1(ml100k_zip):
-    assert _u1_rmse(UserAutoEncoderConfig(), ml100k_zip) < 0.95  # measured ~0.929
-
-
-@pytest.mark.slow
-def test_item_autorec_defaults_on_ml100k_u1(ml100k_zip):
-    assert _u1_rmse(ItemAutoEncoderConfig(), ml100k_zip) < 0.90  # measured 0.891-0.893

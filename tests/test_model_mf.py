@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-import zipfile
-
 import numpy as np
 import pytest
 import torch
@@ -259,26 +256,6 @@ def test_bad_options_are_one_clear_error():
         MFConfig(factors=0)
     with pytest.raises(MovierecError):
         MFConfig(lr=0.0)
-
-
-def read_u1(zip_path) -> tuple[Ratings, Ratings]:
-    with zipfile.ZipFile(zip_path) as zf:
-        parts = [np.loadtxt(zf.open(f"ml-100k/u1.{s}"), dtype=np.int64) for s in ("base", "test")]
-    return tuple(Ratings((a[:, 0] - 1).astype(np.int32), (a[:, 1] - 1).astype(np.int32),
-                         a[:, 2].astype(np.float32), a[:, 3], 943, 1682) for a in parts)
-
-
-@pytest.mark.slow
-def test_defaults_on_movielens_100k_u1(ml100k_zip):
-    train_part, test_part = read_u1(ml100k_zip)
-    start = time.perf_counter()
-    model, stats = fitted(MFConfig(), train_part, epochs=MFConfig().epochs)
-    seconds = time.perf_counter() - start
-    pred = model.predict(torch.from_numpy(test_part.users.astype(np.int64)),
-                         torch.from_numpy(test_part.items.astype(np.int64)), train_part.matrix())
-    rmse = float(np.sqrt(np.mean((pred.numpy() - test_part.ratings) ** 2)))
-    # Surprise's KNNBaseline gets 0.936 here and SVD 0.951; measured 0.918 in about 1 s.
-    assert rmse < 0.936, (rmse, seconds)
 
 
 def heavy_user_ratings(n_users: int = 300, n_items: int = 3000, heavy: int = 2600, seed: int = 0) -> Ratings:

@@ -4,8 +4,6 @@ a known structure, item orientation and its fold-in, and (slow) the real MovieLe
 from __future__ import annotations
 
 import dataclasses
-import io
-import zipfile
 
 import numpy as np
 import pytest
@@ -603,37 +601,7 @@ def test_trains_and_predicts_on_cuda(mode):
     assert model.fold_in(torch.tensor([1, 2]), torch.tensor([5.0, 1.0])).device.type == "cuda"
 
 
-# -- the real MovieLens-100K u1 split -----------------------------------------------------------
-def load_u1(path) -> tuple[Ratings, Ratings]:
-    with zipfile.ZipFile(path) as archive:
-        parts = [np.loadtxt(io.BytesIO(archive.read(f"ml-100k/u1.{n}")), dtype=np.int64) for n in ("base", "test")]
-    return tuple(
-        Ratings((p[:, 0] - 1).astype(np.int32), (p[:, 1] - 1).astype(np.int32), p[:, 2].astype(np.float32),
-                p[:, 3], 943, 1682)
-        for p in parts
-    )
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("mode", ["like", "rating"])
-def test_defaults_on_movielens_u1(ml100k_zip, mode):
-    train, test = load_u1(ml100k_zip)
-    cfg = LikeRBMConfig() if mode == "like" else RatingRBMConfig()
-    model = make_model(cfg, 943, 1682)
-    fit(model, train)
-    users, items = torch.from_numpy(test.users.astype(np.int64)), torch.from_numpy(test.items.astype(np.int64))
-    pred = model.predict(users, items, train.matrix())
-    truth = torch.from_numpy(test.ratings)
-    if mode == "like":
-        liked = (truth >= cfg.like_threshold).float()
-        like_loss = ((pred >= 0.5).float() - liked).abs().mean().item()
-        always_like = 1.0 - liked.mean().item()  # ~0.179 on u1.test
-        assert like_loss < always_like - 0.005, (like_loss, always_like)
-    else:
-        # Surprise's SVD reaches 0.951 on u1 (benchmarks/compare.py); the item-based default must beat it.
-        assert ((pred - truth) ** 2).mean().sqrt().item() < 0.951
-
-
+# -- serving ---------------------------------------------------------------------------------------------
 def test_a_loaded_item_rbm_serves_from_its_saved_hidden_units(monkeypatch):
     """Every movie's hidden units, saved at the end of training, stand in for recomputing them from the fitted
     ratings (most of a `recommend` at ML-10M scale); other ratings are still read."""
