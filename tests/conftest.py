@@ -98,7 +98,7 @@ def ml100k_zip() -> Path:
 def runner():
     from typer.testing import CliRunner
 
-    # A wide terminal, as tables are read whole here; tests/test_cli_width.py sets 80 and 120 itself.
+    # A wide terminal, as tables are read whole here; tests/cli/test_cli_width.py sets 80 and 120 itself.
     return CliRunner(env={"COLUMNS": "200"})
 
 

@@ -7,18 +7,15 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ml100k_home
+from conftest import REPO, ml100k_home
 
 import movierec as mr
 from movierec.cli import app
 from movierec.data.movielens import extracted_dir
 from movierec.errors import MovierecError, NotFound
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +27,7 @@ def home(tmp_path_factory):
 
 
 def readme_python() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (REPO / "README.md").read_text(encoding="utf-8")
     section = text[text.index("\n## Python\n"):]
     section = section[: section.index("\n## ", 1)]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
@@ -40,7 +37,7 @@ def readme_python() -> str:
 
 @pytest.mark.slow
 def test_the_readme_example_runs_as_written(home, tmp_path):
-    env = {**os.environ, "MOVIEREC_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "MOVIEREC_HOME": str(home), "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-c", readme_python()], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -53,7 +50,7 @@ def test_the_readme_example_runs_as_written(home, tmp_path):
 
 def test_importing_movierec_loads_neither_torch_nor_pandas():
     code = "import sys, movierec; print(sorted({'torch', 'pandas'} & set(sys.modules)), 'train' in dir(movierec))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.stdout.split() == ["[]", "True"], done.stderr
     assert mr.train is mr.api.train
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):

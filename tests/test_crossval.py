@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 from conftest import assert_one_line_error, ml100k_home
-from test_split import synthetic_dataset
+from recording import Recorder
+from synthetic import synthetic_dataset
 from typer.testing import CliRunner
 
 from movierec.cli import app
@@ -16,7 +17,6 @@ from movierec.crossval import cross_validate
 from movierec.data.split import fold_of_ratings, fold_split, official_folds
 from movierec.errors import MovierecError
 from movierec.options import TrainOptions
-from tests.recording import Recorder
 
 TINY_ALS = ["--factors", "4", "--epochs", "2"]
 

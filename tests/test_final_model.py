@@ -121,7 +121,7 @@ def test_export_similar_and_the_api_use_it(home, every_rating, tmp_path):
 
 
 def test_serve_answers_from_it(home, every_rating):
-    from test_server import Server
+    from servers import Server
 
     server = Server("--model", "mf-final")
     try:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "movierec"
+from conftest import REPO
+
+PACKAGE = REPO / "movierec"
 
 
 def module_name(path: Path) -> str:

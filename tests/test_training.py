@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from recording import Recorder
+from synthetic import holdout, low_rank_ratings
 
 from movierec.data.ratings import RatingMatrix, Ratings
 from movierec.errors import MovierecError
@@ -15,8 +17,6 @@ from movierec.models import build_model
 from movierec.models.base import ModelConfig, Recommender, Trainer
 from movierec.options import TrainOptions
 from movierec.training import EpochReport, fit, monitored_metric, train_and_save
-from tests.recording import Recorder
-from tests.synthetic import holdout, low_rank_ratings
 
 STARS = (1.0, 2.0, 3.0, 4.0, 5.0)
 

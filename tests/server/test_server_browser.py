@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import isolated_home, ml100k_home
+from servers import Server
 from synthetic import ml100k_archive
-from test_server import TINY, Server
+from test_server import TINY
 from typer.testing import CliRunner
 
 from movierec.cli import app

@@ -12,14 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ML100K_ZIP, assert_one_line_error, isolated_home, require_ml100k
+from conftest import ML100K_ZIP, REPO, assert_one_line_error, isolated_home, require_ml100k
 from typer.testing import CliRunner
 
 from movierec import paths
 from movierec.cli import app
 from movierec.models import MODELS
-
-REPO = Path(__file__).resolve().parents[1]
 
 # Tiny settings so each model trains in a second or two; the defaults are other people's business.
 TINY = {

@@ -8,18 +8,15 @@ import hashlib
 import io
 import json
 import zipfile
-from pathlib import Path
 
 import pytest
-from conftest import ML100K_SHA256, assert_one_line_error
+from conftest import ML100K_SHA256, REPO, assert_one_line_error
 from httpserver import FileServer
 
 from movierec import paths
 from movierec.cli import app
 from movierec.data import download
 from movierec.data.registry import DATASETS
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

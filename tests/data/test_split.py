@@ -3,58 +3,16 @@
 from __future__ import annotations
 
 import zipfile
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+from synthetic import synthetic_dataset
 
 from movierec import paths
 from movierec.data import movielens as ml
 from movierec.data.ratings import Ratings
 from movierec.data.split import SPLIT_NAMES, Split, default_split, make_split, valid_splits, validation_slice
 from movierec.errors import MovierecError
-
-
-def synthetic_dataset(
-    name: str = "ml-25m", n_users: int = 60, n_items: int = 40, seed: int = 3
-) -> ml.Dataset:
-    """A dataset in memory: users with 1..30 ratings, many equal timestamps to exercise tie-breaking."""
-    rng = np.random.default_rng(seed)
-    counts = rng.integers(1, 31, n_users)
-    counts[0], counts[1] = 1, 2  # edge cases: one rating, two ratings
-    users = np.repeat(np.arange(n_users), counts)
-    items = np.concatenate([rng.choice(n_items, c, replace=False) for c in counts])
-    stars = rng.integers(1, 11, len(users)).astype(np.float32) / 2
-    times = rng.integers(0, 20, len(users)).astype(np.int64) * 1000  # few distinct values: ties
-    order = rng.permutation(len(users))  # file order unrelated to user or time
-    ratings = Ratings(
-        users[order].astype(np.int32),
-        items[order].astype(np.int32),
-        stars[order],
-        times[order],
-        n_users,
-        n_items,
-    )
-    movies = pd.DataFrame(
-        {
-            "title": [f"M{i}" for i in range(n_items)],
-            "year": pd.array([None] * n_items, dtype="Int64"),
-            "genres": [[] for _ in range(n_items)],
-        },
-        index=pd.Index(np.arange(n_items, dtype=np.int64) + 1, name="movie_id"),
-    )
-    return ml.Dataset(
-        name,
-        ratings,
-        np.arange(n_users, dtype=np.int64) + 1,
-        np.arange(n_items, dtype=np.int64) + 1,
-        movies,
-        None,
-        "0" * 64,
-        ml.HALF_STARS,
-        Path("/nonexistent"),
-    )
 
 
 def rows(r: Ratings) -> np.ndarray:

@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import REPO, isolated_home, require_ml100k
+from conftest import REPO, isolated_home, require_ml100k
 
 # Settings under which one epoch on ml-100k takes several seconds on a CPU.
 SLOW = {

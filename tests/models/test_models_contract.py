@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from synthetic import holdout, low_rank_ratings
 from torch_lists import user_list as recommend
 
 from movierec import checkpoint, loading
@@ -15,7 +16,6 @@ from movierec.evaluate import PopularityBaseline, evaluate
 from movierec.models import MODELS, build_model
 from movierec.models.base import RatingsMemo, Trainer
 from movierec.training import fit
-from tests.synthetic import holdout, low_rank_ratings
 
 RATING_VALUES = (1.0, 2.0, 3.0, 4.0, 5.0)
 # Per-class settings for a 150 x 90 matrix: the defaults are sized for MovieLens, not for this toy.

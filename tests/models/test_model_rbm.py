@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from synthetic import holdout, low_rank_ratings
 
 from movierec.data.ratings import Ratings
 from movierec.device import make_generator, seed_everything
@@ -16,7 +17,6 @@ from movierec.models import build_model, migrate_settings
 from movierec.models.rbm import RBM, cd_update
 from movierec.models.rbm_like import LikeRBM, LikeRBMConfig
 from movierec.models.rbm_rating import RatingRBM, RatingRBMConfig
-from tests.synthetic import holdout, low_rank_ratings
 
 STARS = (1.0, 2.0, 3.0, 4.0, 5.0)
 HALF_STARS = tuple(v / 2 for v in range(1, 11))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from synthetic import STARS, close, low_rank
 
 from movierec.data.ratings import Ratings
 from movierec.device import make_generator
 from movierec.errors import MovierecError
 from movierec.models import model_class
 from movierec.models.mf import MatrixFactorization, MFConfig
-from tests.synthetic import STARS, close, low_rank
 
 
 def fitted(config: MFConfig, data: Ratings, epochs: int, seed: int = 0) -> tuple[MatrixFactorization, list]:

@@ -9,6 +9,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error
+from synthetic import STARS, close, low_rank
 
 from movierec.data.ratings import Ratings
 from movierec.device import make_generator
@@ -22,8 +24,6 @@ from movierec.models.als import (
     ImplicitALS,
     ImplicitALSConfig,
 )
-from tests.conftest import assert_one_line_error
-from tests.synthetic import STARS, close, low_rank
 
 
 def model_for(config: ExplicitALSConfig | ImplicitALSConfig, n_users: int, n_items: int) -> ALSBase:
@@ -543,8 +543,9 @@ def clustered(n_users: int = 90, n_items: int = 60, seed: int = 0) -> Ratings:
 
 
 def test_implicit_ranks_held_out_movies_better_than_popularity():
+    from synthetic import holdout
+
     from movierec.evaluate import PopularityBaseline, evaluate
-    from tests.synthetic import holdout
 
     train_part, test_part = holdout(clustered(), fraction=0.25)
     model, _ = fitted(ImplicitALSConfig(factors=6, tau=2.0), train_part, iters=5)
