@@ -34,6 +34,7 @@ from movierec.serving_info import NEW_USER_SHRINK, ServingInfo
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from movierec.cold import SideInformation
     from movierec.data.movielens import Dataset
     from movierec.data.ratings import Ratings
     from movierec.data.titles import TitleIndex
@@ -92,7 +93,8 @@ class ServingData:
         arrays["movies.genre_ids"] = np.array([genre_index[g] for g in arrays.pop("_genre_names")], dtype=np.int32)
         info = ServingInfo(kind=str(model.kind), genres=genres,
                            neutral=neutral_value(model.kind, model.like_threshold, stars),
-                           scorer=scorer_recipe(model), new_user_shrink=float(model.new_user_shrink), lists=lists)
+                           scorer=scorer_recipe(model), new_user_shrink=float(model.new_user_shrink), lists=lists,
+                           features=model.feature_names if model.uses_side_information else None)
         return cls(arrays, info)
 
 
@@ -285,13 +287,16 @@ class FactorScorer(OwnLists):
         p, b = self._finite(uf, p), self._finite(ub, b)
         return p @ self.item_factors.T + ((b[:, None] + self.item_bias) + self.mean)  # (B, I)
 
-    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
-        vector, bias = self.fold_in_factors(items, ratings)
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray,
+                prior: tuple[np.ndarray, np.float32] | None = None) -> np.ndarray:
+        vector, bias = self.fold_in_factors(items, ratings, prior)
         return ((self.item_factors @ vector + bias) + self.item_bias) + self.mean  # (I,)
 
-    def fold_in_factors(self, items: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, np.float32]:
+    def fold_in_factors(self, items: np.ndarray, ratings: np.ndarray,
+                        prior: tuple[np.ndarray, np.float32] | None = None) -> tuple[np.ndarray, np.float32]:
         """A new user's vector (d,) and bias (): the minimiser of the model's training objective with every
-        movie held fixed, as ``fold_in_factors`` of the torch model."""
+        movie held fixed, as ``fold_in_factors`` of the torch model. ``prior``: the vector and bias the user
+        starts from (their features', :mod:`movierec.cold`); what is solved for is then their own part on top."""
         r = self._recipe
         V = self.item_factors
         q = V[items]  # (n, d)
@@ -302,7 +307,12 @@ class FactorScorer(OwnLists):
             shared = r["lam"] * (V.T @ V).astype(np.float64) + r["tau"] * np.eye(V.shape[1])  # (d, d)
             system = shared + r["lam"] * (q.T @ (q * (conf - 1.0)[:, None])).astype(np.float64)
             rhs = r["lam"] * (q.T @ conf).astype(np.float64)
+            if prior is not None:  # the unrated movies read as the prior's picks, not as "not picked"
+                rhs += shared @ prior[0].astype(np.float64)
             return np.linalg.solve(system, rhs).astype(np.float32), np.float32(0.0)
+        if prior is not None:
+            own, own_bias = self.fold_in_factors(items, ratings - q @ prior[0] - prior[1])
+            return (own + prior[0]).astype(np.float32), np.float32(own_bias + prior[1])
         feats = np.concatenate([q, np.ones((len(items), 1), np.float32)], axis=1)  # (n, d+1)
         target = ratings - self.mean - self.item_bias[items]  # (n,)
         lam, tau, gamma = _ridge_penalties(r, len(items))
@@ -355,6 +365,12 @@ class Served:
         if info.lists is not None:  # lists rank by P(picked and liked): the picks model answers in numpy
             picks = FactorScorer(saved, meta, info.lists["picks"], ScoreKind.RANK, prefix=PICKS)
             self.scorer = ListScorer(self.scorer, picks, info.lists["midpoint"])
+        self.side: SideInformation | None = None
+        """What the model knows of movies and people besides the ratings (models trained with features)."""
+        if info.features is not None:
+            from movierec.cold import SideInformation
+
+            self.side = SideInformation(saved, info.features, meta.name)
 
     def _torch_scorer(self, device: Any) -> Scorer:
         import torch
@@ -414,13 +430,15 @@ class Served:
     # -- answers: the one implementation behind the CLI, the Python API and the HTTP server -----------------
     def recommend(
         self, user: int, n: int = 10, *, genres: Sequence[str] | None = None, min_year: int | None = None,
-        max_year: int | None = None, include_seen: bool = False,
+        max_year: int | None = None, include_seen: bool = False, include_unrated: bool = False,
     ) -> list[dict[str, Any]]:
-        """Top-``n`` movies for MovieLens user ``user`` (a user of the training data), as :meth:`rows`."""
+        """Top-``n`` movies for MovieLens user ``user`` (a user of the training data), as :meth:`rows`. Movies
+        without training ratings are listed only with ``include_unrated`` (models that know movies by their
+        features)."""
         from movierec import recommend as rec
 
         index = self.user_index(user)
-        allowed = self.catalogue.allowed(_listed(genres), min_year, max_year)
+        allowed = self._allowed(genres, min_year, max_year, include_unrated)
         seen, stars = self.seen(index)
         picks = rec.for_user(self.scorer, index, seen, stars, _count(n), counts=self.counts,
                              include_seen=include_seen, allowed=allowed)
@@ -429,18 +447,42 @@ class Served:
     def recommend_new(
         self, ratings: Mapping[str | int, Any] | Iterable[tuple[str | int, Any]], n: int = 10, *,
         shrink: float | None = None, genres: Sequence[str] | None = None, min_year: int | None = None,
-        max_year: int | None = None,
+        max_year: int | None = None, person: Mapping[str, Any] | None = None, include_unrated: bool = False,
     ) -> list[dict[str, Any]]:
         """Top-``n`` movies for someone not in the training data, from ``ratings``: movie -> stars, a movie
         being a title (matched forgivingly, as :meth:`find` does) or a MovieLens id. No retraining: the model
-        folds the ratings in (:func:`movierec.recommend.for_new_user`, which also says what ``shrink`` does)."""
+        folds the ratings in (:func:`movierec.recommend.for_new_user`, which also says what ``shrink`` does).
+        ``person``: their ``age``, ``gender`` and ``occupation`` (any of them), for models that know people by
+        them (:mod:`movierec.cold`); then ``ratings`` may be empty."""
         from movierec import recommend as rec
 
-        items, stars = self.resolve_ratings(ratings)
-        allowed = self.catalogue.allowed(_listed(genres), min_year, max_year)
-        picks = rec.for_new_user(self.scorer, items, stars, _count(n), counts=self.counts, neutral=self.neutral,
+        described = {k: v for k, v in (person or {}).items() if v is not None and str(v).strip() != ""}
+        items, stars = self.resolve_ratings(ratings, allow_none=bool(described))
+        allowed = self._allowed(genres, min_year, max_year, include_unrated)
+        scorer = self.scorer
+        if described:
+            if self.side is None:
+                raise MovierecError(f"{self.meta.name} does not know people by their age, gender or occupation; "
+                                    "a model trained with features does (`movierec train hybrid`).")
+            scorer = self.side.scorer_for(scorer, described)
+        picks = rec.for_new_user(scorer, items, stars, _count(n), counts=self.counts, neutral=self.neutral,
                                  shrink=shrink, allowed=allowed)
         return self.rows(picks)
+
+    def _allowed(self, genres: Sequence[str] | None, min_year: int | None, max_year: int | None,
+                 include_unrated: bool) -> np.ndarray | None:
+        """The filters' movies (None: all), less those without training ratings unless ``include_unrated``."""
+        allowed = self.catalogue.allowed(_listed(genres), min_year, max_year)
+        if include_unrated:
+            if self.side is None or not self.side.knows_movies:
+                raise MovierecError(f"{self.meta.name} has learned nothing about movies without training ratings; "
+                                    "a model that knows movies by their features can list them "
+                                    "(`movierec train hybrid`).")
+            return allowed
+        rated = self.counts > 0
+        if bool(rated.all()):
+            return allowed
+        return rated if allowed is None else allowed & rated
 
     def similar(self, movie: str | int, n: int = 10, *, min_ratings: int = 20) -> dict[str, Any]:
         """The ``n`` movies nearest to ``movie`` (title or MovieLens id) by the learned movie vectors, among
@@ -451,6 +493,10 @@ class Served:
         if min_ratings < 0:
             raise MovierecError(f"The minimum number of ratings must be 0 or more, not {min_ratings}.")
         item = self.find(movie)
+        if self.counts[item] == 0 and (self.side is None or not self.side.knows_movies):
+            raise MovierecError(f"{self.catalogue.title(item)} has no training ratings, so {self.meta.name} has "
+                                "learned nothing about it; a model that knows movies by their features can tell "
+                                "(`movierec train hybrid`).")
         if self._unit is None:  # kept: a server answers many questions from one model
             self._unit = rec.unit_rows(self.scorer.item_vectors())
         items, sims = rec.similar_to(self.scorer, item, _count(n), counts=self.counts,
@@ -475,12 +521,13 @@ class Served:
         return self._titles().find(movie)
 
     def resolve_ratings(
-        self, ratings: Mapping[str | int, Any] | Iterable[tuple[str | int, Any]]
+        self, ratings: Mapping[str | int, Any] | Iterable[tuple[str | int, Any]], *, allow_none: bool = False
     ) -> tuple[list[int], list[float]]:
         """Movie indices and stars of a new user's ``ratings`` (see :meth:`recommend_new`); the last rating of a
-        movie named twice wins. Stars must be numbers on the model's scale."""
+        movie named twice wins. Stars must be numbers on the model's scale. None at all is an error unless
+        ``allow_none``."""
         pairs = list(ratings.items() if isinstance(ratings, Mapping) else ratings)
-        if not pairs:
+        if not pairs and not allow_none:
             raise MovierecError("No ratings were given; rate at least one movie.")
         lo, hi = min(self.meta.rating_values), max(self.meta.rating_values)
         chosen: dict[int, float] = {}
@@ -585,6 +632,3 @@ def _stars(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return stars if math.isfinite(stars) else None
-
-
-

@@ -40,6 +40,9 @@ class ServingInfo:
     lists: dict[str, Any] | None = None
     """Present when its lists rank by P(picked and liked) (:mod:`movierec.models.picks`): how, and the picks
     model's fold-in (its factors are saved as ``picks.*`` arrays)."""
+    features: dict[str, list[str]] | None = None
+    """Present for models that know movies and people by their features (:mod:`movierec.cold`): the features'
+    names (``field:value``) by side, ``{"movies": [...], "people": [...]}``."""
 
     @property
     def in_numpy(self) -> bool:
@@ -82,6 +85,8 @@ class ServingInfo:
         if lists is not None and (not check_recipe(lists) or lists["kind"] != self.kind
                                   or not fold_in_ok(lists.get("picks"))):
             return "its serving data has lists it cannot follow"
+        if self.features is not None and set(self.features) != {"movies", "people"}:
+            return "its serving data has features it cannot read"
         return None
 
 

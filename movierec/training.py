@@ -401,6 +401,10 @@ def fit_split(
     model = build_model(options.model, options.mode, {**scaled, **config}, data.n_users, data.n_items,
                         tuple(data.rating_values))
     model.to(device)
+    if model.uses_side_information:
+        from movierec.data.features import movie_features, people_features
+
+        model.use_side_information(movie_features(data), people_features(data))
     sample = validation_sample(valid, model.kind, seed) if valid is not None else None
     sampled = sample is not None and valid is not None and len(sample) < len(valid)
     plan = TrainPlan(data.name, why, the_split, fit_ratings, valid, float(options.valid_fraction or 0.0),
@@ -444,4 +448,5 @@ def fit_picks(
         return None
     picks = build_picks(model)
     result = fit(picks, train, None, seed=seed, matrix=matrix, events=_Picking(events))
+    model.complete_picks(picks, matrix)
     return picks, result

@@ -29,6 +29,14 @@ def recommend_command(
     min_year: Annotated[int | None, typer.Option(help="Only movies released in or after this year.")] = None,
     max_year: Annotated[int | None, typer.Option(help="Only movies released in or before this year.")] = None,
     include_seen: Annotated[bool, typer.Option(help="Keep movies the user already rated.")] = False,
+    include_unrated: Annotated[
+        bool, typer.Option(help="Also list movies without training ratings (models trained with features).")
+    ] = False,
+    age: Annotated[int | None, typer.Option(help="A new user's age in years (models trained with features).")] = None,
+    gender: Annotated[str | None, typer.Option(help="A new user's gender, as the release records it (M, F).")] = None,
+    occupation: Annotated[
+        str | None, typer.Option(help="A new user's occupation, as the release names it (e.g. student).")
+    ] = None,
     shrink: Annotated[
         float | None,
         typer.Option(help="New users: rank by scores shrunk towards neutral by each movie's training "
@@ -39,19 +47,24 @@ def recommend_command(
     device: DeviceOpt = DEFAULT_DEVICE,
     json_output: JsonOpt = False,
 ) -> None:
-    """Personalised recommendations for a known user (--user) or a new one (--rate / --ratings-file)."""
+    """Personalised recommendations for a known user (--user) or a new one (--rate / --ratings-file, and for
+    models trained with features --age / --gender / --occupation, with or without ratings)."""
     from movierec.loading import open_model
 
-    new_user = bool(rate) or ratings_file is not None
+    person = {k: v for k, v in (("age", age), ("gender", gender), ("occupation", occupation)) if v is not None}
+    new_user = bool(rate) or ratings_file is not None or bool(person)
     if new_user == (user is not None):
-        raise MovierecError("Give either --user ID, or a new user's ratings with --rate / --ratings-file.")
-    filters = {"genres": genre, "min_year": min_year, "max_year": max_year}
+        raise MovierecError("Give either --user ID, or a new user's ratings with --rate / --ratings-file "
+                            "(or their --age, --gender, --occupation).")
+    filters = {"genres": genre, "min_year": min_year, "max_year": max_year, "include_unrated": include_unrated}
     served = open_model(model, device)
     try:
         if new_user:
             pairs = _parse_rates(rate or []) + (_read_ratings_file(ratings_file) if ratings_file else [])
-            rows = served.recommend_new(pairs, top, shrink=shrink, **filters)
-            who = f"a new user ({len(served.resolve_ratings(pairs)[0])} ratings)"
+            rows = served.recommend_new(pairs, top, shrink=shrink, person=person, **filters)
+            rated = len(served.resolve_ratings(pairs, allow_none=True)[0])
+            about = ", ".join(f"age {v}" if k == "age" else str(v) for k, v in person.items())
+            who = f"a new user ({rated} rating{'' if rated == 1 else 's'}{'; ' + about if about else ''})"
         else:
             rows = served.recommend(user, top, include_seen=include_seen, **filters)
             who = f"user {user}"

@@ -50,6 +50,10 @@ MODELS: dict[str, ModelEntry] = {
         "Latent factors by alternating least squares: star ratings with biases, or top-N (--mode implicit).",
         {"explicit": ("movierec.models.als", "ExplicitALS"), "implicit": ("movierec.models.als", "ImplicitALS")},
     ),
+    "hybrid": ModelEntry(
+        "Matrix factorization that also knows movies by genre and decade, people by age, gender and occupation.",
+        {"explicit": ("movierec.models.hybrid", "HybridMF")},
+    ),
 }
 
 

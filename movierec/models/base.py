@@ -185,6 +185,10 @@ class Recommender(torch.nn.Module, ABC):
     while drifting towards the chart. (Lists ranked by a model's own stars, before the picks model: 8x beat every
     minimum-ratings filter, e.g. mf 0.229 -> 0.363.)"""
 
+    uses_side_information: ClassVar[bool] = False
+    """Whether the model learns from what the release says of its movies and people besides the ratings
+    (:meth:`use_side_information`): the training loop gives it their features before the first epoch."""
+
     def __init__(self, config: ModelConfig, n_users: int, n_items: int, rating_values: tuple[float, ...]):
         super().__init__()
         self.config = config
@@ -223,6 +227,16 @@ class Recommender(torch.nn.Module, ABC):
         """A fresh :class:`Trainer` for one run of this model on ``train`` (users x movies, on the model's
         device): it sets up what training needs (and what the model learns from the data before the first
         epoch, such as the training mean); every epoch then goes through its :meth:`Trainer.train_epoch`."""
+
+    def use_side_information(self, movies: Any, people: Any) -> None:  # noqa: B027
+        """Learn from these features (:class:`movierec.data.features.SideFeatures` of every movie and every
+        person, by index) too; called before training for models that :attr:`uses_side_information`. Default:
+        nothing."""
+
+    def complete_picks(self, picks: Recommender, train: RatingMatrix) -> None:  # noqa: B027
+        """After the picks model its lists rank through is trained on ``train``: tell it what it could not learn
+        from who rated what (movies and people without training ratings) from what this model knows of them.
+        Default: nothing."""
 
     def reuse_fit_state(self, train: RatingMatrix) -> None:  # noqa: B027
         """``train`` holds exactly the ratings the model was fitted on (no validation slice was held out), as the

@@ -46,9 +46,9 @@ class MFConfig(ModelConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.factors < 1 or self.batch_size < 1:
-            raise MovierecError("mf needs --factors and --batch-size of at least 1.")
+            raise MovierecError("--factors and --batch-size must be at least 1.")
         if self.lr <= 0 or self.reg < 0 or self.init_range < 0:
-            raise MovierecError("mf needs --lr above 0 and --reg and --init-range of at least 0.")
+            raise MovierecError("--lr must be above 0, and --reg and --init-range at least 0.")
 
 
 class MatrixFactorization(FactorModel):
