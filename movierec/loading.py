@@ -216,7 +216,23 @@ def open_model(name: str | None, device: Any = DEFAULT_DEVICE) -> Served:
     if served is not None:
         return served
     serving = ServingData.build(trained.model, trained.split.train, trained.dataset)
-    return _serve(_InMemory(trained, serving), device)
+    ckpt = trained.checkpoint
+    return _serve(_InMemory(ckpt.path, ckpt.meta, ckpt.model, ckpt.user_ids.numpy(), ckpt.item_ids.numpy(),
+                            serving), device)
+
+
+def serve_unsaved(model: Recommender, train: Any, data: Any, *, picks: Recommender | None = None,
+                  split: str = "custom", seed: int = 0) -> Served:
+    """A model trained in this process on ``train`` (the :class:`~movierec.data.ratings.Ratings` of ``data`` it
+    learned from) with its ``picks`` model, answering exactly as it would once saved, without a file: for
+    benchmarks and tests that hold out ratings no named split does."""
+    meta = CheckpointMeta(name=f"unsaved-{model.name}", model=model.name, mode=model.mode,
+                          config=model.config.to_dict(), dataset=data.name, fingerprint=data.fingerprint, split=split,
+                          seed=seed, n_users=data.n_users, n_items=data.n_items,
+                          rating_values=list(data.rating_values))
+    serving = ServingData.build(model, train, data, picks=picks)
+    return _serve(_InMemory(Path(meta.name), meta, model, np.asarray(data.user_ids), np.asarray(data.item_ids),
+                            serving), "cpu")
 
 
 def _serve(saved: Any, device: Any) -> Served:
@@ -228,16 +244,15 @@ def _serve(saved: Any, device: Any) -> Served:
 
 
 class _InMemory:
-    """A checkpoint converted in memory, when its file could not be rewritten: the SavedFile interface."""
+    """A model's arrays in memory, as a SavedFile: a checkpoint converted when its file could not be rewritten, or a
+    model never saved (:func:`serve_unsaved`)."""
 
-    def __init__(self, trained: Trained, serving: ServingData):
-        ckpt = trained.checkpoint
-        self.path = ckpt.path
-        self.meta = ckpt.meta
+    def __init__(self, path: Path, meta: CheckpointMeta, model: Recommender, user_ids: np.ndarray,
+                 item_ids: np.ndarray, serving: ServingData):
+        self.path = path
+        self.meta = meta
         self.metadata = {"serving": serving.info.to_json()}
-        state = {f"state.{k}": v.detach().cpu().numpy() for k, v in ckpt.model.state_dict().items()}
-        self._arrays = {**state, "user_ids": ckpt.user_ids.numpy(), "item_ids": ckpt.item_ids.numpy(),
-                        **serving.arrays}
+        self._arrays = {**state_arrays(model), "user_ids": user_ids, "item_ids": item_ids, **serving.arrays}
 
     def close(self) -> None:
         pass

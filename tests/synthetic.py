@@ -159,3 +159,47 @@ def synthetic_dataset(
         movielens.HALF_STARS,
         Path("/nonexistent"),
     )
+
+
+GROUPS = (("student", 20, "M"), ("doctor", 47, "F"), ("lawyer", 38, "M"), ("artist", 29, "F"))
+"""The people of :func:`group_taste_archive`: occupation, age and gender of each group; group g loves genre
+``GENRE_TASTE[g]``. Students are the largest group, so "most popular" answers with their favourites."""
+
+
+def group_taste_archive(n_users: int = 200, per_genre: int = 40, ratings_per_user: int = 12, seed: int = 0
+                        ) -> tuple[bytes, np.ndarray]:
+    """A zip in ml-100k's layout where a person's group (occupation, age, gender: :data:`GROUPS`) decides their
+    favourite genre: they rate mostly its movies (4-5 stars, a long tail within the genre, so each group has one
+    clear favourite) and a few others (1-2 stars). Movie id i + 1 is of genre ``GENRE_TASTE[i // per_genre]``,
+    released in 1990 + i % 10. Returns the archive and each user's group (user id u + 1 is in ``group[u]``)."""
+    import io
+    import zipfile
+
+    rng = np.random.default_rng(seed)
+    n_genres = len(GENRE_TASTE)
+    group = rng.choice(len(GROUPS), n_users, p=[0.4, 0.2, 0.2, 0.2])
+    within = (np.arange(per_genre) + 2.0) ** -1.2
+    within /= within.sum()
+    n_movies = n_genres * per_genre
+    lines = []
+    for u in range(n_users):
+        g = group[u]
+        n_own = int(0.8 * ratings_per_user)
+        own = g * per_genre + rng.choice(per_genre, n_own, replace=False, p=within)
+        others = np.setdiff1d(np.arange(n_movies), np.arange(g * per_genre, (g + 1) * per_genre))
+        other = rng.choice(others, ratings_per_user - n_own, replace=False)
+        for m, stars in [(m, rng.integers(4, 6)) for m in own] + [(m, rng.integers(1, 3)) for m in other]:
+            lines.append(f"{u + 1}\t{m + 1}\t{stars}\t{880000000 + len(lines)}\n")
+    flags = np.zeros((n_movies, n_genres), dtype=int)
+    flags[np.arange(n_movies), np.arange(n_movies) // per_genre] = 1
+    item = "".join(f"{i + 1}|{GENRE_TASTE[i // per_genre]} Picture {i % per_genre + 1} ({1990 + i % 10})|"
+                   f"01-Jan-{1990 + i % 10}||http://example.org/{i + 1}|" + "|".join(map(str, flags[i])) + "\n"
+                   for i in range(n_movies))
+    genre = "".join(f"{g}|{n}\n" for n, g in enumerate(GENRE_TASTE))
+    user = "".join(f"{u + 1}|{GROUPS[group[u]][1]}|{GROUPS[group[u]][2]}|{GROUPS[group[u]][0]}|0{u:04d}\n"
+                   for u in range(n_users))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, text in (("u.data", "".join(lines)), ("u.item", item), ("u.genre", genre), ("u.user", user)):
+            z.writestr(f"ml-100k/{name}", text.encode("utf-8"))
+    return buf.getvalue(), group

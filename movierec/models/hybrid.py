@@ -168,10 +168,11 @@ class HybridTrainer(FactorTrainer):
     (the composed ones less the features'), the batches, and Adam's moments; writes the composed vectors into the
     model after every epoch.
 
-    SGD's step per row is mf's, ``2 lr / max(1, 2 lr (1 + reg) k)`` times the row's summed gradient, ``k`` being
-    how often the row occurs in the batch, as a heavy user's; for a feature ``k`` is its summed weight times the
-    number of fields a rating's features span, so a genre in a third of the ratings and every other feature of
-    them together correct their error at most once."""
+    SGD's step per row is ``2 lr / max(1, 2 lr (1 + reg) k)`` times the row's summed gradient, as mf's, but ``k``
+    sums ``1 + |other|^2`` (the curvature of its bias and its vector) over the row's ratings in the batch, by its
+    weight there, and for a feature times the number of fields a rating's features span: a genre in a third of
+    the ratings and every other feature of them together correct their error at most once. (mf's ``k`` counts the
+    ratings alone, which holds while vectors are short; a movie's features make its vector long.)"""
 
     model: HybridMF
 
@@ -218,11 +219,12 @@ class HybridTrainer(FactorTrainer):
         lr, reg = config.lr, config.reg
         batches, ids, id_bias, feats, feat_bias = self.batches, self.ids, self.id_bias, self.features, self.feature_bias
         counts = torch.zeros(feats.shape[0], device=ids.device)
+        id_counts = torch.zeros(ids.shape[0], device=ids.device)
         squared = torch.zeros(len(batches), device=ids.device)
         penalty = torch.zeros(len(batches), device=ids.device)
         order = torch.randperm(len(batches), generator=self.generator, device=self.generator.device).tolist()
         for k in order:
-            rows, centered, scale = batches[k]  # (2b,) users then U + movies; (b,) stars - mean; (2b,)
+            rows, centered, _ = batches[k]  # (2b,) users then U + movies; (b,) stars - mean
             b = centered.shape[0]
             f_index, f_weight = self.feature_index[rows], self.feature_weight[rows]  # (2b, K)
             x = ids.index_select(0, rows)  # (2b, d)
@@ -240,7 +242,11 @@ class HybridTrainer(FactorTrainer):
             e = err.repeat(2)  # (2b,)
             flat_index, flat_weight = f_index.reshape(-1), f_weight.reshape(-1)
             if self.adam is None:
-                counts.zero_().index_add_(0, flat_index, flat_weight)
+                # A row's curvature: 1 (its bias) plus |other|^2 (its vector) per rating, by its weight there.
+                curvature = 1.0 + (other * other).sum(1)  # (2b,)
+                id_counts.zero_().index_add_(0, rows, curvature)
+                scale = id_counts.mul_(2 * lr * (1 + reg)).clamp_(min=1.0).reciprocal_().mul_(2 * lr)[rows]  # (2b,)
+                counts.zero_().index_add_(0, flat_index, (f_weight * curvature.unsqueeze(1)).reshape(-1))
                 f_scale = counts.mul_(2 * lr * (1 + reg) * self.fields).clamp_(min=1.0).reciprocal_().mul_(2 * lr)
                 step = (f_scale[f_index] * f_weight).unsqueeze(2)  # (2b, K, 1)
                 ids.index_add_(0, rows, scale.unsqueeze(1) * (e.unsqueeze(1) * other - reg * x))
