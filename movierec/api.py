@@ -171,23 +171,36 @@ class Model:
 
     def recommend(self, user: int, n: int = 10, *, filter_already_liked_items: bool = True,
                   genres: Sequence[str] | str | None = None, min_year: int | None = None,
-                  max_year: int | None = None) -> pd.DataFrame:
+                  max_year: int | None = None, include_unrated: bool = False) -> pd.DataFrame:
         """Top-``n`` movies for MovieLens user ``user`` (one of the training data), leaving out the movies they
         rated unless ``filter_already_liked_items=False``: ``rank``, ``movie_id``, ``title``, ``year``,
         ``genres``, ``score`` (what the list is ordered by: P(picked and liked) for rating and like models),
         ``predicted`` (the model's own stars or P(liked); None for top-N models), ``because_you_liked``.
-        Filters: any of ``genres``, released within the years."""
+        Filters: any of ``genres``, released within the years. Movies without training ratings are listed
+        only with ``include_unrated`` (models that know movies by their features: ``hybrid``)."""
         return _rows(self._served.recommend(user, n, genres=genres, min_year=min_year, max_year=max_year,
-                                            include_seen=not filter_already_liked_items))
+                                            include_seen=not filter_already_liked_items,
+                                            include_unrated=include_unrated))
 
-    def recommend_new(self, ratings: Mapping[str | int, float] | Iterable[tuple[str | int, float]],
+    def recommend_new(self, ratings: Mapping[str | int, float] | Iterable[tuple[str | int, float]] = (),
                       n: int = 10, *, shrink: float | None = None, genres: Sequence[str] | str | None = None,
-                      min_year: int | None = None, max_year: int | None = None) -> pd.DataFrame:
+                      min_year: int | None = None, max_year: int | None = None, age: int | None = None,
+                      gender: str | None = None, occupation: str | None = None,
+                      include_unrated: bool = False) -> pd.DataFrame:
         """Top-``n`` movies for someone new, from their ``ratings`` ({movie: stars}), without retraining.
         Rarely rated movies are ranked by scores shrunk towards neutral (``shrink``: the number of training
-        ratings at which a movie keeps half its lead; default 8x the mean, 0 for vae and dae; 0 = off)."""
+        ratings at which a movie keeps half its lead; default 8x the mean, 0 for vae and dae; 0 = off).
+        Models that know people by them (``hybrid``, see :attr:`about_people`) also take the person's ``age``,
+        ``gender`` and ``occupation``; then ``ratings`` may be empty, and the two combine."""
+        person = {"age": age, "gender": gender, "occupation": occupation}
         return _rows(self._served.recommend_new(ratings, n, shrink=shrink, genres=genres, min_year=min_year,
-                                                max_year=max_year))
+                                                max_year=max_year, person=person, include_unrated=include_unrated))
+
+    @property
+    def about_people(self) -> dict[str, list[str]]:
+        """What :meth:`recommend_new` may be told of a person, by field (``age`` bands, ``gender``,
+        ``occupation``), as the model's release has them; empty for models that know nobody's."""
+        return self._served.about_people
 
     def similar_items(self, movie: str | int, n: int = 10, *, min_ratings: int = 20) -> pd.DataFrame:
         """The ``n`` movies nearest to ``movie`` by the learned movie vectors (``score``: cosine similarity),

@@ -54,6 +54,19 @@ class SideInformation:
         """Whether movies without training ratings have vectors of their own features."""
         return bool(self.movies)
 
+    def choices(self) -> dict[str, list[str]]:
+        """What a person can say about themselves to this model, by field: the age bands (an age in years is
+        what is typed), genders and occupations its release has; empty when it knows nobody's."""
+        from movierec.data.features import band_order
+
+        found: dict[str, list[str]] = {}
+        for name in self.people:
+            field, _, value = name.partition(":")
+            found.setdefault(field, []).append(value)
+        if "age" in found:
+            found["age"].sort(key=band_order)
+        return {field: found[field] for field in PERSON_FIELDS if field in found}
+
     def describe(self, person: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """A person's feature indices and weights from ``{"age", "gender", "occupation"}`` (any may be missing)."""
         unknown = sorted(set(person) - set(PERSON_FIELDS))

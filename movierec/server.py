@@ -167,6 +167,11 @@ class Health(BaseModel):
                              '"predicted rating" / "like probability" (models saved without a picks model) or "score".')
     predicted: str | None = Field(None, description='What a row\'s "predicted" is: "predicted rating", '
                                                     '"like probability", or null (top-N models).')
+    people: dict[str, list[str]] = Field(default_factory=dict, description=(
+        "What a new user may say of themselves (POST /recommend's age, gender, occupation), by field: the age "
+        "bands, genders and occupations the model knows; empty when it knows nobody's."))
+    unrated_movies: bool = Field(False, description="Whether lists can hold movies without training ratings "
+                                                    "(include_unrated).")
     version: str
 
 
@@ -201,6 +206,8 @@ Genres = Annotated[list[str] | None, Query(max_length=50, description="Only movi
                                                                     "of several).")]
 MinYear = Annotated[int | None, Query(ge=0, le=9999, description="Only movies released in or after this year.")]
 MaxYear = Annotated[int | None, Query(ge=0, le=9999, description="Only movies released in or before this year.")]
+Unrated = Annotated[bool, Query(description="Also list movies without training ratings (models that know movies "
+                                            "by their features: see /health).")]
 
 
 # -- the application ----------------------------------------------------------------------------------------
@@ -241,27 +248,39 @@ def create_app(model: Served | str | None = None, *, device: Any = DEFAULT_DEVIC
                                                                       "data.")],
         n: N = 10, genre: Genres = None, min_year: MinYear = None, max_year: MaxYear = None,
         include_seen: Annotated[bool, Query(description="Keep movies the user already rated.")] = False,
+        include_unrated: Unrated = False,
     ) -> Response:
         """Top-n movies for a known user, each with the movie they liked that it is most like."""
         with holder.use() as s:
             rows = s.recommend(user, n, genres=genre, min_year=min_year, max_year=max_year,
-                               include_seen=include_seen)
+                               include_seen=include_seen, include_unrated=include_unrated)
         return JSONResponse(rows)
 
     @app.post("/recommend", response_model=list[Row], tags=["recommendations"])
     async def recommend_new(
-        ratings: Annotated[list[Rating], Body(min_length=1, max_length=MAX_RATINGS,
+        ratings: Annotated[list[Rating], Body(max_length=MAX_RATINGS,
                                               description="A new user's ratings (the last of a movie named twice "
-                                                          "counts).")],
+                                                          "counts); may be empty when age, gender or occupation "
+                                                          "describe them.")],
         n: N = 10, genre: Genres = None, min_year: MinYear = None, max_year: MaxYear = None,
         shrink: Annotated[float | None, Query(ge=0, le=1e12, allow_inf_nan=False, description=(
             "Rank by predictions shrunk towards neutral by each movie's training ratings; a movie with this many "
             "keeps half its lead (default: 8x the mean ratings per movie; 0 = off)."))] = None,
+        age: Annotated[int | None, Query(ge=-MAX_ID, le=MAX_ID, description=(
+            "The user's age in years (models that know people by it: see /health's people)."))] = None,
+        gender: Annotated[str | None, Query(max_length=MAX_TEXT, description="The user's gender, as the release "
+                                                                             "records it (see /health).")] = None,
+        occupation: Annotated[str | None, Query(max_length=MAX_TEXT, description=(
+            "The user's occupation, as the release names it (see /health)."))] = None,
+        include_unrated: Unrated = False,
     ) -> Response:
-        """Top-n movies for someone not in the training data, from their ratings (folded in, no retraining)."""
+        """Top-n movies for someone not in the training data, from their ratings (folded in, no retraining) and,
+        for models that know people by them, their age, gender and occupation."""
         pairs = [(r.movie, r.stars) for r in ratings]
+        person = {"age": age, "gender": gender, "occupation": occupation}
         with holder.use() as s:
-            rows = s.recommend_new(pairs, n, shrink=shrink, genres=genre, min_year=min_year, max_year=max_year)
+            rows = s.recommend_new(pairs, n, shrink=shrink, genres=genre, min_year=min_year, max_year=max_year,
+                                   person=person, include_unrated=include_unrated)
         return JSONResponse(rows)
 
     @app.get("/similar", response_model=Similar, tags=["movies"])
@@ -313,7 +332,8 @@ def _health(holder: ModelHolder) -> dict[str, Any]:
         m = s.meta
         return {"status": "ok", "model": m.name, "algorithm": m.mode or m.model, "dataset": m.dataset,
                 "stars": list(m.rating_values), "score": s.score_name,
-                "predicted": s.predicted_name, "version": __version__}
+                "predicted": s.predicted_name, "people": s.about_people, "unrated_movies": s.lists_unrated,
+                "version": __version__}
 
 
 def _page_route(body: bytes, media: str) -> Any:

@@ -474,7 +474,7 @@ class Served:
         """The filters' movies (None: all), less those without training ratings unless ``include_unrated``."""
         allowed = self.catalogue.allowed(_listed(genres), min_year, max_year)
         if include_unrated:
-            if self.side is None or not self.side.knows_movies:
+            if not self.lists_unrated:
                 raise MovierecError(f"{self.meta.name} has learned nothing about movies without training ratings; "
                                     "a model that knows movies by their features can list them "
                                     "(`movierec train hybrid`).")
@@ -493,7 +493,7 @@ class Served:
         if min_ratings < 0:
             raise MovierecError(f"The minimum number of ratings must be 0 or more, not {min_ratings}.")
         item = self.find(movie)
-        if self.counts[item] == 0 and (self.side is None or not self.side.knows_movies):
+        if self.counts[item] == 0 and not self.lists_unrated:
             raise MovierecError(f"{self.catalogue.title(item)} has no training ratings, so {self.meta.name} has "
                                 "learned nothing about it; a model that knows movies by their features can tell "
                                 "(`movierec train hybrid`).")
@@ -604,6 +604,17 @@ class Served:
     def predicted_name(self) -> str | None:
         """What a row's ``predicted`` is: "predicted rating", "like probability", or None (top-N models)."""
         return {ScoreKind.RATING: "predicted rating", ScoreKind.LIKE: "like probability"}.get(self.scorer.kind)
+
+    @property
+    def about_people(self) -> dict[str, list[str]]:
+        """What a new user may say of themselves besides ratings (``recommend_new``'s ``person``), by field: the
+        age bands, genders and occupations the model knows; empty for models that know nobody's."""
+        return {} if self.side is None else self.side.choices()
+
+    @property
+    def lists_unrated(self) -> bool:
+        """Whether lists may hold movies without training ratings (``include_unrated``)."""
+        return self.side is not None and self.side.knows_movies
 
     def _titles(self) -> TitleIndex:
         if self._title_index is None:

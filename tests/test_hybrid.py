@@ -23,6 +23,7 @@ from movierec.device import resolve_device
 from movierec.errors import MovierecError
 from movierec.loading import load, open_model, serve_unsaved
 from movierec.models import build_model
+from movierec.options import TrainOptions
 from movierec.training import fit, fit_split, train_and_save
 from tests.synthetic import GENRE_TASTE, GROUPS, STARS, genre_taste_archive, group_taste_archive, low_rank
 
@@ -45,8 +46,8 @@ def release(tmp_path_factory):
 
 def _fit(data, train, test, **config):
     split = Split("custom", train, test, 0)
-    return fit_split("hybrid", None, {"epochs": 30, **config}, data, split, seed=0, device=resolve_device("cpu"),
-                     patience=None, valid_fraction=0.0)
+    return fit_split(TrainOptions("hybrid", config={"epochs": 30, **config}), data, split,
+                     device=resolve_device("cpu"))
 
 
 def test_a_movie_nobody_rated_goes_to_the_people_of_its_genre(release):
@@ -94,7 +95,7 @@ def test_a_newcomers_first_movie_is_their_groups_favourite(release):
 
 
 def test_a_hybrid_without_features_is_mf():
-    train, test = low_rank(seed=1), low_rank(seed=2)
+    train = low_rank(seed=1)
     results = []
     for name, config in (("mf", {"factors": 4, "epochs": 5}), ("hybrid", {"factors": 4, "epochs": 5,
                                                                            "features": "none"})):
@@ -105,7 +106,7 @@ def test_a_hybrid_without_features_is_mf():
 
 
 def test_saved_and_loaded_with_its_features(release):
-    out = train_and_save("hybrid", {"epochs": 5}, dataset="ml-100k", split="random", name="hy")
+    out = train_and_save(TrainOptions("hybrid", config={"epochs": 5}, dataset="ml-100k", split="random", name="hy"))
     loaded = load(out.path).model
     # 4 genres and the 1990s, 4 occupations, 4 age bands, 2 genders; and one padding row each.
     assert loaded.item_feature_factors.shape == (6, 32) and loaded.user_feature_factors.shape == (11, 32)
@@ -125,7 +126,7 @@ def test_a_release_without_demographics_uses_the_movies_features_with_one_note(t
     (tmp_path / "latest.zip").write_bytes(archive)
     download.fetch("ml-latest-small", from_file=tmp_path / "latest.zip", verify=False)
     with caplog.at_level(logging.WARNING, logger="movierec"):
-        train_and_save("hybrid", {"epochs": 3}, dataset="ml-latest-small", name="latest")
+        train_and_save(TrainOptions("hybrid", config={"epochs": 3}, dataset="ml-latest-small", name="latest"))
     notes = [r.getMessage() for r in caplog.records if "ages, genders or occupations" in r.getMessage()]
     assert len(notes) == 1, caplog.records
     served = open_model("latest")
@@ -209,3 +210,59 @@ def test_the_command_line_describes_a_newcomer(cli_home, runner):
                            (["--age", "30", "--model", "mf"], "does not know people by their age"),
                            (["--user", "1", "--include-unrated", "--model", "mf"], "learned nothing about movies")):
         assert_one_line_error(runner.invoke(app, ["recommend", *args]), fragment)
+
+
+def test_the_python_api_describes_a_newcomer_too(cli_home):
+    import movierec
+
+    with movierec.load("hybrid") as model:
+        assert model.about_people["occupation"] == ["artist", "doctor", "lawyer", "student"]
+        assert model.about_people["age"] == ["18-24", "25-34", "35-44", "45-49"]
+        rows = model.recommend_new(occupation="lawyer", age=38, n=3)
+        assert [g for g in rows["genres"]] == [["Romance"]] * 3
+        # The movies nobody rated in training are listed on request only (here: none, every movie has ratings).
+        assert len(model.recommend(1, 5, include_unrated=True)) == 5
+    with movierec.load("mf") as model, pytest.raises(MovierecError, match="does not know people"):
+        model.recommend_new(age=30)
+
+
+def test_the_server_and_its_page_describe_a_newcomer(cli_home):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    from test_server import Server
+
+    server = Server("--model", "hybrid")
+    try:
+        health = server.get("/health")
+        assert health["people"]["gender"] == ["F", "M"] and health["unrated_movies"] is True
+        status, _, rows = server.call("POST", "/recommend?n=3&occupation=lawyer&age=38", [])
+        assert status == 200 and [r["genres"] for r in rows] == [["Romance"]] * 3
+        # The same list as the command line's.
+        from movierec.loading import open_model
+
+        served = open_model("hybrid")
+        try:
+            assert rows == served.recommend_new([], 3, person={"occupation": "lawyer", "age": 38})
+        finally:
+            served.close()
+        for path, says in (("/recommend?age=300", "An age is a whole number"),
+                           ("/recommend?occupation=astronaut", "Unknown occupation 'astronaut'"),
+                           ("/recommend", "No ratings were given")):
+            status, _, answer = server.call("POST", path, [])
+            assert status == 400 and says in answer["error"], answer
+        status, _, rows = server.call("GET", "/recommend?user=1&n=4&include_unrated=true")
+        assert status == 200 and len(rows) == 4
+        page = server.get("/")
+        assert b'id="about"' in page and b'id="unrated"' in page
+    finally:
+        server.stop()
+    server = Server("--model", "mf")
+    try:
+        health = server.get("/health")
+        assert health["people"] == {} and health["unrated_movies"] is False
+        status, _, answer = server.call("POST", "/recommend?gender=F", [])
+        assert status == 400 and "does not know people" in answer["error"]
+        status, _, answer = server.call("GET", "/recommend?user=1&include_unrated=true")
+        assert status == 400 and "learned nothing about movies" in answer["error"]
+    finally:
+        server.stop()

@@ -146,7 +146,7 @@ def person_features(
             text = age_band(years)
             if text not in values:
                 raise MovierecError(f"This model has nobody aged {text}; it knows the ages "
-                                    f"{', '.join(sorted(values, key=_band_order))}.")
+                                    f"{', '.join(sorted(values, key=band_order))}.")
         else:
             text = _match(str(value), values, field)
         chosen.append(names.index(f"{field}:{text}"))
@@ -168,7 +168,8 @@ def _match(value: str, values: list[str], field: str) -> str:
     raise MovierecError(f"Unknown {field} {value.strip()[:80]!r}; this model knows: {shown}.")
 
 
-def _band_order(name: str) -> int:
+def band_order(name: str) -> int:
+    """Where the age band ``name`` falls among :data:`AGE_BANDS` (its lower bound)."""
     return next(low for low, n in AGE_BANDS if n == name)
 
 

@@ -240,7 +240,7 @@ class HybridTrainer(FactorTrainer):
             self.advance(b, batches.nnz)
             other = torch.cat([q, p])  # (2b, d): the vector each row's error is against
             e = err.repeat(2)  # (2b,)
-            flat_index, flat_weight = f_index.reshape(-1), f_weight.reshape(-1)
+            flat_index = f_index.reshape(-1)
             if self.adam is None:
                 # A row's curvature: 1 (its bias) plus |other|^2 (its vector) per rating, by its weight there.
                 curvature = 1.0 + (other * other).sum(1)  # (2b,)

@@ -127,19 +127,51 @@ function renderRated() {
   $("no-ratings").hidden = [...rated.values()].some((r) => r.stars !== null);
 }
 
+// -- about you (models that know people by their age, gender, occupation) --------------------------------
+function aboutYou() {
+  // The query of what the person said of themselves, "" when nothing.
+  const query = new URLSearchParams();
+  for (const field of ["age", "gender", "occupation"]) {
+    const value = $(field).value.trim();
+    if (!$(`${field}-field`).hidden && value) query.set(field, value);
+  }
+  return query;
+}
+
+function setUpAbout(people, unrated) {
+  for (const field of ["gender", "occupation"]) {
+    for (const value of people[field] || []) {
+      const option = el("option", null, value);
+      option.value = value;
+      $(field).append(option);
+    }
+  }
+  for (const field of ["age", "gender", "occupation"]) $(`${field}-field`).hidden = !(field in people);
+  $("about").hidden = Object.keys(people).length === 0;
+  $("unrated-field").hidden = !unrated;
+  if (Object.keys(people).length) {
+    $("no-ratings").textContent = "Rate a movie or two, or say something about yourself, and recommendations " +
+                                  "appear here; each change updates them.";
+  }
+  for (const id of ["age", "gender", "occupation", "unrated"]) $(id).addEventListener("change", refresh);
+}
+
 // -- recommendations -------------------------------------------------------------------------------------
 async function refresh() {
   const ratings = [...rated].filter(([, r]) => r.stars !== null).map(([id, r]) => ({movie: id, stars: r.stars}));
+  const query = aboutYou();
   const seq = ++recSeq;
-  if (!ratings.length) {
+  if (!ratings.length && !query.toString()) {
     $("recs").replaceChildren();
     showStatus("");
     return;
   }
+  query.set("n", "10");
+  if (!$("unrated-field").hidden && $("unrated").checked) query.set("include_unrated", "true");
   let rows;
   try {
-    rows = await api("recommend?n=10", {method: "POST", headers: {"Content-Type": "application/json"},
-                                        body: JSON.stringify(ratings)});
+    rows = await api(`recommend?${query}`, {method: "POST", headers: {"Content-Type": "application/json"},
+                                            body: JSON.stringify(ratings)});
   } catch (e) {
     if (seq === recSeq) showStatus(e.message);
     return;
@@ -199,6 +231,7 @@ async function start() {
     scoreName = h.score;
     predictedName = h.predicted || null;
     $("model").textContent = `Model ${h.model} (${h.algorithm}), trained on ${h.dataset}. Numbers: ${h.score}.`;
+    setUpAbout(h.people || {}, Boolean(h.unrated_movies));
   } catch (e) {
     $("model").textContent = e.message;
   }

@@ -27,6 +27,7 @@ SMALL: dict[tuple[str, str], dict] = {
     ("autoencoder", "vae"): {"epochs": 30, "batch_size": 25, "layers": "32,8,32"},
     ("autoencoder", "dae"): {"epochs": 30, "batch_size": 25, "layers": "32"},
     ("mf", "explicit"): {"epochs": 20},
+    ("hybrid", "explicit"): {"epochs": 20},
     ("als", "explicit"): {"epochs": 8},
     ("als", "implicit"): {"epochs": 8, "factors": 8, "tau": 5.0},
 }
@@ -256,6 +257,7 @@ CHECKER: dict[tuple[str, str], dict] = {
     ("autoencoder", "vae"): {"epochs": 60, "batch_size": 8, "layers": "16,4,16", "dropout": 0.0, "anneal_epochs": 30},
     ("autoencoder", "dae"): {"epochs": 60, "batch_size": 8, "layers": "8", "dropout": 0.0},
     ("mf", "explicit"): {"epochs": 60, "factors": 4, "batch_size": 64},
+    ("hybrid", "explicit"): {"epochs": 60, "factors": 4, "batch_size": 64},
     ("als", "explicit"): {"epochs": 8, "factors": 4, "tau": 1.0},
     ("als", "implicit"): {"epochs": 8, "factors": 4, "tau": 1.0},
 }

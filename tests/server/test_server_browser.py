@@ -223,3 +223,34 @@ def test_titles_holding_html_are_shown_as_text(browser, tmp_path):
             screenshot(browser, tmp_path, "serve-page-html-titles.png")
         finally:
             s.kill()
+
+
+# -- a model that knows people: the "about you" panel --------------------------------------------------------------
+def test_about_you_gives_a_list_before_any_rating(browser, tmp_path):
+    from selenium.webdriver.support.ui import Select
+    from synthetic import group_taste_archive
+
+    archive = tmp_path / "groups.zip"
+    archive.write_bytes(group_taste_archive()[0])
+    runner = CliRunner()
+    with isolated_home(tmp_path / "home"):
+        for args in (["fetch", "ml-100k", "--from-file", str(archive), "--no-verify"],
+                     ["train", "hybrid", "--epochs", "10", "--split", "random", "--name", "h"]):
+            result = runner.invoke(app, args)
+            assert result.exit_code == 0, result.stderr
+        s = Server("--model", "h")
+        try:
+            browser.set_window_size(1280, 900)
+            browser.get(s.url)
+            wait_for(browser, lambda d: find_all(d, "#occupation option")[1:], "the occupations")
+            assert not find_all(browser, "#about")[0].get_attribute("hidden")
+            Select(find_all(browser, "#occupation")[0]).select_by_visible_text("lawyer")
+            recommendations(browser, 10)
+            lines = [r.text for r in find_all(browser, "#recs li.rec .muted")]
+            assert all("Romance" in line for line in lines[:3]), lines  # lawyers' genre (tests/synthetic.py)
+            rate(browser, "western picture 1", "Western Picture 1 (1990)", 5)
+            wait_for(browser, lambda d: any("Western" in r.text for r in find_all(d, "#recs li.rec .muted")),
+                     "a western once one is rated")
+            screenshot(browser, tmp_path, "serve-page-about-you.png")
+        finally:
+            s.kill()
