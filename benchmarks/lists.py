@@ -75,7 +75,7 @@ def prepare(shape: str, args: argparse.Namespace, cache: Path) -> None:
         log(f"writing the synthetic {shape} release")
         cache.mkdir(parents=True, exist_ok=True)
         synth_release.write_release(shape, archive)
-    fetch(SHAPES[shape], from_file=archive, verify=False)
+    fetch(synth_release.SHAPES[shape].release, from_file=archive, verify=False)
 
 
 def run_split(shape: str, split_name: str, seed: int, models: list[str]) -> list[dict[str, Any]]:

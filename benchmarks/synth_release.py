@@ -72,6 +72,9 @@ class Shape:
     """Standard deviation of the per-rating noise, in stars, before rounding."""
     mean: float | None = None
     """The model's global mean stars (default: 3.25 on half stars, 3.35 on whole, less with taste)."""
+    side: float = 0.0
+    """How strongly the movies' genres (and, for ml-1m, the people's age, gender and occupation) follow their
+    taste vectors; 0 = not at all (drawn from their ids: they carry nothing a model could learn from)."""
 
 
 _ML1M = dict(release="ml-1m", folder="ml-1m", layout="dat", half=False, t0=956_703_932, t1=1_046_454_590)
@@ -96,6 +99,9 @@ SHAPES: dict[str, Shape] = {
     # ml-1m's counts with users choosing movies by taste as well as popularity: for judging top-N lists at scale.
     "taste-ml-1m": Shape(**_ML1M, users=6040, movies=3706, ratings=1_000_209, max_user=6040, max_movie=3952,
                          taste=1.5),
+    # The same, with genres and demographics that say something of taste: for judging cold starts.
+    "side-ml-1m": Shape(**_ML1M, users=6040, movies=3706, ratings=1_000_209, max_user=6040, max_movie=3952,
+                        taste=1.5, side=1.0),
     # User ids 1..150 like the real releases' (ml-10m's have gaps), so `--user 42` exists.
     "small-ml-1m": Shape(**_ML1M, **_SMALL, max_user=150, max_movie=3952),
     "small-ml-10m": Shape(**_ML10M, **_SMALL, max_user=160, max_movie=65_133),
@@ -236,7 +242,43 @@ def generate(name: str, seed: int = SEED) -> dict[str, np.ndarray]:
     ts = rng.integers(s.t0, s.t1, len(users))
     order = np.lexsort((items, users))  # the real files are sorted by user
     return {"users": user_ids[users[order]], "movies": movie_ids[items[order]], "stars": stars[order],
-            "timestamps": ts[order], "movie_ids": movie_ids}
+            "timestamps": ts[order], "movie_ids": movie_ids, "user_ids": user_ids, "user_taste": P,
+            "movie_taste": Q}
+
+
+ML1M_AGES = (1, 18, 25, 35, 45, 50, 56)
+ML1M_AGE_SHARES = (0.04, 0.18, 0.35, 0.2, 0.09, 0.08, 0.06)
+"""ml-1m's age groups (their codes) and roughly the share of its people in each."""
+
+
+def _noisy_choice(rng: np.random.Generator, taste: np.ndarray, n_values: int, strength: float) -> np.ndarray:
+    """(rows, n_values) scores: each value's seeded direction in taste space (standardised), times ``strength``,
+    plus Gumbel noise; the argmax of a row is a draw that leans towards the values its taste points to."""
+    directions = rng.normal(0.0, 1.0, (n_values, taste.shape[1]))
+    score = taste @ directions.T  # (rows, n_values)
+    score = (score - score.mean(0)) / (score.std(0) + 1e-12)
+    return strength * score + rng.gumbel(0.0, 1.0, score.shape)
+
+
+def side_information(s: Shape, data: dict[str, np.ndarray], seed: int) -> tuple[list[str], list[str] | None]:
+    """Each movie's genres ("A|B") and, for ml-1m, each person's users.dat line, leaning towards their taste by
+    ``s.side``: 1 to 3 genres, the ones its taste vector points to most (with noise); an age group, gender and
+    occupation likewise. Drawn from their own seeded generator: the ratings are the same whatever ``side``."""
+    rng = np.random.default_rng([seed, 1])
+    genre_score = _noisy_choice(rng, data["movie_taste"], len(GENRES), s.side)
+    n_genres = rng.choice([1, 2, 3], len(genre_score), p=[0.5, 0.35, 0.15])
+    top = np.argsort(-genre_score, axis=1)
+    genres = ["|".join(GENRES[j] for j in sorted(top[m, :n_genres[m]])) for m in range(len(top))]
+    if s.release != "ml-1m":
+        return genres, None
+    taste = data["user_taste"]
+    age_score = _noisy_choice(rng, taste, 1, s.side)[:, 0]
+    bounds = np.quantile(age_score, np.cumsum(ML1M_AGE_SHARES)[:-1])
+    ages = np.asarray(ML1M_AGES)[np.searchsorted(bounds, age_score)]
+    gender = np.where(_noisy_choice(rng, taste, 1, s.side)[:, 0] > 0.3, "M", "F")  # ml-1m: 72% men
+    occupation = _noisy_choice(rng, taste, 21, s.side).argmax(1)
+    lines = [f"{u}::{g}::{a}::{o}::{10000 + u}\n" for u, g, a, o in zip(data["user_ids"], gender, ages, occupation)]
+    return genres, lines
 
 
 def write_release(name: str, dest: str | Path, seed: int = SEED) -> Path:
@@ -256,6 +298,9 @@ def write_release(name: str, dest: str | Path, seed: int = SEED) -> Path:
     years = 1920 + (movie_ids % 90)
     titles = [f"Synthetic Movie Number {m} ({y})" for m, y in zip(movie_ids, years)]
     genres = ["|".join(GENRES[j] for j in sorted({m % 18, (m // 7) % 18})) for m in movie_ids]
+    people = None
+    if s.side > 0:
+        genres, people = side_information(s, data, seed)
     folder = s.folder
     with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         zf.writestr(f"{folder}/", "")
@@ -280,9 +325,8 @@ def write_release(name: str, dest: str | Path, seed: int = SEED) -> Path:
             zf.writestr(f"{folder}/movies.dat", "".join(f"{m}::{t}::{g}\n" for m, t, g in
                                                         zip(movie_ids, titles, genres)).encode("latin-1"))
         if s.release == "ml-1m":
-            ages = [1, 18, 25, 35, 45, 50, 56]
             user_ids = np.unique(data["users"])
-            lines = [f"{u}::{'MF'[u % 2]}::{ages[u % 7]}::{u % 21}::{10000 + u}\n" for u in user_ids]
+            lines = people or [f"{u}::{'MF'[u % 2]}::{ML1M_AGES[u % 7]}::{u % 21}::{10000 + u}\n" for u in user_ids]
             zf.writestr(f"{folder}/users.dat", "".join(lines))
         if s.release == "ml-10m":
             zf.writestr(f"{folder}/tags.dat", "")

@@ -307,7 +307,7 @@ class FactorScorer(OwnLists):
             shared = r["lam"] * (V.T @ V).astype(np.float64) + r["tau"] * np.eye(V.shape[1])  # (d, d)
             system = shared + r["lam"] * (q.T @ (q * (conf - 1.0)[:, None])).astype(np.float64)
             rhs = r["lam"] * (q.T @ conf).astype(np.float64)
-            if prior is not None:  # the unrated movies read as the prior's picks, not as "not picked"
+            if prior is not None:  # the unrated movies read as picked as the prior predicts, not as "not picked"
                 rhs += shared @ prior[0].astype(np.float64)
             return np.linalg.solve(system, rhs).astype(np.float32), np.float32(0.0)
         if prior is not None:
