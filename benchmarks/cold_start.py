@@ -68,10 +68,18 @@ def log(message: str) -> None:
 
 
 # -- shared pieces ------------------------------------------------------------------------------------------
-def _split(data: Any, out: np.ndarray, name: str, seed: int) -> Any:
+def _hold_out(data: Any, side: str, name: str, seed: int) -> tuple[np.ndarray, np.ndarray, Any]:
+    """A seeded :data:`SHARE` of the movies (``side="items"``) or users, every one of their ratings held out: the
+    chosen indices (sorted), a mask of them (by index), and the split (test: their ratings)."""
     from movierec.data.split import Split
 
-    return Split(name, data.ratings.take(~out), data.ratings.take(out), seed)
+    ratings = data.ratings
+    n = data.n_items if side == "items" else data.n_users
+    chosen = np.sort(np.random.default_rng(seed).choice(n, int(round(SHARE * n)), replace=False))
+    mask = np.zeros(n, dtype=bool)
+    mask[chosen] = True
+    out = mask[ratings.items if side == "items" else ratings.users]
+    return chosen, mask, Split(name, ratings.take(~out), ratings.take(out), seed)
 
 
 def _train(name: str, data: Any, split: Any, seed: int) -> Any:
@@ -160,12 +168,7 @@ def _lightfm_scores(fitted: tuple[Any, Any, Any], user: int, n_items: int) -> np
 def cold_items(data: Any, seed: int, epochs: int, with_lightfm: bool) -> list[dict[str, Any]]:
     from movierec.data.features import movie_features
 
-    rng = np.random.default_rng(seed)
-    ratings = data.ratings
-    cold = np.sort(rng.choice(data.n_items, int(round(SHARE * data.n_items)), replace=False))
-    is_cold = np.zeros(data.n_items, dtype=bool)
-    is_cold[cold] = True
-    split = _split(data, is_cold[ratings.items], "cold-movies", seed)
+    cold, is_cold, split = _hold_out(data, "items", "cold-movies", seed)
     train, test = split.train, split.test
     log(f"  {len(cold)} cold movies, {len(test)} held-out ratings")
 
@@ -243,13 +246,9 @@ def _groups(data: Any, users: np.ndarray) -> tuple[dict[tuple, np.ndarray], dict
 def cold_users(data: Any, seed: int, epochs: int, with_lightfm: bool) -> list[dict[str, Any]]:
     from movierec.data.features import age_band
 
-    rng = np.random.default_rng(seed)
-    ratings = data.ratings
-    held = np.sort(rng.choice(data.n_users, int(round(SHARE * data.n_users)), replace=False))
-    is_held = np.zeros(data.n_users, dtype=bool)
-    is_held[held] = True
-    split = _split(data, is_held[ratings.users], "cold-users", seed)
-    train = split.train
+    held, is_held, split = _hold_out(data, "users", "cold-users", seed)
+    rng = np.random.default_rng([seed, 1])  # the order of each held-out person's ratings
+    ratings, train = data.ratings, split.train
     log(f"  {len(held)} held-out users, {len(split.test)} of their ratings")
     counts = np.bincount(train.items, minlength=data.n_items).astype(np.float64)
     kept = np.flatnonzero(~is_held)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -195,34 +196,41 @@ def hostile_release() -> bytes:
     return ml100k_archive(rated, TITLES, GENRES, rng)
 
 
-def test_titles_holding_html_are_shown_as_text(browser, tmp_path):
-    archive = tmp_path / "ml-100k.zip"
-    archive.write_bytes(hostile_release())
+@contextmanager
+def serving(tmp_path: Path, archive: bytes, *train: str) -> Iterator[Server]:
+    """`movierec serve` of a model trained (``train`` options) on ``archive``, a release in ml-100k's layout,
+    in a home of its own."""
+    (tmp_path / "ml-100k.zip").write_bytes(archive)
     runner = CliRunner()
     with isolated_home(tmp_path / "home"):
-        for args in (["fetch", "ml-100k", "--from-file", str(archive), "--no-verify"],
-                     ["train", "mf", "--epochs", "1", "--factors", "2", "--split", "random", "--name", "m"]):
+        for args in (["fetch", "ml-100k", "--from-file", str(tmp_path / "ml-100k.zip"), "--no-verify"],
+                     ["train", *train, "--split", "random", "--name", "m"]):
             result = runner.invoke(app, args)
             assert result.exit_code == 0, result.stderr
         s = Server("--model", "m")
         try:
-            browser.set_window_size(1280, 900)
-            browser.get(s.url)
-            rate(browser, "script", HOSTILE[0], 5)
-            rate(browser, "img", HOSTILE[1], 4)
-            shown = [t.split(". ", 1)[1] for t in recommendations(browser, 10)]
-            assert set(shown) <= set(TITLES[2:])
-            assert [e.text for e in find_all(browser, "#rated li .title")] == HOSTILE[:2]
-            find_all(browser, "#search")[0].send_keys("bold move")
-            found = wait_for(browser, lambda d: [b.text for b in find_all(d, "#suggestions button.suggestion")],
-                             "a suggestion")
-            title, line = found[0].split("\n")
-            assert title == HOSTILE[2] and line.startswith("1997 · Action, <i>Noir</i> · ")  # its genres too
-            assert browser.execute_script("return window.__pwned") is None
-            assert browser.execute_script("return document.querySelectorAll('script, img, b, i').length") == 1
-            screenshot(browser, tmp_path, "serve-page-html-titles.png")
+            yield s
         finally:
             s.kill()
+
+
+def test_titles_holding_html_are_shown_as_text(browser, tmp_path):
+    with serving(tmp_path, hostile_release(), "mf", "--epochs", "1", "--factors", "2") as s:
+        browser.set_window_size(1280, 900)
+        browser.get(s.url)
+        rate(browser, "script", HOSTILE[0], 5)
+        rate(browser, "img", HOSTILE[1], 4)
+        shown = [t.split(". ", 1)[1] for t in recommendations(browser, 10)]
+        assert set(shown) <= set(TITLES[2:])
+        assert [e.text for e in find_all(browser, "#rated li .title")] == HOSTILE[:2]
+        find_all(browser, "#search")[0].send_keys("bold move")
+        found = wait_for(browser, lambda d: [b.text for b in find_all(d, "#suggestions button.suggestion")],
+                         "a suggestion")
+        title, line = found[0].split("\n")
+        assert title == HOSTILE[2] and line.startswith("1997 · Action, <i>Noir</i> · ")  # its genres too
+        assert browser.execute_script("return window.__pwned") is None
+        assert browser.execute_script("return document.querySelectorAll('script, img, b, i').length") == 1
+        screenshot(browser, tmp_path, "serve-page-html-titles.png")
 
 
 # -- a model that knows people: the "about you" panel --------------------------------------------------------------
@@ -230,27 +238,16 @@ def test_about_you_gives_a_list_before_any_rating(browser, tmp_path):
     from selenium.webdriver.support.ui import Select
     from synthetic import group_taste_archive
 
-    archive = tmp_path / "groups.zip"
-    archive.write_bytes(group_taste_archive()[0])
-    runner = CliRunner()
-    with isolated_home(tmp_path / "home"):
-        for args in (["fetch", "ml-100k", "--from-file", str(archive), "--no-verify"],
-                     ["train", "hybrid", "--epochs", "10", "--split", "random", "--name", "h"]):
-            result = runner.invoke(app, args)
-            assert result.exit_code == 0, result.stderr
-        s = Server("--model", "h")
-        try:
-            browser.set_window_size(1280, 900)
-            browser.get(s.url)
-            wait_for(browser, lambda d: find_all(d, "#occupation option")[1:], "the occupations")
-            assert not find_all(browser, "#about")[0].get_attribute("hidden")
-            Select(find_all(browser, "#occupation")[0]).select_by_visible_text("lawyer")
-            recommendations(browser, 10)
-            lines = [r.text for r in find_all(browser, "#recs li.rec .muted")]
-            assert all("Romance" in line for line in lines[:3]), lines  # lawyers' genre (tests/synthetic.py)
-            rate(browser, "western picture 1", "Western Picture 1 (1990)", 5)
-            wait_for(browser, lambda d: any("Western" in r.text for r in find_all(d, "#recs li.rec .muted")),
-                     "a western once one is rated")
-            screenshot(browser, tmp_path, "serve-page-about-you.png")
-        finally:
-            s.kill()
+    with serving(tmp_path, group_taste_archive()[0], "hybrid", "--epochs", "10") as s:
+        browser.set_window_size(1280, 900)
+        browser.get(s.url)
+        wait_for(browser, lambda d: find_all(d, "#occupation option")[1:], "the occupations")
+        assert not find_all(browser, "#about")[0].get_attribute("hidden")
+        Select(find_all(browser, "#occupation")[0]).select_by_visible_text("lawyer")
+        recommendations(browser, 10)
+        lines = [r.text for r in find_all(browser, "#recs li.rec .muted")]
+        assert all("Romance" in line for line in lines[:3]), lines  # lawyers' genre (tests/synthetic.py)
+        rate(browser, "western picture 1", "Western Picture 1 (1990)", 5)
+        wait_for(browser, lambda d: any("Western" in r.text for r in find_all(d, "#recs li.rec .muted")),
+                 "a western once one is rated")
+        screenshot(browser, tmp_path, "serve-page-about-you.png")
