@@ -424,8 +424,6 @@ def validation_sentence(errors: Any) -> str:
         if not rest:
             if kind == "too_long":
                 return f"At most {MAX_RATINGS} ratings are accepted in one request."
-            if kind == "too_short":
-                return "No ratings were given; rate at least one movie."
             return ('The request body must be a JSON list of ratings, such as '
                     '[{"movie": "Toy Story (1995)", "stars": 5}].')
         where = f"Rating {rest[0] + 1}" if isinstance(rest[0], int) else "The request"

@@ -165,7 +165,7 @@ def test_bad_loop_settings():
     ({"valid_fraction": float("nan")}, "--valid-fraction must be at least 0 and below 1, not nan."),
     ({"test_fraction": 0.0}, "--test-fraction must be between 0 and 1, not 0.0; to train on every rating, use "
                              "--split none."),
-    ({"model": "svd"}, "Unknown model 'svd'; choose one of: rbm, autoencoder, mf, als."),
+    ({"model": "svd"}, "Unknown model 'svd'; choose one of: rbm, autoencoder, mf, als, hybrid."),
     ({"mode": "stars"}, "Unknown mf mode 'stars'; choose one of: explicit."),
 ])
 def test_impossible_options_are_refused_when_made(options, message):

@@ -30,8 +30,8 @@ def evaluate_command(
     ] = None,
     model: Annotated[
         list[str] | None,
-        typer.Option("--model", help="A saved model's name, or a model (rbm, autoencoder, mf, als) for its newest "
-                                     "checkpoint; repeat for several."),
+        typer.Option("--model", help="A saved model's name, or a model (rbm, autoencoder, mf, als, hybrid) for its "
+                                     "newest checkpoint; repeat for several."),
     ] = None,
     cutoff: Annotated[
         int, typer.Option("--cutoff", min=1, help="Length of the ranked lists (the K of P@K, NDCG@K...).")

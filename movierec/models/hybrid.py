@@ -11,7 +11,8 @@ a feature is penalised once per rating it takes part in, by its weight there::
 A movie nobody rated in training keeps an id vector of zero, so its vector is its features' alone: it can be
 recommended to the people its genres suit and has neighbours in ``similar``. A person who rated nothing is their
 features' vector; a new one is folded in with the features as the starting point (:mod:`movierec.cold`).
-Without features (``--features none``, or a release without them) this is ``mf``.
+Without features (``--features none``, or a release without them) this is ``mf``'s model and objective; only
+the SGD step of a row whose step is capped differs (on ml-100k u1 test RMSE 0.9182 against ``mf``'s 0.9181).
 
 What is saved and served is the composed vector of every user and movie (``user_factors``, ``item_factors``
 and the biases, so every answer about known users and movies is ``mf``'s, in numpy), the features' vectors and

@@ -158,7 +158,7 @@ BAD = [
      "Rating 2: 'movie' must be a title or a MovieLens id"),
     ("POST", "/recommend", [{"movie": 1}], 422, "Rating 1 has no 'stars'."),
     ("POST", "/recommend", [5], 422, "Rating 1 must be an object"),
-    ("POST", "/recommend", [], 422, "No ratings were given"),
+    ("POST", "/recommend", [], 400, "No ratings were given"),  # well formed: a person may describe themselves
     ("POST", "/recommend", {"movie": 1, "stars": 4}, 422, "must be a JSON list of ratings"),
     ("POST", "/recommend", b'[{"movie": "Toy Story", "stars": 5', 422, "The request body is not valid JSON."),
     ("POST", "/recommend", b"", 422, "must be a JSON list of ratings"),
