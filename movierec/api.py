@@ -182,7 +182,8 @@ class Model:
                                             include_seen=not filter_already_liked_items,
                                             include_unrated=include_unrated))
 
-    def recommend_new(self, ratings: Mapping[str | int, float] | Iterable[tuple[str | int, float]] = (),
+    def recommend_new(  # noqa: PLR0913 -- the Python face of `recommend --rate`: its options as keywords
+            self, ratings: Mapping[str | int, float] | Iterable[tuple[str | int, float]] = (),
                       n: int = 10, *, shrink: float | None = None, genres: Sequence[str] | str | None = None,
                       min_year: int | None = None, max_year: int | None = None, age: int | None = None,
                       gender: str | None = None, occupation: str | None = None,

@@ -257,7 +257,7 @@ def create_app(model: Served | str | None = None, *, device: Any = DEFAULT_DEVIC
         return JSONResponse(rows)
 
     @app.post("/recommend", response_model=list[Row], tags=["recommendations"])
-    async def recommend_new(
+    async def recommend_new(  # noqa: PLR0913 -- an endpoint's query parameters, as a command's options
         ratings: Annotated[list[Rating], Body(max_length=MAX_RATINGS,
                                               description="A new user's ratings (the last of a movie named twice "
                                                           "counts); may be empty when age, gender or occupation "
