@@ -38,6 +38,8 @@ def ridge_solve(gram: torch.Tensor, rhs: torch.Tensor, lam: float, tau: float, g
 class FactorModel(Recommender):
     """Users and movies as vectors plus biases around the global mean (shared by ``mf`` and ``als``)."""
 
+    mean: torch.Tensor  # a buffer (registered in __init__)
+
     def __init__(self, config: ModelConfig, n_users: int, n_items: int, rating_values: tuple[float, ...]):
         super().__init__(config, n_users, n_items, rating_values)
         d = int(config.factors)

@@ -64,6 +64,17 @@ class HybridMF(FactorModel):
     config_class = HybridConfig
     config: HybridConfig
     uses_side_information = True
+    # Registered by name in __init__ (buffers and parameters per side), declared here for the type checker.
+    user_feature_index: torch.Tensor
+    item_feature_index: torch.Tensor
+    user_feature_weight: torch.Tensor
+    item_feature_weight: torch.Tensor
+    user_feature_factors: torch.nn.Parameter
+    item_feature_factors: torch.nn.Parameter
+    user_feature_bias: torch.nn.Parameter
+    item_feature_bias: torch.nn.Parameter
+    picks_user_feature_factors: torch.Tensor
+    picks_user_intercept: torch.Tensor
 
     def __init__(self, config: HybridConfig, n_users: int, n_items: int, rating_values: tuple[float, ...]):
         super().__init__(config, n_users, n_items, rating_values)
@@ -287,5 +298,5 @@ class HybridTrainer(FactorTrainer):
 
     def finalize(self) -> None:
         # The model already holds the composed vectors of the epoch it keeps (restored, under early stopping).
-        self.batches = self.adam = self.ids = self.id_bias = self.features = self.feature_bias = None
-        self.feature_index = self.feature_weight = None
+        del self.batches, self.adam, self.ids, self.id_bias, self.features, self.feature_bias
+        del self.feature_index, self.feature_weight

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import assert_one_line_error
+from synthetic import GENRE_TASTE, GROUPS, STARS, genre_taste_archive, group_taste_archive, low_rank
 
 from movierec.data import download
 from movierec.data.features import MAX_PER_FIELD, movie_features, people_features, person_features
@@ -25,7 +26,6 @@ from movierec.loading import load, open_model, serve_unsaved
 from movierec.models import build_model
 from movierec.options import TrainOptions
 from movierec.training import fit, fit_split, train_and_save
-from tests.synthetic import GENRE_TASTE, GROUPS, STARS, genre_taste_archive, group_taste_archive, low_rank
 
 PER_GENRE = 40
 COLD = [g * PER_GENRE + 6 for g in range(len(GENRE_TASTE))]
@@ -229,7 +229,7 @@ def test_the_python_api_describes_a_newcomer_too(cli_home):
 def test_the_server_and_its_page_describe_a_newcomer(cli_home):
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
-    from test_server import Server
+    from servers import Server
 
     server = Server("--model", "hybrid")
     try:
