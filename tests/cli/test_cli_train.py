@@ -25,6 +25,7 @@ TINY = {
     "als": ["--epochs", "2", "--factors", "8"],
     "rbm": ["--epochs", "1", "--mode", "like", "--hidden", "20", "--gibbs-steps", "1", "--batch-size", "1000"],
     "autoencoder": ["--epochs", "1", "--layers", "8", "--batch-size", "2048"],
+    "hybrid": ["--epochs", "2", "--factors", "8"],
 }
 METRIC_KEYS = ["rmse", "mae", "auc", "precision@{k}", "recall@{k}", "ndcg@{k}", "hit@{k}", "map@{k}", "coverage@{k}"]
 
@@ -162,7 +163,7 @@ def test_models_lists_every_checkpoint(trained):
     result = invoke("models")
     for name in ("mf-random", "mf-temporal", *(f"{m}-tiny" for m in TINY)):
         assert name in result.stdout
-    assert "autoencoder-tiny (newest)" in result.stdout
+    assert "hybrid-tiny (newest)" in result.stdout
 
     rows = json.loads(invoke("models", "--json").stdout)
     assert [r["name"] for r in rows] == ["mf-random", "mf-temporal", *(f"{m}-tiny" for m in TINY)]
