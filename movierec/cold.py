@@ -85,11 +85,11 @@ class SideInformation:
         ``person``: their fold-ins start from the features' vectors."""
         from movierec.recommend import ListScorer
 
+        if not isinstance(scorer, ListScorer):
+            raise MovierecError(f"{self.model_name} has no picks model to rank new people's lists; retrain it.")
         index, weight = self.describe(person)
         own = (weight @ self._factors[index], np.float32(weight @ self._bias[index]))  # (d,), ()
         picks = PICKS_PRIOR * (self._intercept + weight @ self._picks[index])  # (d_picks,)
-        if not isinstance(scorer, ListScorer):
-            raise MovierecError(f"{self.model_name} has no picks model to rank new people's lists; retrain it.")
         return ListScorer(_WithPrior(scorer.own, own), _WithPrior(scorer.picks, (picks, np.float32(0.0))),
                           scorer.midpoint)
 
