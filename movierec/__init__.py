@@ -14,8 +14,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from movierec.version import __version__
 
 # The Python API (movierec/api.py), loaded on first use so that `import movierec` stays instant.
-_API = ("Model", "MovieLens", "cross_validate", "datasets", "evaluate_models", "fetch", "load", "load_dataset",
-        "model_config", "remove", "saved_models", "train")
+_API = ("Model", "MovieLens", "cross_validate", "datasets", "evaluate_models", "fetch", "import_ratings", "load",
+        "load_dataset", "model_config", "remove", "saved_models", "train")
 
 __all__ = ["__version__", *_API]
 

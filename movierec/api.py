@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from movierec.training import EpochReport
 
 # `evaluate_models` and `saved_models`, not `evaluate` and `models`: those are movierec's own modules.
-__all__ = ["Model", "MovieLens", "cross_validate", "datasets", "evaluate_models", "fetch", "load", "load_dataset",
-           "model_config", "remove", "saved_models", "train"]
+__all__ = ["Model", "MovieLens", "cross_validate", "datasets", "evaluate_models", "fetch", "import_ratings", "load",
+           "load_dataset", "model_config", "remove", "saved_models", "train"]
 
 _ROW_COLUMNS = ["rank", "movie_id", "title", "year", "genres", "score", "predicted", "because_you_liked"]
 _SIMILAR_COLUMNS = ["rank", "movie_id", "title", "year", "genres", "score"]
@@ -104,19 +104,60 @@ class MovieLens:
         return self._frame(chosen.train), self._frame(chosen.test)
 
     def _frame(self, ratings: Any) -> pd.DataFrame:
+        import numpy as np
         import pandas as pd
 
-        return pd.DataFrame({"user_id": self._data.user_ids[ratings.users],
-                             "movie_id": self._data.item_ids[ratings.items],
+        d = self._data
+
+        def ids(names: tuple[str, ...] | None, numbers: Any, index: Any) -> Any:
+            # An imported dataset's own string ids where it has them, else the (MovieLens) numbers.
+            return numbers[index] if names is None else np.asarray(names, dtype=object)[index]
+
+        return pd.DataFrame({"user_id": ids(d.user_names, d.user_ids, ratings.users),
+                             "movie_id": ids(d.item_names, d.item_ids, ratings.items),
                              "rating": ratings.ratings, "timestamp": ratings.timestamps})
 
 
-def load_dataset(name: str | None = None) -> MovieLens:
-    """A fetched release (default: the fetched one; with several, the most recently fetched)."""
+def load_dataset(source: str | Path | pd.DataFrame | None = None, *, name: str = "dataframe", **options: Any
+                 ) -> MovieLens:
+    """A fetched or imported dataset by name (default: the fetched one; with several, the most recently
+    fetched), or your own ratings read in memory from a DataFrame or a file path (CSV, TSV, Parquet) with
+    ``user``/``movieId``/``rating``/``timestamp``-like columns, called ``name``. ``options`` are
+    :func:`import_ratings`' (``movies``, ``sep``, ``user_col``, ``item_col``, ``rating_col``, ``time_col``,
+    ``scale``). Nothing is saved: pass the result (or the DataFrame) to :func:`train` as ``data=``."""
     from movierec.data.default import default_dataset
     from movierec.data.movielens import load_dataset as load
 
-    return MovieLens(load(name or default_dataset().name))
+    if source is None or isinstance(source, str):
+        if options:
+            raise MovierecError(f"{', '.join(options)} apply to a DataFrame or a file, not to a dataset's name.")
+        return MovieLens(load(source or default_dataset().name))
+    from movierec.data.importing import check_name, read_dataset
+
+    return MovieLens(read_dataset(source, name=check_name(name), **_read_options(**options)).dataset)
+
+
+def import_ratings(name: str, source: str | Path | pd.DataFrame, *, force: bool = False, **options: Any
+                   ) -> dict[str, Any]:
+    """Save your own ratings (a CSV, TSV or Parquet file, or a DataFrame) as dataset ``name``, as
+    `movierec import NAME FILE` does; every command and :func:`train` (``dataset=name``) can use it.
+    ``options``: ``movies`` (titles and genres), ``sep``, ``user_col``, ``item_col``, ``rating_col``,
+    ``time_col``, ``scale`` ("MIN,MAX[,STEP]"). Returns what was saved (users, items, ratings, scale...)."""
+    from movierec.data.importing import import_ratings as run
+
+    return run(name, source, force=force, **_read_options(**options)).to_json()
+
+
+def _read_options(*, movies: Any = None, sep: str | None = None, user_col: str | None = None,
+                  item_col: str | None = None, rating_col: str | None = None, time_col: str | None = None,
+                  scale: Any = None, **unknown: Any) -> dict[str, Any]:
+    from movierec.data.importing import Columns
+
+    if unknown:
+        raise MovierecError(f"Unknown option{'s' if len(unknown) > 1 else ''} for reading ratings: "
+                            f"{', '.join(unknown)}; the options are movies, sep, user_col, item_col, rating_col, "
+                            "time_col and scale.")
+    return {"movies": movies, "sep": sep, "columns": Columns(user_col, item_col, rating_col, time_col), "scale": scale}
 
 
 # -- models ----------------------------------------------------------------------------------------------------
@@ -289,6 +330,7 @@ def train(  # noqa: PLR0913 -- the Python face of `movierec train`: TrainOptions
     model: str,
     dataset: str | None = None,
     *,
+    data: pd.DataFrame | MovieLens | None = None,
     config: ModelConfig | Mapping[str, Any] | None = None,
     mode: str | None = None,
     split: str | None = None,
@@ -308,13 +350,32 @@ def train(  # noqa: PLR0913 -- the Python face of `movierec train`: TrainOptions
     the training ratings. ``progress`` is called after every epoch with its report (epoch, train and
     validation metrics, seconds). Without ``name`` the model is saved as ``als``, ``als-2``, ...
     ``config``: a :func:`model_config` (its class says the mode) or a dict; ``settings`` override it.
+    ``data``: your own ratings instead of a dataset's name, a DataFrame (read as :func:`load_dataset` reads
+    one) or a :func:`load_dataset` result; the model saved from them answers `recommend` and `serve`, and
+    `evaluate` once the same ratings are imported under the same name (:func:`import_ratings`).
     """
     from movierec.training import train_and_save
 
+    if dataset is not None and not isinstance(dataset, str):
+        if data is not None:
+            raise MovierecError("Give the ratings once: a dataset's name as dataset=, or your own as data=.")
+        dataset, data = None, dataset  # a DataFrame or a loaded dataset, given where a name goes
+    in_memory = None
+    if data is not None:
+        import pandas as pd
+
+        if dataset is not None:
+            raise MovierecError("Give the ratings once: a dataset's name as dataset=, or your own as data=.")
+        if isinstance(data, pd.DataFrame):
+            data = load_dataset(data)
+        if not isinstance(data, MovieLens):
+            raise MovierecError(f"data= takes a pandas DataFrame of ratings or a load_dataset() result, not a "
+                                f"{type(data).__name__}.")
+        in_memory = data._data
     options = train_options(model, dataset, config=config, mode=mode, split=split, test_fraction=test_fraction,
                             seed=seed, device=device, patience=patience, valid_fraction=valid_fraction, name=name,
                             **settings)
-    outcome = train_and_save(options, _EpochListener(progress))
+    outcome = train_and_save(options, _EpochListener(progress), data=in_memory)
     return load(str(outcome.path))
 
 

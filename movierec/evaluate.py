@@ -19,7 +19,8 @@ The protocol, for a training :class:`RatingMatrix` and the held-out test :class:
   ranked by what the model's lists are ordered by: ``rank_score`` where the model has one (a rating or like
   model with its picks model, :class:`movierec.models.picks.Ranked`), else ``score`` (training movies can
   never be recommended); the relevant movies are the user's test
-  ratings of at least ``relevance`` stars; users with no relevant test movie are skipped. Movies are
+  ratings of at least ``relevance`` stars (at most the highest stars in the data: on implicit data, where every
+  rating is 1, every test movie is relevant); users with no relevant test movie are skipped. Movies are
   ranked by the raw ``score`` (what the model knows, not the clipped stars, which would tie every movie
   predicted above the top of the scale); equal raw scores are ordered by movie index, lower first, so
   results are deterministic. precision/recall/nDCG/hit/MAP are
@@ -307,6 +308,10 @@ def evaluate(
 
     test_users = torch.nonzero(test_matrix.row_counts() > 0).flatten()  # (U,) ascending
     n_test_users = int(test_users.shape[0])
+    if test_matrix.nnz:
+        # Never above the top of the data: implicit data (every rating 1) has every test movie relevant.
+        top = max(float(test_matrix.values.max()), float(train.values.max()) if train.nnz else -math.inf)
+        relevance = min(relevance, top)
     relevant_counts = torch.zeros(test_matrix.n_rows, dtype=torch.int64, device=device)
     relevant_counts.index_add_(0, test_matrix.row_ids(), (test_matrix.values >= relevance).long())
     n_ranked = int((relevant_counts > 0).sum())

@@ -16,6 +16,7 @@ Either way the lists come from the one implementation in :mod:`movierec.recommen
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import numpy as np
 
 from movierec import checkpoint
 from movierec.data.ids import lookup_id
-from movierec.errors import MovierecError
+from movierec.errors import MovierecError, NotFound
 from movierec.kinds import ScoreKind
 from movierec.models import build_model
 from movierec.recommend import ListScorer, OwnLists
@@ -45,6 +46,8 @@ SEEN = ("seen.indptr", "seen.items", "seen.stars")
 MOVIES = ("movies.counts", "movies.title_utf8", "movies.title_offsets", "movies.year", "movies.genre_offsets",
           "movies.genre_ids")
 FACTOR_STATE = ("state.user_factors", "state.item_factors", "state.user_bias", "state.item_bias", "state.mean")
+USER_NAMES = "users.name_"
+"""The prefix of the user ids of an imported dataset whose user ids are strings (``users.name_utf8``, ...)."""
 PICKS = "picks."
 """The prefix of the picks model's arrays (:mod:`movierec.models.picks`), saved beside a rating model's."""
 
@@ -78,6 +81,7 @@ class ServingData:
             "seen.stars": stars[order],
             "movies.counts": np.bincount(items, minlength=data.n_items).astype(np.int64),
             **_movie_arrays(data),
+            **_name_arrays(USER_NAMES, data.user_names),
         }
         genres = sorted({g for gs in data.movies["genres"].reindex(data.item_ids).dropna() for g in gs})
         lists = None
@@ -113,6 +117,25 @@ def _movie_arrays(data: Dataset) -> dict[str, np.ndarray]:
         "movies.genre_offsets": np.concatenate([[0], np.cumsum([len(g) for g in genre_lists])]).astype(np.int64),
         "_genre_names": [g for gs in genre_lists for g in gs],  # turned into movies.genre_ids by the caller
     }
+
+
+def _name_arrays(prefix: str, names: Sequence[str] | None) -> dict[str, np.ndarray]:
+    """An imported dataset's string ids (by index) as UTF-8 bytes and offsets, as titles are saved; none for
+    numeric ids."""
+    if names is None:
+        return {}
+    encoded = [n.encode() for n in names]
+    return {f"{prefix}utf8": np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(),
+            f"{prefix}offsets": np.concatenate([[0], np.cumsum([len(b) for b in encoded])]).astype(np.int64)}
+
+
+def _read_names(saved: Any, prefix: str, count: int) -> list[str] | None:
+    if f"{prefix}utf8" not in saved:
+        return None
+    data, at = saved.get(f"{prefix}utf8").tobytes(), saved.get(f"{prefix}offsets")
+    if at.shape != (count + 1,) or int(at[0]) != 0 or int(at[-1]) != len(data) or bool((np.diff(at) < 0).any()):
+        raise MovierecError(f"{saved.path} is damaged (its {prefix.rstrip('.')} do not fit together).")
+    return [data[a:b].decode("utf-8", "replace") for a, b in zip(at[:-1].tolist(), at[1:].tolist())]
 
 
 def scorer_recipe(model: Recommender) -> dict[str, Any]:
@@ -349,6 +372,8 @@ class Served:
             raise MovierecError(f"{self.path} is damaged (its 'seen.items' and 'seen.stars' differ in length).")
         self.neutral: float = info.neutral
         self.user_ids = saved.get("user_ids")
+        self.user_names = _read_names(saved, USER_NAMES, meta.n_users)
+        """The users' own string ids by index (imported datasets whose user ids are strings), else None."""
         self.counts = saved.get("movies.counts")
         self.catalogue = Catalogue(meta.dataset, saved, info.genres)
         for what, ids in (("user", self.user_ids), ("movie", self.catalogue.item_ids)):
@@ -401,8 +426,21 @@ class Served:
     def close(self) -> None:
         self._saved.close()
 
-    def user_index(self, user_id: int) -> int:
-        """The index of MovieLens user ``user_id``."""
+    def user_index(self, user_id: int | str) -> int:
+        """The index of MovieLens user ``user_id``: a number, or the string an imported dataset names them by
+        (whose users also answer to the numbers 1..n that stand for those strings in the saved ids)."""
+        if self.user_names is not None and isinstance(user_id, str):
+            # Sorted: the strings were numbered 1..n in their sorted order (the numbers that stand for them).
+            pos = bisect.bisect_left(self.user_names, user_id)
+            if pos < len(self.user_names) and self.user_names[pos] == user_id:
+                return pos
+            if not user_id.strip().isdigit():
+                raise NotFound(f"User {user_id!r} is not in {self.meta.dataset}.")
+        if isinstance(user_id, str):
+            try:
+                user_id = int(user_id.strip())
+            except ValueError:
+                raise NotFound(f"User {user_id!r} is not in {self.meta.dataset}: its user ids are numbers.") from None
         return lookup_id(self.user_ids, user_id, "User", self.meta.dataset)
 
     def seen(self, user: int) -> tuple[np.ndarray, np.ndarray]:
@@ -429,7 +467,7 @@ class Served:
 
     # -- answers: the one implementation behind the CLI, the Python API and the HTTP server -----------------
     def recommend(
-        self, user: int, n: int = 10, *, genres: Sequence[str] | None = None, min_year: int | None = None,
+        self, user: int | str, n: int = 10, *, genres: Sequence[str] | None = None, min_year: int | None = None,
         max_year: int | None = None, include_seen: bool = False, include_unrated: bool = False,
     ) -> list[dict[str, Any]]:
         """Top-``n`` movies for MovieLens user ``user`` (a user of the training data), as :meth:`rows`. Movies

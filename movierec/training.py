@@ -25,7 +25,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from movierec.kinds import ScoreKind
 from movierec.models.base import Recommender
 from movierec.models.picks import Ranked
 from movierec.options import QUIET, TrainingEvents, TrainOptions
+
+if TYPE_CHECKING:
+    from movierec.data.movielens import Dataset
 
 VALID_RANK_USERS = 2000
 """Ranking models validate every epoch on a fixed seeded sample of at most this many validation users."""
@@ -238,11 +241,13 @@ class TrainOutcome:
                 "popularity": meta.popularity if tested else None, "config": meta.config}
 
 
-def train_and_save(options: TrainOptions, events: TrainingEvents = QUIET) -> TrainOutcome:
+def train_and_save(options: TrainOptions, events: TrainingEvents = QUIET, *, data: Dataset | None = None
+                   ) -> TrainOutcome:
     """Train the model ``options`` name on a fetched dataset's split and save the checkpoint: what `movierec
     train` does.
 
-    ``options.dataset`` None is the default one (:func:`movierec.data.default.default_dataset`). The
+    ``options.dataset`` None is the default one (:func:`movierec.data.default.default_dataset`); ``data``,
+    ratings already read in memory (``mr.train(data=df)``), is used as it is instead, under its own name. The
     checkpoint's ``metrics`` are the test split's, measured once after training; ``valid_metrics`` those of the
     kept epoch on the validation slice. ``events`` hears of every step (see the module docstring).
     ``split="none"`` trains on every rating: nothing is tested, and the checkpoint has no test metrics.
@@ -252,7 +257,7 @@ def train_and_save(options: TrainOptions, events: TrainingEvents = QUIET) -> Tra
 
     if options.name is not None:
         checkpoint.path_for(options.name)  # validates the name before any work
-    dataset, why = options.dataset, None
+    dataset, why = options.dataset if data is None else data.name, None
     if dataset is None:
         chosen = default_dataset()
         dataset, why = chosen.name, chosen.why
@@ -266,10 +271,11 @@ def train_and_save(options: TrainOptions, events: TrainingEvents = QUIET) -> Tra
     # is saved: a long run must not end in a failed save, nor two runs of one name overwrite each other.
     # A default name is the first free one of als, als-2, als-3...
     with checkpoint.reserve(name, fresh=fresh) as out_path:
-        return _train_reserved(options.replace(dataset=dataset, name=out_path.stem), why, out_path, events)
+        return _train_reserved(options.replace(dataset=dataset, name=out_path.stem), why, out_path, events, data)
 
 
-def _train_reserved(options: TrainOptions, why: str | None, out_path: Path, events: TrainingEvents) -> TrainOutcome:
+def _train_reserved(options: TrainOptions, why: str | None, out_path: Path, events: TrainingEvents,
+                    data: Dataset | None) -> TrainOutcome:
     """:func:`train_and_save` once the dataset is chosen and the checkpoint's name is held."""
     from movierec import checkpoint, loading
     from movierec.data.movielens import load_dataset
@@ -278,8 +284,9 @@ def _train_reserved(options: TrainOptions, why: str | None, out_path: Path, even
     from movierec.serving import ServingData
 
     torch_device = resolve_device(options.device)
-    events.step(f"Loading {options.dataset}")
-    data = load_dataset(options.dataset)
+    if data is None:
+        events.step(f"Loading {options.dataset}")
+        data = load_dataset(options.dataset)
     events.step("Splitting the ratings")
     the_split = make_split(data, options.split or default_split(data.name), seed=options.seed,
                            test_fraction=options.test_fraction)

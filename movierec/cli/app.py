@@ -9,7 +9,21 @@ from __future__ import annotations
 
 import typer
 
-from movierec.cli import clusters, cv, datasets, evaluate, export, fetch, models, plot, recommend, serve, similar, train
+from movierec.cli import (
+    clusters,
+    cv,
+    datasets,
+    evaluate,
+    export,
+    fetch,
+    importing,
+    models,
+    plot,
+    recommend,
+    serve,
+    similar,
+    train,
+)
 from movierec.cli.core import RootGroup, root
 
 app = typer.Typer(
@@ -27,6 +41,7 @@ app.callback()(root)
 
 # In the order of a session (the root group lists them so): get data, train, inspect, use.
 app.command("fetch")(fetch.fetch)
+app.command("import")(importing.import_command)
 app.command("datasets")(datasets.datasets)
 app.add_typer(train.train_app, name="train")
 app.add_typer(cv.cv_app, name="cv")
@@ -38,5 +53,5 @@ app.command("clusters")(clusters.clusters_command)
 app.command("export")(export.export_command)
 app.add_typer(plot.plot_app, name="plot")
 app.command("serve")(serve.serve_command)
-RootGroup.order = ("fetch", "datasets", "train", "cv", "models", "evaluate", "recommend", "similar", "clusters",
-                   "export", "plot", "serve")
+RootGroup.order = ("fetch", "import", "datasets", "train", "cv", "models", "evaluate", "recommend", "similar",
+                   "clusters", "export", "plot", "serve")

@@ -15,10 +15,12 @@ def datasets(
     ] = False,
     remove: Annotated[
         str | None,
-        typer.Option("--remove", metavar="NAME", help="Delete a cached dataset (archive, files, parsed cache)."),
+        typer.Option("--remove", metavar="NAME",
+                     help="Delete a cached or imported dataset (archive, files, parsed cache)."),
     ] = None,
 ) -> None:
-    """List every MovieLens release: cached or not, size on disk, users / movies / ratings, location."""
+    """List every MovieLens release: cached or not, size on disk, users / movies / ratings, location; then the
+    datasets you imported (`movierec import`)."""
     from movierec.data import download
 
     if remove is not None:
@@ -54,7 +56,9 @@ def datasets(
 
     unverified = False
     for row in rows:
-        if row.cached:
+        if row.imported:
+            cached = "[cyan]imported[/]" if row.cached else "[red]damaged[/]"
+        elif row.cached:
             cached = "[green]yes[/]" if row.verified else "[yellow]yes*[/]"
             unverified = unverified or not row.verified
         else:

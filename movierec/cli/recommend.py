@@ -13,7 +13,11 @@ from movierec.errors import MovierecError
 
 
 def recommend_command(
-    user: Annotated[int | None, typer.Option(help="MovieLens user id of a user in the training data.")] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(help="MovieLens user id of a user in the training data (or an imported dataset's own id, "
+                          "e.g. alice)."),
+    ] = None,
     top: Annotated[int, typer.Option(min=1, help="How many movies to list.")] = 10,
     rate: Annotated[
         list[str] | None,

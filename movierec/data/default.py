@@ -1,7 +1,8 @@
-"""Which dataset a command uses when the user names none: the one they fetched.
+"""Which dataset a command uses when the user names none: the one they fetched (or imported).
 
 The only fetched release, or with several the most recently fetched one, by the fetch time that
-``movierec fetch`` records in the release's folder (``download.json``). Nothing fetched is one sentence
+``movierec fetch`` records in the release's folder (``download.json``; ``import.json`` for a dataset made
+by ``movierec import``). Nothing fetched is one sentence
 saying how to fetch one.
 """
 
@@ -21,17 +22,17 @@ class DefaultDataset:
 
 def default_dataset() -> DefaultDataset:
     """The dataset commands use without ``--dataset``; raises :class:`MovierecError` when none is fetched."""
-    from movierec import paths
-    from movierec.data.download import RECORD_NAME, is_cached, read_record
+    from movierec.data.download import is_cached, read_record, record_path
+    from movierec.data.importing import imported_names
     from movierec.data.registry import DATASETS
 
     fetched = []
-    for name in DATASETS:
+    for name in (*DATASETS, *imported_names()):
         if not is_cached(name):
             continue
         record = read_record(name) or {}
         try:  # the record's date has whole seconds; the file's time orders two fetches in one second
-            mtime = (paths.dataset_dir(name) / RECORD_NAME).stat().st_mtime_ns
+            mtime = record_path(name).stat().st_mtime_ns
         except OSError:
             mtime = 0
         fetched.append((str(record.get("date", "")), mtime, name))

@@ -142,10 +142,13 @@ class DatasetStatus:
     verified: bool | None
     duplicates_dropped: int | None = None
     """Repeated ratings of a movie by the same user dropped while parsing (None until parsed)."""
+    imported: bool = False
+    """A user's own ratings, imported with `movierec import` (:mod:`movierec.data.importing`)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "imported": self.imported,
             "description": self.description,
             "cached": self.cached,
             "verified": self.verified,
@@ -242,12 +245,20 @@ def fetch(
             raise
 
 
-def read_record(name: str) -> dict[str, Any] | None:
-    """The ``download.json`` of a dataset, or None when it was never fetched (or the file is unreadable)."""
+def record_path(name: str) -> Path:
+    """Where a dataset's record is: ``download.json`` of a release, ``import.json`` of an imported dataset."""
+    from movierec.data.importing import IMPORT_RECORD
+
     info = get_dataset_info(name)
-    record_path = paths.dataset_dir(info.name) / RECORD_NAME
+    return paths.dataset_dir(info.name) / (IMPORT_RECORD if info.imported else RECORD_NAME)
+
+
+def read_record(name: str) -> dict[str, Any] | None:
+    """The ``download.json`` of a dataset (``import.json`` of an imported one), or None when it was never
+    fetched (or the file is unreadable)."""
+    record_path_ = record_path(name)
     try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
+        record = json.loads(record_path_.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
@@ -257,6 +268,10 @@ def is_cached(name: str) -> bool:
     """True when the archive was fetched and its unpacked folder is on disk (parsed or not)."""
     info = get_dataset_info(name)
     folder = paths.dataset_dir(info.name)
+    if info.imported:  # nothing but the parsed cache is kept
+        from movierec.data import movielens
+
+        return movielens.summary(info.name) is not None
     return read_record(info.name) is not None and (folder / info.folder).is_dir()
 
 
@@ -267,7 +282,7 @@ def dataset_status(name: str) -> DatasetStatus:
     info = get_dataset_info(name)
     folder = paths.dataset_dir(info.name)
     record = read_record(info.name)
-    cached = record is not None and (folder / info.folder).is_dir()
+    cached = is_cached(info.name)
     summary = movielens.summary(info.name) if cached else None
     return DatasetStatus(
         name=info.name,
@@ -278,14 +293,18 @@ def dataset_status(name: str) -> DatasetStatus:
         users=summary.users if summary else None,
         items=summary.items if summary else None,
         ratings=summary.ratings if summary else None,
-        verified=bool(record.get("verified")) if record else None,
+        verified=None if info.imported or not record else bool(record.get("verified")),
         duplicates_dropped=summary.duplicates_dropped if summary else None,
+        imported=info.imported,
     )
 
 
 def list_datasets() -> list[DatasetStatus]:
-    """:func:`dataset_status` of every release in the registry, in registry order."""
-    return [dataset_status(name) for name in DATASETS]
+    """:func:`dataset_status` of every release in the registry, in registry order, then of every imported
+    dataset by name."""
+    from movierec.data.importing import imported_names
+
+    return [dataset_status(name) for name in (*DATASETS, *imported_names())]
 
 
 def remove(name: str) -> int:

@@ -131,6 +131,11 @@ class Dataset:
     """The release's folder, ``paths.dataset_dir(name)``."""
     duplicates_dropped: int = 0
     """Ratings the release repeats for the same user and movie, dropped while parsing (the latest is kept)."""
+    user_names: tuple[str, ...] | None = None
+    """An imported dataset's own user ids when they are strings, by user index (``user_ids`` are then 1..n in
+    the strings' order); None when the ids are numbers."""
+    item_names: tuple[str, ...] | None = None
+    """The same for movie ids."""
 
     @property
     def n_users(self) -> int:
@@ -174,7 +179,10 @@ def extracted_dir(name: str) -> Path:
 
 
 def rating_scale(name: str) -> tuple[float, ...]:
-    """The star values a release uses."""
+    """The star values a release (or an imported dataset) uses."""
+    info = get_dataset_info(name)
+    if info.scale is not None:
+        return info.scale
     return INTEGER_STARS if get_dataset_info(name).name in _INTEGER_STAR_RELEASES else HALF_STARS
 
 
@@ -233,7 +241,7 @@ def load_dataset(name: str) -> Dataset:
     if meta is None and (target / META_FILE).is_file() and not extracted_dir(info.name).is_dir():
         raise MovierecError(
             f"The parsed cache of {info.name} in {target} cannot be read (its {META_FILE} is damaged or from "
-            f"another version of movierec); run `movierec fetch {info.name}` again."
+            f"another version of movierec); {_again(info)}."
         )
     if meta is not None:
         try:
@@ -242,12 +250,19 @@ def load_dataset(name: str) -> Dataset:
             if not extracted_dir(info.name).is_dir():
                 raise MovierecError(
                     f"The parsed cache of {info.name} in {target} is damaged ({_first_line(exc)}); "
-                    f"run `movierec fetch {info.name}` again."
+                    f"{_again(info)}."
                 ) from exc
             log.warning("parsed cache of %s is damaged (%s); parsing the release again", info.name, exc)
     if not extracted_dir(info.name).is_dir():
-        raise MovierecError(f"Dataset {info.name} is not fetched yet; run `movierec fetch {info.name}`.")
+        raise MovierecError(f"Dataset {info.name} is not fetched yet; {_again(info, 'run `movierec fetch {}`')}.")
     return _prepare(info.name)[1]
+
+
+def _again(info: DatasetInfo, fetch: str = "run `movierec fetch {}` again") -> str:
+    """How to get ``info``'s data back: fetch a release, import a user's file again."""
+    if info.imported:
+        return f"import it again with `movierec import {info.name} FILE --force`"
+    return fetch.format(info.name)
 
 
 def parse_release(name: str) -> Dataset:
@@ -728,6 +743,10 @@ def _write_cache(dataset: Dataset) -> None:
         _write_json(tmp / "movies.json", _movies_to_json(dataset.movies))
         if dataset.users is not None:
             _write_json(tmp / "people.json", _people_to_json(dataset.users))
+        has_names = dataset.user_names is not None or dataset.item_names is not None
+        if has_names:
+            names = (dataset.user_names, dataset.item_names)
+            _write_json(tmp / "names.json", dict(zip(("user", "movie"), (n and list(n) for n in names), strict=True)))
         meta = {
             "format": CACHE_FORMAT,
             "name": dataset.name,
@@ -738,6 +757,7 @@ def _write_cache(dataset: Dataset) -> None:
             "rating_values": list(dataset.rating_values),
             "has_users": dataset.users is not None,
             "duplicates_dropped": dataset.duplicates_dropped,
+            "names": has_names,
         }
         # meta.json last: its presence marks a complete cache.
         _write_json(tmp / META_FILE, meta)
@@ -781,6 +801,8 @@ def _read_meta(folder: Path) -> dict | None:
     if not all(_is_count(meta.get(key)) for key in ("users", "items", "ratings")):
         return None
     if not _is_count(meta.get("duplicates_dropped", 0)) or not isinstance(meta.get("has_users"), bool):
+        return None
+    if not isinstance(meta.get("names", False), bool):
         return None
     fingerprint, values = meta.get("fingerprint"), meta.get("rating_values")
     if not isinstance(fingerprint, str) or len(fingerprint) != 64:
@@ -887,6 +909,14 @@ def _load_cache(name: str, folder: Path, meta: dict) -> Dataset:
             },
             index=pd.Index(np.asarray(p["user_id"], dtype=np.int64), name="user_id"),
         )
+    names: dict = {"user": None, "movie": None}
+    if meta.get("names"):
+        with open(folder / "names.json", encoding="utf-8") as f:
+            names = json.load(f)
+        for key, count in (("user", n_users), ("movie", n_items)):
+            listed = names.get(key)
+            if listed is not None and (len(listed) != count or not all(isinstance(x, str) for x in listed)):
+                raise _DamagedCache(f"names.json does not name every {key} once")
     ratings = Ratings(
         arrays["users"], arrays["items"], arrays["ratings"], arrays["timestamps"], n_users, n_items
     )
@@ -901,6 +931,8 @@ def _load_cache(name: str, folder: Path, meta: dict) -> Dataset:
         rating_values=scale,
         path=paths.dataset_dir(name),
         duplicates_dropped=int(meta.get("duplicates_dropped", 0)),
+        user_names=None if names.get("user") is None else tuple(names["user"]),
+        item_names=None if names.get("movie") is None else tuple(names["movie"]),
     )
 
 

@@ -24,6 +24,13 @@ class DatasetInfo:
     sha256: str | None = None
     changes: bool = False
     """Re-published over time (``ml-latest*``): checked against ``NAME.zip.md5`` published beside it."""
+    scale: tuple[float, ...] | None = None
+    """The star values of an imported dataset (:mod:`movierec.data.importing`); None for a release."""
+
+    @property
+    def imported(self) -> bool:
+        """A user's own ratings file imported with `movierec import`, not a GroupLens release."""
+        return self.layout == IMPORTED_LAYOUT
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -45,6 +52,9 @@ class DatasetInfo:
         return bool(self.md5 or self.sha256)
 
 
+IMPORTED_LAYOUT = "imported"
+"""The layout of a dataset made by `movierec import`: only its parsed cache is on disk."""
+
 OFFICIAL_SPLITS: dict[str, tuple[str, ...]] = {
     "ml-100k": ("u1", "u2", "u3", "u4", "u5", "ua", "ub"),
 }
@@ -59,6 +69,7 @@ LAYOUT_FILES: dict[str, tuple[str, ...]] = {
     + tuple(f"{split}.{part}" for split in OFFICIAL_SPLITS["ml-100k"] for part in ("base", "test")),
     "dat": ("ratings.dat", "movies.dat", "users.dat"),
     "csv": ("ratings.csv", "movies.csv"),
+    IMPORTED_LAYOUT: (),
 }
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -105,8 +116,15 @@ DATASETS: dict[str, DatasetInfo] = {
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
-    """The registry entry for ``name``; an unknown name lists the valid ones."""
+    """The registry entry for ``name``, a release or a dataset imported on this machine; an unknown name lists
+    the valid ones."""
+    from movierec.data import importing
+
     key = name.strip().lower()
-    if key not in DATASETS:
-        raise MovierecError(f"Unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}.")
-    return DATASETS[key]
+    if key in DATASETS:
+        return DATASETS[key]
+    info = importing.imported_info(key)
+    if info is None:
+        names = [*DATASETS, *importing.imported_names()]
+        raise MovierecError(f"Unknown dataset {name!r}; choose one of: {', '.join(names)}.")
+    return info

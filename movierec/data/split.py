@@ -56,14 +56,18 @@ class Split:
 def valid_splits(dataset_name: str) -> tuple[str, ...]:
     """The split names that apply to ``dataset_name``: its official ones, then random and temporal, then
     :data:`NO_TEST_SPLIT`."""
-    info = get_dataset_info(dataset_name)
-    return OFFICIAL_SPLITS.get(info.name, ()) + GENERATED_SPLITS + (NO_TEST_SPLIT,)
+    return OFFICIAL_SPLITS.get(_key(dataset_name), ()) + GENERATED_SPLITS + (NO_TEST_SPLIT,)
 
 
 def default_split(dataset_name: str) -> str:
     """The split results are reported on: ``u1`` for ml-100k (as in the literature), else ``random``."""
-    info = get_dataset_info(dataset_name)
-    return "u1" if info.name == "ml-100k" else "random"
+    return "u1" if _key(dataset_name) == "ml-100k" else "random"
+
+
+def _key(dataset_name: str) -> str:
+    # Only releases have official splits; any other name (imported, or ratings held in memory) has none, and
+    # need not be on disk to be split.
+    return dataset_name.strip().lower()
 
 
 def make_split(dataset: Dataset, name: str, seed: int = 0, test_fraction: float = 0.1) -> Split:
@@ -106,7 +110,7 @@ def make_split(dataset: Dataset, name: str, seed: int = 0, test_fraction: float 
 
 def official_folds(dataset_name: str) -> tuple[str, ...]:
     """The official cross-validation folds of ``dataset_name`` (u1..u5 for ml-100k), else ()."""
-    return OFFICIAL_FOLDS.get(get_dataset_info(dataset_name).name, ())
+    return OFFICIAL_FOLDS.get(_key(dataset_name), ())
 
 
 def fold_of_ratings(n: int, folds: int, seed: int = 0) -> np.ndarray:

@@ -98,7 +98,20 @@ def build_model(
         cfg = cls.config_class.from_dict(dict(config or {}))
     except (TypeError, ValueError) as exc:
         raise MovierecError(f"Invalid {name} settings: {exc}.") from None
-    return cls(cfg, n_users, n_items, rating_values)
+    implicit = len(rating_values) < 2  # an import without stars: every rating is 1
+    try:
+        model = cls(cfg, n_users, n_items, rating_values)
+    except MovierecError:
+        if not implicit:
+            raise
+        model = None  # a like model finds no threshold on a one-value scale
+    if implicit and (model is None or model.kind != "rank"):
+        # Nothing to predict or to like more or less when every rating is the same.
+        raise MovierecError(
+            f"{name} --mode {mode} learns from stars, and this dataset has none (every rating is 1); "
+            "train `als --mode implicit` on it instead."
+        )
+    return model
 
 
 def scaled_defaults(

@@ -11,8 +11,9 @@ from movierec.cli import app
 from movierec.cli.core import first_sentence
 from movierec.models import MODELS, model_classes
 
-COMMANDS = [[], ["train"], *[["train", m] for m in MODELS], ["fetch"], ["datasets"], ["models"], ["evaluate"],
-            ["recommend"], ["similar"], ["clusters"], ["plot"], ["plot", "curves"], ["plot", "map"], ["serve"]]
+COMMANDS = [[], ["train"], *[["train", m] for m in MODELS], ["fetch"], ["import"], ["datasets"], ["models"],
+            ["evaluate"], ["recommend"], ["similar"], ["clusters"], ["plot"], ["plot", "curves"], ["plot", "map"],
+            ["serve"]]
 
 
 def _help(width: int, path: list[str]) -> str:
