@@ -58,7 +58,14 @@ from movierec.checkpoint.files import (
     scan_checkpoints,
     write,
 )
-from movierec.checkpoint.meta import MAX_NAME, CheckpointMeta, check_arrays, current_meta, meta_from_dict
+from movierec.checkpoint.meta import (
+    MAX_NAME,
+    CheckpointMeta,
+    check_arrays,
+    current_meta,
+    meta_from_dict,
+    plain_name,
+)
 from movierec.checkpoint.names import (
     STALE_SECONDS,
     SUFFIX,
@@ -70,7 +77,7 @@ from movierec.checkpoint.names import (
 )
 
 __all__ = [
-    "FORMAT", "FORMAT_VERSION", "LEGACY_VERSION", "MAX_HEADER", "MAX_NAME", "STALE_SECONDS", "SUFFIX",
+    "FORMAT", "FORMAT_VERSION", "LEGACY_VERSION", "MAX_HEADER", "MAX_NAME", "plain_name", "STALE_SECONDS", "SUFFIX",
     "CheckpointMeta", "LegacyCheckpoint", "SavedFile", "check_arrays", "clean_temporaries", "current_meta",
     "default_name", "describe", "is_legacy", "list_checkpoints", "meta_from_dict", "open_file", "path_for",
     "read_all", "read_meta", "remove", "reserve", "resolve", "save", "saved_names", "scan_checkpoints", "write",

@@ -30,6 +30,12 @@ MAX_NAME = 150
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
+def plain_name(name: str) -> bool:
+    """Whether ``name`` can name a saved model or an imported dataset: letters, digits, '.', '_' and '-', not
+    starting with a symbol (no path), at most :data:`MAX_NAME` characters."""
+    return bool(_NAME_OK.match(name)) and len(name) <= MAX_NAME
+
+
 @dataclass(frozen=True)
 class CheckpointMeta:
     """Everything about a trained model except its tensors; JSON-able."""

@@ -139,11 +139,11 @@ class ImportSummary:
 def check_name(name: str) -> str:
     """``name`` as an imported dataset is called (lowercase, as release names are): valid like a model name
     and not a release's name."""
-    from movierec.checkpoint import _NAME_OK, MAX_NAME
+    from movierec.checkpoint import MAX_NAME, plain_name
     from movierec.data.registry import DATASETS
 
     key = name.strip().lower()
-    if not _NAME_OK.match(key) or len(key) > MAX_NAME:
+    if not plain_name(key):
         raise MovierecError(
             f"Invalid dataset name {name!r}: use letters, digits, '.', '_' and '-' (no path), at most {MAX_NAME}."
         )
@@ -153,10 +153,10 @@ def check_name(name: str) -> str:
 
 
 def _plausible_name(key: str) -> bool:
-    from movierec.checkpoint import _NAME_OK, MAX_NAME
+    from movierec.checkpoint import plain_name
     from movierec.data.registry import DATASETS
 
-    return bool(_NAME_OK.match(key)) and len(key) <= MAX_NAME and key not in DATASETS
+    return plain_name(key) and key not in DATASETS
 
 
 def read_import_record(key: str) -> dict[str, Any] | None:
@@ -480,7 +480,7 @@ def _read_text(
     if len(set(names)) != len(names):
         where.fail(None, f"names a column twice in its header {_shown(header)}")
     dtypes: dict[str, Any] = {n: str for n in names}
-    numeric = {picked["rating"]: np.float64}
+    numeric: dict[str | None, Any] = {picked["rating"]: np.float64}
     for key in ("user", "item", "time"):
         if picked[key] is not None:
             numeric[picked[key]] = np.int64
@@ -751,6 +751,7 @@ def import_ratings(
     imported = read_dataset(source, name=key, sep=sep, columns=columns, scale=scale, movies=movies,
                             progress=progress)
     data = imported.dataset
+    origin = str(Path(source).resolve()) if not _is_frame(source) else "a DataFrame"
     say("Saving the parsed ratings")
     with download._locked(key, wait=True):
         existing()
@@ -759,7 +760,7 @@ def import_ratings(
             movielens._write_cache(dataclasses.replace(data, path=tmp))
             record = {
                 "format": RECORD_FORMAT, "name": key, "description": f"ratings imported from {imported.source}",
-                "source": str(Path(source).resolve()) if not _is_frame(source) else "a DataFrame",
+                "source": origin,
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "columns": imported.columns,
                 "sep": imported.sep, "scale": list(data.rating_values), "scale_note": imported.scale_note,
                 "implicit": imported.implicit,
@@ -772,7 +773,7 @@ def import_ratings(
     strings = tuple(what for what, names in (("user", data.user_names), ("movie", data.item_names)) if names)
     return ImportSummary(
         key, data.n_users, data.n_items, len(data.ratings), data.rating_values, imported.scale_note,
-        imported.implicit, strings, data.duplicates_dropped, imported.columns, record["source"], target,
+        imported.implicit, strings, data.duplicates_dropped, imported.columns, origin, target,
         download.disk_usage(target),
     )
 

@@ -105,7 +105,7 @@ def build_model(
         if not implicit:
             raise
         model = None  # a like model finds no threshold on a one-value scale
-    if implicit and (model is None or model.kind != "rank"):
+    if model is None or (implicit and model.kind != "rank"):  # None: only ever on an implicit dataset
         # Nothing to predict or to like more or less when every rating is the same.
         raise MovierecError(
             f"{name} --mode {mode} learns from stars, and this dataset has none (every rating is 1); "
