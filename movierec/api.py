@@ -132,7 +132,8 @@ def load_dataset(source: str | Path | pd.DataFrame | None = None, *, name: str =
         if options:
             raise MovierecError(f"{', '.join(options)} apply to a DataFrame or a file, not to a dataset's name.")
         return MovieLens(load(source or default_dataset().name))
-    from movierec.data.importing import check_name, read_dataset
+    from movierec.data.catalog import check_name
+    from movierec.data.importing import read_dataset
 
     return MovieLens(read_dataset(source, name=check_name(name), **_read_options(**options)).dataset)
 
@@ -433,7 +434,7 @@ def remove(name: str) -> None:
     checkpoint.remove(name)
 
 
-def evaluate_models(names: Sequence[str] | str | None = None, *, k: int = 10, relevance: float = 4.0,
+def evaluate_models(names: Sequence[str] | str | None = None, *, k: int = 10, relevance: float | None = None,
              device: str = DEFAULT_DEVICE, baselines: bool = True) -> pd.DataFrame:
     """Rating and ranking metrics of saved models on their test splits, next to the baselines of each split
     (`movierec evaluate`): one row per model. ``names``: saved names or model names (the newest of that

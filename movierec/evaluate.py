@@ -19,8 +19,9 @@ The protocol, for a training :class:`RatingMatrix` and the held-out test :class:
   ranked by what the model's lists are ordered by: ``rank_score`` where the model has one (a rating or like
   model with its picks model, :class:`movierec.models.picks.Ranked`), else ``score`` (training movies can
   never be recommended); the relevant movies are the user's test
-  ratings of at least ``relevance`` stars (at most the highest stars in the data: on implicit data, where every
-  rating is 1, every test movie is relevant); users with no relevant test movie are skipped. Movies are
+  ratings of at least ``relevance`` stars (by default :data:`RELEVANCE`, or the highest stars in the data where
+  those are fewer: on data without stars, where every rating is 1, every test movie is relevant); users with no
+  relevant test movie are skipped. Movies are
   ranked by the raw ``score`` (what the model knows, not the clipped stars, which would tie every movie
   predicted above the top of the scale); equal raw scores are ordered by movie index, lower first, so
   results are deterministic. precision/recall/nDCG/hit/MAP are
@@ -271,12 +272,23 @@ def batch_size_for(n_items: int) -> int:
     return max(1, min(4096, SCORE_BLOCK // max(1, n_items)))
 
 
+RELEVANCE = 4.0
+"""Stars that make a held-out rating relevant when no threshold is given."""
+
+
+def default_relevance(train: RatingMatrix, test: RatingMatrix) -> float:
+    """:data:`RELEVANCE`, or the highest stars in ``train`` and ``test`` where those are fewer: on data without
+    stars (every rating 1) every held-out movie is relevant."""
+    top = max((float(m.values.max()) for m in (train, test) if m.nnz), default=RELEVANCE)
+    return min(RELEVANCE, top)
+
+
 def evaluate(
     model: Scorer,
     train: RatingMatrix,
     test: Ratings,
     k: int = 10,
-    relevance: float = 4.0,
+    relevance: float | None = None,
     like_threshold: float = 3.0,
     batch_users: int | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -308,10 +320,8 @@ def evaluate(
 
     test_users = torch.nonzero(test_matrix.row_counts() > 0).flatten()  # (U,) ascending
     n_test_users = int(test_users.shape[0])
-    if test_matrix.nnz:
-        # Never above the top of the data: implicit data (every rating 1) has every test movie relevant.
-        top = max(float(test_matrix.values.max()), float(train.values.max()) if train.nnz else -math.inf)
-        relevance = min(relevance, top)
+    if relevance is None:
+        relevance = default_relevance(train, test_matrix)
     relevant_counts = torch.zeros(test_matrix.n_rows, dtype=torch.int64, device=device)
     relevant_counts.index_add_(0, test_matrix.row_ids(), (test_matrix.values >= relevance).long())
     n_ranked = int((relevant_counts > 0).sum())
@@ -450,7 +460,7 @@ def evaluate_checkpoints(
     names: list[str] | None = None,
     *,
     k: int = 10,
-    relevance: float = 4.0,
+    relevance: float | None = None,
     device: torch.device | str = "cpu",
     baselines: bool = True,
     batch_users: int | None = None,

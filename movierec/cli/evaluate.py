@@ -37,8 +37,10 @@ def evaluate_command(
         int, typer.Option("--cutoff", min=1, help="Length of the ranked lists (the K of P@K, NDCG@K...).")
     ] = 10,
     relevance: Annotated[
-        float, typer.Option(help="Held-out ratings with at least this many stars are relevant.")
-    ] = 4.0,
+        float | None,
+        typer.Option(help="Held-out ratings with at least this many stars are relevant (default 4, or the top "
+                          "of the scale where it is lower: on data without stars every held-out movie is)."),
+    ] = None,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = DEFAULT_DEVICE,
     json_output: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
     csv_output: Annotated[bool, typer.Option("--csv", help="Print the rows as CSV.")] = False,

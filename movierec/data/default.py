@@ -22,8 +22,8 @@ class DefaultDataset:
 
 def default_dataset() -> DefaultDataset:
     """The dataset commands use without ``--dataset``; raises :class:`MovierecError` when none is fetched."""
+    from movierec.data.catalog import imported_names
     from movierec.data.download import is_cached, read_record, record_path
-    from movierec.data.importing import imported_names
     from movierec.data.registry import DATASETS
 
     fetched = []

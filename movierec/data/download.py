@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
 
 from movierec import paths
-from movierec.data.registry import BASE_URL, DATASETS, DatasetInfo, get_dataset_info
+from movierec.data.catalog import IMPORT_RECORD, get_dataset_info, imported_names
+from movierec.data.registry import BASE_URL, DATASETS, DatasetInfo
 from movierec.errors import MovierecError
 from movierec.version import __version__
 
@@ -247,7 +248,6 @@ def fetch(
 
 def record_path(name: str) -> Path:
     """Where a dataset's record is: ``download.json`` of a release, ``import.json`` of an imported dataset."""
-    from movierec.data.importing import IMPORT_RECORD
 
     info = get_dataset_info(name)
     return paths.dataset_dir(info.name) / (IMPORT_RECORD if info.imported else RECORD_NAME)
@@ -302,7 +302,6 @@ def dataset_status(name: str) -> DatasetStatus:
 def list_datasets() -> list[DatasetStatus]:
     """:func:`dataset_status` of every release in the registry, in registry order, then of every imported
     dataset by name."""
-    from movierec.data.importing import imported_names
 
     return [dataset_status(name) for name in (*DATASETS, *imported_names())]
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from movierec import paths
+from movierec.data.catalog import IMPORT_RECORD, MAX_SCALE_VALUES, RECORD_FORMAT, check_name, read_import_record
 from movierec.errors import MovierecError
 
 if TYPE_CHECKING:
@@ -48,17 +48,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from movierec.data.movielens import Dataset
-    from movierec.data.registry import DatasetInfo
 
 log = logging.getLogger(__name__)
 
-IMPORT_RECORD = "import.json"
-RECORD_FORMAT = 1
-
 IMPLICIT_SCALE: tuple[float, ...] = (1.0,)
 """The scale of data without stars: every rating is 1."""
-MAX_SCALE_VALUES = 101
-"""Most distinct star values a scale may have (0-100 in steps of 1); more is a score, not stars."""
 MAX_ID_CHARS = 256
 """Longest string id accepted: a longer one is a damaged file or a wrong column, not an id."""
 MAX_TITLE_CHARS = 1000
@@ -133,69 +127,6 @@ class ImportSummary:
             "string_ids": list(self.string_ids), "duplicates_dropped": self.duplicates_dropped,
             "columns": self.columns, "source": self.source, "path": str(self.path), "size_bytes": self.size_bytes,
         }
-
-
-# -- names --------------------------------------------------------------------------------------------------
-def check_name(name: str) -> str:
-    """``name`` as an imported dataset is called (lowercase, as release names are): valid like a model name
-    and not a release's name."""
-    from movierec.checkpoint import MAX_NAME, plain_name
-    from movierec.data.registry import DATASETS
-
-    key = name.strip().lower()
-    if not plain_name(key):
-        raise MovierecError(
-            f"Invalid dataset name {name!r}: use letters, digits, '.', '_' and '-' (no path), at most {MAX_NAME}."
-        )
-    if key in DATASETS:
-        raise MovierecError(f"{key} is a MovieLens release; give your ratings another name.")
-    return key
-
-
-def _plausible_name(key: str) -> bool:
-    from movierec.checkpoint import plain_name
-    from movierec.data.registry import DATASETS
-
-    return plain_name(key) and key not in DATASETS
-
-
-def read_import_record(key: str) -> dict[str, Any] | None:
-    """The ``import.json`` of imported dataset ``key`` (lowercase), or None when there is none that reads."""
-    if not _plausible_name(key):
-        return None
-    try:
-        record = json.loads((paths.dataset_dir(key) / IMPORT_RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT or record.get("name") != key:
-        return None
-    scale = record.get("scale")
-    if (not isinstance(scale, list) or not 1 <= len(scale) <= MAX_SCALE_VALUES
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in scale)
-            or any(a >= b for a, b in zip(scale, scale[1:]))):
-        return None
-    return record
-
-
-def imported_info(key: str) -> DatasetInfo | None:
-    """The registry entry of imported dataset ``key`` (lowercase), or None when no such import is on disk."""
-    from movierec.data.registry import IMPORTED_LAYOUT, DatasetInfo
-
-    record = read_import_record(key)
-    if record is None:
-        return None
-    description = str(record.get("description", "imported ratings"))
-    # folder "parsed": an imported dataset has nothing extracted, and its parsed cache is all there is.
-    return DatasetInfo(key, "parsed", IMPORTED_LAYOUT, description, scale=tuple(float(v) for v in record["scale"]))
-
-
-def imported_names() -> list[str]:
-    """Every dataset imported on this machine, by name."""
-    try:
-        folders = sorted(p.name for p in paths.datasets_dir().iterdir() if not p.name.startswith("."))
-    except OSError:
-        return []
-    return [name for name in folders if read_import_record(name) is not None]
 
 
 # -- the star scale -----------------------------------------------------------------------------------------

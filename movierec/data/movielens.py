@@ -30,8 +30,9 @@ import numpy as np
 import pandas as pd
 
 from movierec import paths
+from movierec.data.catalog import get_dataset_info
 from movierec.data.ids import lookup_id
-from movierec.data.registry import DatasetInfo, get_dataset_info
+from movierec.data.registry import DatasetInfo
 from movierec.errors import MovierecError
 
 if TYPE_CHECKING:

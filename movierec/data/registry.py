@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from movierec.errors import MovierecError
-
 BASE_URL = "https://files.grouplens.org/datasets/movielens"
 
 
@@ -113,18 +111,3 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
     )
 }
-
-
-def get_dataset_info(name: str) -> DatasetInfo:
-    """The registry entry for ``name``, a release or a dataset imported on this machine; an unknown name lists
-    the valid ones."""
-    from movierec.data import importing
-
-    key = name.strip().lower()
-    if key in DATASETS:
-        return DATASETS[key]
-    info = importing.imported_info(key)
-    if info is None:
-        names = [*DATASETS, *importing.imported_names()]
-        raise MovierecError(f"Unknown dataset {name!r}; choose one of: {', '.join(names)}.")
-    return info

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from movierec.data.catalog import get_dataset_info
 from movierec.data.movielens import Dataset, read_ratings_file
 from movierec.data.ratings import Ratings
-from movierec.data.registry import NO_TEST_SPLIT, OFFICIAL_SPLITS, get_dataset_info
+from movierec.data.registry import NO_TEST_SPLIT, OFFICIAL_SPLITS
 from movierec.errors import MovierecError
 
 SPLIT_NAMES: dict[str, str] = {
