@@ -11,13 +11,14 @@ import os
 # torch, for the command line and library users alike. A user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from movierec.errors import MovierecError, NotFound
 from movierec.version import __version__
 
 # The Python API (movierec/api.py), loaded on first use so that `import movierec` stays instant.
-_API = ("Model", "MovieLens", "cross_validate", "datasets", "evaluate_models", "fetch", "import_ratings", "load",
-        "load_dataset", "model_config", "remove", "saved_models", "train")
+_API = ("Model", "MovieLens", "cross_validate", "datasets", "evaluate_models", "fetch", "fit", "import_ratings",
+        "load", "load_dataset", "model_config", "remove", "saved_models", "train")
 
-__all__ = ["__version__", *_API]
+__all__ = ["MovierecError", "NotFound", "__version__", *_API]
 
 
 def __getattr__(name: str) -> object:

@@ -27,16 +27,17 @@ from movierec.errors import MovierecError
 from movierec.options import DEFAULT_TEST_FRACTION, TrainingEvents, TrainOptions
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from movierec.data.movielens import Dataset
     from movierec.models.base import ModelConfig
     from movierec.serving import Served
-    from movierec.training import EpochReport
+    from movierec.training import EpochReport, Fitted
 
 # `evaluate_models` and `saved_models`, not `evaluate` and `models`: those are movierec's own modules.
-__all__ = ["Model", "MovieLens", "cross_validate", "datasets", "evaluate_models", "fetch", "import_ratings", "load",
-           "load_dataset", "model_config", "remove", "saved_models", "train"]
+__all__ = ["Model", "MovieLens", "cross_validate", "datasets", "evaluate_models", "fetch", "fit", "import_ratings",
+           "load", "load_dataset", "model_config", "remove", "saved_models", "train"]
 
 _ROW_COLUMNS = ["rank", "movie_id", "title", "year", "genres", "score", "predicted", "because_you_liked"]
 _SIMILAR_COLUMNS = ["rank", "movie_id", "title", "year", "genres", "score"]
@@ -169,8 +170,9 @@ class Model:
     Movies are titles (forgiving about case, punctuation and the year: "star wars") or MovieLens ids.
     """
 
-    def __init__(self, served: Served):
+    def __init__(self, served: Served, fitted: Fitted | None = None):
         self._served = served
+        self._fitted = fitted  # a model trained by :func:`fit`, not saved yet
 
     def __repr__(self) -> str:
         m = self._served.meta
@@ -189,6 +191,28 @@ class Model:
     @property
     def name(self) -> str:
         return self._served.meta.name
+
+    @property
+    def saved(self) -> bool:
+        """Whether the model is saved (:func:`load`, :func:`train`, :meth:`save`), not only in memory (:func:`fit`)."""
+        return self._fitted is None
+
+    def save(self, name: str | None = None) -> Model:
+        """Save a model trained by :func:`fit` as ``name`` (default: the model's, ``als``, ``als-2``...), as
+        :func:`train` would have, and return it loaded from there; the in-memory model keeps answering."""
+        from movierec import checkpoint
+
+        if self._fitted is None:
+            raise MovierecError(f"{self.name} is already saved; a model from mr.fit() is the one to save.")
+        meta = self._fitted.meta
+        fresh = name is None
+        if fresh:
+            from movierec.models import model_entry
+
+            name = checkpoint.default_name(meta.model, meta.mode, model_entry(meta.model).default_mode)
+        with checkpoint.reserve(str(name), fresh=fresh) as path:
+            self._fitted.save(path)
+        return load(str(path))
 
     @property
     def info(self) -> dict[str, Any]:
@@ -211,18 +235,42 @@ class Model:
                               **{f"valid_{k}": v for k, v in (h.get("valid") or {}).items()},
                               "seconds": h["seconds"]} for h in self._served.meta.history])
 
-    def recommend(self, user: int, n: int = 10, *, filter_already_liked_items: bool = True,
-                  genres: Sequence[str] | str | None = None, min_year: int | None = None,
-                  max_year: int | None = None, include_unrated: bool = False) -> pd.DataFrame:
+    def recommend(  # noqa: PLR0913 -- the Python face of `recommend --user`: its options as keywords
+            self, user: int | str | Iterable[int | str], n: int = 10, *, filter_already_liked_items: bool = True,
+            genres: Sequence[str] | str | None = None, min_year: int | None = None, max_year: int | None = None,
+            include_unrated: bool = False, as_arrays: bool = False) -> Any:
         """Top-``n`` movies for MovieLens user ``user`` (one of the training data), leaving out the movies they
         rated unless ``filter_already_liked_items=False``: ``rank``, ``movie_id``, ``title``, ``year``,
         ``genres``, ``score`` (what the list is ordered by: P(picked and liked) for rating and like models),
         ``predicted`` (the model's own stars or P(liked); None for top-N models), ``because_you_liked``.
         Filters: any of ``genres``, released within the years. Movies without training ratings are listed
-        only with ``include_unrated`` (models that know movies by their features: ``hybrid``)."""
-        return _rows(self._served.recommend(user, n, genres=genres, min_year=min_year, max_year=max_year,
-                                            include_seen=not filter_already_liked_items,
-                                            include_unrated=include_unrated))
+        only with ``include_unrated`` (models that know movies by their features: ``hybrid``).
+
+        ``user`` may be many users (a list, an array or a Series of ids): one frame of every list, a
+        ``user_id`` column first and no ``because_you_liked``, scored a batch of users at a time. With
+        ``as_arrays``: numpy arrays ``(movie_ids, scores)``, (n,) for one user or (users, n) for many, padded
+        with -1 and NaN where fewer than ``n`` movies may be listed (implicit's ``recommend``)."""
+        served = self._served
+        if not as_arrays and (isinstance(user, (str, int)) or _is_integer(user)):
+            return _rows(served.recommend(user, n, genres=genres, min_year=min_year, max_year=max_year,
+                                          include_seen=not filter_already_liked_items,
+                                          include_unrated=include_unrated))
+        import numpy as np
+
+        from movierec import batch
+
+        index = batch.user_indices(served, user)
+        allowed = served.allowed_movies(genres, min_year, max_year, include_unrated)
+        parts = list(batch.lists(served, index, n, include_seen=not filter_already_liked_items, allowed=allowed))
+        items = np.concatenate([b.items for b in parts]) if parts else np.zeros((0, n), dtype=np.int64)
+        scores = np.concatenate([b.scores for b in parts]) if parts else np.zeros((0, n), dtype=np.float32)
+        if as_arrays:
+            ids = np.where(items >= 0, np.asarray(served.catalogue.item_ids)[items.clip(0)], -1)
+            single = np.ndim(user) == 0
+            return (ids[0], scores[0]) if single else (ids, scores)
+        predicted = (None if not parts or parts[0].predicted is None
+                     else np.concatenate([b.predicted for b in parts if b.predicted is not None]))
+        return _batch_rows(served, index, items, scores, predicted)
 
     def recommend_new(  # noqa: PLR0913 -- the Python face of `recommend --rate`: its options as keywords
             self, ratings: Mapping[str | int, float] | Iterable[tuple[str | int, float]] = (),
@@ -250,16 +298,74 @@ class Model:
         among those with at least ``min_ratings`` training ratings."""
         return _rows(self._served.similar(movie, n, min_ratings=min_ratings)["similar"], _SIMILAR_COLUMNS)
 
-    def predict(self, user: int, movie: str | int) -> float:
+    def predict(self, user: Any, movie: Any) -> Any:
         """What the model says of MovieLens user ``user`` and ``movie``: stars (clipped to the scale) for rating
-        models, P(liked) for like/dislike models, a score that only orders movies for top-N models."""
+        models, P(liked) for like/dislike models, a score that only orders movies for top-N models. A float for
+        one pair; for lists (or arrays) of users and movies, pair by pair, a numpy array (one user or one movie
+        goes with every one of the other)."""
         import numpy as np
 
-        from movierec.kinds import score_kind
+        from movierec import batch
 
         served = self._served
-        score = served.scorer.scores(served.user_index(user))[served.find(movie)]
-        return float(score_kind(served.scorer.kind).on_scale(np.float64(score), *served.scorer.rating_range))
+        users, movies = batch.user_indices(served, user), batch.movie_indices(served, movie)
+        one = np.ndim(user) == 0 and np.ndim(movie) == 0 and not isinstance(movie, (list, tuple))
+        if users.size == 1 and movies.size != 1:
+            users = np.repeat(users, movies.size)
+        elif movies.size == 1 and users.size != 1:
+            movies = np.repeat(movies, users.size)
+        values = batch.predict(served, users, movies)
+        return float(values[0]) if one else values
+
+    def predict_frame(self, ratings: pd.DataFrame, *, user_col: str = "user_id", movie_col: str = "movie_id",
+                      column: str = "prediction") -> pd.DataFrame:
+        """``ratings`` (a DataFrame with a user and a movie column, such as :meth:`MovieLens.split`'s test
+        frame) with the model's :meth:`predict` of each row added as ``column``."""
+        import pandas as pd
+
+        if not isinstance(ratings, pd.DataFrame):
+            raise MovierecError(f"predict_frame takes a pandas DataFrame, not a {type(ratings).__name__}.")
+        missing = [c for c in (user_col, movie_col) if c not in ratings.columns]
+        if missing:
+            raise MovierecError(f"The frame has no {missing[0]!r} column; its columns are "
+                                f"{', '.join(map(str, ratings.columns))}.")
+        out = ratings.copy()
+        out[column] = self.predict(ratings[user_col].to_numpy(), ratings[movie_col].to_numpy()) if len(out) else []
+        return out
+
+    def factors(self) -> dict[str, Any]:
+        """A factor model's (mf, als, hybrid) learned arrays in numpy: ``user_ids`` and ``item_ids`` (the MovieLens
+        id of each row), ``user_factors`` (users, d), ``item_factors`` (movies, d), ``user_bias``, ``item_bias``
+        and ``mean``; a rating model's score is ``user_factors[u] @ item_factors[i] + user_bias[u] +
+        item_bias[i] + mean``."""
+        import numpy as np
+
+        return {"user_ids": np.asarray(self._served.user_ids), "item_ids": np.asarray(self._served.catalogue.item_ids),
+                **self._served.factors()}
+
+    @property
+    def user_factors(self) -> np.ndarray:
+        """Every user's learned vector, (users, d), row ``i`` for MovieLens user ``user_ids[i]``."""
+        return self._served.factors()["user_factors"]
+
+    @property
+    def item_factors(self) -> np.ndarray:
+        """Every movie's learned vector, (movies, d), row ``i`` for MovieLens movie ``item_ids[i]``."""
+        return self._served.factors()["item_factors"]
+
+    @property
+    def user_ids(self) -> np.ndarray:
+        """The MovieLens ids of the model's users, in the order of its rows (ascending)."""
+        import numpy as np
+
+        return np.asarray(self._served.user_ids)
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        """The MovieLens ids of the model's movies, in the order of its rows (ascending)."""
+        import numpy as np
+
+        return np.asarray(self._served.catalogue.item_ids)
 
     def search(self, query: str, n: int = 10) -> pd.DataFrame:
         """Movies whose titles match ``query`` as it is typed ("star wa"), best-known first, with ``ratings``
@@ -305,6 +411,35 @@ def _rows(rows: list[dict[str, Any]], columns: list[str] = _ROW_COLUMNS) -> pd.D
     import pandas as pd
 
     frame = pd.DataFrame(rows, columns=columns)
+    return frame.astype({"year": "Int64"})
+
+
+def _is_integer(value: Any) -> bool:
+    import numpy as np
+
+    return isinstance(value, np.integer)
+
+
+def _batch_rows(served: Served, index: np.ndarray, items: np.ndarray, scores: np.ndarray,
+                predicted: np.ndarray | None) -> pd.DataFrame:
+    """Many users' lists (:func:`movierec.batch.lists`, padded) as one frame, a row per listed movie."""
+    import numpy as np
+    import pandas as pd
+
+    listed = items >= 0
+    rows, ranks = np.nonzero(listed)
+    picked = items[listed]
+    catalogue = served.catalogue
+    names = served.user_names
+    ids = np.asarray(served.user_ids) if names is None else np.asarray(names, dtype=object)
+    user_ids = ids[index[rows]]
+    movies = [catalogue.movie(int(i)) for i in picked.tolist()]
+    frame = pd.DataFrame({
+        "user_id": user_ids, "rank": ranks + 1, "movie_id": np.asarray(catalogue.item_ids)[picked],
+        "title": [m["title"] for m in movies], "year": [m["year"] for m in movies],
+        "genres": [m["genres"] for m in movies], "score": scores[listed].astype(np.float64),
+        "predicted": None if predicted is None else predicted[listed].astype(np.float64),
+    })
     return frame.astype({"year": "Int64"})
 
 
@@ -357,6 +492,44 @@ def train(  # noqa: PLR0913 -- the Python face of `movierec train`: TrainOptions
     """
     from movierec.training import train_and_save
 
+    options, in_memory = _training(model, dataset, data, config=config, mode=mode, split=split,
+                                   test_fraction=test_fraction, seed=seed, device=device, patience=patience,
+                                   valid_fraction=valid_fraction, name=name, **settings)
+    outcome = train_and_save(options, _EpochListener(progress), data=in_memory)
+    return load(str(outcome.path))
+
+
+def fit(  # noqa: PLR0913 -- :func:`train`'s options as keywords
+    model: str,
+    dataset: str | pd.DataFrame | MovieLens | None = None,
+    *,
+    data: pd.DataFrame | MovieLens | None = None,
+    config: ModelConfig | Mapping[str, Any] | None = None,
+    mode: str | None = None,
+    split: str | None = None,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    seed: int = 0,
+    device: str = DEFAULT_DEVICE,
+    patience: int | None = None,
+    valid_fraction: float | None = None,
+    progress: Callable[[EpochReport], None] | None = None,
+    **settings: Any,
+) -> Model:
+    """Train ``model`` as :func:`train` does, with the same options, and return it in memory, saving nothing:
+    it answers at once, and :meth:`Model.save` saves it (as :func:`train` would have)."""
+    from movierec.loading import serve_fitted
+    from movierec.training import train_unsaved
+
+    options, in_memory = _training(model, dataset, data, config=config, mode=mode, split=split,
+                                   test_fraction=test_fraction, seed=seed, device=device, patience=patience,
+                                   valid_fraction=valid_fraction, name=None, **settings)
+    fitted = train_unsaved(options, _EpochListener(progress), data=in_memory)
+    return Model(serve_fitted(fitted, options.device), fitted)
+
+
+def _training(model: str, dataset: Any, data: Any, **options: Any) -> tuple[TrainOptions, Dataset | None]:
+    """:func:`train`'s and :func:`fit`'s options checked, and the ratings given in memory (``data``, or a frame
+    or dataset given where a dataset's name goes), read."""
     if dataset is not None and not isinstance(dataset, str):
         if data is not None:
             raise MovierecError("Give the ratings once: a dataset's name as dataset=, or your own as data=.")
@@ -373,11 +546,7 @@ def train(  # noqa: PLR0913 -- the Python face of `movierec train`: TrainOptions
             raise MovierecError(f"data= takes a pandas DataFrame of ratings or a load_dataset() result, not a "
                                 f"{type(data).__name__}.")
         in_memory = data._data
-    options = train_options(model, dataset, config=config, mode=mode, split=split, test_fraction=test_fraction,
-                            seed=seed, device=device, patience=patience, valid_fraction=valid_fraction, name=name,
-                            **settings)
-    outcome = train_and_save(options, _EpochListener(progress), data=in_memory)
-    return load(str(outcome.path))
+    return train_options(model, dataset, **options), in_memory
 
 
 def train_options(model: str, dataset: str | None = None, *, config: ModelConfig | Mapping[str, Any] | None = None,

@@ -28,8 +28,8 @@ The protocol, for a training :class:`RatingMatrix` and the held-out test :class:
   averaged over the ranked users (definitions in :mod:`movierec.metrics`); coverage is the fraction of
   all movies that appear in at least one user's list.
 
-Users are scored ``batch_users`` at a time (by default as many as fit :data:`SCORE_BLOCK` scores), so memory
-is one (batch x movies) score block, never the whole users x movies matrix, and Ctrl-C is answered between
+Users are scored ``batch_users`` at a time (by default as many as fit :data:`movierec.batch.SCORE_BLOCK` scores), so
+memory is one (batch x movies) score block, never the whole users x movies matrix, and Ctrl-C is answered between
 batches. A ``progress(done, total)`` callback hears of the test users done after every batch.
 """
 
@@ -45,6 +45,7 @@ from typing import ClassVar, Protocol
 import torch
 
 from movierec import metrics
+from movierec.batch import batch_size_for
 from movierec.data.ratings import RatingMatrix, Ratings
 from movierec.errors import MovierecError
 from movierec.kinds import ScoreKind, score_kind
@@ -257,19 +258,6 @@ def _rank_batch(
     for j, name in enumerate(_PER_USER):
         sums[j] += per_user[name].sum(dtype=torch.float64)
     listed[topk[topk >= 0]] = True
-
-
-SCORE_BLOCK = 1 << 22
-"""Scores per block when :func:`evaluate` sizes its own user batches: a (batch x movies) float block of 16 MB.
-
-Small enough that every per-batch tensor is reused from the allocator's free lists instead of fresh pages from
-the system (which cost more than the ranking itself on a CPU), and that a batch takes a fraction of a second,
-so Ctrl-C is never kept waiting; large enough that the per-batch overhead does not show."""
-
-
-def batch_size_for(n_items: int) -> int:
-    """Users per batch when none is given: as many as fit :data:`SCORE_BLOCK` scores (1 at least)."""
-    return max(1, min(4096, SCORE_BLOCK // max(1, n_items)))
 
 
 RELEVANCE = 4.0

@@ -1,7 +1,7 @@
 """Top-N lists for every user (or a list of users) of a saved model, written to one CSV or Parquet file.
 
-Users are scored a batch at a time (:meth:`~movierec.recommend.Scorer.list_scores_many`, as many users as fit
-:data:`SCORE_BLOCK` scores by default) and their lists ranked by the rules every list follows
+Users are scored a batch at a time (:func:`movierec.batch.lists`, as many users as fit
+:data:`movierec.batch.SCORE_BLOCK` scores by default) and their lists ranked by the rules every list follows
 (:func:`movierec.recommend.rank_rows`), so an exported list is the one `movierec recommend --user` shows, and
 memory stays one batch x movies block whatever the number of users. Rows: ``user_id``, ``rank`` (1 = best),
 ``movie_id``, ``title``, ``score`` (the number `recommend` ranks by and shows: for rating and like models
@@ -27,9 +27,6 @@ from movierec.files import atomic_file
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 """Output formats by file suffix."""
 COLUMNS = ("user_id", "rank", "movie_id", "title", "score")
-SCORE_BLOCK = 1 << 22
-"""Scores per batch when the batch size is not given: a (batch x movies) float32 block of 16 MB, which ranking
-copies a few times (the masked scores, the partition), so a batch holds well under 100 MB at any scale."""
 ROW_GROUP_ROWS = 1 << 16
 """Parquet rows per row group: batches are gathered up to this many rows (a row group per batch of a few dozen
 users, as at ML-25M, would make a file slow to read)."""
@@ -76,43 +73,34 @@ def export_recommendations(
 
     ``users``: MovieLens user ids (default: every user). ``format``: "csv" or "parquet" (default: from the
     suffix). ``include_seen`` keeps movies the user rated in training. ``batch_users`` users are scored at a
-    time (default: as many as fit :data:`SCORE_BLOCK` scores); ``progress(done, total)``
+    time (default: as many as fit :data:`movierec.batch.SCORE_BLOCK` scores); ``progress(done, total)``
     hears of the users done after every batch. See the module docstring.
     """
-    from movierec.recommend import rank_rows  # not torch: a factor model is answered in numpy
+    from movierec import batch
 
     if n < 1:
         raise MovierecError(f"The number of movies per user must be at least 1, not {n}.")
     kind = export_format(path, format)
     index = export_users(served, users)
-    catalogue, scorer, counts = served.catalogue, served.scorer, served.counts
-    batch = batch_users if batch_users is not None else max(1, SCORE_BLOCK // max(1, catalogue.n_items))
-    if batch < 1:
-        raise MovierecError(f"The user batch size must be at least 1 (got {batch}).")
+    catalogue = served.catalogue
+    batch.batch_size_for(catalogue.n_items, batch_users)  # a wrong batch size is refused before any file is opened
     writer = _CsvWriter if kind == "csv" else _parquet_writer()
     titles = np.array(catalogue.titles(), dtype=object)
     user_ids, item_ids = np.asarray(served.user_ids, dtype=np.int64), np.asarray(catalogue.item_ids, dtype=np.int64)
 
     def batches() -> Iterable[dict[str, np.ndarray]]:
-        total = int(index.shape[0])
-        for start in range(0, total, batch):
-            chunk = index[start:start + batch]  # (B,)
-            scores = np.asarray(scorer.list_scores_many(chunk), dtype=np.float32)  # (B, I): what lists rank by
-            exclude = np.zeros(scores.shape, dtype=bool)
-            if not include_seen:
-                exclude[served.seen_many(chunk)] = True
-            lists = rank_rows(scores, n, exclude, counts)
-            rows = np.repeat(np.arange(len(lists)), [len(x) for x in lists])
-            items = np.concatenate(lists) if lists else np.zeros(0, dtype=np.int64)
+        for lists in batch.lists(served, index, n, include_seen=include_seen, batch_users=batch_users,
+                                 progress=progress):
+            listed = lists.items >= 0  # (B, n)
+            rows, ranks = np.nonzero(listed)
+            items = lists.items[listed]
             yield {
-                "user_id": user_ids[chunk[rows]],
-                "rank": np.concatenate([np.arange(1, len(x) + 1, dtype=np.int32) for x in lists]),
+                "user_id": user_ids[lists.users[rows]],
+                "rank": (ranks + 1).astype(np.int32),
                 "movie_id": item_ids[items],
                 "title": titles[items],
-                "score": scores[rows, items],
+                "score": lists.scores[listed],
             }
-            if progress is not None:
-                progress(min(start + batch, total), total)
 
     return _write_atomically(Path(path), writer, batches())
 

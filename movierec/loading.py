@@ -13,6 +13,7 @@ Only :func:`load` and :func:`load_trained` import torch; :func:`open_model` does
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     import torch
 
     from movierec.models.base import Recommender
+    from movierec.training import Fitted
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +219,8 @@ def open_model(name: str | None, device: Any = DEFAULT_DEVICE) -> Served:
         return served
     serving = ServingData.build(trained.model, trained.split.train, trained.dataset)
     ckpt = trained.checkpoint
-    return _serve(_InMemory(ckpt.path, ckpt.meta, ckpt.model, ckpt.user_ids.numpy(), ckpt.item_ids.numpy(),
-                            serving), device)
+    return _serve(_InMemory(ckpt.path, ckpt.meta, state_arrays(ckpt.model), ckpt.user_ids.numpy(),
+                            ckpt.item_ids.numpy(), serving), device)
 
 
 def serve_unsaved(model: Recommender, train: Any, data: Any, *, picks: Recommender | None = None,
@@ -231,8 +233,15 @@ def serve_unsaved(model: Recommender, train: Any, data: Any, *, picks: Recommend
                           seed=seed, n_users=data.n_users, n_items=data.n_items,
                           rating_values=list(data.rating_values))
     serving = ServingData.build(model, train, data, picks=picks)
-    return _serve(_InMemory(Path(meta.name), meta, model, np.asarray(data.user_ids), np.asarray(data.item_ids),
-                            serving), "cpu")
+    return _serve(_InMemory(Path(meta.name), meta, state_arrays(model), np.asarray(data.user_ids),
+                            np.asarray(data.item_ids), serving), "cpu")
+
+
+def serve_fitted(fitted: Fitted, device: Any = DEFAULT_DEVICE) -> Served:
+    """A model trained in this process and not saved (:func:`movierec.training.train_unsaved`), answering exactly
+    as it will once saved."""
+    return _serve(_InMemory(Path(fitted.meta.name), fitted.meta, fitted.state, fitted.user_ids, fitted.item_ids,
+                            fitted.serving), device)
 
 
 def _serve(saved: Any, device: Any) -> Served:
@@ -247,12 +256,12 @@ class _InMemory:
     """A model's arrays in memory, as a SavedFile: a checkpoint converted when its file could not be rewritten, or a
     model never saved (:func:`serve_unsaved`)."""
 
-    def __init__(self, path: Path, meta: CheckpointMeta, model: Recommender, user_ids: np.ndarray,
+    def __init__(self, path: Path, meta: CheckpointMeta, state: Mapping[str, np.ndarray], user_ids: np.ndarray,
                  item_ids: np.ndarray, serving: ServingData):
         self.path = path
         self.meta = meta
         self.metadata = {"serving": serving.info.to_json()}
-        self._arrays = {**state_arrays(model), "user_ids": user_ids, "item_ids": item_ids, **serving.arrays}
+        self._arrays = {**state, "user_ids": user_ids, "item_ids": item_ids, **serving.arrays}
 
     def close(self) -> None:
         pass

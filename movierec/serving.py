@@ -353,6 +353,14 @@ class FactorScorer(OwnLists):
     def item_vectors(self) -> np.ndarray:
         return self.item_factors
 
+    def factors(self) -> dict[str, np.ndarray]:
+        """What every score is made of: ``user_factors`` (U, d), ``item_factors`` (I, d), ``user_bias`` (U,),
+        ``item_bias`` (I,) and ``mean`` (); a score is ``user_factors[u] @ item_factors[i] + user_bias[u] +
+        item_bias[i] + mean``."""
+        uf, ub = f"{self._prefix}user_factors", f"{self._prefix}user_bias"
+        return {"user_factors": self._finite(uf, self._saved.get(uf)), "item_factors": self.item_factors,
+                "user_bias": self._finite(ub, self._saved.get(ub)), "item_bias": self.item_bias, "mean": self.mean}
+
 
 class Served:
     """A saved model ready to answer: its scorer, users, movies, and each user's training ratings."""
@@ -426,6 +434,14 @@ class Served:
     def close(self) -> None:
         self._saved.close()
 
+    def factors(self) -> dict[str, np.ndarray]:
+        """A factor model's arrays (:meth:`FactorScorer.factors`); a model of another family is one sentence."""
+        own = self.scorer.own if isinstance(self.scorer, ListScorer) else self.scorer
+        if not isinstance(own, FactorScorer):
+            raise MovierecError(f"{self.meta.name} is a {self.meta.model} model, which has no user and movie "
+                                "factors; mf, als and hybrid have them.")
+        return own.factors()
+
     def user_index(self, user_id: int | str) -> int:
         """The index of MovieLens user ``user_id``: a number, or the string an imported dataset names them by
         (whose users also answer to the numbers 1..n that stand for those strings in the saved ids)."""
@@ -476,7 +492,7 @@ class Served:
         from movierec import recommend as rec
 
         index = self.user_index(user)
-        allowed = self._allowed(genres, min_year, max_year, include_unrated)
+        allowed = self.allowed_movies(genres, min_year, max_year, include_unrated)
         seen, stars = self.seen(index)
         picks = rec.for_user(self.scorer, index, seen, stars, _count(n), counts=self.counts,
                              include_seen=include_seen, allowed=allowed)
@@ -496,7 +512,7 @@ class Served:
 
         described = {k: v for k, v in (person or {}).items() if v is not None and str(v).strip() != ""}
         items, stars = self.resolve_ratings(ratings, allow_none=bool(described))
-        allowed = self._allowed(genres, min_year, max_year, include_unrated)
+        allowed = self.allowed_movies(genres, min_year, max_year, include_unrated)
         scorer = self.scorer
         if described:
             if self.side is None:
@@ -507,7 +523,7 @@ class Served:
                                  shrink=shrink, allowed=allowed)
         return self.rows(picks)
 
-    def _allowed(self, genres: Sequence[str] | None, min_year: int | None, max_year: int | None,
+    def allowed_movies(self, genres: Sequence[str] | None, min_year: int | None, max_year: int | None,
                  include_unrated: bool) -> np.ndarray | None:
         """The filters' movies (None: all), less those without training ratings unless ``include_unrated``."""
         allowed = self.catalogue.allowed(_listed(genres), min_year, max_year)

@@ -21,6 +21,7 @@ users of every evaluation.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -241,6 +242,41 @@ class TrainOutcome:
                 "popularity": meta.popularity if tested else None, "config": meta.config}
 
 
+@dataclass(frozen=True)
+class Fitted:
+    """A model trained in this process and not saved: everything its checkpoint holds (:meth:`save` writes it),
+    and how training went. ``meta.name`` is the name it will be saved under unless another is given."""
+
+    meta: Any  # checkpoint.CheckpointMeta
+    state: dict[str, np.ndarray]
+    """The model's arrays (``state.*``, :func:`movierec.loading.state_arrays`)."""
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    serving: Any  # serving.ServingData: what `recommend` reads instead of the dataset
+    result: FitResult
+    plan: TrainPlan
+
+    def save(self, path: Path) -> tuple[Path, Any]:
+        """Write the checkpoint to ``path`` (a name reserved by :func:`movierec.checkpoint.reserve`), named by its
+        stem; the path and the metadata as saved."""
+        from movierec import checkpoint
+
+        meta = dataclasses.replace(self.meta, name=path.stem, created="")
+        return checkpoint.save(self.state, meta, self.user_ids, self.item_ids, path, serving=self.serving)
+
+
+def _chosen_dataset(options: TrainOptions, data: Dataset | None) -> tuple[str, str | None]:
+    """The dataset a run trains on and why it, when the user named none (see :func:`train_and_save`)."""
+    from movierec.data.default import default_dataset
+
+    if data is not None:
+        return data.name, None
+    if options.dataset is not None:
+        return options.dataset, None
+    chosen = default_dataset()
+    return chosen.name, chosen.why
+
+
 def train_and_save(options: TrainOptions, events: TrainingEvents = QUIET, *, data: Dataset | None = None
                    ) -> TrainOutcome:
     """Train the model ``options`` name on a fetched dataset's split and save the checkpoint: what `movierec
@@ -253,14 +289,10 @@ def train_and_save(options: TrainOptions, events: TrainingEvents = QUIET, *, dat
     ``split="none"`` trains on every rating: nothing is tested, and the checkpoint has no test metrics.
     """
     from movierec import checkpoint
-    from movierec.data.default import default_dataset
 
     if options.name is not None:
         checkpoint.path_for(options.name)  # validates the name before any work
-    dataset, why = options.dataset if data is None else data.name, None
-    if dataset is None:
-        chosen = default_dataset()
-        dataset, why = chosen.name, chosen.why
+    dataset, why = _chosen_dataset(options, data)
     fresh = options.name is None
     name = options.name
     if fresh:
@@ -271,12 +303,25 @@ def train_and_save(options: TrainOptions, events: TrainingEvents = QUIET, *, dat
     # is saved: a long run must not end in a failed save, nor two runs of one name overwrite each other.
     # A default name is the first free one of als, als-2, als-3...
     with checkpoint.reserve(name, fresh=fresh) as out_path:
-        return _train_reserved(options.replace(dataset=dataset, name=out_path.stem), why, out_path, events, data)
+        fitted = _train(options.replace(dataset=dataset, name=out_path.stem), why, events, data)
+        events.step("Saving")
+        path, saved = fitted.save(out_path)
+        return TrainOutcome(path, saved, fitted.result, fitted.plan)
 
 
-def _train_reserved(options: TrainOptions, why: str | None, out_path: Path, events: TrainingEvents,
-                    data: Dataset | None) -> TrainOutcome:
-    """:func:`train_and_save` once the dataset is chosen and the checkpoint's name is held."""
+def train_unsaved(options: TrainOptions, events: TrainingEvents = QUIET, *, data: Dataset | None = None) -> Fitted:
+    """What :func:`train_and_save` does, without saving: the model in memory (``mr.fit``), to answer at once and
+    save later (:meth:`Fitted.save`) or never. Named ``options.name``, or the model's own name until saved."""
+    from movierec import checkpoint
+
+    if options.name is not None:
+        checkpoint.path_for(options.name)  # validates the name before any work
+    dataset, why = _chosen_dataset(options, data)
+    return _train(options.replace(dataset=dataset, name=options.name or options.model), why, events, data)
+
+
+def _train(options: TrainOptions, why: str | None, events: TrainingEvents, data: Dataset | None) -> Fitted:
+    """Train, test and describe the model: :func:`train_and_save` once the dataset and the name are chosen."""
     from movierec import checkpoint, loading
     from movierec.data.movielens import load_dataset
     from movierec.data.split import default_split, make_split
@@ -320,12 +365,10 @@ def _train_reserved(options: TrainOptions, why: str | None, out_path: Path, even
         valid_metrics=result.final_valid,
         valid_fraction=float(options.valid_fraction or 0.0),
     )
-    events.step("Saving")
     # What `recommend` reads instead of the dataset, with the picks model its lists rank through.
     serving = ServingData.build(model, the_split.train, data, picks=fitted.picks)
-    path, saved = checkpoint.save(loading.state_arrays(model), meta, data.user_ids, data.item_ids, out_path,
-                                  serving=serving)
-    return TrainOutcome(path, saved, result, fitted.plan)
+    return Fitted(meta, loading.state_arrays(model), np.asarray(data.user_ids, dtype=np.int64),
+                  np.asarray(data.item_ids, dtype=np.int64), serving, result, fitted.plan)
 
 
 @dataclass(frozen=True)

@@ -164,3 +164,106 @@ def test_cross_validate_gives_each_fold_then_mean_and_std(home):
     assert table.rmse.iloc[5] == pytest.approx(table.rmse.iloc[:5].mean())
     assert table.rmse.iloc[6] == pytest.approx(table.rmse.iloc[:5].std(ddof=0))
     assert set(mr.saved_models().name) == before  # nothing saved
+
+
+# -- many users at once -----------------------------------------------------------------------------------------
+def test_lists_for_many_users_are_each_users_list(home):
+    for name in ("als8", "rbm8"):
+        with mr.load(name) as model:
+            users = [900, 1, 42]
+            many = model.recommend(users, n=5, genres="Drama")
+            assert list(many.columns) == ["user_id", "rank", "movie_id", "title", "year", "genres", "score",
+                                          "predicted"]
+            assert many.user_id.tolist() == [u for u in users for _ in range(5)]
+            for user in users:
+                one, rows = model.recommend(user, n=5, genres="Drama"), many[many.user_id == user]
+                assert rows.movie_id.tolist() == one.movie_id.tolist() and rows["rank"].tolist() == [1, 2, 3, 4, 5]
+                assert rows.title.tolist() == one.title.tolist()
+                assert rows.score.to_numpy() == pytest.approx(one.score.to_numpy(), abs=1e-4)
+                assert rows.predicted.to_numpy() == pytest.approx(one.predicted.to_numpy(), abs=1e-4)
+            ids, scores = model.recommend(pd.Series(users), n=5, genres="Drama", as_arrays=True)
+            assert ids.shape == scores.shape == (3, 5)
+            assert ids.ravel().tolist() == many.movie_id.tolist()
+            one_ids, one_scores = model.recommend(42, n=5, genres="Drama", as_arrays=True)
+            assert one_ids.tolist() == ids[2].tolist() and one_scores.shape == (5,)
+
+
+def test_a_list_longer_than_the_allowed_movies_is_padded(home):
+    with mr.load("als8") as model:
+        ids, scores = model.recommend([1, 2], n=2000, as_arrays=True)
+        rated = len(mr.load_dataset("ml-100k").split("u1")[0].query("user_id == 1"))
+        assert ids.shape == (2, 1682) and (ids[0] == -1).sum() >= rated  # its training movies are left out
+        assert pd.isna(scores[ids == -1]).all() and not pd.isna(scores[ids != -1]).any()
+
+
+def test_predictions_for_many_pairs_are_the_single_predictions(home):
+    data = mr.load_dataset("ml-100k")
+    _, test = data.split("u1")
+    for name in ("als8", "rbm8"):
+        with mr.load(name) as model:
+            sample = test.iloc[::400]
+            many = model.predict(sample.user_id.tolist(), sample.movie_id.to_numpy())
+            assert many.shape == (len(sample),)
+            single = [model.predict(int(u), int(m)) for u, m in zip(sample.user_id, sample.movie_id)]
+            assert many == pytest.approx(single, abs=1e-5)
+            films = model.predict(42, [50, "Fargo", 100])  # one user with every movie
+            assert films == pytest.approx([model.predict(42, 50), model.predict(42, 100), model.predict(42, 100)],
+                                          abs=1e-5)
+    with mr.load("als8") as model:
+        scored = model.predict_frame(test)
+        assert list(scored.columns) == [*test.columns, "prediction"] and len(scored) == len(test)
+        rmse = float(((scored.prediction - scored.rating) ** 2).mean() ** 0.5)
+        assert rmse == pytest.approx(model.metrics["rmse"], abs=1e-4)  # the test RMSE measured after training
+
+
+def test_a_factor_model_shows_its_factors(home):
+    with mr.load("als8") as model:
+        f = model.factors()
+        assert f["user_factors"].shape == (943, 8) and f["item_factors"].shape == (1682, 8)
+        assert model.user_ids.tolist() == f["user_ids"].tolist() == list(range(1, 944))
+        u, i = int(list(model.user_ids).index(42)), int(list(model.item_ids).index(50))
+        raw = f["user_factors"][u] @ f["item_factors"][i] + f["user_bias"][u] + f["item_bias"][i] + f["mean"]
+        assert model.predict(42, 50) == pytest.approx(min(5.0, max(1.0, float(raw))), abs=1e-4)
+        assert (model.item_factors == f["item_factors"]).all()
+    with mr.load("rbm8") as model, pytest.raises(MovierecError, match="rbm model, which has no user and movie"):
+        model.user_factors  # noqa: B018
+
+
+@pytest.mark.parametrize(("call", "says"), [
+    (lambda m: m.predict(42.5, 50), "User ids are whole numbers or names; 42.5 is neither"),
+    (lambda m: m.predict([1, None], [50, 50]), "User ids are whole numbers or names; None is neither"),
+    (lambda m: m.predict([1, 2], [50, 51, 52]), "Give as many movies as users (2 users, 3 movies)"),
+    (lambda m: m.predict([1, 5000], 50), "User 5000 is not in ml-100k"),
+    (lambda m: m.predict(1, [50, 99999]), "Movie 99999 is not in ml-100k"),
+    (lambda m: m.predict("Ann", 50), "User 'Ann' is not in ml-100k"),
+    (lambda m: m.recommend([[1, 2]], as_arrays=True), "User ids are a flat list"),
+    (lambda m: m.recommend([1, 2], n=0), "at least 1"),
+    (lambda m: m.predict_frame([1, 2]), "predict_frame takes a pandas DataFrame, not a list"),
+    (lambda m: m.predict_frame(pd.DataFrame({"user": [1]})), "The frame has no 'user_id' column"),
+    (lambda m: m.save(), "als8 is already saved"),
+])
+def test_batch_mistakes_are_one_sentence(home, call, says):
+    with mr.load("als8") as model, pytest.raises(MovierecError) as err:
+        call(model)
+    assert says in str(err.value) and "\n" not in str(err.value)
+    assert mr.MovierecError is MovierecError and mr.NotFound is NotFound  # catchable from the package itself
+
+
+@pytest.mark.slow
+def test_a_model_fitted_in_memory_answers_and_saves_as_trained(home):
+    before = set(mr.saved_models().name)
+    model = mr.fit("als", "ml-100k", factors=4, epochs=1)
+    assert not model.saved and set(mr.saved_models().name) == before  # nothing written
+    listed = model.recommend(42, n=5)
+    saved = model.save("fitted-als")
+    try:
+        assert saved.saved and saved.name == "fitted-als" and "fitted-als" in set(mr.saved_models().name)
+        assert saved.recommend(42, n=5).equals(listed)
+        assert saved.metrics == model.metrics and saved.info["config"] == model.info["config"]
+        again = mr.train("als", "ml-100k", factors=4, epochs=1, name="trained-als")
+        assert again.recommend(42, n=5).equals(listed)  # same seed, same model as `train` saves
+        again.close()
+        mr.remove("trained-als")
+    finally:
+        saved.close()
+        mr.remove("fitted-als")

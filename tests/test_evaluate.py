@@ -394,7 +394,7 @@ def test_heldout_metrics_report_progress_and_do_not_depend_on_it():
 
 
 def test_default_batches_are_bounded_by_a_score_block():
-    from movierec.evaluate import SCORE_BLOCK, batch_size_for
+    from movierec.batch import SCORE_BLOCK, batch_size_for
 
     assert batch_size_for(59_047) * 59_047 <= SCORE_BLOCK and batch_size_for(59_047) >= 32
     assert batch_size_for(10**9) == 1 and batch_size_for(5) >= 512
