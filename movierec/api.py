@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from movierec.data.movielens import Dataset
+    from movierec.data.split import Split
     from movierec.models.base import ModelConfig
     from movierec.serving import Served
     from movierec.training import EpochReport, Fitted
@@ -476,6 +477,8 @@ def train(  # noqa: PLR0913 -- the Python face of `movierec train`: TrainOptions
     patience: int | None = None,
     valid_fraction: float | None = None,
     name: str | None = None,
+    train: pd.DataFrame | None = None,
+    test: pd.DataFrame | None = None,
     progress: Callable[[EpochReport], None] | None = None,
     **settings: Any,
 ) -> Model:
@@ -489,13 +492,16 @@ def train(  # noqa: PLR0913 -- the Python face of `movierec train`: TrainOptions
     ``data``: your own ratings instead of a dataset's name, a DataFrame (read as :func:`load_dataset` reads
     one) or a :func:`load_dataset` result; the model saved from them answers `recommend` and `serve`, and
     `evaluate` once the same ratings are imported under the same name (:func:`import_ratings`).
+    ``train`` and ``test``: a split of your own, two DataFrames with user and movie columns (such as
+    :meth:`MovieLens.split`'s, changed as you like): of ``dataset``'s ratings, or, without one, the ratings
+    themselves; saved as split ``own``, which `evaluate` cannot draw again (:meth:`Model.predict_frame` scores it).
     """
     from movierec.training import train_and_save
 
-    options, in_memory = _training(model, dataset, data, config=config, mode=mode, split=split,
-                                   test_fraction=test_fraction, seed=seed, device=device, patience=patience,
-                                   valid_fraction=valid_fraction, name=name, **settings)
-    outcome = train_and_save(options, _EpochListener(progress), data=in_memory)
+    options, in_memory, own = _training(model, dataset, data, (train, test), config=config, mode=mode, split=split,
+                                        test_fraction=test_fraction, seed=seed, device=device, patience=patience,
+                                        valid_fraction=valid_fraction, name=name, **settings)
+    outcome = train_and_save(options, _EpochListener(progress), data=in_memory, split=own)
     return load(str(outcome.path))
 
 
@@ -512,6 +518,8 @@ def fit(  # noqa: PLR0913 -- :func:`train`'s options as keywords
     device: str = DEFAULT_DEVICE,
     patience: int | None = None,
     valid_fraction: float | None = None,
+    train: pd.DataFrame | None = None,
+    test: pd.DataFrame | None = None,
     progress: Callable[[EpochReport], None] | None = None,
     **settings: Any,
 ) -> Model:
@@ -520,16 +528,18 @@ def fit(  # noqa: PLR0913 -- :func:`train`'s options as keywords
     from movierec.loading import serve_fitted
     from movierec.training import train_unsaved
 
-    options, in_memory = _training(model, dataset, data, config=config, mode=mode, split=split,
-                                   test_fraction=test_fraction, seed=seed, device=device, patience=patience,
-                                   valid_fraction=valid_fraction, name=None, **settings)
-    fitted = train_unsaved(options, _EpochListener(progress), data=in_memory)
+    options, in_memory, own = _training(model, dataset, data, (train, test), config=config, mode=mode, split=split,
+                                        test_fraction=test_fraction, seed=seed, device=device, patience=patience,
+                                        valid_fraction=valid_fraction, name=None, **settings)
+    fitted = train_unsaved(options, _EpochListener(progress), data=in_memory, split=own)
     return Model(serve_fitted(fitted, options.device), fitted)
 
 
-def _training(model: str, dataset: Any, data: Any, **options: Any) -> tuple[TrainOptions, Dataset | None]:
-    """:func:`train`'s and :func:`fit`'s options checked, and the ratings given in memory (``data``, or a frame
-    or dataset given where a dataset's name goes), read."""
+def _training(model: str, dataset: Any, data: Any, own: tuple[Any, Any], **options: Any
+              ) -> tuple[TrainOptions, Dataset | None, Split | None]:
+    """:func:`train`'s and :func:`fit`'s options checked, the ratings given in memory (``data``, or a frame or
+    dataset given where a dataset's name goes) read, and the split of one's own (``own``: the train and test
+    frames, or two Nones) made."""
     if dataset is not None and not isinstance(dataset, str):
         if data is not None:
             raise MovierecError("Give the ratings once: a dataset's name as dataset=, or your own as data=.")
@@ -546,7 +556,26 @@ def _training(model: str, dataset: Any, data: Any, **options: Any) -> tuple[Trai
             raise MovierecError(f"data= takes a pandas DataFrame of ratings or a load_dataset() result, not a "
                                 f"{type(data).__name__}.")
         in_memory = data._data
-    return train_options(model, dataset, **options), in_memory
+    train_frame, test_frame = own
+    if train_frame is None and test_frame is None:
+        return train_options(model, dataset, **options), in_memory, None
+    if train_frame is None or test_frame is None:
+        raise MovierecError("A split of your own is two DataFrames: give both train= and test=.")
+    if options.get("split") is not None:
+        raise MovierecError("Give a split by its name (split=) or as your own ratings (train= and test=), not both.")
+    from movierec.data.importing import pairs_of
+    from movierec.data.split import own_split
+
+    if in_memory is None and dataset is None:  # the two frames are the ratings
+        import pandas as pd
+
+        in_memory = load_dataset(pd.concat([train_frame, test_frame], ignore_index=True))._data
+    elif in_memory is None:
+        in_memory = load_dataset(dataset)._data
+    options = {**options, "seed": options.get("seed", 0)}
+    chosen = own_split(in_memory, pairs_of(in_memory, train_frame, "training"), pairs_of(in_memory, test_frame, "test"),
+                       seed=options["seed"])
+    return train_options(model, None, **options), in_memory, chosen
 
 
 def train_options(model: str, dataset: str | None = None, *, config: ModelConfig | Mapping[str, Any] | None = None,

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from movierec.data.ids import indices_of
 from movierec.errors import MovierecError
 
 SCORE_BLOCK = 1 << 22
@@ -61,19 +62,6 @@ def as_id_array(values: Any, what: str) -> np.ndarray:
             raise MovierecError(f"{what} ids are whole numbers or names; {bad[0]!r} is neither.")
         return array.astype(object)
     raise MovierecError(f"{what} ids are whole numbers or names, not {array.dtype} values.")
-
-
-def indices_of(ids: np.ndarray, wanted: np.ndarray, what: str, dataset: str) -> np.ndarray:
-    """The indices of whole-number ids ``wanted`` (N,) in ascending ``ids``; the first unknown one is
-    :class:`NotFound`, as :func:`movierec.data.ids.lookup_id` says it."""
-    from movierec.data.ids import lookup_id
-
-    pos = np.searchsorted(ids, wanted)
-    found = pos < len(ids)
-    found[found] = ids[pos[found]] == wanted[found]
-    if not bool(found.all()):
-        lookup_id(ids, int(wanted[~found][0]), what, dataset)  # raises, saying why
-    return pos.astype(np.int64)
 
 
 def user_indices(served: Any, users: Any) -> np.ndarray:

@@ -44,6 +44,7 @@ from movierec.options import QUIET, TrainingEvents, TrainOptions
 
 if TYPE_CHECKING:
     from movierec.data.movielens import Dataset
+    from movierec.data.split import Split
 
 VALID_RANK_USERS = 2000
 """Ranking models validate every epoch on a fixed seeded sample of at most this many validation users."""
@@ -277,8 +278,8 @@ def _chosen_dataset(options: TrainOptions, data: Dataset | None) -> tuple[str, s
     return chosen.name, chosen.why
 
 
-def train_and_save(options: TrainOptions, events: TrainingEvents = QUIET, *, data: Dataset | None = None
-                   ) -> TrainOutcome:
+def train_and_save(options: TrainOptions, events: TrainingEvents = QUIET, *, data: Dataset | None = None,
+                   split: Split | None = None) -> TrainOutcome:
     """Train the model ``options`` name on a fetched dataset's split and save the checkpoint: what `movierec
     train` does.
 
@@ -287,6 +288,8 @@ def train_and_save(options: TrainOptions, events: TrainingEvents = QUIET, *, dat
     checkpoint's ``metrics`` are the test split's, measured once after training; ``valid_metrics`` those of the
     kept epoch on the validation slice. ``events`` hears of every step (see the module docstring).
     ``split="none"`` trains on every rating: nothing is tested, and the checkpoint has no test metrics.
+    ``split``: a split of the user's own of ``data`` (:func:`movierec.data.split.own_split`) instead of
+    ``options.split``.
     """
     from movierec import checkpoint
 
@@ -303,13 +306,14 @@ def train_and_save(options: TrainOptions, events: TrainingEvents = QUIET, *, dat
     # is saved: a long run must not end in a failed save, nor two runs of one name overwrite each other.
     # A default name is the first free one of als, als-2, als-3...
     with checkpoint.reserve(name, fresh=fresh) as out_path:
-        fitted = _train(options.replace(dataset=dataset, name=out_path.stem), why, events, data)
+        fitted = _train(options.replace(dataset=dataset, name=out_path.stem), why, events, data, split)
         events.step("Saving")
         path, saved = fitted.save(out_path)
         return TrainOutcome(path, saved, fitted.result, fitted.plan)
 
 
-def train_unsaved(options: TrainOptions, events: TrainingEvents = QUIET, *, data: Dataset | None = None) -> Fitted:
+def train_unsaved(options: TrainOptions, events: TrainingEvents = QUIET, *, data: Dataset | None = None,
+                  split: Split | None = None) -> Fitted:
     """What :func:`train_and_save` does, without saving: the model in memory (``mr.fit``), to answer at once and
     save later (:meth:`Fitted.save`) or never. Named ``options.name``, or the model's own name until saved."""
     from movierec import checkpoint
@@ -317,10 +321,11 @@ def train_unsaved(options: TrainOptions, events: TrainingEvents = QUIET, *, data
     if options.name is not None:
         checkpoint.path_for(options.name)  # validates the name before any work
     dataset, why = _chosen_dataset(options, data)
-    return _train(options.replace(dataset=dataset, name=options.name or options.model), why, events, data)
+    return _train(options.replace(dataset=dataset, name=options.name or options.model), why, events, data, split)
 
 
-def _train(options: TrainOptions, why: str | None, events: TrainingEvents, data: Dataset | None) -> Fitted:
+def _train(options: TrainOptions, why: str | None, events: TrainingEvents, data: Dataset | None,
+           split: Split | None) -> Fitted:
     """Train, test and describe the model: :func:`train_and_save` once the dataset and the name are chosen."""
     from movierec import checkpoint, loading
     from movierec.data.movielens import load_dataset
@@ -332,9 +337,11 @@ def _train(options: TrainOptions, why: str | None, events: TrainingEvents, data:
     if data is None:
         events.step(f"Loading {options.dataset}")
         data = load_dataset(options.dataset)
-    events.step("Splitting the ratings")
-    the_split = make_split(data, options.split or default_split(data.name), seed=options.seed,
-                           test_fraction=options.test_fraction)
+    the_split = split
+    if the_split is None:
+        events.step("Splitting the ratings")
+        the_split = make_split(data, options.split or default_split(data.name), seed=options.seed,
+                               test_fraction=options.test_fraction)
     fitted = fit_split(options, data, the_split, device=torch_device, why=why, events=events)
     model, result, known = fitted.model, fitted.result, fitted.known
     # Its lists as `recommend` ranks them: through its picks model, where it has one.

@@ -267,3 +267,42 @@ def test_a_model_fitted_in_memory_answers_and_saves_as_trained(home):
     finally:
         saved.close()
         mr.remove("fitted-als")
+
+
+def test_a_split_of_your_own_trains_as_the_named_split_does(home):
+    data = mr.load_dataset("ml-100k")
+    train, test = data.split("u1")
+    named = mr.fit("als", "ml-100k", split="u1", factors=4, epochs=2)
+    own = mr.fit("als", "ml-100k", train=train, test=test[["user_id", "movie_id"]], factors=4, epochs=2)
+    assert own.info["split"] == "own" and own.info["dataset"] == "ml-100k"
+    assert own.metrics["rmse"] == pytest.approx(named.metrics["rmse"], abs=1e-4)
+    assert own.predict_frame(test).prediction.to_numpy() == pytest.approx(
+        named.predict_frame(test).prediction.to_numpy(), abs=1e-3)
+    # Without a dataset the two frames are the ratings; names of your own stay names.
+    frames = [f.assign(user_id="u" + f.user_id.astype(str)) for f in (train, test)]
+    mine = mr.fit("als", train=frames[0], test=frames[1], factors=4, epochs=2)
+    assert mine.info["dataset"] == "dataframe" and mine.metrics["rmse"] == pytest.approx(own.metrics["rmse"], abs=1e-3)
+    assert mine.recommend(["u42", "u1"], n=3).user_id.tolist() == ["u42"] * 3 + ["u1"] * 3
+    saved = own.save("own-split")
+    try:
+        with pytest.raises(MovierecError, match="is one you gave .train= and test=., which movierec cannot draw"):
+            mr.evaluate_models(["own-split"])
+    finally:
+        saved.close()
+        mr.remove("own-split")
+
+
+@pytest.mark.parametrize(("frames", "says"), [
+    (lambda tr, te: (tr, pd.concat([te, tr.head(3)])), "3 (user, movie) pairs are in both the training and the test"),
+    (lambda tr, te: (tr, te.iloc[:0]), "The test ratings are empty"),
+    (lambda tr, te: (tr, None), "give both train= and test="),
+    (lambda tr, te: (tr, te.assign(movie_id=te.movie_id + 5000)), "Movie 5"),
+    (lambda tr, te: (tr.rename(columns={"user_id": "who"}), te), "The training DataFrame has no user column"),
+    (lambda tr, te: (tr, te.assign(user_id="someone")), "user ids that are not numbers, such as 'someone'"),
+])
+def test_a_split_of_your_own_that_cannot_be_is_one_sentence(home, frames, says):
+    train, test = mr.load_dataset("ml-100k").split("u1")
+    given_train, given_test = frames(train, test)
+    with pytest.raises(MovierecError) as err:
+        mr.fit("als", "ml-100k", train=given_train, test=given_test, factors=4, epochs=1)
+    assert says in str(err.value) and "\n" not in str(err.value)

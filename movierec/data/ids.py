@@ -17,3 +17,15 @@ def lookup_id(ids: np.ndarray, raw_id: int, what: str, dataset: str) -> int:
     raise NotFound(
         f"{what} {raw_id} is not in {dataset}: its {what.lower()} ids run from {ids[0]} to {ids[-1]}."
     )
+
+
+def indices_of(ids: np.ndarray, wanted: np.ndarray, what: str, dataset: str) -> np.ndarray:
+    """The indices of MovieLens ids ``wanted`` (N,) in ascending ``ids``, all at once; the first unknown one is
+    the sentence :func:`lookup_id` says."""
+    wanted = np.asarray(wanted, dtype=np.int64)
+    pos = np.searchsorted(ids, wanted)
+    found = pos < len(ids)
+    found[found] = ids[pos[found]] == wanted[found]
+    if not bool(found.all()):
+        lookup_id(ids, int(wanted[~found][0]), what, dataset)  # raises, saying why
+    return pos.astype(np.int64)

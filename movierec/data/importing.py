@@ -304,6 +304,41 @@ def read_dataset(
     return Imported(dataset, picked, note, label, used_sep)
 
 
+def pairs_of(dataset: Dataset, frame: pd.DataFrame, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """The (user index, movie index) pairs of ``frame``'s rows in ``dataset`` (a split's ``what`` side): its user
+    and movie columns found by their usual names, as an import finds them; an id the dataset does not have is
+    one sentence."""
+    import numpy as np
+    import pandas as pd
+
+    from movierec.data.ids import indices_of
+
+    if not isinstance(frame, pd.DataFrame):
+        raise MovierecError(f"The {what} ratings are a pandas DataFrame, not a {type(frame).__name__}.")
+    where = _Where(f"The {what} DataFrame", row_offset=0)
+    frame = frame.reset_index(drop=True)
+    picked = _pick_columns([str(c) for c in frame.columns], Columns(), where, None)
+    found = []
+    for key, ids, names, label in (("user", dataset.user_ids, dataset.user_names, "User"),
+                                   ("item", dataset.item_ids, dataset.item_names, "Movie")):
+        column = frame[picked[key]]
+        if names is not None:  # string ids: the dataset numbered them 1..n in sorted order
+            position = {name: i for i, name in enumerate(names)}
+            text = column.astype(str).str.strip()
+            index = text.map(position)
+            if bool(index.isna().any()):
+                row = int(np.argmax(index.isna().to_numpy()))
+                where.fail(row, f"has {label.lower()} {text.iloc[row]!r}, which is not in {dataset.name}")
+            found.append(index.to_numpy(dtype=np.int64))
+        else:
+            values, strings = _ids(column, f"{label.lower()} id", where)
+            if strings is not None:
+                where.fail(None, f"has {label.lower()} ids that are not numbers, such as {strings[0]!r}; "
+                                 f"{dataset.name}'s are")
+            found.append(indices_of(ids, values, label, dataset.name))
+    return found[0], found[1]
+
+
 def _read_source(
     source: str | Path | pd.DataFrame, sep: str | None, columns: Columns, progress: Progress | None
 ) -> tuple[pd.DataFrame, _Where, str, str | None]:

@@ -54,6 +54,37 @@ class Split:
         return len(self.test) > 0
 
 
+OWN_SPLIT = "own"
+"""The name a split of the user's own is saved under (``mr.train(..., train=df, test=df)``): it cannot be drawn
+again, so what needs the split again (evaluate, cross-validation) says so."""
+
+
+def own_split(dataset: Dataset, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+              seed: int = 0) -> Split:
+    """The split the user made: ``dataset``'s ratings of the (user index, movie index) pairs ``train`` and
+    ``test`` (two (N,) arrays each). A pair on both sides, a pair that is not one of the dataset's ratings, or
+    an empty side is one sentence; ratings on neither side are left out."""
+    ratings, n_items = dataset.ratings, dataset.n_items
+    keys = ratings.users.astype(np.int64) * n_items + ratings.items.astype(np.int64)  # (R,) distinct
+    sides = [np.unique(u.astype(np.int64) * n_items + i.astype(np.int64)) for u, i in (train, test)]
+    both = np.intersect1d(sides[0], sides[1], assume_unique=True)
+    if both.size:
+        raise MovierecError(f"{both.size:,} (user, movie) pairs are in both the training and the test ratings; "
+                            "a split puts each rating on one side.")
+    for side, what in zip(sides, ("training", "test")):
+        if side.size == 0:
+            raise MovierecError(f"The {what} ratings are empty; a split needs ratings on both sides.")
+        unknown = np.setdiff1d(side, keys, assume_unique=True)
+        if unknown.size:
+            user, item = divmod(int(unknown[0]), n_items)
+            raise MovierecError(
+                f"{unknown.size:,} of the {what} (user, movie) pairs are not ratings of {dataset.name}, "
+                f"such as user {dataset.user_ids[user]} and movie {dataset.item_ids[item]}."
+            )
+    in_train, in_test = np.isin(keys, sides[0]), np.isin(keys, sides[1])
+    return Split(OWN_SPLIT, ratings.take(in_train), ratings.take(in_test), int(seed))
+
+
 def valid_splits(dataset_name: str) -> tuple[str, ...]:
     """The split names that apply to ``dataset_name``: its official ones, then random and temporal, then
     :data:`NO_TEST_SPLIT`."""
@@ -80,6 +111,11 @@ def make_split(dataset: Dataset, name: str, seed: int = 0, test_fraction: float 
     """
     key = name.strip().lower()
     valid = valid_splits(dataset.name)
+    if key == OWN_SPLIT:
+        raise MovierecError(
+            f"The split of {dataset.name} is one you gave (train= and test=), which movierec cannot draw again; "
+            "score its test ratings with model.predict_frame(test), or train on a named split."
+        )
     if key not in valid:
         if key in SPLIT_NAMES:
             raise MovierecError(
