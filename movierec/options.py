@@ -110,7 +110,8 @@ def _config_values(model: str, mode: str | None, config: ModelConfig | Mapping[s
 class TrainingEvents:
     """What a training run tells its listener, in order: ``step`` as each step begins ("Loading ml-1m",
     "Epoch 3/20", "Saving"), ``progress`` within a countable step, ``start`` once the model is built and the
-    data split, ``epoch`` after each epoch. Cross-validation adds ``fold`` after each fold. Every method does
+    data split, ``epoch`` after each epoch. Cross-validation adds ``fold`` after each fold, tuning ``trial`` after
+    each trial. Every method does
     nothing here; a listener overrides what it shows."""
 
     def step(self, description: str) -> None:
@@ -127,6 +128,9 @@ class TrainingEvents:
 
     def fold(self, result: Any) -> None:
         """A cross-validation fold ended (a :class:`movierec.crossval.FoldResult`)."""
+
+    def trial(self, record: Any) -> None:
+        """A tuning trial ended (a :class:`movierec.tuning.TrialRecord`)."""
 
 
 class Prefixed(TrainingEvents):

@@ -35,7 +35,7 @@ from movierec import metrics
 from movierec.advice import LIST_METRIC
 from movierec.data.ratings import RatingMatrix, Ratings
 from movierec.device import make_generator, seed_everything
-from movierec.errors import MovierecError
+from movierec.errors import Diverged, MovierecError
 from movierec.evaluate import PopularityBaseline, evaluate, heldout_metrics, reference_metrics
 from movierec.kinds import ScoreKind
 from movierec.models.base import Recommender
@@ -118,7 +118,7 @@ def fit(
     ``patience``, training stops once the monitored validation metric (the training loss when there is no
     ``valid``) has not improved for that many epochs, and the best epoch's weights are kept. ``matrix`` is
     ``train`` as a :class:`RatingMatrix` on the model's device, when the caller has built it already.
-    Raises :class:`MovierecError` when training diverges (a non-finite loss or weight). A ranking model is
+    Raises :class:`~movierec.errors.Diverged` when training diverges (a non-finite loss or weight). A ranking model is
     validated on :func:`validation_sample` of ``valid``. ``events`` hears of every epoch and every validation
     as it begins, of their batches, and of every epoch's report (see the module docstring).
     """
@@ -197,7 +197,7 @@ def _check_finite(model: Recommender, stats: dict[str, float], epoch: int) -> No
     if not bad:
         bad = [n for n, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
     if bad:
-        raise MovierecError(
+        raise Diverged(
             f"Training diverged at epoch {epoch} ({bad[0]} is not a finite number); "
             "try a lower learning rate or stronger regularisation."
         )
@@ -440,12 +440,13 @@ class SplitFit:
 
 def fit_split(
     options: TrainOptions, data: Any, the_split: Any, *, device: torch.device, why: str | None = None,
-    events: TrainingEvents = QUIET,
+    events: TrainingEvents = QUIET, picks: bool = True,
 ) -> SplitFit:
     """Build the model ``options`` name for ``data`` (a :class:`~movierec.data.movielens.Dataset`) and
     :func:`fit` it on ``the_split``'s training ratings, less a seeded validation slice of
     ``options.valid_fraction`` (0: none) that early stopping reads. The test split is not read here: what
-    `train` and `cv` do with it is theirs."""
+    `train` and `cv` do with it is theirs. Without ``picks`` no picks model is trained (tuning judges the
+    model by its validation numbers alone)."""
     from movierec.data.split import validation_slice
     from movierec.models import build_model, scaled_defaults
 
@@ -473,11 +474,11 @@ def fit_split(
                  events=events)
     if valid is not None:
         events.step("Building the full training matrix")
-    picks = fit_picks(model, fit_ratings, fit_matrix, seed=seed, events=events)
-    if picks is not None:
-        result.picks_seconds = picks[1].fit_seconds
+    picked = fit_picks(model, fit_ratings, fit_matrix, seed=seed, events=events) if picks else None
+    if picked is not None:
+        result.picks_seconds = picked[1].fit_seconds
     known = fit_matrix if valid is None else the_split.train.matrix(device)
-    return SplitFit(model, plan, result, known, None if picks is None else picks[0])
+    return SplitFit(model, plan, result, known, None if picked is None else picked[0])
 
 
 class _Picking(TrainingEvents):

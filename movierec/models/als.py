@@ -52,7 +52,7 @@ import torch
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
 from movierec.kinds import ScoreKind
-from movierec.models.base import ModelConfig, option
+from movierec.models.base import ModelConfig, among, between, option
 from movierec.models.factors import FactorModel, FactorTrainer, ridge_solve
 
 # Rows in one solve group differ in length by at most this factor, so padding wastes < 25 %.
@@ -72,9 +72,10 @@ class ALSConfig(ModelConfig):
     """What both ALS algorithms are configured by; each subclass fixes its own defaults (tuned on ml-100k's
     u1, confirmed on u1..u5: explicit for RMSE, implicit for NDCG@10)."""
 
-    factors: int = option(16, "Latent factors per user and movie.")
+    factors: int = option(16, "Latent factors per user and movie.", search=between(4, 128, log=True))
+    # Not tuned: a solve depends on the penalties only through tau / lambda (and gamma / lambda).
     lam: float = option(1.0, "Weight of the squared errors (lambda).", "--lambda")
-    tau: float = option(12.0, "L2 penalty on the user and movie vectors.")
+    tau: float = option(12.0, "L2 penalty on the user and movie vectors.", search=between(0.5, 100.0, log=True))
     epochs: int = option(8, "ALS iterations: all users, then all movies.", "--iters")
     init_std: float = option(0.1, "Movie vectors start normal with this standard deviation.")
     chunk_size: int = option(
@@ -93,7 +94,7 @@ class ALSConfig(ModelConfig):
 
 @dataclass(frozen=True)
 class ExplicitALSConfig(ALSConfig):
-    gamma: float = option(2.0, "L2 penalty on the user and movie biases.")
+    gamma: float = option(2.0, "L2 penalty on the user and movie biases.", search=between(0.1, 50.0, log=True))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -108,15 +109,18 @@ class ImplicitALSConfig(ALSConfig):
     # slices of ml-100k and four differently shaped subsets of it (benchmarks/implicit_als.py select) it was
     # the most even choice (worst set 0.96 of its best), ahead of penalties growing with the row's ratings,
     # tau (1 + n)^nu (best 0.92 at nu 0.25), or with its weight in the loss, tau (n + n_other)^nu (0.95).
-    factors: int = option(64, "Latent factors per user and movie.")
-    tau: float = option(35.0, "L2 penalty on the user and movie vectors (x (1 + ratings)^--reg-exponent).")
-    alpha: float = option(1.0, "A rated movie's confidence is 1 + alpha x f(stars).")
+    factors: int = option(64, "Latent factors per user and movie.", search=between(16, 256, log=True))
+    tau: float = option(35.0, "L2 penalty on the user and movie vectors (x (1 + ratings)^--reg-exponent).",
+                        search=between(1.0, 300.0, log=True))
+    alpha: float = option(1.0, "A rated movie's confidence is 1 + alpha x f(stars).",
+                          search=between(0.05, 20.0, log=True))
     confidence: str = option(
         "stars", "f(stars) in the confidence: the stars (ranks best), or binary (1 for any rating).",
-        choices=CONFIDENCES,
+        choices=CONFIDENCES, search=among(*CONFIDENCES),
     )
     reg_exponent: float = option(
-        0.0, "Each user's and movie's penalty is tau x (1 + its number of ratings)^this (0: tau for all)."
+        0.0, "Each user's and movie's penalty is tau x (1 + its number of ratings)^this (0: tau for all).",
+        search=between(0.0, 1.0),
     )
     solver: str = option(
         "cg", "How each half-step solves the rows: cg (a few conjugate-gradient steps, fast) or cholesky (exact).",

@@ -26,7 +26,16 @@ import torch.nn.functional as F
 
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
-from movierec.models.base import ModelConfig, RatingsMemo, Recommender, Trainer, affordable_epochs, option
+from movierec.models.base import (
+    ModelConfig,
+    RatingsMemo,
+    Recommender,
+    Trainer,
+    affordable_epochs,
+    among,
+    between,
+    option,
+)
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.sigmoid,
@@ -56,17 +65,20 @@ class AutoEncoderConfig(ModelConfig):
     core), the item one is I-AutoRec (~0.892 in ~25 s)."""
 
     epochs: int = option(100, "Passes over the training ratings.")
-    layers: str = option("20,10,20", "Hidden layer sizes, comma-separated, input side first.")
+    layers: str = option("20,10,20", "Hidden layer sizes, comma-separated, input side first.",
+                         search=among("20,10,20", "50,20,50", "100,50,100", "100", "300"))
     activation: str = option("sigmoid", "Activation of the hidden layers.", choices=tuple(ACTIVATIONS))
     output_activation: str = option("identity", "Output layer: identity (plain stars) or sigmoid "
                                     "(squashed into the rating scale).", choices=OUTPUT_ACTIVATIONS)
     dropout: float = option(0.2, "Fraction of a row's known ratings hidden from the input per batch "
-                            "(denoising); they stay targets.")
-    hidden_dropout: float = option(0.0, "Dropout on the hidden layers' outputs.")
+                            "(denoising); they stay targets.", search=between(0.0, 0.6))
+    hidden_dropout: float = option(0.0, "Dropout on the hidden layers' outputs.", search=between(0.0, 0.8))
     optimizer: str = option("adam", "Optimizer.", choices=OPTIMIZERS)
-    lr: float = option(0.01, "Learning rate.")
-    lr_decay: float = option(0.97, "Learning rate multiplier applied after every epoch, 1 = constant.")
-    weight_decay: float = option(1e-4, "L2 penalty on the weights (not the biases), as the optimizer's weight decay.")
+    lr: float = option(0.01, "Learning rate.", search=between(1e-4, 0.03, log=True))
+    lr_decay: float = option(0.97, "Learning rate multiplier applied after every epoch, 1 = constant.",
+                             search=between(0.9, 1.0))
+    weight_decay: float = option(1e-4, "L2 penalty on the weights (not the biases), as the optimizer's weight decay.",
+                                 search=between(1e-6, 1e-2, log=True))
     batch_size: int = option(32, "Rows (users, or movies for the item autoencoder) per mini-batch.")
     row_bias: bool = option(True, "Learn a bias per row (per user, or per movie for the item autoencoder) added "
                             "to all of its outputs.")
@@ -121,13 +133,16 @@ class ItemAutoEncoderConfig(AutoEncoderConfig):
     rate. Validation RMSE 0.891-0.893 over 4 seeds in 60 epochs, 15-25 s of one CPU core."""
 
     epochs: int = option(60, "Passes over the training ratings.")
-    layers: str = option("500", "Hidden layer sizes, comma-separated, input side first.")
+    layers: str = option("500", "Hidden layer sizes, comma-separated, input side first.",
+                         search=among("100", "200", "500", "1000"))
     dropout: float = option(0.3, "Fraction of a movie's known ratings hidden from the input per batch "
-                            "(denoising); they stay targets.")
-    hidden_dropout: float = option(0.7, "Dropout on the hidden layers' outputs.")
-    lr: float = option(0.003, "Learning rate.")
-    lr_decay: float = option(0.95, "Learning rate multiplier applied after every epoch, 1 = constant.")
-    weight_decay: float = option(1e-3, "L2 penalty on the weights (not the biases), as the optimizer's weight decay.")
+                            "(denoising); they stay targets.", search=between(0.0, 0.6))
+    hidden_dropout: float = option(0.7, "Dropout on the hidden layers' outputs.", search=between(0.0, 0.9))
+    lr: float = option(0.003, "Learning rate.", search=between(1e-4, 0.03, log=True))
+    lr_decay: float = option(0.95, "Learning rate multiplier applied after every epoch, 1 = constant.",
+                             search=between(0.9, 1.0))
+    weight_decay: float = option(1e-3, "L2 penalty on the weights (not the biases), as the optimizer's weight decay.",
+                                 search=between(1e-6, 1e-2, log=True))
     batch_size: int = option(64, "Rows (users, or movies for the item autoencoder) per mini-batch.")
 
     @classmethod

@@ -32,10 +32,35 @@ from movierec.errors import MovierecError
 from movierec.kinds import ScoreKind, score_kind
 
 
-def option(default: Any, help: str, *flags: str, choices: tuple[str, ...] | None = None) -> Any:
-    """A config field: its default, its one-line doc (the CLI's help text), optional extra flags and, for a
-    string, the values it may take (checked once, by :class:`ModelConfig`)."""
-    return dataclasses.field(default=default, metadata={"help": help, "flags": flags, "choices": choices})
+@dataclass(frozen=True)
+class Search:
+    """Where `movierec tune` looks for a config field's value: a number from ``low`` to ``high`` (both included;
+    ``log``: spread evenly on a log scale, for rates and penalties), or one of ``choices``. The field's type says
+    whether the number is whole. Made by :func:`between` and :func:`among`; read by :mod:`movierec.tuning`."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+
+def between(low: float, high: float, *, log: bool = False) -> Search:
+    """Tune the field over ``[low, high]`` (on a log scale with ``log``)."""
+    return Search(low=low, high=high, log=log)
+
+
+def among(*choices: Any) -> Search:
+    """Tune the field over these values."""
+    return Search(choices=tuple(choices))
+
+
+def option(default: Any, help: str, *flags: str, choices: tuple[str, ...] | None = None,
+           search: Search | None = None) -> Any:
+    """A config field: its default, its one-line doc (the CLI's help text), optional extra flags, for a
+    string the values it may take (checked once, by :class:`ModelConfig`) and where `movierec tune` searches
+    for its best value (None: tuning leaves it at its default)."""
+    return dataclasses.field(default=default,
+                             metadata={"help": help, "flags": flags, "choices": choices, "search": search})
 
 
 def flag_name(field_name: str) -> str:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from movierec.data.ratings import RatingMatrix
-from movierec.models.base import option
+from movierec.models.base import among, option
 from movierec.models.factors import FactorModel, FactorTrainer
 from movierec.models.mf import MFConfig, _Adam, _Batches
 
@@ -53,7 +53,7 @@ _SHAPED = ("user_feature_index", "user_feature_weight", "item_feature_index", "i
 class HybridConfig(MFConfig):
     features: str = option("all", "What it learns besides the ratings: movies' genres and decade, people's age, "
                                   "gender and occupation (where the release has them), both, or none.",
-                           choices=FEATURES)
+                           choices=FEATURES, search=among(*FEATURES))
 
 
 class HybridMF(FactorModel):

@@ -27,7 +27,7 @@ import torch
 
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
-from movierec.models.base import ModelConfig, option
+from movierec.models.base import ModelConfig, between, option
 from movierec.models.factors import FactorModel, FactorTrainer
 
 OPTIMIZERS = ("adam", "sgd")
@@ -35,10 +35,12 @@ OPTIMIZERS = ("adam", "sgd")
 
 @dataclass(frozen=True)
 class MFConfig(ModelConfig):
-    factors: int = option(32, "Latent factors per user and movie.")
+    factors: int = option(32, "Latent factors per user and movie.", search=between(8, 256, log=True))
     epochs: int = option(20, "Passes over the training ratings.")
-    lr: float = option(0.01, "Step size (SGD: per rating's gradient; Adam: per step).")
-    reg: float = option(0.065, "L2 penalty per rating on the factors and biases it touches.")
+    lr: float = option(0.01, "Step size (SGD: per rating's gradient; Adam: per step).",
+                       search=between(1e-3, 0.1, log=True))
+    reg: float = option(0.065, "L2 penalty per rating on the factors and biases it touches.",
+                        search=between(1e-3, 0.3, log=True))
     batch_size: int = option(4096, "Ratings per step; each step follows the sum of their gradients.")
     optimizer: str = option("sgd", "Gradient method.", choices=OPTIMIZERS)
     init_range: float = option(0.05, "Factors start uniform in [0, init_range).")

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
 from movierec.kinds import ScoreKind
-from movierec.models.base import ModelConfig, Recommender, Trainer, option
+from movierec.models.base import ModelConfig, Recommender, Trainer, between, option
 
 # Default training reads at most this many (user, movie) cells of the dense output in all (see MultConfig.for_data):
 # the (B, I) logits, their softmax and their gradients are nearly the whole cost of an epoch.
@@ -52,8 +52,8 @@ class MultConfig(ModelConfig):
     layers: str = option("600,200,600", "Hidden layer sizes, comma-separated, input side first; the middle "
                          "one is the code.")
     dropout: float = option(0.5, "Fraction of a user's picked movies hidden from the input per batch "
-                            "(denoising); they stay targets.")
-    lr: float = option(1e-3, "Learning rate (Adam).")
+                            "(denoising); they stay targets.", search=between(0.1, 0.8))
+    lr: float = option(1e-3, "Learning rate (Adam).", search=between(1e-4, 1e-2, log=True))
     weight_decay: float = option(0.0, "L2 penalty on the weights (not the biases), as the optimizer's weight decay.")
     batch_size: int = option(500, "Users per mini-batch.")
     min_stars: float = option(3.5, "A rating of at least this many stars counts as picked; the rest are left out "
@@ -114,7 +114,7 @@ class MultVAEConfig(MultConfig):
 
     epochs: int = option(120, "Passes over the training users.")
     beta: float = option(0.2, "Largest weight of the KL term (the paper's anneal cap); 0 trains a plain "
-                         "denoising network with a noisy code.")
+                         "denoising network with a noisy code.", search=between(0.0, 1.0))
     anneal_epochs: int = option(
         100, "The KL weight rises linearly from 0 to --beta over this many epochs' updates (one step per "
         "update, as the paper's total_anneal_steps), then stays; 0: --beta from the first update.")
@@ -132,7 +132,8 @@ class MultDAEConfig(MultConfig):
 
     epochs: int = option(200, "Passes over the training users.")
     layers: str = option("200", "Hidden layer sizes, comma-separated, input side first; the middle one is the code.")
-    weight_decay: float = option(4e-5, "L2 penalty on the weights (not the biases), as the optimizer's weight decay.")
+    weight_decay: float = option(4e-5, "L2 penalty on the weights (not the biases), as the optimizer's weight decay.",
+                                 search=between(1e-7, 1e-3, log=True))
 
 
 class MultAutoEncoder(Recommender):

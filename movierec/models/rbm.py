@@ -27,7 +27,7 @@ import torch
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
 from movierec.kinds import score_kind
-from movierec.models.base import ModelConfig, Recommender, Trainer, flag_name, option
+from movierec.models.base import ModelConfig, Recommender, Trainer, between, flag_name, option
 
 # Ratings per slice when every rating's visible states are counted (before the first epoch).
 _COUNT_CHUNK = 1 << 20
@@ -41,12 +41,15 @@ class RBMConfig(ModelConfig):
     L2 weight decay on the weights, probabilities for the visible reconstructions."""
 
     epochs: int = option(10, "Passes over the training cases.")
-    hidden: int = option(100, "Hidden units.")
+    hidden: int = option(100, "Hidden units.", search=between(20, 400, log=True))
     gibbs_steps: int = option(10, "Gibbs steps per update: the k of CD-k.", "--k")
     batch_size: int = option(100, "Training cases per mini-batch (one weight update each).")
-    lr: float = option(0.2, "Learning rate, updates averaged over a batch's training cases.")
-    momentum: float = option(0.9, "Momentum of the updates after the first epoch (which uses 0.5).")
-    weight_decay: float = option(0.01, "L2 penalty on the weights (not the biases).")
+    lr: float = option(0.2, "Learning rate, updates averaged over a batch's training cases.",
+                       search=between(0.01, 0.5, log=True))
+    momentum: float = option(0.9, "Momentum of the updates after the first epoch (which uses 0.5).",
+                             search=between(0.5, 0.95))
+    weight_decay: float = option(0.01, "L2 penalty on the weights (not the biases).",
+                                 search=between(1e-4, 0.1, log=True))
     init_std: float = option(0.01, "Standard deviation of the initial random weights.")
     sample_visible: bool = option(
         False, "Sample the visible units in the Gibbs chain (default: use their probabilities, less noise)."

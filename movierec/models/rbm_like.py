@@ -21,7 +21,7 @@ import torch
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
 from movierec.kinds import ScoreKind
-from movierec.models.base import affordable_epochs, option
+from movierec.models.base import affordable_epochs, between, option
 from movierec.models.rbm import RBM, RBMConfig, RBMTrainer, _add, _fold_in_case
 
 
@@ -49,7 +49,8 @@ class LikeRBMConfig(RBMConfig):
     )
     movie_confidence: float = option(
         100.0, "A movie's weights and bias learn at n / (n + this) of the learning rate, n its ratings, so "
-        "rarely rated movies stay near what their few ratings say (0: every movie at the full rate)."
+        "rarely rated movies stay near what their few ratings say (0: every movie at the full rate).",
+        search=between(1.0, 1000.0, log=True),
     )
 
     def __post_init__(self) -> None:

@@ -18,7 +18,7 @@ import torch
 
 from movierec.data.ratings import RatingMatrix
 from movierec.errors import MovierecError
-from movierec.models.base import RatingsMemo, affordable_epochs, option
+from movierec.models.base import RatingsMemo, affordable_epochs, between, option
 from movierec.models.rbm import RBM, RBMConfig, RBMTrainer, _add, _Batch, _fold_in_case
 
 ORIENTATIONS = ("user", "item")
@@ -40,9 +40,10 @@ class RatingRBMConfig(RBMConfig):
         "user: one case per user, a visible unit per movie (Salakhutdinov 2007).", choices=ORIENTATIONS,
     )
     epochs: int = option(35, "Passes over the training cases.")
-    hidden: int = option(200, "Hidden units.")
+    hidden: int = option(200, "Hidden units.", search=between(50, 500, log=True))
     gibbs_steps: int = option(3, "Gibbs steps per update: the k of CD-k.", "--k")
-    lr: float = option(0.05, "Learning rate, updates averaged over a batch's training cases.")
+    lr: float = option(0.05, "Learning rate, updates averaged over a batch's training cases.",
+                       search=between(0.005, 0.2, log=True))
     fold_in_l2: float = option(
         0.01, "Item orientation: weight of the prior fitted to the trained users' units when a new user "
         "is folded in (more = closer to the average user; 1 = plain empirical Bayes)."
