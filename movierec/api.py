@@ -35,10 +35,11 @@ if TYPE_CHECKING:
     from movierec.models.base import ModelConfig
     from movierec.serving import Served
     from movierec.training import EpochReport, Fitted
+    from movierec.tuning import TuneResult
 
 # `evaluate_models` and `saved_models`, not `evaluate` and `models`: those are movierec's own modules.
 __all__ = ["Model", "MovieLens", "cross_validate", "datasets", "evaluate_models", "fetch", "fit", "import_ratings",
-           "load", "load_dataset", "model_config", "remove", "saved_models", "train"]
+           "load", "load_dataset", "model_config", "remove", "saved_models", "train", "tune"]
 
 _ROW_COLUMNS = ["rank", "movie_id", "title", "year", "genres", "score", "predicted", "because_you_liked"]
 _SIMILAR_COLUMNS = ["rank", "movie_id", "title", "year", "genres", "score"]
@@ -610,6 +611,43 @@ def cross_validate(model: str, dataset: str | None = None, *, folds: int | None 
     options = train_options(model, dataset, mode=mode, seed=seed, device=device, patience=patience,
                             valid_fraction=valid_fraction, **settings)
     return run(options, folds).to_frame()
+
+
+def tune(  # noqa: PLR0913 -- the Python face of `movierec tune`: its options as keywords
+    model: str,
+    dataset: str | None = None,
+    *,
+    trials: int | None = None,
+    timeout: float | None = None,
+    metric: str | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    seed: int = 0,
+    mode: str | None = None,
+    split: str | None = None,
+    device: str = DEFAULT_DEVICE,
+    patience: int | None = None,
+    valid_fraction: float | None = None,
+    save: str | None = None,
+    **fixed_settings: Any,
+) -> TuneResult:
+    """Search ``model``'s settings for the best ``metric`` on a validation slice of the split's training ratings
+    (`movierec tune MODEL`; needs ``movierec[tune]``): ``trials`` more trials and/or for ``timeout`` seconds
+    (neither: 20), added to the stored study (default: one per model, mode, dataset and split in the home; any
+    Optuna ``storage`` URL or ``journal:PATH`` lets several processes share it). ``fixed_settings`` stay as given
+    (``epochs=5``). The result's ``trials`` is a DataFrame of every trial, ``best`` the best configuration (a dict
+    for :func:`train`) and ``best_value`` its value; ``save`` trains that configuration and saves it under this
+    name, as :func:`train` does. The test split is never read."""
+    from movierec.tuning import save_best
+    from movierec.tuning import tune as run
+
+    options = train_options(model, dataset, mode=mode, split=split, seed=seed, device=device, patience=patience,
+                            **fixed_settings)
+    result = run(options, trials=trials, timeout=timeout, metric=metric, storage=storage, study=study,
+                 valid_fraction=valid_fraction)
+    if save is not None:
+        save_best(result, options, save)
+    return result
 
 
 def saved_models() -> pd.DataFrame:

@@ -42,3 +42,8 @@ def dataset_dir(name: str) -> Path:
 
 def models_dir() -> Path:
     return home() / "models"
+
+
+def studies_dir() -> Path:
+    """Where `movierec tune` keeps its studies, a SQLite file each."""
+    return home() / "studies"

@@ -27,6 +27,7 @@ from movierec.files import atomic_file
 if TYPE_CHECKING:
     from movierec.checkpoint import CheckpointMeta
     from movierec.serving import Served
+    from movierec.tuning import TuneResult
 
 MISSING_EXTRA = 'movierec plot needs matplotlib; install it with pip install "movierec[plot]".'
 COLOR_BY = ("cluster", "genre")
@@ -96,6 +97,54 @@ def plot_history(meta_or_name: CheckpointMeta | str | None, path: str | Path) ->
     out = _save(figure, path)
     return Drawn(out, "curves", meta.name, {
         "epochs": len(epochs), "series": list(series), "panels": [list(p) for p in panels], "kept_epoch": kept,
+    })
+
+
+# -- a tuning study ------------------------------------------------------------------------------------------
+def plot_tuning(result: TuneResult, path: str | Path) -> Drawn:
+    """A study's search history (:mod:`movierec.tuning`): each finished trial's validation value by its number
+    (pruned ones hollow, at their last validated epoch's value), and the best complete value so far as a step
+    line."""
+    require_matplotlib()
+    path = _check_output(path)
+    complete = [(r.number, r.value) for r in result.records
+                if r.state == "complete" and r.value is not None and math.isfinite(r.value)]
+    pruned = [(r.number, r.value) for r in result.records
+              if r.state == "pruned" and r.value is not None and math.isfinite(r.value)]
+    if not complete:
+        raise MovierecError(f"Study {result.study} has no complete trial to plot yet.")
+    best: list[tuple[int, float]] = []
+    for number, value in complete:
+        if not best or (value > best[-1][1] if result.higher_is_better else value < best[-1][1]):
+            best.append((number, value))
+        else:
+            best.append((number, best[-1][1]))
+    last = max(r.number for r in result.records)
+    if last > best[-1][0]:  # the line runs on over the trials after the last complete one
+        best.append((last, best[-1][1]))
+
+    figure = _figure(8.0, 4.4)
+    ax = figure.subplots()
+    xs, ys = zip(*complete)
+    ax.plot(xs, ys, "o", markersize=4, label="trial")
+    if pruned:
+        px, py = zip(*pruned)
+        ax.plot(px, py, "o", markersize=4, markerfacecolor="none", color="0.5", label="pruned trial")
+    bx, by = zip(*best)
+    ax.step(bx, by, where="post", color="C3", label="best so far")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"validation {result.metric}")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    model = f"{result.model} ({result.mode})" if result.mode else result.model
+    ax.set_title(f"{result.study}: {model} on {result.dataset}, split {result.split}\nsearch history",
+                 fontsize="medium", parse_math=False)
+    figure.tight_layout()
+    out = _save(figure, path)
+    return Drawn(out, "tune", result.study, {
+        "trials": len(result.records), "complete": len(complete), "pruned": len(pruned), "metric": result.metric,
+        "best_trial": result.best_trial, "best_value": result.best_value,
     })
 
 

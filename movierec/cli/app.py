@@ -23,6 +23,7 @@ from movierec.cli import (
     serve,
     similar,
     train,
+    tune,
 )
 from movierec.cli.core import RootGroup, root
 
@@ -45,6 +46,7 @@ app.command("import")(importing.import_command)
 app.command("datasets")(datasets.datasets)
 app.add_typer(train.train_app, name="train")
 app.add_typer(cv.cv_app, name="cv")
+app.add_typer(tune.tune_app, name="tune")
 app.command("models")(models.models_command)
 app.command("evaluate")(evaluate.evaluate_command)
 app.command("recommend")(recommend.recommend_command)
@@ -53,5 +55,5 @@ app.command("clusters")(clusters.clusters_command)
 app.command("export")(export.export_command)
 app.add_typer(plot.plot_app, name="plot")
 app.command("serve")(serve.serve_command)
-RootGroup.order = ("fetch", "import", "datasets", "train", "cv", "models", "evaluate", "recommend", "similar",
+RootGroup.order = ("fetch", "import", "datasets", "train", "cv", "tune", "models", "evaluate", "recommend", "similar",
                    "clusters", "export", "plot", "serve")

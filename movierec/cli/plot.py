@@ -15,7 +15,8 @@ plot_app = typer.Typer(
     cls=HelpGroup,
     no_args_is_help=True,
     add_completion=False,
-    help="Draw a saved model as a PNG picture: its training curves, or a map of its movie vectors.",
+    help="Draw a saved model as a PNG picture (its training curves, or a map of its movie vectors), or a tuning "
+         "study's search history.",
 )
 
 ModelOpt = Annotated[
@@ -81,6 +82,24 @@ def map_command(
     finally:
         served.close()
     _report(drawn, json_output)
+
+
+@plot_app.command("tune")
+def tune_command(
+    study: Annotated[str | None, typer.Option(help="The study to draw (default: the only one in --storage, else "
+                                                   "the most recently changed one in the home).")] = None,
+    storage: Annotated[str | None, typer.Option(help="Where the study is kept, as `movierec tune --storage` "
+                                                     "(default: the home's studies folder).")] = None,
+    output: _output("STUDY-tune.png") = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """A tuning study's search history: each trial's validation value and the best so far."""
+    from movierec import plot
+    from movierec.tuning import load_study
+
+    plot.require_matplotlib()
+    result = load_study(study, storage)
+    _report(plot.plot_tuning(result, output or Path(f"{result.study}-tune.png")), json_output)
 
 
 def _report(drawn: Any, json_output: bool) -> None:

@@ -73,7 +73,7 @@ def _run(model: str, mode: str, config: dict[str, Any], *, dataset: str | None, 
     if json_output:
         print_json(outcome.to_json())
         return
-    _print_summary(outcome)
+    print_summary(outcome)
 
 
 train_app = model_group(
@@ -120,7 +120,7 @@ def _verdict(metrics: dict[str, float], baseline: dict[str, float], monitor: str
     return f"[green]beaten on {monitor}[/]" if beats else f"[red]not beaten on {monitor}[/]"
 
 
-def _print_summary(outcome: Any) -> None:
+def print_summary(outcome: Any) -> None:
     from rich.table import Table
 
     from movierec.cli.console import console, pack, plain, table_room

@@ -11,9 +11,9 @@ from movierec.cli import app
 from movierec.cli.core import first_sentence
 from movierec.models import MODELS, model_classes
 
-COMMANDS = [[], ["train"], *[["train", m] for m in MODELS], ["fetch"], ["import"], ["datasets"], ["models"],
-            ["evaluate"], ["recommend"], ["similar"], ["clusters"], ["plot"], ["plot", "curves"], ["plot", "map"],
-            ["serve"]]
+COMMANDS = [[], ["train"], *[["train", m] for m in MODELS], ["tune"], *[["tune", m] for m in MODELS], ["fetch"],
+            ["import"], ["datasets"], ["models"], ["evaluate"], ["recommend"], ["similar"], ["clusters"], ["plot"],
+            ["plot", "curves"], ["plot", "map"], ["plot", "tune"], ["serve"]]
 
 
 def _help(width: int, path: list[str]) -> str:
@@ -54,7 +54,7 @@ def test_help_fits_the_terminal_and_says_everything(path, width):
                 assert flag in text, f"{flag} is missing from `{' '.join(path)} --help`"
         help_text = getattr(param, "help", None) or ""
         assert _squeezed(help_text) in squeezed, f"the help of {param.name} is cut: {help_text}"
-    if path[:1] != ["train"]:  # the models are listed by their summaries (without importing them)
+    if path[:1] not in (["train"], ["tune"]):  # the models are listed by their summaries (without importing them)
         for name, sub in getattr(_command(path), "commands", {}).items():
             sentence = first_sentence(sub.help or "")
             assert sentence.endswith(".") and _squeezed(sentence) in squeezed, f"{name}'s summary is cut"

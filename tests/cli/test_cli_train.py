@@ -276,13 +276,17 @@ def test_root_help_imports_neither_torch_nor_pandas():
         from movierec.cli import app
         code = app(["--help"], standalone_mode=False, prog_name="movierec")
         assert code == 0, code
-        heavy = sorted({"torch", "pandas", "numpy"} & set(sys.modules))
+        heavy = sorted({"torch", "pandas", "numpy", "optuna"} & set(sys.modules))
         assert not heavy, f"movierec --help imported {heavy}"
+        code = app(["tune", "--help"], standalone_mode=False, prog_name="movierec")
+        assert code == 0, code
+        heavy = sorted({"torch", "pandas", "numpy", "optuna"} & set(sys.modules))
+        assert not heavy, f"movierec tune --help imported {heavy}"
         print("LIGHT")
     """)
     assert proc.returncode == 0, proc.stderr
     assert "LIGHT" in proc.stdout
-    for command in ("fetch", "datasets", "train", "models", "evaluate", "recommend", "similar", "clusters"):
+    for command in ("fetch", "datasets", "train", "tune", "models", "evaluate", "recommend", "similar", "clusters"):
         assert f" {command} " in proc.stdout
 
 
