@@ -9,7 +9,9 @@ choosing by it cannot flatter the numbers `evaluate` reports later. The metric i
 its direction is :func:`movierec.metrics.higher_is_better`'s.
 
 Trials are drawn by Optuna's TPE sampler, seeded (same seed, same trials, in one process), and cut short by its
-median pruner from the validation metric of every epoch (through the training loop's ``epoch`` event). A trial
+median pruner from the validation metric of every epoch (through the training loop's ``epoch`` event), once five
+trials have ended and never in a trial's first :data:`WARMUP` of its epochs (a slow start, a small learning rate's,
+is not a bad end: pruning from the first epoch cut 36 of 50 mf trials on ml-100k). A trial
 whose training diverges is pruned, its reason kept as the trial's ``diverged`` attribute.
 
 A study is stored, so that running again continues it: by default in a SQLite file of the home's ``studies``
@@ -42,6 +44,8 @@ DEFAULT_TRIALS = 20
 VALID_FRACTION = 0.1
 """The share of the training ratings each trial is judged on, unless another is given: twice training's
 default, since a trial is chosen by it, not only stopped."""
+WARMUP = 1 / 3
+"""The share of a trial's epochs it always trains before the pruner may stop it."""
 JOURNAL = "journal:"
 """A storage written ``journal:PATH`` is Optuna's journal file at PATH."""
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,119}")
@@ -187,11 +191,14 @@ def objective_metric(model: str, mode: str | None, metric: str | None) -> tuple[
     from movierec.models import model_class
 
     key = headline(str(model_class(model, mode).kind)) if metric is None else metric.strip().lower()
+    _, at, k = key.partition("@")
     try:
+        if at and not (k.isdigit() and int(k) >= 1):
+            raise ValueError(key)
         return key, higher_is_better(key)
     except ValueError:
         names = ", ".join(info.key.format(k=10) for info in METRICS)
-        raise MovierecError(f"Unknown metric {metric!r}; choose one of {names}.") from None
+        raise MovierecError(f"Unknown metric {metric!r}; choose one of {names} (any list length after @).") from None
 
 
 def _check_settings(model: str, mode: str, config_class: type[ModelConfig], fixed: Mapping[str, Any]) -> None:
@@ -290,6 +297,7 @@ def tune(  # noqa: PLR0913 -- the options of `movierec tune`, one keyword each
     model, mode, fixed = options.model, str(options.mode), options.settings()
     config_class = model_class(model, mode).config_class
     _check_settings(model, mode, config_class, fixed)
+    epochs = int(fixed.get("epochs", config_class.__dataclass_fields__["epochs"].default))
     space = {k: v for k, v in search_space(config_class).items() if k not in fixed}
     if not space:
         raise MovierecError(f"Nothing is left to tune in {model} --mode {mode}: every setting it searches is given.")
@@ -307,7 +315,8 @@ def tune(  # noqa: PLR0913 -- the options of `movierec tune`, one keyword each
     direction = "maximize" if higher else "minimize"
     try:
         the_study = optuna.create_study(study_name=name, storage=opened, direction=direction, load_if_exists=True,
-                                        pruner=optuna.pruners.MedianPruner())
+                                        pruner=optuna.pruners.MedianPruner(n_startup_trials=5,
+                                                                           n_warmup_steps=int(epochs * WARMUP)))
     except Exception as exc:  # the database exists but is not Optuna's, say
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
         raise MovierecError(f"Cannot open study {name} in {url!r}: {reason}.") from None
@@ -373,22 +382,23 @@ class _Objective:
         if self.metric in valid:
             value = valid[self.metric]
         else:
-            value = self._measure(fitted)
+            value = self._measure(fitted, listener)
         if value is None or not math.isfinite(value):
             raise MovierecError(f"{self.metric} cannot judge {options.model} --mode {options.mode} on this "
                                 "validation slice; choose another --metric.")
         return float(value)
 
-    def _measure(self, fitted: Any) -> float | None:
+    def _measure(self, fitted: Any, events: TrainingEvents) -> float | None:
         """The metric of a trained trial that its epochs' validation does not report, on the same slice."""
         from movierec.evaluate import evaluate
         from movierec.training import validation_sample
 
         plan, model = fitted.plan, fitted.model
         _, at, k = self.metric.partition("@")
-        self.events.step(f"Measuring {self.metric} on the validation slice")
+        events.step(f"Measuring {self.metric} on the validation slice")
         valid = validation_sample(plan.valid, model.kind, self.options.seed)
-        scores = evaluate(fitted.ranked, plan.train.matrix(model.device), valid, k=int(k) if at else 10)
+        scores = evaluate(fitted.ranked, plan.train.matrix(model.device), valid, k=int(k) if at else 10,
+                          progress=events.progress)
         value = scores.get(self.metric)
         return None if value is None else float(value)
 

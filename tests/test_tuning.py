@@ -170,6 +170,7 @@ def test_a_study_tunes_one_thing(fetched):
     ({}, {"trials": 0}, "--trials must be at least 1, not 0."),
     ({}, {"timeout": -1.0}, "--timeout must be a positive number of seconds, not -1."),
     ({}, {"metric": "speed"}, "Unknown metric 'speed'; choose one of rmse, mae"),
+    ({}, {"metric": "ndcg@ten"}, "Unknown metric 'ndcg@ten'; choose one of rmse, mae"),
     ({}, {"valid_fraction": 0.0}, "--valid-fraction must be between 0 and 1 for tuning, not 0"),
     ({}, {"study": "../up"}, "'../up' cannot name a study"),
     ({}, {"storage": "nosuchdb://x"}, "Cannot open the study storage 'nosuchdb://x': "),
