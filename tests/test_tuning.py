@@ -55,6 +55,25 @@ def test_every_model_searches_fields_it_has_with_sound_bounds():
             assert "epochs" not in space  # pruning, not the search, decides how long a trial trains
 
 
+def test_every_model_builds_from_any_point_of_its_search_space():
+    import optuna
+
+    from movierec.tuning import suggest
+
+    for name in MODELS:
+        for mode, cls in model_classes(name).items():
+            study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+            space = search_space(cls.config_class)
+            for _ in range(20):
+                trial = study.ask()
+                values = suggest(trial, space, cls.config_class)
+                cls.config_class(**values)  # a value no config takes would be one sentence here, every trial
+                for field, value in values.items():
+                    default = cls.config_class.__dataclass_fields__[field].default
+                    assert type(value) is type(default), (name, mode, field, value)
+                study.tell(trial, 0.0)
+
+
 def test_trials_run_on_the_validation_slice_and_the_best_is_one_of_them(fetched):
     heard = Heard()
     result = tune(TrainOptions("mf", config=TINY), trials=4, study="best", events=heard)
