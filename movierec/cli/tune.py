@@ -183,5 +183,5 @@ def print_trials(result: TuneResult) -> None:
 tune_app = model_group(
     _OPTIONS, _DEFAULTS, _run,
     help="Search a model's settings for the best validation metric (Optuna; the test split is never read). "
-         "`movierec tune MODEL --help` lists its options.",
+         "Model options given stay fixed in every trial. `movierec tune MODEL --help` lists its options.",
 )
