@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ default, since a trial is chosen by it, not only stopped."""
 WARMUP = 1 / 3
 """The share of a trial's epochs it always trains before the pruner may stop it."""
 JOURNAL = "journal:"
+_SCHEMA_TRIES = 5
 """A storage written ``journal:PATH`` is Optuna's journal file at PATH."""
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,119}")
 _IDENTITY = ("model", "mode", "dataset", "split", "metric", "fixed")
@@ -176,7 +178,16 @@ def open_storage(url: str) -> Any:
                 raise MovierecError(f"Cannot open the study journal {path}: the folder {path.parent} does not exist.")
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {}
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        for attempt in range(_SCHEMA_TRIES):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            except Exception as exc:
+                # Two processes opening a new database at once both create its tables: the one that loses the
+                # race finds them made when it tries again.
+                if type(exc).__name__ not in ("IntegrityError", "OperationalError") or attempt == _SCHEMA_TRIES - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
     except MovierecError:
         raise
     except Exception as exc:  # sqlalchemy's and the drivers' errors: a bad URL, a missing driver, no server
@@ -323,8 +334,6 @@ def tune(  # noqa: PLR0913 -- the options of `movierec tune`, one keyword each
     identity = {"model": model, "mode": mode, "dataset": dataset, "split": split, "metric": key,
                 "fixed": _jsonable(fixed)}
     _claim(the_study, identity)
-    # Continuing a study draws on from where it is: the same seed again would repeat its first trials.
-    the_study.sampler = optuna.samplers.TPESampler(seed=options.seed + len(the_study.trials))
 
     objective = _Objective(options.replace(dataset=dataset, split=split, valid_fraction=fraction), config_class,
                            space, key, events)
@@ -366,6 +375,10 @@ class _Objective:
         from movierec.training import fit_split
 
         self._load()
+        # Each trial draws from the seed and its own number: the same trials again for the same seed, yet not the
+        # first trials once more when a study is continued, nor the same draw in two processes sharing a study.
+        # (TPE samples each parameter independently, when it is suggested: the sampler is read from here on.)
+        trial.study.sampler = optuna.samplers.TPESampler(seed=self.options.seed + trial.number)
         fixed = self.options.settings()
         options = self.options.replace(config={**fixed, **suggest(trial, self.space, self.config_class)})
         listener = _TrialEvents(self.events, trial, self.metric)

@@ -87,6 +87,8 @@ def test_two_processes_work_on_one_study_at_once(fetched, tmp_path, kind):
     study = load_study("shared", storage)
     assert len(study.records) == 7 and sorted(r.number for r in study.records) == list(range(7))
     assert all(r.state in ("complete", "pruned") for r in study.records)
+    draws = [tuple(sorted(r.params.items())) for r in study.records]
+    assert len(set(draws)) == 7  # the two processes did not draw the same trials
     assert study.best_trial is not None
 
 
