@@ -11,7 +11,7 @@ its direction is :func:`movierec.metrics.higher_is_better`'s.
 Trials are drawn by Optuna's TPE sampler, seeded (same seed, same trials, in one process), and cut short by its
 median pruner from the validation metric of every epoch (through the training loop's ``epoch`` event), once five
 trials have ended and never in a trial's first :data:`WARMUP` of its epochs (a slow start, a small learning rate's,
-is not a bad end: pruning from the first epoch cut 36 of 50 mf trials on ml-100k). A trial
+is not a bad end: pruning from the first epoch cut 36 of 50 mf trials on ml-100k u1). A trial
 whose training diverges is pruned, its reason kept as the trial's ``diverged`` attribute.
 
 A study is stored, so that running again continues it: by default in a SQLite file of the home's ``studies``
