@@ -91,8 +91,13 @@ class RBM(Recommender):
         b_shape = (1, n_visible) if n_states == 1 else (n_visible, n_states)
         self.b = torch.nn.Parameter(torch.zeros(b_shape), requires_grad=False)  # visible bias
         self.register_parameter("D", None)  # the conditional term (LikeRBM only)
-        # Derived from rating_values (a constructor argument), so not part of the checkpoint.
-        self.register_buffer("values", torch.tensor(self.rating_values, dtype=torch.float32), persistent=False)
+
+    @property
+    def values(self) -> torch.Tensor:
+        """The star values (K,) float32 on the model's device: derived from ``rating_values`` (a constructor
+        argument), so neither saved nor held (a model built on the meta device and given its saved weights has
+        no placeholder left); a few numbers, made where they are asked for."""
+        return torch.tensor(self.rating_values, dtype=torch.float32, device=self.W.device)
 
     # -- what a subclass provides --------------------------------------------------------------
     def visible_states(self, ratings: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 from synthetic import holdout, low_rank_ratings
 from torch_lists import user_list as recommend
 
-from movierec import checkpoint, loading
+from movierec import checkpoint, loading, serving
 from movierec.data.ratings import Ratings
 from movierec.device import make_generator
 from movierec.evaluate import PopularityBaseline, evaluate
@@ -166,7 +166,16 @@ def test_the_module_holds_only_what_is_saved(model_name, mode, data, home):
                               np.arange(train.n_items) + 1)
     with checkpoint.open_file(path) as saved:
         names = {k.removeprefix("state.") for k in saved.names() if k.startswith("state.")}
+        state = {k: saved.get(k) for k in saved.names() if k.startswith("state.")}
     assert names == set(fresh_shapes)
+    # Built back from its arrays without drawing initial weights first: no random number is used, and every
+    # tensor is the saved one.
+    before = torch.get_rng_state()
+    built = serving.build_from_state(meta, state, path)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert not any(t.is_meta for t in (*built.parameters(), *built.buffers()))
+    for key, value in model.state_dict().items():
+        assert torch.equal(built.state_dict()[key], value), key
 
 
 @pytest.mark.parametrize(("model_name", "mode"), CASES, ids=IDS)
