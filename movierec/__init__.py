@@ -16,7 +16,7 @@ from movierec.version import __version__
 
 # The Python API (movierec/api.py), loaded on first use so that `import movierec` stays instant.
 _API = ("Model", "MovieLens", "cross_validate", "datasets", "evaluate_models", "fetch", "fit", "import_ratings",
-        "load", "load_dataset", "model_config", "remove", "saved_models", "train", "tune")
+        "load", "load_dataset", "model_config", "remove", "saved_models", "set_default", "train", "tune")
 
 __all__ = ["MovierecError", "NotFound", "__version__", *_API]
 

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 # `evaluate_models` and `saved_models`, not `evaluate` and `models`: those are movierec's own modules.
 __all__ = ["Model", "MovieLens", "cross_validate", "datasets", "evaluate_models", "fetch", "fit", "import_ratings",
-           "load", "load_dataset", "model_config", "remove", "saved_models", "train", "tune"]
+           "load", "load_dataset", "model_config", "remove", "saved_models", "set_default", "train", "tune"]
 
 _ROW_COLUMNS = ["rank", "movie_id", "title", "year", "genres", "score", "predicted", "because_you_liked"]
 _SIMILAR_COLUMNS = ["rank", "movie_id", "title", "year", "genres", "score"]
@@ -446,7 +446,8 @@ def _batch_rows(served: Served, index: np.ndarray, items: np.ndarray, scores: np
 
 
 def load(name: str | None = None, *, device: str = DEFAULT_DEVICE) -> Model:
-    """The saved model ``name`` (a name, any unique beginning of one, or a path; default: the newest)."""
+    """The saved model ``name`` (a name, any unique beginning of one, or a path; default: the one
+    pinned with :func:`set_default`, else the newest)."""
     from movierec.loading import open_model
 
     return Model(open_model(name, device))
@@ -652,15 +653,24 @@ def tune(  # noqa: PLR0913 -- the Python face of `movierec tune`: its options as
 
 def saved_models() -> pd.DataFrame:
     """The saved models, oldest first (`movierec models`): name, model, mode, dataset, split, created, epochs,
-    metrics, config, path, and which is the newest (the default everywhere)."""
+    metrics, config, path, which is the newest and which the default everywhere (:func:`set_default`, else the
+    newest)."""
     import pandas as pd
 
     from movierec import checkpoint
 
-    found = checkpoint.list_checkpoints()
-    return pd.DataFrame([checkpoint.describe(p, m, newest=i == len(found) - 1) for i, (p, m) in enumerate(found)],
+    return pd.DataFrame(checkpoint.describe_all(checkpoint.list_checkpoints()),
                         columns=["name", "model", "mode", "dataset", "split", "path", "created", "epochs",
-                                 "fit_seconds", "metrics", "config", "newest"])
+                                 "fit_seconds", "metrics", "config", "newest", "default"])
+
+
+def set_default(name: str | None) -> str | None:
+    """Pin the saved model ``name`` (or its unique beginning) as the default of every command and of
+    :func:`load` when no model is named (`movierec models --default NAME`); ``None`` removes the pin, so the
+    newest is the default again. Returns the full name pinned (None when unpinned)."""
+    from movierec import checkpoint
+
+    return checkpoint.set_default(name)
 
 
 def remove(name: str) -> None:

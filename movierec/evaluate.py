@@ -385,7 +385,7 @@ class Selection:
 
     paths: list[str]
     left_out: list[str]
-    """Names of checkpoints not evaluated because their test split differs from the newest one's
+    """Names of checkpoints not evaluated because their test split differs from the default one's
     (only when no names were given)."""
     untested: list[str] = dataclasses.field(default_factory=list)
     """Names of checkpoints not evaluated because they were trained on every rating (``--split none``), so
@@ -406,7 +406,8 @@ def select_checkpoints(names: list[str] | None = None) -> Selection:
     ``names`` are checkpoint names/paths (a saved name always means that model, as for every command) or, when
     no saved model has that name, model names (``mf`` = the newest ``mf`` checkpoint trained on the newest
     checkpoint's test split, else the newest ``mf`` of any). Without names: every checkpoint
-    whose test split (:func:`split_key`) is the newest tested checkpoint's, so the table compares like with
+    whose test split (:func:`split_key`) is the default checkpoint's (pinned, else the newest; the newest tested
+    one's if the default has no test split), so the table compares like with
     like; the others are named in ``left_out``, and those trained on every rating (no test split) in
     ``untested``. A named model without a test split is refused in one sentence.
     """
@@ -420,7 +421,10 @@ def select_checkpoints(names: list[str] | None = None) -> Selection:
     untested = [m.name for _, m in every if not m.has_test_split]
     if not found and not names:
         raise _no_test_split("Every saved model", one=False)
-    newest = split_key(found[-1][1]) if found else None
+    chosen = checkpoint.default_of(every)
+    if chosen is not None and not chosen[1].has_test_split:
+        chosen = found[-1] if found else None  # a default trained on every rating: the newest tested one's split
+    newest = split_key(chosen[1]) if chosen else None
     same = [(p, m) for p, m in found if split_key(m) == newest]
     if not names:
         left_out = [m.name for _, m in found if split_key(m) != newest]

@@ -93,7 +93,7 @@ class Trained:
 
 
 def load_trained(name: str | Path | None = None, device: torch.device | str = DEFAULT_DEVICE) -> Trained:
-    """Load a checkpoint (newest when ``name`` is None), its dataset and its training split.
+    """Load a checkpoint (the default when ``name`` is None), its dataset and its training split.
 
     A checkpoint without serving data (format 1, or saved without it) gets it now, rewritten in place:
     see :func:`upgrade`."""
@@ -200,7 +200,7 @@ def _served_from_file(path: Path, device: Any) -> Served | None:
 
 
 def open_model(name: str | None, device: Any = DEFAULT_DEVICE) -> Served:
-    """The saved model ``name`` (newest when None), ready to answer.
+    """The saved model ``name`` (the default when None: pinned, else the newest), ready to answer.
 
     A checkpoint without serving data (format 1, or saved without it) is converted first: its dataset and
     split are loaded once, and the file rewritten in place (:func:`upgrade`).

@@ -62,8 +62,8 @@ class Drawn:
 def plot_history(meta_or_name: CheckpointMeta | str | None, path: str | Path) -> Drawn:
     """Training curves of a saved model: train loss and every validation metric per epoch (every training metric
     when nothing was validated), from the history saved in its checkpoint. ``meta_or_name`` is its metadata, a
-    saved name (or its unique beginning), or None for the newest. Loss and metrics get two panels when their
-    scales differ."""
+    saved name (or its unique beginning), or None for the default (pinned, else the newest). Loss and metrics get
+    two panels when their scales differ."""
     from movierec import checkpoint
 
     require_matplotlib()
@@ -205,7 +205,7 @@ def plot_movie_map(
     signs fixed, so the same model gives the same picture), coloured by its k-means cluster (``k`` clusters,
     ``seed``: the clusters of ``movierec clusters``) or by its genre; the ``labels`` most-rated movies are
     labelled with their titles. ``served`` is an open model (:func:`movierec.loading.open_model`), a saved name,
-    or None for the newest."""
+    or None for the default (pinned, else the newest)."""
     from movierec import loading
 
     require_matplotlib()

@@ -48,14 +48,19 @@ from movierec.checkpoint.container import (
     write_file,
 )
 from movierec.checkpoint.files import (
+    PIN_FILE,
+    default_of,
     describe,
+    describe_all,
     list_checkpoints,
+    pinned,
     read_all,
     read_meta,
     remove,
     resolve,
     save,
     scan_checkpoints,
+    set_default,
     write,
 )
 from movierec.checkpoint.meta import (
@@ -81,5 +86,5 @@ __all__ = [
     "CheckpointMeta", "LegacyCheckpoint", "SavedFile", "check_arrays", "clean_temporaries", "current_meta",
     "default_name", "describe", "is_legacy", "list_checkpoints", "meta_from_dict", "open_file", "path_for",
     "read_all", "read_meta", "remove", "reserve", "resolve", "save", "saved_names", "scan_checkpoints", "write",
-    "write_file",
+    "write_file", "PIN_FILE", "default_of", "describe_all", "pinned", "set_default",
 ]

@@ -3,6 +3,7 @@ listing the saved ones and resolving a name."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Mapping
@@ -103,11 +104,81 @@ def scan_checkpoints() -> tuple[list[tuple[Path, CheckpointMeta]], list[Path]]:
     return found, skipped
 
 
-def describe(path: Path, meta: CheckpointMeta, *, newest: bool = False) -> dict[str, Any]:
+def describe(path: Path, meta: CheckpointMeta, *, newest: bool = False, default: bool = False) -> dict[str, Any]:
     """A saved model as a JSON-able row: what `movierec models --json`, the Python API and the server list."""
     return {"name": meta.name, "model": meta.model, "mode": meta.mode, "dataset": meta.dataset, "split": meta.split,
             "path": str(path), "created": meta.created, "epochs": meta.epochs, "fit_seconds": meta.fit_seconds,
-            "metrics": meta.metrics, "config": meta.config, "newest": newest}
+            "metrics": meta.metrics, "config": meta.config, "newest": newest, "default": default}
+
+
+def describe_all(found: list[tuple[Path, CheckpointMeta]]) -> list[dict[str, Any]]:
+    """:func:`describe` of every checkpoint in ``found`` (oldest first), the newest and the default marked."""
+    chosen = default_of(found)
+    return [describe(p, m, newest=i == len(found) - 1, default=chosen is not None and p == chosen[0])
+            for i, (p, m) in enumerate(found)]
+
+
+# -- the default model -----------------------------------------------------------------------------------------
+PIN_FILE = "default.json"
+"""The model the user chose as the default (`movierec models --default NAME`), in the models folder."""
+
+
+def _pin_path() -> Path:
+    return paths.models_dir() / PIN_FILE
+
+
+def pinned() -> str | None:
+    """The name of the model pinned as the default, or None (no pin: the newest is the default)."""
+    try:
+        data = json.loads(_pin_path().read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        raise MovierecError(f"The default-model file {_pin_path()} is damaged; `movierec models --default none` "
+                            "removes it.") from None
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def set_default(name: str | None) -> str | None:
+    """Pin the saved model ``name`` (a name or its unique beginning, not a path) as the default of every command
+    that names none; ``None`` removes the pin, so the newest is the default again. Returns the full name pinned.
+
+    The pin is written atomically, under the models folder's pin lock."""
+    from filelock import FileLock
+
+    from movierec.files import atomic_file
+
+    full = None
+    if name is not None:
+        path = resolve(name)
+        if path.parent.resolve() != paths.models_dir().resolve():
+            raise MovierecError(f"Only a saved model can be the default; {name!r} is a file outside the models "
+                                "folder.")
+        full = path.stem
+    folder = paths.models_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / ".default.lock")):
+        if full is None:
+            _pin_path().unlink(missing_ok=True)
+        else:
+            with atomic_file(_pin_path(), f"Could not save the default model to {_pin_path()}") as f:
+                f.write(json.dumps({"name": full}).encode() + b"\n")
+    return full
+
+
+def default_of(found: list[tuple[Path, CheckpointMeta]]) -> tuple[Path, CheckpointMeta] | None:
+    """Of ``found`` (oldest first), the pinned model, else the newest; None when ``found`` is empty.
+
+    A pin naming a model no longer saved (deleted by hand) is one sentence."""
+    name = pinned()
+    if name is None:
+        return found[-1] if found else None
+    for p, m in found:
+        if p.stem == name:
+            return p, m
+    raise MovierecError(f"The default model {name!r} is no longer saved; pin another with `movierec models "
+                        "--default NAME`, or `movierec models --default none` to use the newest.")
 
 
 def list_checkpoints() -> list[tuple[Path, CheckpointMeta]]:
@@ -120,16 +191,17 @@ MAX_CANDIDATES = 10
 
 
 def resolve(name: str | None) -> Path:
-    """A checkpoint by path, name, or the beginning of one name; ``None`` means the newest one.
+    """A checkpoint by path, name, or the beginning of one name; ``None`` means the default one: the one pinned
+    with :func:`set_default`, else the newest.
 
     An exact name always wins; otherwise ``name`` must begin exactly one saved name (``als-i`` for
     ``als-implicit``), and when it begins several the error lists them.
     """
     if name is None:
-        found = list_checkpoints()
-        if not found:
+        chosen = default_of(list_checkpoints())
+        if chosen is None:
             raise MovierecError("No trained models yet; train one with `movierec train MODEL`.")
-        return found[-1][0]
+        return chosen[0]
     candidate = Path(name).expanduser()
     if candidate.suffix == SUFFIX and _is_file(candidate):
         return candidate
@@ -147,7 +219,7 @@ def resolve(name: str | None) -> Path:
 
 
 def remove(name: str) -> Path:
-    """Delete the saved model called ``name`` and return the path it had.
+    """Delete the saved model called ``name`` and return the path it had; a pin of it as the default goes too.
 
     Only names are taken, never paths, so nothing outside the models folder can be deleted.
     """
@@ -158,6 +230,9 @@ def remove(name: str) -> Path:
         path.unlink()
     except OSError as exc:
         raise MovierecError(f"Could not remove {path}: {exc.strerror or exc}.") from None
+    with contextlib.suppress(MovierecError):
+        if pinned() == name:
+            set_default(None)
     return path
 
 

@@ -64,6 +64,11 @@ def print_warning(message: str) -> None:
     err_console.print(f"Warning: {clean(message)}", markup=False, style="yellow", soft_wrap=True)
 
 
+def print_note(message: str) -> None:
+    """One line on stderr (never stdout, so --json stays clean)."""
+    err_console.print(clean(message), markup=False, soft_wrap=True)
+
+
 def print_json(data: Any) -> None:
     """Machine-readable output: plain JSON on stdout, nothing else."""
     sys.stdout.write(json.dumps(_finite(data), indent=2, allow_nan=False, default=_jsonable) + "\n")

@@ -54,8 +54,8 @@ def evaluate_command(
 ) -> None:
     """Metrics of saved models on their test split, next to popularity and global-mean baselines.
 
-    By default every model tested on the same split as the newest one (same dataset, split, seed and test
-    fraction); name others to include them. Rating metrics cover
+    By default every model tested on the same split as the default one (`movierec models --default`, else the
+    newest: same dataset, split, seed and test fraction); name others to include them. Rating metrics cover
     every held-out rating; ranking metrics rank all movies a user has not rated in training, with held-out
     ratings of at least --relevance stars as the relevant ones.
     """

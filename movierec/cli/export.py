@@ -17,7 +17,7 @@ def export_command(
                            dir_okay=False, show_default=False)
     ],
     model: Annotated[
-        str | None, typer.Option("--model", help="Saved model to use (name or path) (default: the newest).")
+        str | None, typer.Option("--model", help="Saved model to use (name or path) (default: the default model).")
     ] = None,
     top: Annotated[int, typer.Option(min=1, help="How many movies per user.")] = 10,
     user: Annotated[

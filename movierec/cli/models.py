@@ -15,8 +15,15 @@ def models_command(
         str | None,
         typer.Option("--remove", metavar="NAME", help="Delete the saved model with this name (a name, not a path)."),
     ] = None,
+    default: Annotated[
+        str | None,
+        typer.Option("--default", metavar="NAME",
+                     help="Pin this saved model as the one every command uses when none is named; 'none' "
+                          "removes the pin (the newest again)."),
+    ] = None,
 ) -> None:
-    """List the saved models, newest last; the newest is what `evaluate` and `recommend` use by default."""
+    """List the saved models, newest last, the default marked: the one pinned with --default, else the newest;
+    it is what `evaluate`, `recommend`, `serve` and `plot` use when no model is named."""
     from movierec import checkpoint, paths
     from movierec.cli.console import clean, console, pack, plain, print_json, print_warning, table_room
 
@@ -24,13 +31,18 @@ def models_command(
         path = checkpoint.remove(remove)
         console.print(clean(f"Removed {remove} ({path})."), markup=False)
         return
+    if default is not None:
+        pinned = checkpoint.set_default(None if default.lower() == "none" else default)
+        console.print(clean(f"{pinned} is now the default model." if pinned else
+                            "No default pinned; the newest model is the default."), markup=False)
+        return
     found, skipped = checkpoint.scan_checkpoints()
     if skipped:
         names = ", ".join(p.name for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
         print_warning(f"Skipped {len(skipped)} damaged or unreadable file{'s' * (len(skipped) > 1)} in the models "
                       f"folder ({names}); `movierec models --remove NAME` deletes one.")
     if json_output:
-        print_json([checkpoint.describe(p, m, newest=i == len(found) - 1) for i, (p, m) in enumerate(found)])
+        print_json(checkpoint.describe_all(found))
         return
     if not found:
         console.print("No saved models yet; train one with `movierec train MODEL`.")
@@ -61,13 +73,14 @@ def models_command(
         heads[2:4] = ["created"]
     # Names and numbers stay whole: the metrics take the room the other columns leave, a line per pair if need be.
     room = max(table_room(len(heads)) - sum(widths()), longest_metric)
-    # The name is what --model takes: at least as wide as the longest name, so only " (newest)" may wrap.
+    marks = [{(True, True): " (default, newest)", (True, False): " (default)", (False, True): " (newest)"}.get(
+        (d["default"], d["newest"]), "") for d in checkpoint.describe_all(found)]
+    # The name is what --model takes: at least as wide as the longest name, so only the marks may wrap.
     for i, head in enumerate(heads):
         table.add_column(head, no_wrap=head != "name", justify="right" if head == "epochs" else "left",
                          min_width=widths()[0] if i == 0 else None)
     for i, r in enumerate(rows):
-        newest = i == len(rows) - 1
         # Cells were cleaned above; Text keeps the line breaks of the narrow layout.
-        table.add_row(*map(Text, (r[0] + (" (newest)" if newest else ""), *r[1:-1], pack(r[-1], room))),
-                      style="bold" if newest else None)
+        table.add_row(*map(Text, (r[0] + marks[i], *r[1:-1], pack(r[-1], room))),
+                      style="bold" if "default" in marks[i] else None)
     console.print(table)

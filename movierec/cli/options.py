@@ -12,7 +12,7 @@ from movierec.device import DEVICE_HELP
 T = TypeVar("T")
 
 ModelOpt = Annotated[
-    str | None, typer.Option("--model", help="Saved model to use (name or path) (default: the newest).")
+    str | None, typer.Option("--model", help="Saved model to use (name or path) (default: the default model).")
 ]
 """``--model``: which saved model answers."""
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]

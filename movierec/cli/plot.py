@@ -20,7 +20,7 @@ plot_app = typer.Typer(
 )
 
 ModelOpt = Annotated[
-    str | None, typer.Option("--model", help="Saved model to draw (name or its beginning) (default: the newest).")
+    str | None, typer.Option("--model", help="Saved model to draw (name or its beginning; default: the default model).")
 ]
 
 

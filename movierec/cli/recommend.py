@@ -75,8 +75,10 @@ def recommend_command(
     finally:
         served.close()  # everything below is in memory
     if json_output:
-        from movierec.cli.console import print_json
+        from movierec.cli.console import print_json, print_note
 
+        if model is None:
+            print_note(f"Answered by the default model, {served.meta.name}.")
         print_json(rows)
     else:
         what = {"like": "like/dislike", "rank": "top-N"}.get(served.scorer.kind, "ratings")

@@ -16,7 +16,7 @@ from movierec.errors import MovierecError
 
 def serve_command(
     model: Annotated[
-        str | None, typer.Option("--model", help="Saved model to serve (name or path) (default: the newest).")
+        str | None, typer.Option("--model", help="Saved model to serve (name or path) (default: the default model).")
     ] = None,
     host: Annotated[
         str, typer.Option(help="Address to listen on; 0.0.0.0 opens the server to other machines.")

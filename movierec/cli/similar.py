@@ -33,8 +33,10 @@ def similar_command(
     finally:
         served.close()  # everything below is in memory
     if json_output:
-        from movierec.cli.console import print_json
+        from movierec.cli.console import print_json, print_note
 
+        if model is None:
+            print_note(f"Answered by the default model, {served.meta.name}.")
         print_json(found)
         return
     from movierec.cli.recommend import list_table

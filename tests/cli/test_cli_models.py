@@ -150,11 +150,11 @@ def test_listing_skips_damaged_files_and_says_how_many(home):
     as_json = movierec(home, "models", "--json")
     assert as_json.returncode == 0 and [r["name"] for r in json.loads(as_json.stdout)] == ["tiny"]
 
-    # The commands that pick the newest model pick the newest readable one, quietly.
+    # The commands that pick the newest model pick the newest readable one, naming it and nothing else.
     recommended = movierec(home, "recommend", "--user", "1", "--top", "3", "--json")
     # (The one line a tiny model may earn is the note that its lists rank below the most popular movies'.)
     quiet = [line for line in recommended.stderr.splitlines() if not line.startswith("Note: tiny's lists ranked")]
-    assert recommended.returncode == 0 and quiet == [], recommended.stderr
+    assert recommended.returncode == 0 and quiet == ["Answered by the default model, tiny."], recommended.stderr
     assert len(json.loads(recommended.stdout)) == 3
     chosen = movierec(home, "recommend", "--user", "1", "--model", "text-version")
     one_error_line(chosen, "text-version.pt is damaged (its format version is \"two\", not a whole number)")
@@ -336,3 +336,71 @@ def test_models_help_says_names_only(runner):
     assert result.exit_code == 0
     text = " ".join(line.strip(" │╭╮╰╯─") for line in result.stdout.splitlines())  # unwrap rich's panel
     assert "--remove NAME Delete the saved model with this name (a name, not a path)." in " ".join(text.split())
+
+
+# -- the default model: pinned, else the newest -----------------------------------------------------------------
+def _default_of_listing(runner) -> list[str]:
+    result = runner.invoke(app, ["models", "--json"])
+    assert result.exit_code == 0, result.stderr
+    return [row["name"] for row in json.loads(result.stdout) if row["default"]]
+
+
+def test_pinned_default_survives_a_later_train_and_unpinning_brings_back_the_newest(home, runner):
+    from movierec.evaluate import select_checkpoints
+
+    pinned = runner.invoke(app, ["models", "--default", "ti"])  # a unique beginning is enough
+    assert pinned.exit_code == 0, pinned.stderr
+    assert "tiny is now the default model" in pinned.stdout
+    later = runner.invoke(app, ["train", *TINY, "--name", "later", "--split", "random", "--json"])
+    assert later.exit_code == 0, later.stderr
+    assert _default_of_listing(runner) == ["tiny"]
+    table = runner.invoke(app, ["models"])
+    assert "tiny (default)" in table.stdout and "later (newest)" in table.stdout
+    shown = runner.invoke(app, ["recommend", "--user", "1", "--json"])
+    assert shown.exit_code == 0, shown.stderr
+    assert "default model, tiny." in shown.stderr
+    json.loads(shown.stdout)  # stdout stays JSON
+    # evaluate's default set is the default model's split, not the newest one's
+    chosen = select_checkpoints()
+    assert [Path(p).stem for p in chosen.paths] == ["tiny"] and chosen.left_out == ["later"]
+
+    unpinned = runner.invoke(app, ["models", "--default", "none"])
+    assert unpinned.exit_code == 0 and "the newest model is the default" in unpinned.stdout
+    assert _default_of_listing(runner) == ["later"]
+    assert not (home / "models" / checkpoint.PIN_FILE).exists()
+    assert "default model, later." in runner.invoke(app, ["recommend", "--user", "1", "--json"]).stderr
+    assert [Path(p).stem for p in select_checkpoints().paths] == ["later"]
+
+
+def test_pin_of_an_unknown_name_is_one_sentence(home, runner):
+    assert_one_line_error(runner.invoke(app, ["models", "--default", "nope"]), "No saved model named 'nope'")
+    assert not (home / "models" / checkpoint.PIN_FILE).exists()
+
+
+def test_removing_the_pinned_model_drops_the_pin(home, runner):
+    shutil.copy2(home / "models" / "tiny.pt", home / "models" / "other.pt")
+    assert runner.invoke(app, ["models", "--default", "other"]).exit_code == 0
+    assert checkpoint.resolve(None).stem == "other"
+    assert runner.invoke(app, ["models", "--remove", "other"]).exit_code == 0
+    assert checkpoint.pinned() is None and checkpoint.resolve(None).stem == "tiny"
+
+
+def test_a_pin_left_by_a_model_deleted_by_hand_is_one_sentence(home, runner):
+    shutil.copy2(home / "models" / "tiny.pt", home / "models" / "other.pt")
+    assert runner.invoke(app, ["models", "--default", "other"]).exit_code == 0
+    (home / "models" / "other.pt").unlink()
+    assert_one_line_error(runner.invoke(app, ["recommend", "--user", "1"]), "default model 'other' is no longer saved",
+                          "--default none")
+
+
+def test_api_set_default(home):
+    import movierec as mr
+
+    shutil.copy2(home / "models" / "tiny.pt", home / "models" / "zz.pt")  # the newest (same stamp, later name)
+    assert mr.set_default("tiny") == "tiny"
+    frame = mr.saved_models()
+    assert frame.loc[frame["default"], "path"].map(lambda p: Path(p).stem).tolist() == ["tiny"]
+    assert frame.loc[frame["newest"], "path"].map(lambda p: Path(p).stem).tolist() == ["zz"]
+    assert checkpoint.resolve(None).stem == "tiny"
+    assert mr.set_default(None) is None and checkpoint.pinned() is None
+    assert checkpoint.resolve(None).stem == "zz"
