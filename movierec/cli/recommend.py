@@ -25,7 +25,8 @@ def recommend_command(
     ] = None,
     ratings_file: Annotated[
         Path | None,
-        typer.Option(help="CSV of a new user's ratings: movie title or id, stars (one per line).", dir_okay=False),
+        typer.Option(help="CSV of a new user's ratings: movie title or id, stars (one per line), or MovieLens' "
+                          "userId,movieId,rating[,timestamp] with its header.", dir_okay=False),
     ] = None,
     genre: Annotated[
         list[str] | None, typer.Option(help="Only movies of this genre (repeat for any of several).")
@@ -64,7 +65,11 @@ def recommend_command(
     served = open_model(model, device)
     try:
         if new_user:
-            pairs = _parse_rates(rate or []) + (_read_ratings_file(ratings_file) if ratings_file else [])
+            from_file: list[tuple[str, str]] = []
+            if ratings_file is not None:
+                from_file, lines, layout = _read_ratings_file(ratings_file)
+                _check_ratings_file(served, ratings_file, from_file, lines, layout)
+            pairs = _parse_rates(rate or []) + from_file
             rows = served.recommend_new(pairs, top, shrink=shrink, person=person, **filters)
             rated = len(served.resolve_ratings(pairs, allow_none=True)[0])
             about = ", ".join(f"age {v}" if k == "age" else str(v) for k, v in person.items())
@@ -113,26 +118,75 @@ def _parse_rates(rates: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _read_ratings_file(path: Path) -> list[tuple[str, str]]:
+_MOVIE_HEADS = ("movieid", "movie_id", "movie", "title", "item", "itemid")
+_STARS_HEADS = ("rating", "stars", "star", "score")
+
+
+def _read_ratings_file(path: Path) -> tuple[list[tuple[str, str]], list[int], str]:
+    """A person's ratings from a CSV: ``movie,stars`` (with or without a header; a title or a MovieLens id), or
+    MovieLens' ``userId,movieId,rating[,timestamp]`` with its header (one user). Returns the pairs, their line
+    numbers and the layout read."""
     import csv
 
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = [row for row in csv.reader(f) if row and any(c.strip() for c in row)]
+            rows = [(n, row) for n, row in enumerate(csv.reader(f), 1) if row and any(c.strip() for c in row)]
     except OSError as exc:
         raise MovierecError(f"Cannot read {path}: {exc.strerror or exc}.") from None
     except UnicodeDecodeError:
         raise MovierecError(f"{path} is not a UTF-8 text file.") from None
-    pairs = []
-    for n, row in enumerate(rows, 1):
+    heads = [c.strip().lower() for c in rows[0][1]] if rows else []
+    header = bool(rows) and not _is_number(rows[0][1][-1]) and len(rows[0][1]) >= 2
+    movie_col = next((heads.index(h) for h in _MOVIE_HEADS if h in heads), 0) if header else None
+    stars_col = next((heads.index(h) for h in _STARS_HEADS if h in heads), 1) if header else None
+    movielens = header and "userid" in heads and "movieid" in heads and "rating" in heads
+    if movielens:
+        users = {row[heads.index("userid")].strip() for _, row in rows[1:] if len(row) > heads.index("userid")}
+        if len(users) > 1:
+            raise MovierecError(f"{path} holds the ratings of {len(users)} users (userId "
+                                f"{', '.join(sorted(users)[:3])}{', ...' if len(users) > 3 else ''}); a ratings file "
+                                "is one person's.")
+    pairs, lines = [], []
+    for n, row in rows[1:] if header else rows:
         if len(row) < 2:
             raise MovierecError(f"{path}, line {n}: expected 'movie,stars'.")
-        if n == 1 and not _is_number(row[-1]):
-            continue  # a header line
-        pairs.append((",".join(row[:-1]), row[-1]))
+        if movie_col is not None and stars_col is not None:
+            if len(row) <= max(movie_col, stars_col):
+                raise MovierecError(f"{path}, line {n}: expected {len(heads)} columns as in its header.")
+            movie, stars = row[movie_col], row[stars_col]
+        else:  # no header: an unquoted comma belongs to the title
+            movie, stars = ",".join(row[:-1]), row[-1]
+        if not _is_number(stars):
+            raise MovierecError(f"{path}, line {n}: the stars {stars.strip()!r} for {movie.strip()!r} are not a "
+                                "number.")
+        pairs.append((movie, stars))
+        lines.append(n)
     if not pairs:
         raise MovierecError(f"{path} holds no ratings.")
-    return pairs
+    layout = ("MovieLens userId,movieId,rating" if movielens else
+              f"{heads[movie_col or 0]},{heads[stars_col or 1]} with a header" if header else "movie,stars")
+    return pairs, lines, layout
+
+
+def _check_ratings_file(
+    served: Any, path: Path, pairs: list[tuple[str, str]], lines: list[int], layout: str
+) -> None:
+    """Each line of the file checked against the model (stars on its scale, a known movie), naming the line; then
+    one line on stderr saying which layout was read, and a note for a movie listed twice (the last line wins)."""
+    from movierec.cli.console import print_note
+
+    seen: dict[int, list[int]] = {}
+    for pair, n in zip(pairs, lines):
+        try:
+            index = served.resolve_ratings([pair])[0][0]
+        except MovierecError as exc:
+            raise MovierecError(f"{path}, line {n}: {exc}") from None
+        seen.setdefault(index, []).append(n)
+    print_note(f"Read {len(pairs)} rating{'' if len(pairs) == 1 else 's'} from {path} ({layout}).")
+    for index, at in seen.items():
+        if len(at) > 1:
+            print_note(f"Note: {served.catalogue.title(index)} is rated on lines {', '.join(map(str, at))} of "
+                       f"{path}; the last one counts.")
 
 
 def _is_number(text: str) -> bool:

@@ -197,6 +197,28 @@ def test_new_user_from_a_ratings_file(data, tmp_path, header):
     assert {r["because_you_liked"] for r in rows} <= {"Usual Suspects, The (1995)", "Star Wars (1977)"}
 
 
+def test_movielens_style_ratings_file_and_extra_columns(data, tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text("userId,movieId,rating,timestamp\n1,50,5,881250949\n1,100,4,881250950\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["recommend", "--ratings-file", str(path), "--json", *MF])
+    assert result.exit_code == 0, result.stderr
+    assert "MovieLens userId,movieId,rating" in result.stderr
+    assert not {r["movie_id"] for r in json.loads(result.stdout)} & {STAR_WARS, 100}
+    path.write_text("movie,stars,comment\nHeat,5,loved it\nFargo,4,\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["recommend", "--ratings-file", str(path), "--json", *MF])
+    assert result.exit_code == 0, result.stderr
+    assert "movie,stars with a header" in result.stderr
+    assert not {r["movie_id"] for r in json.loads(result.stdout)} & {273, 100}
+
+
+def test_a_movie_listed_twice_the_last_one_counts_and_is_said(data, tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text("Heat,1\nFargo,4\n273,5\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["recommend", "--ratings-file", str(path), "--json", *MF])
+    assert result.exit_code == 0, result.stderr
+    assert "Heat (1995) is rated on lines 1, 3" in result.stderr and "the last one counts" in result.stderr
+
+
 def test_ratings_file_and_rate_together(data, tmp_path):
     path = tmp_path / "mine.csv"
     path.write_text("Heat,5\n", encoding="utf-8")
@@ -225,6 +247,10 @@ def test_bad_new_user_input(data, args, fragments):
 @pytest.mark.parametrize(
     ("content", "fragments"),
     [("Heat\n", ["line 1", "expected 'movie,stars'"]), ("movie,stars\n", ["holds no ratings"]),
+     ("Heat,5\nFargo,great\n", ["mine.csv, line 2", "'great'", "not a number"]),
+     ("movie,stars\nHeat,5\nFargo,9\n", ["mine.csv, line 3", "Rating '9' for 'Fargo'", "from 1 to 5"]),
+     ("Heat,5\nNo Such Movie At All,4\n", ["mine.csv, line 2", "No movie matches 'No Such Movie At All'"]),
+     ("userId,movieId,rating\n1,50,5\n2,100,4\n", ["ratings of 2 users", "one person's"]),
      (b"\xff\xfe\x00bad", ["not a UTF-8 text file"]), (None, ["Cannot read"])],
 )
 def test_bad_ratings_file(data, tmp_path, content, fragments):
