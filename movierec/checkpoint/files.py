@@ -112,8 +112,12 @@ def describe(path: Path, meta: CheckpointMeta, *, newest: bool = False, default:
 
 
 def describe_all(found: list[tuple[Path, CheckpointMeta]]) -> list[dict[str, Any]]:
-    """:func:`describe` of every checkpoint in ``found`` (oldest first), the newest and the default marked."""
-    chosen = default_of(found)
+    """:func:`describe` of every checkpoint in ``found`` (oldest first), the newest and the default marked (none,
+    while the pin names a model no longer saved: listing still works, using one says so)."""
+    try:
+        chosen = default_of(found)
+    except MovierecError:
+        chosen = None
     return [describe(p, m, newest=i == len(found) - 1, default=chosen is not None and p == chosen[0])
             for i, (p, m) in enumerate(found)]
 

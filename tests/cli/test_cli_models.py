@@ -391,6 +391,9 @@ def test_a_pin_left_by_a_model_deleted_by_hand_is_one_sentence(home, runner):
     (home / "models" / "other.pt").unlink()
     assert_one_line_error(runner.invoke(app, ["recommend", "--user", "1"]), "default model 'other' is no longer saved",
                           "--default none")
+    assert _default_of_listing(runner) == []  # the listing still works, so the user can pin another
+    assert runner.invoke(app, ["models", "--default", "none"]).exit_code == 0
+    assert checkpoint.resolve(None).stem == "tiny"
 
 
 def test_api_set_default(home):
