@@ -50,6 +50,8 @@ def models_command(
     from rich.table import Table
     from rich.text import Text
 
+    from movierec.errors import MovierecError
+
     table = Table(title=plain(f"Saved models ({paths.models_dir()})"), title_justify="left")
     rows = [[clean(m.name), clean(m.model), clean(m.dataset), clean(m.split), m.created.replace("T", " ")[:16],
              str(m.epochs), [f"{k} {v:.4f}" for k, v in m.metrics.items() if isinstance(v, (int, float))] or ["-"]]
@@ -73,8 +75,13 @@ def models_command(
         heads[2:4] = ["created"]
     # Names and numbers stay whole: the metrics take the room the other columns leave, a line per pair if need be.
     room = max(table_room(len(heads)) - sum(widths()), longest_metric)
+    # "(default)" marks a pinned model; without a pin the newest is the default, marked "(newest)".
+    try:
+        pin = checkpoint.pinned()
+    except MovierecError:
+        pin = None
     marks = [{(True, True): " (default, newest)", (True, False): " (default)", (False, True): " (newest)"}.get(
-        (d["default"], d["newest"]), "") for d in checkpoint.describe_all(found)]
+        (d["default"] and pin is not None, d["newest"]), "") for d in checkpoint.describe_all(found)]
     # The name is what --model takes: at least as wide as the longest name, so only the marks may wrap.
     for i, head in enumerate(heads):
         table.add_column(head, no_wrap=head != "name", justify="right" if head == "epochs" else "left",
