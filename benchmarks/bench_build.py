@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+import sys
 from pathlib import Path
 
 import torch
 
 from movierec import checkpoint, loading, serving
 from movierec.models import build_model
+
+sys.path[:0] = [str(Path(__file__).resolve().parent)]
+from bench_checkpoint_load import timed  # noqa: E402 -- the median of repeated runs, measured the same way
 
 USERS, ITEMS = 162_541, 59_047
 STARS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0)
@@ -27,15 +29,6 @@ def drawn(meta, state) -> torch.nn.Module:
     model = build_model(meta.model, meta.mode, meta.config, meta.n_users, meta.n_items, tuple(meta.rating_values))
     model.load_state_dict({k.removeprefix("state."): torch.from_numpy(v) for k, v in state.items()})
     return model
-
-
-def median_seconds(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -51,8 +44,8 @@ def main() -> None:
                                          dataset="ml-25m", fingerprint="x", split="random", seed=0, n_users=USERS,
                                          n_items=ITEMS, rating_values=list(STARS))
         state = loading.state_arrays(model)
-        old = median_seconds(lambda meta=meta, state=state: drawn(meta, state), args.repeat)
-        new = median_seconds(lambda meta=meta, state=state: serving.build_from_state(meta, state, Path("b")),
+        old = timed(lambda meta=meta, state=state: drawn(meta, state), args.repeat)
+        new = timed(lambda meta=meta, state=state: serving.build_from_state(meta, state, Path("b")),
                              args.repeat)
         weights = sum(v.size for v in state.values())
         rows.append({"model": f"{name} {mode}", "weights": weights, "drawn_s": old, "meta_s": new})

@@ -66,6 +66,18 @@ def isolated_home(path: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def small_release_home(folder: Path) -> Iterator[Path]:
+    """An isolated home in ``folder`` with a small synthetic release in ml-latest-small's layout fetched."""
+    from benchmarks.synth_release import write_release
+    from movierec.data import download
+
+    archive = write_release("small-ml-latest-small", folder / "ml-latest-small.zip")
+    with isolated_home(folder / "home") as h:
+        download.fetch("ml-latest-small", from_file=archive, verify=False)
+        yield h
+
+
+@contextlib.contextmanager
 def ml100k_home(path: Path, *commands: list[str]) -> Iterator[Path]:
     """An isolated home at ``path`` with the real ml-100k fetched and each CLI command (a tiny ``train``, say) run
     in it; skips without the archive. For module-scoped fixtures that several tests share."""

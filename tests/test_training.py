@@ -258,15 +258,9 @@ def test_train_and_save_checks_the_name_before_any_work(home):
 @pytest.fixture(scope="module")
 def fetched(tmp_path_factory):
     """A home with a small synthetic release in ml-latest-small's layout, fetched."""
-    from conftest import isolated_home
+    from conftest import small_release_home
 
-    from benchmarks.synth_release import write_release
-    from movierec.data import download
-
-    folder = tmp_path_factory.mktemp("train-and-save")
-    archive = write_release("small-ml-latest-small", folder / "ml-latest-small.zip")
-    with isolated_home(folder / "home") as h:
-        download.fetch("ml-latest-small", from_file=archive, verify=False)
+    with small_release_home(tmp_path_factory.mktemp("train-and-save")) as h:
         yield h
 
 
