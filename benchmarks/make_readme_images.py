@@ -1,4 +1,4 @@
-"""The README's two pictures, made with the commands the README shows. Not part of the test run.
+"""The two pictures of docs/plots.md, made with the commands it shows. Not part of the test run.
 
 Fetches MovieLens-100K into a temporary home, trains two small models there with the command line, and writes
 ``benchmarks/results/plot-curves.png`` (``movierec plot curves``: implicit ALS with a validation slice and early

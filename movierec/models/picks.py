@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 PICKS_MODEL = ("als", "implicit")
 """The registry name and mode of the picks model."""
 PICKS_CONFIG: dict[str, Any] = {}
-"""Its settings: implicit ALS's own defaults (tuned for lists on ml-100k, see the README)."""
+"""Its settings: implicit ALS's own defaults (tuned for lists on ml-100k, see docs/models.md)."""
 LIKE_SOFTNESS = 1.0
 """``s`` of ``P(liked | picked) = sigmoid((stars - t) / s)`` for rating models, in stars. 1 ranked best of
 0.25, 0.5 and 1 for every rating model on ml-100k u1 (benchmarks/lists.py)."""
