@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from movierec.device import DEFAULT_DEVICE
 from movierec.errors import MovierecError
@@ -254,7 +254,8 @@ class Model:
         with -1 and NaN where fewer than ``n`` movies may be listed (implicit's ``recommend``)."""
         served = self._served
         if not as_arrays and (isinstance(user, (str, int)) or _is_integer(user)):
-            return _rows(served.recommend(user, n, genres=genres, min_year=min_year, max_year=max_year,
+            one = user if isinstance(user, (str, int)) else int(user)  # a numpy integer
+            return _rows(served.recommend(one, n, genres=genres, min_year=min_year, max_year=max_year,
                                           include_seen=not filter_already_liked_items,
                                           include_unrated=include_unrated))
         import numpy as np
@@ -268,7 +269,7 @@ class Model:
         scores = np.concatenate([b.scores for b in parts]) if parts else np.zeros((0, n), dtype=np.float32)
         if as_arrays:
             ids = np.where(items >= 0, np.asarray(served.catalogue.item_ids)[items.clip(0)], -1)
-            single = np.ndim(user) == 0
+            single = np.ndim(user) == 0  # type: ignore[arg-type]  # np.ndim takes any object; its stubs want arrays
             return (ids[0], scores[0]) if single else (ids, scores)
         predicted = (None if not parts or parts[0].predicted is None
                      else np.concatenate([b.predicted for b in parts if b.predicted is not None]))
@@ -416,7 +417,7 @@ def _rows(rows: list[dict[str, Any]], columns: list[str] = _ROW_COLUMNS) -> pd.D
     return frame.astype({"year": "Int64"})
 
 
-def _is_integer(value: Any) -> bool:
+def _is_integer(value: object) -> TypeGuard[np.integer[Any]]:
     import numpy as np
 
     return isinstance(value, np.integer)
@@ -586,7 +587,8 @@ def train_options(model: str, dataset: str | None = None, *, config: ModelConfig
     device, patience, ...); any other keyword is a model setting, overriding ``config``'s."""
     fields = {f.name for f in dataclasses.fields(TrainOptions)}
     settings = {k: options.pop(k) for k in list(options) if k not in fields}
-    chosen = TrainOptions(model, config=config or {}, dataset=dataset, **options)  # a config's class gives its mode
+    # A config's class gives its mode; TrainOptions turns a ModelConfig into its settings on creation.
+    chosen = TrainOptions(model, config=config or {}, dataset=dataset, **options)  # type: ignore[arg-type]
     return chosen.replace(config={**chosen.config, **settings}) if settings else chosen
 
 

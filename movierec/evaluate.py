@@ -40,7 +40,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import torch
 
@@ -49,6 +49,9 @@ from movierec.batch import batch_size_for
 from movierec.data.ratings import RatingMatrix, Ratings
 from movierec.errors import MovierecError
 from movierec.kinds import ScoreKind, score_kind
+
+if TYPE_CHECKING:
+    from movierec.checkpoint.meta import CheckpointMeta
 
 __all__ = ["GlobalMeanBaseline", "PopularityBaseline", "Scorer", "clamp_stars", "evaluate", "heldout_metrics"]
 
@@ -73,7 +76,9 @@ class Scorer(Protocol):
 
     def score(self, users: torch.Tensor, train: RatingMatrix) -> torch.Tensor: ...
 
-    def predict(self, users: torch.Tensor, items: torch.Tensor, train: RatingMatrix) -> torch.Tensor: ...
+    def predict(
+        self, users: torch.Tensor, items: torch.Tensor, train: RatingMatrix, *, batch_users: int = 1024
+    ) -> torch.Tensor: ...
 
 
 # -- baselines ---------------------------------------------------------------------------------------
@@ -190,7 +195,7 @@ def heldout_metrics(
     kind = score_kind(model.kind)
     if kind is ScoreKind.RANK:
         full = evaluate(model, train, test, k=10, progress=progress)
-        return {key: math.nan if full[key] is None else float(full[key]) for key in ("ndcg@10", "recall@10")}
+        return {key: math.nan if (value := full[key]) is None else float(value) for key in ("ndcg@10", "recall@10")}
     device = model.device
     train = train.to(device)
     test_matrix = test.matrix(device)  # the ratings grouped by user: a batch of users is a slice
@@ -358,7 +363,7 @@ def evaluate(
     return out
 
 
-def split_key(meta: object) -> tuple:
+def split_key(meta: CheckpointMeta) -> tuple:
     """What decides a checkpoint's test split: dataset and split, plus the seed and test fraction where
     they matter (the official splits are fixed files; the temporal split has no randomness)."""
     dataset, split = meta.dataset, meta.split
@@ -369,7 +374,7 @@ def split_key(meta: object) -> tuple:
     return (dataset, split)
 
 
-def describe_split(meta: object) -> str:
+def describe_split(meta: CheckpointMeta) -> str:
     """The test split in words: "ml-1m, random split, seed 0, 10% held out" or "ml-100k, split u1"."""
     share = f"{float(meta.test_fraction):.0%}" if float(meta.test_fraction) >= 0.01 else f"{meta.test_fraction:g}"
     if meta.split == "random":
@@ -429,7 +434,7 @@ def select_checkpoints(names: list[str] | None = None) -> Selection:
     if not names:
         left_out = [m.name for _, m in found if split_key(m) != newest]
         return Selection([str(p) for p, _ in same], left_out, untested)
-    chosen: list[str] = []
+    picked: list[str] = []
     saved = {m.name for _, m in every}
     for name in names:
         if name in MODELS and name not in saved:
@@ -438,14 +443,14 @@ def select_checkpoints(names: list[str] | None = None) -> Selection:
                 if any(m.model == name for _, m in every):
                     raise _no_test_split(f"Every saved {name} model", one=False)
                 raise MovierecError(f"No saved {name} model; train one with `movierec train {name}`.")
-            chosen.append(str(of_model[-1]))
+            picked.append(str(of_model[-1]))
         else:
             path = checkpoint.resolve(name)
             meta = next((m for p, m in every if p == path), None) or checkpoint.read_meta(path)
             if not meta.has_test_split:
                 raise _no_test_split(meta.name)
-            chosen.append(str(path))
-    return Selection(list(dict.fromkeys(chosen)), [])
+            picked.append(str(path))
+    return Selection(list(dict.fromkeys(picked)), [])
 
 
 def evaluate_checkpoints(
@@ -514,6 +519,7 @@ def reference_metrics(
     Rating models: the global mean; like/dislike models: always answering "liked"; top-N models: popularity.
     """
     if model.kind == ScoreKind.LIKE:
+        assert model.like_threshold is not None  # a like model's threshold is its stars' midpoint or set
         liked = torch.from_numpy(test.ratings) >= model.like_threshold
         always = torch.ones_like(liked, dtype=torch.float32)
         return "always like", {"like_error": metrics.like_error(always, liked),

@@ -36,7 +36,7 @@ from movierec.advice import LIST_METRIC
 from movierec.data.ratings import RatingMatrix, Ratings
 from movierec.device import make_generator, seed_everything
 from movierec.errors import Diverged, MovierecError
-from movierec.evaluate import PopularityBaseline, evaluate, heldout_metrics, reference_metrics
+from movierec.evaluate import PopularityBaseline, Scorer, evaluate, heldout_metrics, reference_metrics
 from movierec.kinds import ScoreKind
 from movierec.models.base import Recommender
 from movierec.models.picks import Ranked
@@ -210,7 +210,8 @@ class TrainPlan:
     dataset: str
     dataset_why: str | None
     """Why this dataset when none was named ("the most recently fetched dataset"), else None."""
-    split: object  # data.split.Split: the test split is split.test
+    split: Split
+    """The split trained on: its test ratings are ``split.test``."""
     train: Ratings
     """The ratings the model learns from: the split's training ratings less the validation slice."""
     valid: Ratings | None
@@ -297,11 +298,12 @@ def train_and_save(options: TrainOptions, events: TrainingEvents = QUIET, *, dat
         checkpoint.path_for(options.name)  # validates the name before any work
     dataset, why = _chosen_dataset(options, data)
     fresh = options.name is None
-    name = options.name
-    if fresh:
+    if options.name is None:
         from movierec.models import model_entry
 
         name = checkpoint.default_name(options.model, options.mode, model_entry(options.model).default_mode)
+    else:
+        name = options.name
     # The name is checked, its folder proven writable and locked before any work, and held until the model
     # is saved: a long run must not end in a failed save, nor two runs of one name overwrite each other.
     # A default name is the first free one of als, als-2, als-3...
@@ -335,6 +337,7 @@ def _train(options: TrainOptions, why: str | None, events: TrainingEvents, data:
 
     torch_device = resolve_device(options.device)
     if data is None:
+        assert options.dataset is not None  # chosen by the callers (_chosen_dataset)
         events.step(f"Loading {options.dataset}")
         data = load_dataset(options.dataset)
     the_split = split
@@ -392,7 +395,7 @@ class HeldOutReport:
 
 
 def score_test_split(
-    model: Recommender, known: RatingMatrix, test: Ratings, *, events: TrainingEvents = QUIET,
+    model: Scorer, known: RatingMatrix, test: Ratings, *, events: TrainingEvents = QUIET,
 ) -> HeldOutReport:
     """The one look at the test split after training: the model's metrics, its kind's trivial answer, and its
     lists against the most popular movies' (:data:`LIST_METRIC`, by :func:`evaluate`'s ranking protocol).
@@ -400,7 +403,7 @@ def score_test_split(
     if len(test) == 0:
         return HeldOutReport({}, {}, {})
 
-    def ranked(scorer: object) -> float:
+    def ranked(scorer: Scorer) -> float:
         value = evaluate(scorer, known, test, k=10, progress=events.progress)[LIST_METRIC]
         return math.nan if value is None else float(value)
 

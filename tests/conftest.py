@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -92,6 +93,58 @@ def ml100k_home(path: Path, *commands: list[str]) -> Iterator[Path]:
             result = runner.invoke(app, list(args))
             assert result.exit_code == 0, result.stderr
         yield h
+
+
+def _fetched(folder: Path, dataset: str) -> None:
+    """Fetch ``dataset`` into a new home at ``folder / "home"``: the real ml-100k (skips without it), or a small
+    synthetic release in ml-latest-small's layout."""
+    if dataset == "ml-100k":
+        with ml100k_home(folder / "home"):
+            pass
+    elif dataset == "ml-latest-small":
+        with small_release_home(folder):
+            pass
+    else:
+        raise ValueError(f"no test home is made for {dataset!r}")
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory):
+    """``trained_home(*commands, dataset="ml-100k")``: a new folder holding a movierec home with ``dataset`` fetched
+    and each CLI command (``["train", ...]``) run in it, in order; skips where ml-100k is wanted and missing.
+
+    Each distinct (dataset, commands) home is built once per session, each from a copy of the fetched home; every
+    call gets a copy of its own to use and change freely. It sets no environment: enter it with
+    :func:`isolated_home`, as a module-scoped ``home`` fixture does."""
+    from typer.testing import CliRunner
+
+    from movierec.cli import app
+
+    built: dict[tuple[str, tuple[tuple[str, ...], ...]], Path] = {}
+
+    def build(dataset: str, commands: tuple[tuple[str, ...], ...]) -> Path:
+        key = (dataset, commands)
+        if key not in built:
+            folder = tmp_path_factory.mktemp(f"cached-{dataset}")
+            if not commands:
+                _fetched(folder, dataset)
+            else:
+                shutil.copytree(build(dataset, ()), folder / "home", symlinks=True)
+                with isolated_home(folder / "home"):
+                    runner = CliRunner()
+                    for args in commands:
+                        result = runner.invoke(app, list(args))
+                        assert result.exit_code == 0, f"movierec {' '.join(args)}: {result.stderr}"
+            built[key] = folder / "home"
+        return built[key]
+
+    def copy(*commands: list[str], dataset: str = "ml-100k") -> Path:
+        cached = build(dataset, tuple(tuple(args) for args in commands))
+        home = tmp_path_factory.mktemp(f"home-{dataset}") / "home"
+        shutil.copytree(cached, home, symlinks=True)
+        return home
+
+    return copy
 
 
 @pytest.fixture

@@ -16,19 +16,10 @@ def low_rank_ratings(
     n_users: int = 150, n_items: int = 90, rank: int = 3, density: float = 0.35, noise: float = 0.3,
     seed: int = 0,
 ) -> Ratings:
-    """Ratings on 1..5 stars from a rank-``rank`` taste model plus user/item biases and a little noise."""
-    rng = np.random.default_rng(seed)
-    u = rng.normal(0, 1, (n_users, rank))
-    v = rng.normal(0, 1, (n_items, rank))
-    bu = rng.normal(0, 0.4, n_users)
-    bi = rng.normal(0, 0.6, n_items)
-    full = 3.0 + (u @ v.T) * 0.8 + bu[:, None] + bi[None, :] + rng.normal(0, noise, (n_users, n_items))
-    mask = rng.random((n_users, n_items)) < density
-    mask[np.arange(n_users), rng.integers(0, n_items, n_users)] = True  # every user rates something
-    users, items = np.nonzero(mask)
-    stars = np.clip(np.rint(full[users, items]), 1, 5).astype(np.float32)
-    ts = rng.integers(8e8, 9e8, users.shape[0]).astype(np.int64)
-    return Ratings(users.astype(np.int32), items.astype(np.int32), stars, ts, n_users, n_items)
+    """Ratings on 1..5 stars from a rank-``rank`` taste model plus user/item biases and a little noise, every user
+    rating something, with timestamps: :func:`low_rank` in the larger shape the model-contract tests train on."""
+    return low_rank(n_users, n_items, rank, density, seed, mean=3.0, taste=1.0, taste_weight=0.8, user_bias=0.4,
+                    item_bias=0.6, noise=noise, items_first=True, every_user_rates=True, timestamps=True)
 
 
 def holdout(r: Ratings, fraction: float = 0.15, seed: int = 1) -> tuple[Ratings, Ratings]:
@@ -46,17 +37,36 @@ def close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float
 
 
 def low_rank(
-    n_users: int = 60, n_items: int = 40, rank: int = 3, density: float = 0.5, seed: int = 0
+    n_users: int = 60, n_items: int = 40, rank: int = 3, density: float = 0.5, seed: int = 0, *,
+    mean: float = 3.5, taste: float = 0.6, taste_weight: float = 1.0, user_bias: float | None = 0.3,
+    item_bias: float | None = 0.4, noise: float | None = 0.1, items_first: bool = False,
+    every_user_rates: bool = False, timestamps: bool = False,
 ) -> Ratings:
-    """Stars from a rank-``rank`` model plus biases (a little noise), on a random half of the cells."""
+    """Stars from a rank-``rank`` taste model plus biases and noise, on a random ``density`` of the cells.
+
+    Each cell is ``mean + taste_weight * (U @ V) + user bias + item bias + noise``, rounded and clipped to 1..5,
+    with U, V drawn from N(0, ``taste``) (V as items x rank and transposed when ``items_first``). A term whose
+    scale is None is not drawn at all (a 0 is drawn, and adds nothing), as some callers' seeded streams skip it.
+    ``every_user_rates`` gives each user one more rated cell at random; ``timestamps`` draws times in
+    8e8..9e8 (else all 0). The same arguments always give the same ratings."""
     rng = np.random.default_rng(seed)
-    full = (3.5 + rng.normal(0, 0.6, (n_users, rank)) @ rng.normal(0, 0.6, (rank, n_items))
-            + rng.normal(0, 0.3, (n_users, 1)) + rng.normal(0, 0.4, (1, n_items))
-            + rng.normal(0, 0.1, (n_users, n_items)))
-    users, items = np.nonzero(rng.random((n_users, n_items)) < density)
+    u = rng.normal(0, taste, (n_users, rank))
+    v = rng.normal(0, taste, (n_items, rank)).T if items_first else rng.normal(0, taste, (rank, n_items))
+    full = mean + (u @ v if taste_weight == 1.0 else (u @ v) * taste_weight)
+    if user_bias is not None:
+        full = full + rng.normal(0, user_bias, (n_users, 1))
+    if item_bias is not None:
+        full = full + rng.normal(0, item_bias, (1, n_items))
+    if noise is not None:
+        full = full + rng.normal(0, noise, (n_users, n_items))
+    mask = rng.random((n_users, n_items)) < density
+    if every_user_rates:
+        mask[np.arange(n_users), rng.integers(0, n_items, n_users)] = True
+    users, items = np.nonzero(mask)
     stars = np.clip(np.rint(full[users, items]), 1, 5).astype(np.float32)
-    return Ratings(users.astype(np.int32), items.astype(np.int32), stars, np.zeros(users.shape[0], np.int64),
-                   n_users, n_items)
+    times = (rng.integers(8e8, 9e8, users.shape[0]).astype(np.int64) if timestamps
+             else np.zeros(users.shape[0], np.int64))
+    return Ratings(users.astype(np.int32), items.astype(np.int32), stars, times, n_users, n_items)
 
 
 def ml100k_archive(rated: np.ndarray, titles: list[str], genres: list[str], rng: np.random.Generator) -> bytes:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from conftest import ml100k_home
+from conftest import isolated_home
 
 from movierec.metrics import higher_is_better
 from movierec.options import TrainOptions
@@ -49,8 +49,8 @@ BANDS = {
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    with ml100k_home(tmp_path_factory.mktemp("accuracy") / "home") as h:
+def home(trained_home):
+    with isolated_home(trained_home()) as h:
         yield h
 
 

@@ -10,7 +10,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import REPO, ml100k_home
+from conftest import REPO, isolated_home
 
 import movierec as mr
 from movierec.cli import app
@@ -19,10 +19,10 @@ from movierec.errors import MovierecError, NotFound
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
+def home(trained_home):
     trains = [["train", "als", "--factors", "8", "--epochs", "2", "--device", "cpu", "--name", "als8", "--json"],
               ["train", "rbm", "--hidden", "8", "--epochs", "1", "--device", "cpu", "--name", "rbm8", "--json"]]
-    with ml100k_home(tmp_path_factory.mktemp("api") / "home", *trains) as h:
+    with isolated_home(trained_home(*trains)) as h:
         yield h
 
 

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, ml100k_home
+from conftest import assert_one_line_error, isolated_home
 from recording import Recorder
 from synthetic import synthetic_dataset
 from typer.testing import CliRunner
@@ -71,8 +71,8 @@ def test_official_folds():
 
 # -- cross_validate and `movierec cv` on ml-100k --------------------------------------------------------------
 @pytest.fixture(scope="module")
-def ml100k(tmp_path_factory):
-    with ml100k_home(tmp_path_factory.mktemp("cv") / "home") as h:
+def ml100k(trained_home):
+    with isolated_home(trained_home()) as h:
         yield h
 
 

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, ml100k_home, run_cli_in_subprocess
+from conftest import assert_one_line_error, isolated_home, run_cli_in_subprocess
 from typer.testing import CliRunner
 
 from movierec.cli import app
@@ -45,11 +45,11 @@ def test_rank_rows_refuses_nan_scores():
 
 # -- on ml-100k ----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
+def home(trained_home):
     """ml-100k with a tiny als (answered from its arrays in numpy) and a tiny autoencoder (rebuilt in torch)."""
     trains = (["train", "als", "--factors", "8", "--epochs", "3", "--name", "ex-als"],
               ["train", "autoencoder", "--epochs", "1", "--name", "ex-ae"])
-    with ml100k_home(tmp_path_factory.mktemp("export") / "home", *trains) as h:
+    with isolated_home(trained_home(*trains)) as h:
         yield h
 
 

@@ -9,7 +9,7 @@ import dataclasses
 import json
 
 import pytest
-from conftest import ML100K_ZIP, assert_one_line_error, isolated_home, require_ml100k
+from conftest import assert_one_line_error, isolated_home
 from typer.testing import CliRunner
 
 from movierec.cli import app
@@ -25,12 +25,10 @@ def invoke(*args: str):
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
+def home(trained_home):
     """ml-100k; mf (weak lists) and implicit ALS (strong lists) compared on u1, then mf trained on every rating
     (`mf-final`, the newest). Yields {name: the `train` run's result}."""
-    require_ml100k()
-    with isolated_home(tmp_path_factory.mktemp("final-model") / "home") as h:
-        invoke("fetch", "ml-100k", "--from-file", str(ML100K_ZIP), "--no-verify")
+    with isolated_home(trained_home()) as h:
         runs = {"mf-split": invoke("train", *MF, "--name", "mf-split", "--json"),
                 "als-lists": invoke("train", "als", "--mode", "implicit", "--epochs", "4", "--name", "als-lists",
                                     "--json"),

@@ -32,19 +32,14 @@ def invoke(*args: str):
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
+def home(trained_home):
     """A fetched synthetic release and three tiny models: als (no validation), mf (validated each epoch) and rbm
     (a torch model)."""
-    from benchmarks.synth_release import write_release
-
-    folder = tmp_path_factory.mktemp("plot")
-    archive = write_release("small-ml-latest-small", folder / "ml-latest-small.zip")
-    with isolated_home(folder / "home") as h:
-        invoke("fetch", "ml-latest-small", "--from-file", str(archive), "--no-verify", "--json")
-        invoke("train", "als", "--epochs", "3", "--factors", "4", "--name", "als-tiny", "--json")
-        invoke("train", "mf", "--epochs", "4", "--factors", "4", "--valid-fraction", "0.1", "--name", "mf-valid",
-               "--json")
-        invoke("train", "rbm", "--epochs", "1", "--hidden", "6", "--gibbs-steps", "1", "--name", "rbm-tiny", "--json")
+    trains = (["train", "als", "--epochs", "3", "--factors", "4", "--name", "als-tiny", "--json"],
+              ["train", "mf", "--epochs", "4", "--factors", "4", "--valid-fraction", "0.1", "--name", "mf-valid",
+               "--json"],
+              ["train", "rbm", "--epochs", "1", "--hidden", "6", "--gibbs-steps", "1", "--name", "rbm-tiny", "--json"])
+    with isolated_home(trained_home(*trains, dataset="ml-latest-small")) as h:
         yield h
 
 

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, ml100k_home, run_cli_in_subprocess
+from conftest import assert_one_line_error, isolated_home, run_cli_in_subprocess
 from torch_lists import new_user_list, similar_list, user_list
 
 from movierec import checkpoint, loading, paths
@@ -30,9 +30,9 @@ NEW_USER = (np.array([0, 49, 180, 126, 99]), np.array([5.0, 4.0, 1.0, 3.5, 2.0],
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
+def home(trained_home):
     trains = [["train", *args, "--device", "cpu", "--name", name, "--json"] for name, args in MODELS.items()]
-    with ml100k_home(tmp_path_factory.mktemp("serving") / "home", *trains) as h:
+    with isolated_home(trained_home(*trains)) as h:
         yield h
 
 

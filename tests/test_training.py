@@ -256,11 +256,11 @@ def test_train_and_save_checks_the_name_before_any_work(home):
 
 # -- train_and_save: validation is carved from training, the test split is read once --------------------
 @pytest.fixture(scope="module")
-def fetched(tmp_path_factory):
+def fetched(trained_home):
     """A home with a small synthetic release in ml-latest-small's layout, fetched."""
-    from conftest import small_release_home
+    from conftest import isolated_home
 
-    with small_release_home(tmp_path_factory.mktemp("train-and-save")) as h:
+    with isolated_home(trained_home(dataset="ml-latest-small")) as h:
         yield h
 
 

@@ -19,11 +19,11 @@ TINY = {"epochs": 2, "batch_size": 256}
 
 
 @pytest.fixture(scope="module")
-def fetched(tmp_path_factory):
+def fetched(trained_home):
     """A home with a small synthetic release in ml-latest-small's layout, fetched."""
-    from conftest import small_release_home
+    from conftest import isolated_home
 
-    with small_release_home(tmp_path_factory.mktemp("tuning")) as h:
+    with isolated_home(trained_home(dataset="ml-latest-small")) as h:
         yield h
 
 

@@ -3,6 +3,7 @@ Knows nothing of models or serving: it writes and reads named arrays and string 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -67,7 +68,7 @@ def _header_bytes(metadata: Mapping[str, str], arrays: Mapping[str, np.ndarray])
 def _write_body(f: BinaryIO, header: bytes, arrays: Mapping[str, np.ndarray]) -> None:
     f.write(header)
     for array in arrays.values():
-        f.write(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).reshape(-1).view(np.uint8))
+        f.write(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).reshape(-1).view(np.uint8).data)
 
 
 def write_file(path: Path, metadata: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> None:
@@ -100,7 +101,8 @@ class SavedFile:
     The file stays open, so every array comes from the same file even if a new save replaces it meanwhile.
     """
 
-    def __init__(self, path: Path, f: BinaryIO, metadata: dict[str, str], entries: dict[str, _Entry], base: int):
+    def __init__(self, path: Path, f: io.BufferedReader, metadata: dict[str, str], entries: dict[str, _Entry],
+                 base: int):
         self.path = path
         self._f = f
         self.metadata = metadata

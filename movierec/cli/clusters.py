@@ -25,27 +25,27 @@ def clusters_command(
     count = renamed(clusters, k, "--k", "--clusters")
     served = open_model(model, device)
     try:
-        clusters = served.clusters(count, top=top, seed=seed)
+        groups = served.clusters(count, top=top, seed=seed)
     finally:
         served.close()  # everything below is in memory
     if json_output:
         from movierec.cli.console import print_json
 
-        print_json(clusters)
+        print_json(groups)
         return
     from rich.table import Table
     from rich.text import Text
 
     from movierec.cli.console import clean, console, plain
 
-    table = Table(title=plain(f"{len(clusters)} movie clusters — {served.meta.name}"), title_justify="left",
+    table = Table(title=plain(f"{len(groups)} movie clusters — {served.meta.name}"), title_justify="left",
                   show_lines=True)
     # Numbers stay whole; genres and titles wrap between words when the terminal is narrow.
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("size", justify="right", no_wrap=True)
     for col in ("dominant genres", "best-known movies"):
         table.add_column(col, overflow="fold")
-    for c in clusters:
+    for c in groups:
         table.add_row(str(c["cluster"]), str(c["size"]), plain(", ".join(c["genres"])),
                       Text("\n".join(clean(t) for t in c["movies"])))
     console.print(table)

@@ -7,13 +7,17 @@ import logging
 import re
 import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from movierec.errors import MovierecError
 from movierec.version import __version__
+
+if TYPE_CHECKING:
+    # The Context that Typer's group methods are declared with (typer.Context is a subclass of it).
+    from typer._click import Context as ClickContext
 
 
 class Terminated(KeyboardInterrupt):
@@ -45,7 +49,7 @@ class HelpGroup(TyperGroup):
     """A command group whose help lists each command with its first sentence whole, wrapped (the default cuts it
     at the terminal's width with "...")."""
 
-    def format_commands(self, ctx: typer.Context, formatter: Any) -> None:
+    def format_commands(self, ctx: ClickContext, formatter: Any) -> None:
         rows = []
         for name in self.list_commands(ctx):
             command = self.get_command(ctx, name)
@@ -61,7 +65,7 @@ class RootGroup(HelpGroup):
     order: tuple[str, ...] = ()
     """The commands in the order help lists them (Typer lists single commands before groups); set by the app."""
 
-    def list_commands(self, ctx: typer.Context) -> list[str]:
+    def list_commands(self, ctx: ClickContext) -> list[str]:
         names = super().list_commands(ctx)
         return sorted(names, key=lambda n: self.order.index(n) if n in self.order else len(self.order))
 
@@ -86,7 +90,7 @@ class RootGroup(HelpGroup):
         except typer.TyperException as exc:  # Typer's usage errors and bad parameters
             ctx = getattr(exc, "ctx", None)
             if type(exc).__name__ == "NoArgsIsHelpError":  # `movierec` alone: the help, as always
-                exc.show()
+                exc.show()  # type: ignore[attr-defined]  # NoArgsIsHelpError, a usage error, has show()
                 sys.exit(getattr(exc, "exit_code", 2))
             from movierec.cli.console import print_error
 
@@ -96,7 +100,7 @@ class RootGroup(HelpGroup):
             sys.exit(getattr(exc, "exit_code", 2))
         sys.exit(status if isinstance(status, int) else 0)
 
-    def invoke(self, ctx: typer.Context):
+    def invoke(self, ctx: ClickContext) -> Any:
         try:
             return super().invoke(ctx)
         except MovierecError as exc:

@@ -42,7 +42,8 @@ def datasets(
     from movierec import paths
     from movierec.cli.console import plain
 
-    table = Table(title="MovieLens datasets", caption=plain(f"Datasets folder: {paths.datasets_dir()}"))
+    caption = plain(f"Datasets folder: {paths.datasets_dir()}")
+    table = Table(title="MovieLens datasets", caption=caption)
     table.add_column("Name", style="bold", no_wrap=True)
     table.add_column("Cached", no_wrap=True)
     table.add_column("Size", justify="right", no_wrap=True)
@@ -69,5 +70,5 @@ def datasets(
             count(row.ratings), plain(row.path) if row.size_bytes is not None else "-",
         )
     if unverified:
-        table.caption += "   * accepted with --no-verify: checksum not verified"
+        table.caption = caption + "   * accepted with --no-verify: checksum not verified"
     console.print(table)

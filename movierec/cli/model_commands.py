@@ -13,7 +13,7 @@ import enum
 import inspect
 import typing
 from collections.abc import Callable
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -24,18 +24,27 @@ from movierec.errors import MovierecError
 from movierec.models import MODELS
 from movierec.options import TrainOptions
 
+if TYPE_CHECKING:
+    # What Typer's group methods are declared with (typer.Context is a subclass of this Context).
+    from typer._click import Command, Context
+
+    from movierec.models.base import Recommender
+
 _LISTING = "movierec.train.listing"
 
 
 class _ModelCommands(TyperGroup):
     """One sub-command per model; :func:`model_group` says what each takes and runs."""
 
-    build: ClassVar[Callable[[str], TyperCommand]]
+    @staticmethod
+    def build(model: str) -> Command:
+        """The command of ``model``; each group made by :func:`model_group` says how it is built."""
+        raise NotImplementedError
 
-    def list_commands(self, ctx: typer.Context) -> list[str]:
+    def list_commands(self, ctx: Context) -> list[str]:
         return list(MODELS)
 
-    def get_command(self, ctx: typer.Context, cmd_name: str) -> TyperCommand | None:
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         if cmd_name not in MODELS:
             raise MovierecError(f"Unknown model {cmd_name!r}; choose one of: {', '.join(MODELS)}.")
         if ctx.meta.get(_LISTING):
@@ -44,14 +53,14 @@ class _ModelCommands(TyperGroup):
             return TyperCommand(cmd_name, help=MODELS[cmd_name].summary)
         return self.build(cmd_name)
 
-    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+    def format_help(self, ctx: Context, formatter: Any) -> None:
         ctx.meta[_LISTING] = True
         try:
             super().format_help(ctx, formatter)
         finally:
             ctx.meta.pop(_LISTING, None)
 
-    def format_commands(self, ctx: typer.Context, formatter: Any) -> None:
+    def format_commands(self, ctx: Context, formatter: Any) -> None:
         # Listed from the registry: describing the models must not import them (and torch).
         with formatter.section("Models"):
             formatter.write_dl([(name, entry.summary) for name, entry in MODELS.items()])
@@ -112,7 +121,7 @@ def show_value(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _config_parameters(classes: dict[str, type]) -> tuple[list[inspect.Parameter], dict[str, list[str]]]:
+def _config_parameters(classes: dict[str, type[Recommender]]) -> tuple[list[inspect.Parameter], dict[str, list[str]]]:
     """The options of a model's command: the union of its mode classes' config fields, and for each field
     the modes that have it. A default that differs between modes is shown as ``16 (explicit), 64 (implicit)``."""
     fields: dict[str, list[tuple[str, dataclasses.Field, Any]]] = {}
@@ -141,8 +150,9 @@ def _config_parameters(classes: dict[str, type]) -> tuple[list[inspect.Parameter
         choices = [c for _, f, _ in per_mode for c in f.metadata.get("choices") or ()]
         if choices:
             # Typer shows an Enum as a list of choices and rejects anything else.
-            tp = enum.Enum(f"Option_{name}", {c: c for c in dict.fromkeys(choices)}, type=str)
-            default = tp(default)
+            # An Enum made at run time, one per option: mypy reads only Enums written out.
+            choice = enum.Enum(f"Option_{name}", {c: c for c in dict.fromkeys(choices)}, type=str)  # type: ignore[misc]
+            tp, default = choice, choice(default)
         opt = typer.Option(*decls, help=help_text, show_default=shown, rich_help_panel="Model options")
         params.append(
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[tp, opt])
@@ -150,10 +160,10 @@ def _config_parameters(classes: dict[str, type]) -> tuple[list[inspect.Parameter
     return params, {name: [m for m, _, _ in per_mode] for name, per_mode in fields.items()}
 
 
-def _mode_parameter(classes: dict[str, type]) -> inspect.Parameter:
+def _mode_parameter(classes: dict[str, type[Recommender]]) -> inspect.Parameter:
     # One paragraph per mode: the help formatter keeps paragraphs apart.
     described = "\n\n".join(f"{m}: {first_sentence(c.__doc__ or '')}" for m, c in classes.items())
-    tp = enum.Enum("Mode", {m: m for m in classes}, type=str)
+    tp = enum.Enum("Mode", {m: m for m in classes}, type=str)  # type: ignore[misc]  # made at run time
     opt = typer.Option("--mode", help=f"Which algorithm.\n\n{described}", rich_help_panel="Model options")
     return inspect.Parameter("mode", inspect.Parameter.KEYWORD_ONLY, default=tp(next(iter(classes))),
                              annotation=Annotated[tp, opt])
@@ -162,7 +172,7 @@ def _mode_parameter(classes: dict[str, type]) -> inspect.Parameter:
 class _PlainHelp(TyperCommand):
     """A model's help in two groups: the options every model shares, then the model's own."""
 
-    def format_options(self, ctx: typer.Context, formatter: Any) -> None:
+    def format_options(self, ctx: Context, formatter: Any) -> None:
         sections: dict[str, list[tuple[str, str]]] = {}
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)
@@ -175,7 +185,7 @@ class _PlainHelp(TyperCommand):
 
 def _model_command(
     model: str, options: dict[str, tuple[Any, Any]], defaults: dict[str, Any], run: Callable[..., None]
-) -> TyperCommand:
+) -> Command:
     from movierec.models import model_classes
 
     classes = model_classes(model)
@@ -202,7 +212,9 @@ def _model_command(
         for k, (tp, opt) in options.items()
     ]
     mode_params = [_mode_parameter(classes)] if len(classes) > 1 else []
-    command.__signature__ = inspect.Signature([ctx_param, *common_params, *mode_params, *config_params])
+    # Read by inspect.signature, through which Typer finds the options.
+    signature = inspect.Signature([ctx_param, *common_params, *mode_params, *config_params])
+    command.__signature__ = signature  # type: ignore[attr-defined]
     command.__doc__ = MODELS[model].summary
     single = typer.Typer(add_completion=False, rich_markup_mode=None)  # as the app's
     single.command(model, cls=_PlainHelp)(command)

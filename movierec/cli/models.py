@@ -53,11 +53,13 @@ def models_command(
     from movierec.errors import MovierecError
 
     table = Table(title=plain(f"Saved models ({paths.models_dir()})"), title_justify="left")
+    # The text cells of each row, and apart from them its test metrics, the last column.
     rows = [[clean(m.name), clean(m.model), clean(m.dataset), clean(m.split), m.created.replace("T", " ")[:16],
-             str(m.epochs), [f"{k} {v:.4f}" for k, v in m.metrics.items() if isinstance(v, (int, float))] or ["-"]]
-            for _, m in found]  # "-": no test metrics (split none: trained on every rating)
+             str(m.epochs)] for _, m in found]
+    tests = [[f"{k} {v:.4f}" for k, v in m.metrics.items() if isinstance(v, (int, float))] or ["-"]
+             for _, m in found]  # "-": no test metrics (split none: trained on every rating)
     heads = list(_HEADS)
-    longest_metric = max((len(x) for r in rows for x in r[6]), default=4)
+    longest_metric = max((len(x) for t in tests for x in t), default=4)
 
     def widths() -> list[int]:
         return [max(len(head), *(max(map(len, str(r[i]).split("\n"))) for r in rows))
@@ -88,6 +90,6 @@ def models_command(
                          min_width=widths()[0] if i == 0 else None)
     for i, r in enumerate(rows):
         # Cells were cleaned above; Text keeps the line breaks of the narrow layout.
-        table.add_row(*map(Text, (r[0] + marks[i], *r[1:-1], pack(r[-1], room))),
+        table.add_row(*map(Text, (r[0] + marks[i], *r[1:], pack(tests[i], room))),
                       style="bold" if "default" in marks[i] else None)
     console.print(table)

@@ -25,10 +25,11 @@ ModelOpt = Annotated[
 
 
 def _output(default: str) -> Any:
-    return Annotated[Path | None, typer.Option(
+    """The ``--output`` option, naming ``default`` in its help."""
+    return typer.Option(
         "--output", "-o", metavar="FILE.png", dir_okay=False,
         help=f"Where to write the picture (default: {default} in the current folder, NAME the model's name).",
-    )]
+    )
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the file and what was drawn as JSON.")]
@@ -40,7 +41,7 @@ class ColorBy(str, enum.Enum):
 
 
 @plot_app.command("curves")
-def curves_command(model: ModelOpt = None, output: _output("NAME-curves.png") = None,
+def curves_command(model: ModelOpt = None, output: Annotated[Path | None, _output("NAME-curves.png")] = None,
                    json_output: JsonOpt = False) -> None:
     """Training curves: train loss and each validation metric per epoch, from the checkpoint's history."""
     from movierec import checkpoint, plot
@@ -65,7 +66,7 @@ def map_command(
         int, typer.Option(min=0, help="Only movies with at least this many training ratings (the vectors of rarely "
                                       "rated movies are mostly noise).")
     ] = 20,
-    output: _output("NAME-map.png") = None,
+    output: Annotated[Path | None, _output("NAME-map.png")] = None,
     json_output: JsonOpt = False,
     k: OldK = None,
 ) -> None:
@@ -90,7 +91,7 @@ def tune_command(
                                                    "the most recently changed one in the home).")] = None,
     storage: Annotated[str | None, typer.Option(help="Where the study is kept, as `movierec tune --storage` "
                                                      "(default: the home's studies folder).")] = None,
-    output: _output("STUDY-tune.png") = None,
+    output: Annotated[Path | None, _output("STUDY-tune.png")] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """A tuning study's search history: each trial's validation value and the best so far."""

@@ -61,7 +61,6 @@ def recommend_command(
     if new_user == (user is not None):
         raise MovierecError("Give either --user ID, or a new user's ratings with --rate / --ratings-file "
                             "(or their --age, --gender, --occupation).")
-    filters = {"genres": genre, "min_year": min_year, "max_year": max_year, "include_unrated": include_unrated}
     served = open_model(model, device)
     try:
         if new_user:
@@ -70,12 +69,15 @@ def recommend_command(
                 from_file, lines, layout = _read_ratings_file(ratings_file)
                 _check_ratings_file(served, ratings_file, from_file, lines, layout)
             pairs = _parse_rates(rate or []) + from_file
-            rows = served.recommend_new(pairs, top, shrink=shrink, person=person, **filters)
+            rows = served.recommend_new(pairs, top, shrink=shrink, person=person, genres=genre, min_year=min_year,
+                                        max_year=max_year, include_unrated=include_unrated)
             rated = len(served.resolve_ratings(pairs, allow_none=True)[0])
             about = ", ".join(f"age {v}" if k == "age" else str(v) for k, v in person.items())
             who = f"a new user ({rated} rating{'' if rated == 1 else 's'}{'; ' + about if about else ''})"
         else:
-            rows = served.recommend(user, top, include_seen=include_seen, **filters)
+            assert user is not None  # either --user or a new user's ratings, checked above
+            rows = served.recommend(user, top, include_seen=include_seen, genres=genre, min_year=min_year,
+                                    max_year=max_year, include_unrated=include_unrated)
             who = f"user {user}"
     finally:
         served.close()  # everything below is in memory

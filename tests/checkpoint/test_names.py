@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, isolated_home, ml100k_home
+from conftest import assert_one_line_error, isolated_home
 from typer.testing import CliRunner
 
 from movierec import checkpoint, loading, paths
@@ -119,9 +119,9 @@ LONG = "a-rather-long-name-for-a-saved-model-of-2026"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+def trained(trained_home) -> Path:
     """ml-100k with tiny models: two default-named mf started together, an implicit ALS, one long name."""
-    with ml100k_home(tmp_path_factory.mktemp("names") / "home") as h:
+    with isolated_home(trained_home()) as h:
         runner = CliRunner()
         env = {**os.environ, "MOVIEREC_HOME": str(h), "OMP_NUM_THREADS": "1"}
         both = [subprocess.Popen([sys.executable, "-m", "movierec", "train", "mf", *TINY, "--json"], env=env,

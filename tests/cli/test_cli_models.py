@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_one_line_error, isolated_home, ml100k_home
+from conftest import assert_one_line_error, isolated_home
 
 from movierec import checkpoint, loading
 from movierec.cli import app
@@ -25,9 +25,9 @@ TINY = ["mf", "--epochs", "1", "--factors", "4", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory) -> Path:
+def shared(trained_home) -> Path:
     """A home with ml-100k fetched and one tiny mf model, ``tiny``, to copy from."""
-    with ml100k_home(tmp_path_factory.mktemp("cli-models") / "home", ["train", *TINY, "--name", "tiny", "--json"]) as h:
+    with isolated_home(trained_home(["train", *TINY, "--name", "tiny", "--json"])) as h:
         yield h
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, assert_one_line_error, ml100k_home
+from conftest import REPO, assert_one_line_error, isolated_home
 from typer.testing import CliRunner
 
 from movierec.cli import app
@@ -20,14 +20,14 @@ IMPLICIT = "als-rank"  # a top-N model
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
+def home(trained_home):
     """ml-100k and tiny saved models: two with names of different lengths, a like RBM and a top-N model."""
-    with ml100k_home(tmp_path_factory.mktemp("cli-width") / "home",
+    with isolated_home(trained_home(
                      ["train", "mf", "--epochs", "1", "--factors", "4", "--name", NAMES[0], "--json"],
                      ["train", "rbm", "--epochs", "1", "--hidden", "10", "--gibbs-steps", "1", "--name", RBM, "--json"],
                      ["train", "als", "--mode", "implicit", "--epochs", "1", "--factors", "4", "--name", IMPLICIT,
                       "--json"],
-                     ["train", "als", "--epochs", "1", "--factors", "4", "--name", NAMES[1], "--json"]) as h:
+                     ["train", "als", "--epochs", "1", "--factors", "4", "--name", NAMES[1], "--json"])) as h:
         yield h
 
 

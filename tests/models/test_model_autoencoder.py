@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import synthetic
 import torch
 
 from movierec.data.ratings import RatingMatrix, Ratings
@@ -26,15 +27,10 @@ STARS = (1.0, 2.0, 3.0, 4.0, 5.0)
 
 
 def low_rank(n_users: int = 60, n_items: int = 40, density: float = 0.4, seed: int = 0) -> Ratings:
-    """Rank-2 tastes plus item biases, rounded to stars: structure an autoencoder can learn."""
-    rng = np.random.default_rng(seed)
-    full = 3.2 + rng.normal(0, 0.8, (n_users, 2)) @ rng.normal(0, 0.8, (2, n_items)) + rng.normal(0, 0.5, n_items)
-    mask = rng.random((n_users, n_items)) < density
-    mask[np.arange(n_users), rng.integers(0, n_items, n_users)] = True
-    users, items = np.nonzero(mask)
-    stars = np.clip(np.rint(full[users, items]), 1, 5).astype(np.float32)
-    return Ratings(users.astype(np.int32), items.astype(np.int32), stars, np.zeros(len(users), np.int64),
-                   n_users, n_items)
+    """Rank-2 tastes plus item biases, rounded to stars, every user rating something: structure an autoencoder can
+    learn."""
+    return synthetic.low_rank(n_users, n_items, 2, density, seed, mean=3.2, taste=0.8, user_bias=None,
+                              item_bias=0.5, noise=None, every_user_rates=True)
 
 
 def tiny_matrix() -> RatingMatrix:

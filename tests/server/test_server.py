@@ -18,7 +18,7 @@ from types import SimpleNamespace
 from urllib.parse import quote
 
 import pytest
-from conftest import REPO, assert_one_line_error, ml100k_home
+from conftest import REPO, assert_one_line_error, isolated_home
 from servers import Server
 
 from movierec import paths
@@ -35,9 +35,9 @@ NEW_USER_CLI = ["--rate", "Toy Story (1995)=5", "--rate", "star wars=4", "--rate
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Iterator[Path]:
+def home(trained_home) -> Iterator[Path]:
     trains = [["train", *args, "--device", "cpu", "--name", name, "--json"] for name, args in TINY.items()]
-    with ml100k_home(tmp_path_factory.mktemp("server") / "home", *trains) as h:
+    with isolated_home(trained_home(*trains)) as h:
         yield h
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import isolated_home, ml100k_home
+from conftest import isolated_home
 from servers import Server
 from synthetic import ml100k_archive
 from test_server import TINY
@@ -118,9 +118,9 @@ def recommendations(driver, count: int) -> list[str]:
 
 # -- ml-100k ----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
+def server(trained_home) -> Iterator[Server]:
     train = ["train", *TINY["als"], "--device", "cpu", "--name", "als", "--json"]
-    with ml100k_home(tmp_path_factory.mktemp("browser") / "home", train):
+    with isolated_home(trained_home(train)):
         s = Server("--model", "als")
         try:
             yield s
