@@ -1,0 +1,305 @@
+"""The scoring passes of the RBMs, autoencoders and Mult-VAE/DAE in numpy, from their saved arrays alone.
+
+What ``score``, ``fold_in`` and ``item_vectors`` of :mod:`~movierec.models.rbm_like`,
+:mod:`~movierec.models.rbm_rating`, :mod:`~movierec.models.autoencoder` and :mod:`~movierec.models.multvae`
+compute, as matrix products and elementwise functions of the state arrays (``W``, ``a``, ``b``, ... without
+the ``state.`` prefix) and the model's config dict: every step of those passes is deterministic (mean-field
+probabilities, no dropout, the VAE's mean code), so the numbers are the torch model's to float32 rounding.
+:class:`movierec.serving.NumpyScorer` answers saved models with them; tests hold them to the torch models.
+
+One class per algorithm (:data:`FORWARDS`, by model name and mode). A user's ratings come in as movie indices
+(n,) and stars (n,); a known user's are their training ratings. The one step left to torch: the item-based
+rating RBM's new-user fold-in, an L-BFGS fit (:meth:`RatingRBMForward.fold_in` returns None).
+
+Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+Arrays = Mapping[str, np.ndarray]
+Seen = Callable[[int], tuple[np.ndarray, np.ndarray]]
+"""A known user's training ratings: user index -> movie indices (n,), stars (n,)."""
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    e = np.exp(x[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def logit(p: np.ndarray | float) -> np.ndarray:
+    p = np.asarray(p, dtype=np.float32)
+    return np.log(p / (1 - p))
+
+
+def _selu(x: np.ndarray) -> np.ndarray:
+    return (_SELU_SCALE * np.where(x > 0, x, _SELU_ALPHA * np.expm1(np.minimum(x, 0)))).astype(x.dtype)
+
+
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "sigmoid": sigmoid,
+    "relu": lambda x: np.maximum(x, 0),
+    "tanh": np.tanh,
+    "selu": _selu,
+    "identity": lambda x: x,
+}
+
+
+def _layers(state: Arrays, prefix: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The ``torch.nn.Linear`` layers saved as ``{prefix}.{j}.weight`` (out, in) and ``.bias`` (out,), in order."""
+    layers: list[tuple[np.ndarray, np.ndarray]] = []
+    while f"{prefix}.{len(layers)}.weight" in state:
+        j = len(layers)
+        layers.append((state[f"{prefix}.{j}.weight"], state[f"{prefix}.{j}.bias"]))
+    return layers
+
+
+def _sorted(items: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    items = np.asarray(items, dtype=np.int64)
+    order = np.argsort(items, kind="stable")
+    return items[order], np.asarray(ratings, dtype=np.float32)[order]
+
+
+class Forward:
+    """A model's scoring passes from its arrays ``state`` and config dict ``config`` (KeyError: a config that
+    does not say what the pass needs, e.g. saved before an option existed)."""
+
+    needs_fit_state: ClassVar[bool] = False
+    """Whether it reads what training derived from the training ratings (an item-based model's movie codes),
+    valid only for a model fitted on exactly the saved training ratings."""
+
+    def __init__(self, state: Arrays, config: Mapping[str, Any], rating_values: tuple[float, ...]):
+        self.state = {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}
+        self.config = config
+        self.values = np.asarray(rating_values, dtype=np.float32)  # (K,)
+        self.rating_min, self.rating_max = float(self.values[0]), float(self.values[-1])
+
+    def scores(self, users: np.ndarray, seen: Seen) -> np.ndarray:
+        """Raw scores of every movie for known users ``users`` (B,): (B, I)."""
+        return np.stack([self.fold_in(*seen(int(u))) for u in np.asarray(users).tolist()])
+
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        """Raw scores of every movie for a new user from their ratings: (I,)."""
+        raise NotImplementedError
+
+    def item_vectors(self) -> np.ndarray:
+        raise NotImplementedError
+
+
+# -- RBMs ----------------------------------------------------------------------------------------------------
+class LikeRBMForward(Forward):
+    """:class:`~movierec.models.rbm_like.LikeRBM`: P(liked) = sigmoid(h W + b + o_u), h = sigmoid(v W^T + r D^T
+    + a), one mean-field pass from the user's ratings."""
+
+    def __init__(self, state: Arrays, config: Mapping[str, Any], rating_values: tuple[float, ...]):
+        super().__init__(state, config, rating_values)
+        self.threshold = float(config["like_threshold"])
+        self.user_bias = bool(config["user_bias"])
+        self.prior = float(config["user_bias_prior"]) if self.user_bias else 0.0
+        s = self.state
+        self.W, self.a, self.b = s["W"], s["a"].reshape(-1), s["b"].reshape(-1)  # (H, I), (H,), (I,)
+        self.D = s.get("D")  # (H, I) or None
+        self.rate = np.float32(s["like_rate"]) if self.user_bias else None
+
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        items, ratings = _sorted(items, ratings)
+        liked = (ratings >= self.threshold).astype(np.float32)  # (n,)
+        pre = self.W[:, items] @ liked  # (H,)
+        if self.D is not None:
+            pre = pre + (self.D[:, items].sum(1) + self.a)
+        else:
+            pre = pre + self.a
+        h = sigmoid(pre.astype(np.float32))  # (H,)
+        logits = h @ self.W + self.b  # (I,)
+        if self.rate is not None:
+            own = (liked.sum() + np.float32(self.prior) * self.rate) / (np.float32(len(items)) + np.float32(self.prior))
+            logits = logits + (logit(own) - logit(self.rate))
+        return sigmoid(logits.astype(np.float32))
+
+    def item_vectors(self) -> np.ndarray:
+        return np.ascontiguousarray(self.W.T)  # (I, H)
+
+
+class RatingRBMForward(Forward):
+    """:class:`~movierec.models.rbm_rating.RatingRBM`: expected stars through softmax visible units. User
+    orientation: one mean-field pass from the user's ratings. Item orientation: every movie's saved hidden
+    probabilities read out through the user's visible unit (weights W[:, u], biases b[u])."""
+
+    def __init__(self, state: Arrays, config: Mapping[str, Any], rating_values: tuple[float, ...]):
+        super().__init__(state, config, rating_values)
+        self.item_based = config["orientation"] == "item"
+        s = self.state
+        self.W, self.a, self.b = s["W"], s["a"].reshape(-1), s["b"]  # (H, C, K), (H,), (C, K)
+        self.needs_fit_state = self.item_based  # type: ignore[misc]
+        self.midpoints = (self.values[1:] + self.values[:-1]) / 2  # (K-1,)
+
+    def _expected(self, logits: np.ndarray) -> np.ndarray:
+        return (softmax(logits.astype(np.float32), axis=-1) @ self.values).astype(np.float32)
+
+    def scores(self, users: np.ndarray, seen: Seen) -> np.ndarray:
+        if not self.item_based:
+            return super().scores(users, seen)
+        users = np.asarray(users, dtype=np.int64)
+        hidden = self.state["item_hidden"]  # (I, H)
+        return np.stack([self._expected(hidden @ self.W[:, u] + self.b[u]) for u in users.tolist()])
+
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray | None:  # type: ignore[override]
+        if self.item_based:
+            return None  # an L-BFGS fit: left to the torch model
+        items, ratings = _sorted(items, ratings)
+        k = np.searchsorted(self.midpoints, ratings, side="left")  # (n,) as torch.bucketize
+        h = sigmoid((self.W[:, items, k].sum(1) + self.a).astype(np.float32))  # (H,)
+        logits = np.einsum("h,hik->ik", h, self.W) + self.b  # (I, K)
+        return self._expected(logits)
+
+    def item_vectors(self) -> np.ndarray:
+        if self.item_based:
+            return self.state["item_hidden"]  # (I, H)
+        hidden = self.W.shape[0]
+        return np.ascontiguousarray(self.W.reshape(hidden, -1).T).reshape(self.W.shape[1], -1)  # (I, K*H)
+
+
+# -- autoencoders ----------------------------------------------------------------------------------------------
+class _AutoEncoderForward(Forward):
+    def __init__(self, state: Arrays, config: Mapping[str, Any], rating_values: tuple[float, ...]):
+        super().__init__(state, config, rating_values)
+        self.act = ACTIVATIONS[config["activation"]]
+        self.sigmoid_output = config["output_activation"] == "sigmoid"
+        self.row_bias = bool(config["row_bias"])
+        self.fold_in_l2 = float(config["fold_in_l2"])
+        s = self.state
+        self.output_weight, self.output_bias = s["output_weight"], s["output_bias"]
+        self.noise_var = np.float32(s["noise_var"])
+
+    def _output(self, z: np.ndarray) -> np.ndarray:
+        if self.sigmoid_output:
+            return (self.rating_min + (self.rating_max - self.rating_min) * sigmoid(z.astype(np.float32))).astype(
+                np.float32)
+        return z
+
+
+class UserAutoEncoderForward(_AutoEncoderForward):
+    """:class:`~movierec.models.autoencoder.UserAutoEncoder`: the user's rating row through the network."""
+
+    def _encode(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        s = self.state
+        h = self.act((ratings @ s["input_weight"][items] + s["input_bias"]).astype(np.float32))  # (H1,)
+        for weight, bias in _layers(s, "hidden"):
+            h = self.act((h @ weight.T + bias).astype(np.float32))
+        return h
+
+    def scores(self, users: np.ndarray, seen: Seen) -> np.ndarray:
+        rows = []
+        for u in np.asarray(users, dtype=np.int64).tolist():
+            items, ratings = seen(u)
+            z = self._encode(np.asarray(items, np.int64), np.asarray(ratings, np.float32)) @ self.output_weight.T
+            z = z + self.output_bias
+            if self.row_bias:
+                z = z + self.state["row_bias"][u]
+            rows.append(self._output(z))
+        return np.stack(rows)
+
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        items, ratings = np.asarray(items, dtype=np.int64), np.asarray(ratings, dtype=np.float32)
+        z = self._encode(items, ratings) @ self.output_weight.T + self.output_bias  # (I,)
+        if self.row_bias and items.size:
+            bias = self.state["row_bias"]
+            spread = max(float(np.var(bias, ddof=1)), 1e-6) if bias.size > 1 else 1.0
+            pseudo = np.float32(self.fold_in_l2) * self.noise_var / np.float32(spread)
+            z = z + (ratings - self._output(z[items])).sum() / (np.float32(items.size) + pseudo)
+        return self._output(z.astype(np.float32))
+
+    def item_vectors(self) -> np.ndarray:
+        return self.output_weight  # (I, H)
+
+
+class ItemAutoEncoderForward(_AutoEncoderForward):
+    """:class:`~movierec.models.autoencoder.ItemAutoEncoder` (I-AutoRec): every movie's saved code through the
+    user's output unit; a new user's unit by the closed-form ridge fit with the saved prior."""
+
+    needs_fit_state = True
+
+    def _offset(self) -> np.ndarray:
+        codes = self.state["item_codes"]
+        return self.state["row_bias"] if self.row_bias else np.zeros(codes.shape[0], dtype=np.float32)
+
+    def scores(self, users: np.ndarray, seen: Seen) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64)
+        z = self.state["item_codes"] @ self.output_weight[users].T + self.output_bias[users]  # (I, B)
+        if self.row_bias:
+            z = z + self.state["row_bias"][:, None]
+        return self._output(np.ascontiguousarray(z.T))
+
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        items, ratings = np.asarray(items, dtype=np.int64), np.asarray(ratings, dtype=np.float32)
+        s = self.state
+        codes = s["item_codes"]  # (I, H)
+        design = np.concatenate([codes, np.ones((codes.shape[0], 1), np.float32)], 1)  # (I, H+1)
+        offset = self._offset()
+        target = ratings
+        if self.sigmoid_output:
+            frac = np.clip((ratings - self.rating_min) / (self.rating_max - self.rating_min), 0.01, 0.99)
+            target = np.log(frac / (1 - frac)).astype(np.float32)
+        a = design[items]  # (n, H+1)
+        penalty = (self.fold_in_l2 * self.noise_var) * s["prior_precision"]  # (H+1, H+1)
+        gram = a.T @ a + penalty + np.float32(1e-6) * np.eye(a.shape[1], dtype=np.float32)
+        rhs = a.T @ (target - offset[items]) + penalty @ s["prior_mean"]
+        x = np.linalg.solve(gram.astype(np.float32), rhs.astype(np.float32))  # (H+1,)
+        return self._output((design @ x + offset).astype(np.float32))
+
+    def item_vectors(self) -> np.ndarray:
+        return self.state["item_codes"]  # (I, H)
+
+
+class MultForward(Forward):
+    """:class:`~movierec.models.multvae.MultVAE` / ``MultDAE``: softmax of the decoded code (the VAE's mean) of
+    the user's picked movies (stars >= ``min_stars``), their 0/1 row divided by its length."""
+
+    variational: ClassVar[bool] = True
+
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        items, ratings = _sorted(items, ratings)
+        s = self.state
+        cols = items[ratings >= float(self.config["min_stars"])]
+        weight = np.float32(1.0 / np.sqrt(np.float32(max(cols.size, 1))))
+        h = weight * s["input_weight"][cols].sum(0) + s["input_bias"]  # (H1,)
+        for w, b in _layers(s, "encoder"):
+            h = np.tanh(h.astype(np.float32)) @ w.T + b
+        code = h[:h.shape[0] // 2] if self.variational else np.tanh(h)
+        for w, b in _layers(s, "decoder"):
+            code = np.tanh((code @ w.T + b).astype(np.float32))
+        return softmax((code @ s["output_weight"].T + s["output_bias"]).astype(np.float32))
+
+    def item_vectors(self) -> np.ndarray:
+        return self.state["output_weight"]
+
+
+class MultDAEForward(MultForward):
+    variational = False
+
+
+FORWARDS: dict[tuple[str, str], type[Forward]] = {
+    ("rbm", "like"): LikeRBMForward,
+    ("rbm", "rating"): RatingRBMForward,
+    ("autoencoder", "user"): UserAutoEncoderForward,
+    ("autoencoder", "item"): ItemAutoEncoderForward,
+    ("autoencoder", "vae"): MultForward,
+    ("autoencoder", "dae"): MultDAEForward,
+}
+"""The numpy passes by (model name, mode)."""
