@@ -91,11 +91,22 @@ class Forward:
         self.rating_min, self.rating_max = float(self.values[0]), float(self.values[-1])
 
     def scores(self, users: np.ndarray, seen: Seen) -> np.ndarray:
-        """Raw scores of every movie for known users ``users`` (B,): (B, I)."""
-        return np.stack([self.fold_in(*seen(int(u))) for u in np.asarray(users).tolist()])
+        """Raw scores of every movie for known users ``users`` (B,): (B, I). Each user's code from their training
+        ratings, then every movie read out for all of them at once (one matrix product)."""
+        codes = [self.code(*_sorted(*seen(u))) for u in np.asarray(users, dtype=np.int64).tolist()]
+        return self.readout(np.stack([c[0] for c in codes]), np.array([c[1] for c in codes], dtype=np.float32))
 
-    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray | None:
         """Raw scores of every movie for a new user from their ratings: (I,)."""
+        code, offset = self.code(*_sorted(items, ratings))
+        return self.readout(code[None, :], np.array([offset], dtype=np.float32))[0]
+
+    def code(self, items: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, float]:
+        """A user's hidden units (H,) from their ratings (movies ascending), and the offset their readout adds."""
+        raise NotImplementedError
+
+    def readout(self, codes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Users' hidden units (B, H) and offsets (B,) -> raw scores of every movie (B, I)."""
         raise NotImplementedError
 
     def item_vectors(self) -> np.ndarray:
@@ -117,19 +128,23 @@ class LikeRBMForward(Forward):
         self.D = s.get("D")  # (H, I) or None
         self.rate = np.float32(s["like_rate"]) if self.user_bias else None
 
-    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
-        items, ratings = _sorted(items, ratings)
+    def code(self, items: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, float]:
         liked = (ratings >= self.threshold).astype(np.float32)  # (n,)
         pre = self.W[:, items] @ liked  # (H,)
         if self.D is not None:
             pre = pre + (self.D[:, items].sum(1) + self.a)
         else:
             pre = pre + self.a
-        h = sigmoid(pre.astype(np.float32))  # (H,)
-        logits = h @ self.W + self.b  # (I,)
+        offset = 0.0
         if self.rate is not None:
             own = (liked.sum() + np.float32(self.prior) * self.rate) / (np.float32(len(items)) + np.float32(self.prior))
-            logits = logits + (logit(own) - logit(self.rate))
+            offset = float(logit(own) - logit(self.rate))
+        return sigmoid(pre.astype(np.float32)), offset  # (H,)
+
+    def readout(self, codes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        logits = codes @ self.W + self.b  # (B, I)
+        if self.rate is not None:
+            logits = logits + offsets[:, None]
         return sigmoid(logits.astype(np.float32))
 
     def item_vectors(self) -> np.ndarray:
@@ -159,14 +174,23 @@ class RatingRBMForward(Forward):
         hidden = self.state["item_hidden"]  # (I, H)
         return np.stack([self._expected(hidden @ self.W[:, u] + self.b[u]) for u in users.tolist()])
 
-    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray | None:  # type: ignore[override]
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray | None:
         if self.item_based:
             return None  # an L-BFGS fit: left to the torch model
-        items, ratings = _sorted(items, ratings)
+        return super().fold_in(items, ratings)
+
+    def code(self, items: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, float]:
         k = np.searchsorted(self.midpoints, ratings, side="left")  # (n,) as torch.bucketize
-        h = sigmoid((self.W[:, items, k].sum(1) + self.a).astype(np.float32))  # (H,)
-        logits = np.einsum("h,hik->ik", h, self.W) + self.b  # (I, K)
-        return self._expected(logits)
+        return sigmoid((self.W[:, items, k].sum(1) + self.a).astype(np.float32)), 0.0  # (H,)
+
+    def readout(self, codes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        w_flat = self.W.reshape(self.W.shape[0], -1)  # (H, I*K)
+        out = np.empty((codes.shape[0], self.b.shape[0]), dtype=np.float32)
+        chunk = max(1, (1 << 25) // self.b.size)  # bounds the (b, I, K) logits, as the torch model does
+        for start in range(0, codes.shape[0], chunk):
+            part = codes[start:start + chunk]
+            out[start:start + chunk] = self._expected((part @ w_flat).reshape(part.shape[0], *self.b.shape) + self.b)
+        return out
 
     def item_vectors(self) -> np.ndarray:
         if self.item_based:
@@ -205,15 +229,12 @@ class UserAutoEncoderForward(_AutoEncoderForward):
         return h
 
     def scores(self, users: np.ndarray, seen: Seen) -> np.ndarray:
-        rows = []
-        for u in np.asarray(users, dtype=np.int64).tolist():
-            items, ratings = seen(u)
-            z = self._encode(np.asarray(items, np.int64), np.asarray(ratings, np.float32)) @ self.output_weight.T
-            z = z + self.output_bias
-            if self.row_bias:
-                z = z + self.state["row_bias"][u]
-            rows.append(self._output(z))
-        return np.stack(rows)
+        users = np.asarray(users, dtype=np.int64)
+        codes = np.stack([self._encode(*_sorted(*seen(u))) for u in users.tolist()])  # (B, H)
+        z = codes @ self.output_weight.T + self.output_bias  # (B, I)
+        if self.row_bias:
+            z = z + self.state["row_bias"][users][:, None]
+        return self._output(z)
 
     def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
         items, ratings = np.asarray(items, dtype=np.int64), np.asarray(ratings, dtype=np.float32)
@@ -273,18 +294,20 @@ class MultForward(Forward):
 
     variational: ClassVar[bool] = True
 
-    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
-        items, ratings = _sorted(items, ratings)
+    def code(self, items: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, float]:
         s = self.state
         cols = items[ratings >= float(self.config["min_stars"])]
         weight = np.float32(1.0 / np.sqrt(np.float32(max(cols.size, 1))))
         h = weight * s["input_weight"][cols].sum(0) + s["input_bias"]  # (H1,)
         for w, b in _layers(s, "encoder"):
             h = np.tanh(h.astype(np.float32)) @ w.T + b
-        code = h[:h.shape[0] // 2] if self.variational else np.tanh(h)
+        return (h[:h.shape[0] // 2] if self.variational else np.tanh(h)), 0.0  # (d,) the VAE's mean code
+
+    def readout(self, codes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        s = self.state
         for w, b in _layers(s, "decoder"):
-            code = np.tanh((code @ w.T + b).astype(np.float32))
-        return softmax((code @ s["output_weight"].T + s["output_bias"]).astype(np.float32))
+            codes = np.tanh((codes @ w.T + b).astype(np.float32))
+        return softmax((codes @ s["output_weight"].T + s["output_bias"]).astype(np.float32), axis=1)  # (B, I)
 
     def item_vectors(self) -> np.ndarray:
         return self.state["output_weight"]
