@@ -470,6 +470,12 @@ class Served:
             return None
         if forward.needs_fit_state and not meta.fitted_on_training_ratings:
             return None
+        try:  # arrays that do not fit together fail here, once, rather than in an answer
+            fits = forward.fits(meta.n_users, meta.n_items)
+        except (KeyError, IndexError, ValueError):
+            fits = False
+        if not fits:
+            raise MovierecError(f"{self.path} is damaged: its tensors do not match its model description.")
         return NumpyScorer(forward, info, meta, self.seen, self._torch_model)
 
     def _torch_model(self) -> Scorer:

@@ -98,3 +98,34 @@ def test_answering_imports_no_torch(home, name):
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.rstrip().endswith("IMPORTED False False"), args
         assert json.loads(proc.stdout.rsplit("\n", 2)[0])
+
+
+class _Cut:
+    """A saved model whose array ``name`` lost its last row."""
+
+    def __init__(self, saved, name):
+        self._saved, self._name = saved, name
+
+    def __getattr__(self, attr):
+        return getattr(self._saved, attr)
+
+    def __contains__(self, key):
+        return key in self._saved
+
+    def get(self, key):
+        array = self._saved.get(key)
+        return array[:-1] if key == self._name else array
+
+
+@pytest.mark.parametrize("name", ["rbm-like", "rbm-user", "ae-user", "ae-item", "vae"])
+def test_arrays_that_do_not_fit_are_one_sentence(home, name):
+    from movierec import checkpoint
+    from movierec.errors import MovierecError
+    from movierec.serving import Served
+
+    with checkpoint.open_file(checkpoint.resolve(name)) as saved:
+        cut = [k for k in saved.names() if k.startswith("state.") and saved.shape(k) != ()]
+        assert cut
+        for key in cut:
+            with pytest.raises(MovierecError, match="is damaged: its tensors do not match"):
+                Served(_Cut(saved, key), "cpu")

@@ -101,6 +101,21 @@ class Forward:
         code, offset = self.code(*_sorted(items, ratings))
         return self.readout(code[None, :], np.array([offset], dtype=np.float32))[0]
 
+    def fits(self, n_users: int, n_items: int) -> bool:
+        """Whether the arrays have the shapes a model of ``n_users`` users and ``n_items`` movies has."""
+        raise NotImplementedError
+
+    def _shapes_are(self, want: Mapping[str, tuple[int, ...]]) -> bool:
+        return all(name in self.state and self.state[name].shape == shape for name, shape in want.items())
+
+    def _chain(self, prefix: str, width: int) -> int | None:
+        """The output width of the saved layers ``prefix`` fed ``width`` inputs; None where they do not chain."""
+        for weight, bias in _layers(self.state, prefix):
+            if weight.ndim != 2 or weight.shape[1] != width or bias.shape != (weight.shape[0],):
+                return None
+            width = weight.shape[0]
+        return width
+
     def code(self, items: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, float]:
         """A user's hidden units (H,) from their ratings (movies ascending), and the offset their readout adds."""
         raise NotImplementedError
@@ -147,6 +162,12 @@ class LikeRBMForward(Forward):
             logits = logits + offsets[:, None]
         return sigmoid(logits.astype(np.float32))
 
+    def fits(self, n_users: int, n_items: int) -> bool:
+        hidden = self.W.shape[0]
+        want = {"W": (hidden, n_items), "a": (1, hidden), "b": (1, n_items)}
+        return self._shapes_are({**want, **({"D": want["W"]} if self.D is not None else {}),
+                                 **({"like_rate": ()} if self.rate is not None else {})})
+
     def item_vectors(self) -> np.ndarray:
         return np.ascontiguousarray(self.W.T)  # (I, H)
 
@@ -192,6 +213,13 @@ class RatingRBMForward(Forward):
             out[start:start + chunk] = self._expected((part @ w_flat).reshape(part.shape[0], *self.b.shape) + self.b)
         return out
 
+    def fits(self, n_users: int, n_items: int) -> bool:
+        hidden, columns, k = self.W.shape[0], n_users if self.item_based else n_items, self.values.shape[0]
+        want = {"W": (hidden, columns, k), "a": (1, hidden), "b": (columns, k)}
+        if self.item_based:
+            want["item_hidden"] = (n_items, hidden)
+        return self.W.ndim == 3 and self._shapes_are(want)
+
     def item_vectors(self) -> np.ndarray:
         if self.item_based:
             return self.state["item_hidden"]  # (I, H)
@@ -210,6 +238,22 @@ class _AutoEncoderForward(Forward):
         s = self.state
         self.output_weight, self.output_bias = s["output_weight"], s["output_bias"]
         self.noise_var = np.float32(s["noise_var"])
+
+    rows_are_users: ClassVar[bool] = True
+
+    def fits(self, n_users: int, n_items: int) -> bool:
+        rows, cols = (n_users, n_items) if self.rows_are_users else (n_items, n_users)
+        first = self.state["input_weight"].shape[-1]
+        last = self._chain("hidden", first)
+        if last is None:
+            return False
+        want = {"input_weight": (cols, first), "input_bias": (first,), "output_weight": (cols, last),
+                "output_bias": (cols,), "noise_var": ()}
+        if self.row_bias:
+            want["row_bias"] = (rows,)
+        if not self.rows_are_users:
+            want.update(item_codes=(n_items, last), prior_mean=(last + 1,), prior_precision=(last + 1, last + 1))
+        return self._shapes_are(want)
 
     def _output(self, z: np.ndarray) -> np.ndarray:
         if self.sigmoid_output:
@@ -255,6 +299,7 @@ class ItemAutoEncoderForward(_AutoEncoderForward):
     user's output unit; a new user's unit by the closed-form ridge fit with the saved prior."""
 
     needs_fit_state = True
+    rows_are_users = False
 
     def _offset(self) -> np.ndarray:
         codes = self.state["item_codes"]
@@ -302,6 +347,15 @@ class MultForward(Forward):
         for w, b in _layers(s, "encoder"):
             h = np.tanh(h.astype(np.float32)) @ w.T + b
         return (h[:h.shape[0] // 2] if self.variational else np.tanh(h)), 0.0  # (d,) the VAE's mean code
+
+    def fits(self, n_users: int, n_items: int) -> bool:
+        first = self.state["input_weight"].shape[-1]
+        coded = self._chain("encoder", first)
+        if coded is None or (self.variational and coded % 2):
+            return False
+        last = self._chain("decoder", coded // 2 if self.variational else coded)
+        return last is not None and self._shapes_are({"input_weight": (n_items, first), "input_bias": (first,),
+                                                      "output_weight": (n_items, last), "output_bias": (n_items,)})
 
     def readout(self, codes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         s = self.state
