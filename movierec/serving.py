@@ -9,9 +9,13 @@ scores mean, the neutral score of new users' shrinkage, how the model scores).
 Factor models (``mf``, ``als`` explicit and implicit: score = mean + p_u . q_i + b_u + b_i) are answered
 here in numpy from their saved arrays, reading one user's row, never the whole file, and without importing
 torch or pandas: :class:`FactorScorer`, whose new-user fold-in solves the same ridge problem as
-``FactorModel.fold_in_factors`` with the penalties the model itself reported when it was saved. Other
-models are rebuilt in torch (:class:`movierec.recommend.TorchScorer`) with the saved training matrix.
-Either way the lists come from the one implementation in :mod:`movierec.recommend`.
+``FactorModel.fold_in_factors`` with the penalties the model itself reported when it was saved. The RBMs,
+autoencoders and Mult-VAE/DAE are answered in numpy too, by their passes in :mod:`movierec.models.forward`
+(:class:`NumpyScorer`, chosen by the model's class: their checkpoints say ``{"kind": "torch"}``). They are rebuilt in
+torch (:class:`movierec.recommend.TorchScorer`) with the saved training matrix only for a GPU asked for by name,
+for a config saved before an option the numpy pass reads existed, for an item-based model fitted on fewer ratings
+than those saved with it, and for the item-based rating RBM's new users (an L-BFGS fit). Either way the lists
+come from the one implementation in :mod:`movierec.recommend`.
 """
 
 from __future__ import annotations

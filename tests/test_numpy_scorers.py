@@ -27,13 +27,16 @@ MODELS = {
     "vae": ["autoencoder", "--mode", "vae", "--epochs", "1", "--layers", "32,8,32"],
     "dae": ["autoencoder", "--mode", "dae", "--epochs", "1", "--layers", "32,8,32"],
 }
+VALIDATED = {"ae-item-valid": ["autoencoder", "--mode", "item", "--epochs", "1", "--layers", "16",
+                               "--valid-fraction", "0.1"]}
 USERS = [0, 41, 500, 942]
 NEW_USER = (np.array([0, 49, 180, 126, 99]), np.array([5.0, 4.0, 1.0, 3.5, 2.0], dtype=np.float32))
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    trains = [["train", *args, "--device", "cpu", "--name", name, "--json"] for name, args in MODELS.items()]
+    trains = [["train", *args, "--device", "cpu", "--name", name, "--json"]
+              for name, args in {**MODELS, **VALIDATED}.items()]
     with ml100k_home(tmp_path_factory.mktemp("numpy-scorers") / "home", *trains) as h:
         yield h
 
@@ -129,3 +132,12 @@ def test_arrays_that_do_not_fit_are_one_sentence(home, name):
         for key in cut:
             with pytest.raises(MovierecError, match="is damaged: its tensors do not match"):
                 Served(_Cut(saved, key), "cpu")
+
+
+def test_an_item_model_fitted_on_fewer_ratings_answers_in_torch(home):
+    """Its saved movie codes are of the ratings it was fitted on, not of all the training ratings saved with it:
+    the torch model recomputes them."""
+    served = open_model("ae-item-valid", "cpu")
+    own = served.scorer.own if isinstance(served.scorer, rec.ListScorer) else served.scorer
+    assert isinstance(own, rec.TorchScorer)
+    served.close()
