@@ -7,7 +7,8 @@ the CLI, the Python API, the server)::
 
     checkpoint  <-  serving  <-  loading  <-  {training, evaluate, crossval, api, cli, server}
 
-Only :func:`load` and :func:`load_trained` import torch; :func:`open_model` does not for factor models.
+Only :func:`load` and :func:`load_trained` import torch; :func:`open_model` does not for the models
+answered in numpy.
 """
 
 from __future__ import annotations
@@ -205,7 +206,8 @@ def open_model(name: str | None, device: Any = DEFAULT_DEVICE) -> Served:
     A checkpoint without serving data (format 1, or saved without it) is converted first: its dataset and
     split are loaded once, and the file rewritten in place (:func:`upgrade`).
     ``device``: where models that need torch run ("cpu", "cuda", "auto" or a torch.device), resolved only
-    when one does; factor models are answered in numpy whatever it says, and import no torch. A device that
+    when one does; factor models are answered in numpy whatever it says, the RBMs, autoencoders and
+    Mult-VAE/DAE unless it names a GPU (:mod:`movierec.models.forward`), and import no torch. A device that
     does not exist is refused first, whatever the model (a GPU asked for by name is looked for at once)."""
     if isinstance(device, str) and needs_gpu(device):
         device = resolve_device(device)

@@ -9,9 +9,13 @@ scores mean, the neutral score of new users' shrinkage, how the model scores).
 Factor models (``mf``, ``als`` explicit and implicit: score = mean + p_u . q_i + b_u + b_i) are answered
 here in numpy from their saved arrays, reading one user's row, never the whole file, and without importing
 torch or pandas: :class:`FactorScorer`, whose new-user fold-in solves the same ridge problem as
-``FactorModel.fold_in_factors`` with the penalties the model itself reported when it was saved. Other
-models are rebuilt in torch (:class:`movierec.recommend.TorchScorer`) with the saved training matrix.
-Either way the lists come from the one implementation in :mod:`movierec.recommend`.
+``FactorModel.fold_in_factors`` with the penalties the model itself reported when it was saved. The RBMs,
+autoencoders and Mult-VAE/DAE are answered in numpy too, by their passes in :mod:`movierec.models.forward`
+(:class:`NumpyScorer`, chosen by the model's class: their checkpoints say ``{"kind": "torch"}``). They are rebuilt in
+torch (:class:`movierec.recommend.TorchScorer`) with the saved training matrix only for a GPU asked for by name,
+for a config saved before an option the numpy pass reads existed, for an item-based model fitted on fewer ratings
+than those saved with it, and for the item-based rating RBM's new users (an L-BFGS fit). Either way the lists
+come from the one implementation in :mod:`movierec.recommend`.
 """
 
 from __future__ import annotations
@@ -369,6 +373,42 @@ class FactorScorer(OwnLists):
                 "user_bias": self._finite(ub, self._saved.get(ub)), "item_bias": self.item_bias, "mean": self.mean}
 
 
+def _on_cpu(device: Any) -> bool:
+    """Whether ``device`` ("auto", "cpu", "cuda", a torch.device) lets a model answer in numpy: anything but
+    an accelerator named outright ("auto" answers one user faster in numpy than a GPU starts)."""
+    return str(device).split(":")[0] in ("auto", "cpu")
+
+
+class NumpyScorer(OwnLists):
+    """An RBM, autoencoder or Mult-VAE/DAE answered from its saved arrays in numpy by its pass in
+    :mod:`movierec.models.forward` (a :class:`~movierec.recommend.Scorer`; lists by its own scores). The item-based
+    rating RBM's new users are folded in by the torch model (``torch_model``, built on first need)."""
+
+    def __init__(self, forward: Any, info: ServingInfo, meta: checkpoint.CheckpointMeta,
+                 seen: Any, torch_model: Any):
+        self.forward = forward
+        self.kind = info.kind
+        self.new_user_shrink = float(info.new_user_shrink)
+        self.rating_range = (meta.rating_values[0], meta.rating_values[-1])
+        self._seen, self._torch_model = seen, torch_model
+
+    def scores(self, user: int) -> np.ndarray:
+        return self.scores_many(np.array([user]))[0]
+
+    def scores_many(self, users: np.ndarray) -> np.ndarray:
+        return self.forward.scores(np.asarray(users, dtype=np.int64), self._seen).astype(np.float32, copy=False)
+
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        items, ratings = np.asarray(items, dtype=np.int64), np.asarray(ratings, dtype=np.float32)
+        scores = self.forward.fold_in(items, ratings)
+        if scores is None:
+            return self._torch_model().fold_in(items, ratings)
+        return scores.astype(np.float32, copy=False)
+
+    def item_vectors(self) -> np.ndarray:
+        return self.forward.item_vectors()
+
+
 class Served:
     """A saved model ready to answer: its scorer, users, movies, and each user's training ratings."""
 
@@ -397,11 +437,13 @@ class Served:
         self._title_index: TitleIndex | None = None
         self._unit: np.ndarray | None = None  # the unit-length movie vectors, once `similar` needs them
         self.scorer: Scorer
+        self._device = device
+        self._torch: Scorer | None = None
         if info.in_numpy:
             self.scorer = FactorScorer(saved, meta, info.scorer["fold_in"], info.kind,
                                        new_user_shrink=info.new_user_shrink)
         else:
-            self.scorer = self._torch_scorer(device)
+            self.scorer = self._numpy_scorer(info, device) or self._torch_model()
         if info.lists is not None:  # lists rank by P(picked and liked): the picks model answers in numpy
             picks = FactorScorer(saved, meta, info.lists["picks"], ScoreKind.RANK, prefix=PICKS)
             self.scorer = ListScorer(self.scorer, picks, info.lists["midpoint"])
@@ -411,6 +453,40 @@ class Served:
             from movierec.cold import SideInformation
 
             self.side = SideInformation(saved, info.features, meta.name)
+
+    def _numpy_scorer(self, info: ServingInfo, device: Any) -> NumpyScorer | None:
+        """The model answered in numpy by its pass in :mod:`movierec.models.forward`, decided by its class
+        (checkpoints record ``{"kind": "torch"}`` for these models); None where torch answers: a device other
+        than the CPU asked for, a config saved before an option the pass reads existed, or an item-based model
+        fitted on fewer ratings than those saved with it (its saved movie codes are not of these ratings)."""
+        from movierec.models.forward import FORWARDS
+
+        meta = self.meta
+        forward_class = FORWARDS.get((meta.model, meta.mode))
+        if forward_class is None or not _on_cpu(device):
+            return None
+        state = {k: self._saved.get(k) for k in self._saved.names() if k.startswith("state.")}
+        checkpoint.check_arrays(state, self.user_ids, self.catalogue.item_ids, meta, self.path)
+        try:
+            forward = forward_class({k.removeprefix("state."): v for k, v in state.items()}, meta.config,
+                                    tuple(meta.rating_values))
+        except KeyError:
+            return None
+        if forward.needs_fit_state and not meta.fitted_on_training_ratings:
+            return None
+        try:  # arrays that do not fit together fail here, once, rather than in an answer
+            fits = forward.fits(meta.n_users, meta.n_items)
+        except (KeyError, IndexError, ValueError):
+            fits = False
+        if not fits:
+            raise MovierecError(f"{self.path} is damaged: its tensors do not match its model description.")
+        return NumpyScorer(forward, info, meta, self.seen, self._torch_model)
+
+    def _torch_model(self) -> Scorer:
+        """The torch model rebuilt from its weights, made once, on the device asked for."""
+        if self._torch is None:
+            self._torch = self._torch_scorer(self._device)
+        return self._torch
 
     def _torch_scorer(self, device: Any) -> Scorer:
         import torch

@@ -83,3 +83,17 @@ def test_the_check_finds_a_cycle(tmp_path, monkeypatch):
         assert "movierec.a -> movierec.b -> movierec.a" in str(exc)
     else:
         raise AssertionError("the cycle a <-> b was not found")
+
+
+def test_the_numpy_passes_import_no_torch():
+    """The modules that answer saved models in numpy (factor models, RBMs, autoencoders, Mult-VAE/DAE) load without
+    torch; that answering itself imports none is checked command by command in test_serving.py and
+    test_numpy_scorers.py."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import movierec.serving, movierec.models.forward, movierec.loading; "
+            "print(sorted({'torch', 'pandas'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout

@@ -1,5 +1,6 @@
 """Answering from the saved model alone: the numpy path gives the torch path's lists, imports neither torch nor
-pandas for factor models, reads only headers to list, and converts format-1 checkpoints on first use."""
+pandas for factor models (nor for the RBMs and autoencoders: tests/test_numpy_scorers.py), reads only headers to
+list, and converts format-1 checkpoints on first use."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from movierec import recommend as rec
 from movierec.cli import app
 from movierec.errors import MovierecError, NotFound
 from movierec.loading import open_model
-from movierec.serving import FactorScorer
+from movierec.serving import FactorScorer, NumpyScorer
 
 FACTOR_MODELS = {
     "mf": ["mf", "--epochs", "2", "--factors", "8"],
@@ -88,7 +89,7 @@ def test_numpy_serving_matches_the_torch_model(home, name):
 
 def test_other_models_use_the_saved_training_ratings(home):
     served = open_model("rbm")
-    assert isinstance(served.scorer.own, rec.TorchScorer)
+    assert isinstance(served.scorer.own, NumpyScorer)  # the RBM's pass in numpy reads them (models/forward.py)
     trained = loading.load_trained("rbm")
     items, stars = served.seen(41)
     same_lists(rec.for_user(served.scorer, 41, items, stars, 20, counts=served.counts),
