@@ -59,7 +59,7 @@ GIVEN = (0, 1, 3)
 SEEDS = (0, 1, 2)
 GROUP_MIN = 20
 """Fewer training users than this of one age band, gender and occupation: their group is their age band and gender."""
-SHAPES = {"ml-100k": "ml-100k", "side-ml-1m": "ml-1m"}
+SHAPES = {"ml-100k": "ml-100k", "side-ml-1m": "ml-1m", "tagged-ml-20m": "ml-20m"}
 PARTS = ("items", "users", "warm")
 
 
@@ -82,14 +82,16 @@ def _hold_out(data: Any, side: str, name: str, seed: int) -> tuple[np.ndarray, n
     return chosen, mask, Split(name, ratings.take(~out), ratings.take(out), seed)
 
 
-def _train(name: str, data: Any, split: Any, seed: int) -> Any:
+def _train(name: str, data: Any, split: Any, seed: int, features: str | None = None) -> Any:
     from movierec.device import resolve_device
     from movierec.options import TrainOptions
     from movierec.training import fit_split
 
     start = time.perf_counter()
-    fitted = fit_split(TrainOptions(name, seed=seed, device="cpu"), data, split, device=resolve_device("cpu"))
-    log(f"  {name} trained in {time.perf_counter() - start:.0f} s")
+    config = {} if features is None else {"features": features}
+    fitted = fit_split(TrainOptions(name, seed=seed, device="cpu", config=config), data, split,
+                       device=resolve_device("cpu"))
+    log(f"  {name} {features or ''} trained in {time.perf_counter() - start:.0f} s")
     return fitted
 
 
@@ -125,8 +127,8 @@ def _order(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     return candidates[np.lexsort((TIES[candidates], -scores[candidates]))]
 
 
-def _lightfm(train: Any, data: Any, keep_users: np.ndarray, keep_items: np.ndarray, seed: int, epochs: int
-             ) -> tuple[Any, Any, Any]:
+def _lightfm(train: Any, data: Any, keep_users: np.ndarray, keep_items: np.ndarray, seed: int, epochs: int,
+             tags: bool = False) -> tuple[Any, Any, Any]:
     """LightFM fitted on ``train``'s ratings of 4 stars or more, with every feature the hybrid has and an identity
     feature for the users and movies that have training ratings (``keep_*``); the model and both feature
     matrices (rows normalised to sum 1, as ``lightfm.data.Dataset`` builds them)."""
@@ -150,7 +152,7 @@ def _lightfm(train: Any, data: Any, keep_users: np.ndarray, keep_items: np.ndarr
     interactions = sp.coo_matrix((np.ones(int(liked.sum()), np.float32), (train.users[liked], train.items[liked])),
                                  shape=(data.n_users, data.n_items))
     users = matrix(people_features(data), keep_users).tocsr()
-    items = matrix(movie_features(data), keep_items).tocsr()
+    items = matrix(movie_features(data, tags=tags), keep_items).tocsr()
     start = time.perf_counter()
     model = LightFM(no_components=32, loss="warp", random_state=seed)
     model.fit(interactions, user_features=users, item_features=items, epochs=epochs, num_threads=1)
@@ -187,25 +189,34 @@ def cold_items(data: Any, seed: int, epochs: int, with_lightfm: bool) -> list[di
     np.add.at(user_likes, train.users[liked], genre[train.items[liked]])
     user_share = user_likes / np.maximum(user_likes.sum(1, keepdims=True), 1e-9)  # (U, G)
 
+    tagged = _has_tags(data)
     fitted = _train("hybrid", data, split, seed)
     served = _served(fitted, split, data)
-    light = None
+    untagged = _served(_train("hybrid", data, split, seed, "movies,people"), split, data) if tagged else None
+    lights = {}
     if with_lightfm:
-        light = _lightfm(train, data, np.bincount(train.users, minlength=data.n_users) > 0, rated_movies, seed, epochs)
+        users = np.bincount(train.users, minlength=data.n_users) > 0
+        for label, tags in (("lightfm", tagged), ("lightfm without tags", False))[: 1 + tagged]:
+            lights[label] = _lightfm(train, data, users, rated_movies, seed, epochs, tags=tags)
 
     test_liked = test.ratings >= RELEVANCE
     judged = np.unique(test.users[test_liked])
     scores: dict[str, list[tuple[float, float]]] = {"hybrid": [], "genre popularity": [], "user's genres": []}
-    if light is not None:
-        scores["lightfm"] = []
+    if untagged is not None:
+        scores["hybrid without tags"] = []
+    for label in lights:
+        scores[label] = []
     hybrid_all = served.scorer.list_scores_many(judged)  # (B, I): what `recommend --include-unrated` ranks by
+    untagged_all = untagged.scorer.list_scores_many(judged) if untagged is not None else None
     for row, u in enumerate(judged):
         relevant = np.zeros(data.n_items, dtype=bool)
         relevant[test.items[(test.users == u) & test_liked]] = True
         rankers = {"hybrid": hybrid_all[row], "genre popularity": popular_genres,
                    "user's genres": genre @ user_share[u]}
-        if light is not None:
-            rankers["lightfm"] = _lightfm_scores(light, int(u), data.n_items)
+        if untagged_all is not None:
+            rankers["hybrid without tags"] = untagged_all[row]
+        for label, light in lights.items():
+            rankers[label] = _lightfm_scores(light, int(u), data.n_items)
         for name, s in rankers.items():
             s = np.asarray(s, dtype=np.float64)
             scores[name].append((_auc(s[cold], relevant[cold]), _ndcg(_order(s, cold), relevant)))
@@ -214,6 +225,8 @@ def cold_items(data: Any, seed: int, epochs: int, with_lightfm: bool) -> list[di
     listed = [data.item_index(r["movie_id"]) for r in first]
     assert [i for i in listed if is_cold[i]][0] == cold[np.argmax(hybrid_all[0][cold])]
     served.close()
+    if untagged is not None:
+        untagged.close()
     rows = []
     for name, pairs in scores.items():
         aucs = [a for a, _ in pairs if a is not None]
@@ -305,18 +318,29 @@ def cold_users(data: Any, seed: int, epochs: int, with_lightfm: bool) -> list[di
     return rows
 
 
+def _has_tags(data: Any) -> bool:
+    from movierec.data.tags import release_tags
+
+    return release_tags(data, asked=False) is not None
+
+
 # -- warm accuracy -----------------------------------------------------------------------------------------
 def warm(data: Any) -> list[dict[str, Any]]:
+    """mf and the hybrid on ml-100k's u1 (on a release without it: a seeded random 80/20 split); on a release
+    with tags, the hybrid without them too."""
     from movierec.data.split import make_split
     from movierec.training import score_test_split
 
-    split = make_split(data, "u1")
+    split = make_split(data, "u1") if data.name == "ml-100k" else make_split(data, "random", seed=0)
     rows = []
-    for name in ("mf", "hybrid"):
+    models = [("mf", None, "mf"), ("hybrid", None, "hybrid")]
+    if _has_tags(data):
+        models.append(("hybrid", "movies,people", "hybrid without tags"))
+    for name, features, label in models:
         for seed in SEEDS:
-            fitted = _train(name, data, split, seed)
+            fitted = _train(name, data, split, seed, features)
             tested = score_test_split(fitted.ranked, fitted.known, split.test)
-            rows.append({"model": name, "seed": seed, "rmse": tested.metrics["rmse"],
+            rows.append({"model": label, "seed": seed, "rmse": tested.metrics["rmse"],
                          "ndcg@10": tested.metrics["ndcg@10"]})
             log(f"  {name} seed {seed}: RMSE {rows[-1]['rmse']:.4f}, NDCG@10 {rows[-1]['ndcg@10']:.4f}")
     return rows
@@ -389,8 +413,10 @@ def main(argv: list[str] | None = None) -> int:
                 prepare(shape, args, HERE / ".cache")
                 data = load_dataset(SHAPES[shape])
                 for part in parts:
-                    if part == "warm" and shape != "ml-100k":
+                    if part == "warm" and shape not in ("ml-100k", "tagged-ml-20m"):
                         continue
+                    if part == "users" and data.users is None:
+                        continue  # nobody's age, gender or occupation to start from
                     log(f"{shape}: {part}")
                     start = time.perf_counter()
                     if part == "items":
@@ -416,7 +442,10 @@ def main(argv: list[str] | None = None) -> int:
         md += ["## People without training ratings (10% of users held out), NDCG@10 from 0, 1, 3 ratings", "",
                *_user_table(found["users"]), ""]
     if found.get("warm"):
-        md += ["## Warm: ml-100k u1", "", *_warm_table(found["warm"]), ""]
+        for shape in dict.fromkeys(r["shape"] for r in found["warm"]):
+            where = "u1" if shape == "ml-100k" else "a seeded random 80/20 split"
+            md += [f"## Warm: {shape}, {where}", "", *_warm_table([r for r in found["warm"] if r["shape"] == shape]),
+                   ""]
     text = "\n".join(md)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)

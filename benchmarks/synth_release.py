@@ -75,11 +75,17 @@ class Shape:
     side: float = 0.0
     """How strongly the movies' genres (and, for ml-1m, the people's age, gender and occupation) follow their
     taste vectors; 0 = not at all (drawn from their ids: they carry nothing a model could learn from)."""
+    tags: int = 0
+    """How many tag lines to write (``tags.csv`` / ``tags.dat``), given by a few people to movies they rated; 0 =
+    no tags file (ml-10m's shapes write an empty ``tags.dat``, as before)."""
+    tag_taste: float = 2.0
+    """How strongly the tag given to a movie follows its taste vector (as ``side`` does for genres)."""
 
 
 _ML1M = dict(release="ml-1m", folder="ml-1m", layout="dat", half=False, t0=956_703_932, t1=1_046_454_590)
 _ML10M = dict(release="ml-10m", folder="ml-10M100K", layout="dat", half=True, t0=789_652_009, t1=1_231_131_736)
 _ML25M = dict(release="ml-25m", folder="ml-25m", layout="csv", half=True, t0=789_652_009, t1=1_574_327_703)
+_ML20M = dict(release="ml-20m", folder="ml-20m", layout="csv", half=True, t0=789_652_009, t1=1_427_784_002)
 _LATEST_SMALL = dict(release="ml-latest-small", folder="ml-latest-small", layout="csv", half=True,
                      t0=828_124_615, t1=1_537_799_250)
 # Test-sized: 150 users, 800 movies, 6,000 ratings; one user with 300, most movies with fewer than 5 ratings.
@@ -102,6 +108,13 @@ SHAPES: dict[str, Shape] = {
     # The same, with genres and demographics that say something of taste: for judging cold starts.
     "side-ml-1m": Shape(**_ML1M, users=6040, movies=3706, ratings=1_000_209, max_user=6040, max_movie=3952,
                         taste=1.5, side=1.0),
+    # ml-20m's layout with tags that follow the movies' tastes (and genres that do), scaled down so that
+    # benchmarks/cold_start.py runs in minutes: the real one has 138,493 users, 26,744 movies, 20,000,263 ratings
+    # and 465,564 tag lines from 7,801 people.
+    "tagged-ml-20m": Shape(**_ML20M, users=2000, movies=2500, ratings=200_000, max_user=138_493,
+                           max_movie=131_262, taste=1.5, side=1.0, tags=20_000),
+    # The same, test-sized (not among SMALL_SHAPES: ml-25m's small shape already covers the layout).
+    "tagged-small-ml-20m": Shape(**_ML20M, **_SMALL, max_user=150, max_movie=131_262, side=1.0, tags=1_500),
     # User ids 1..150 like the real releases' (ml-10m's have gaps), so `--user 42` exists.
     "small-ml-1m": Shape(**_ML1M, **_SMALL, max_user=150, max_movie=3952),
     "small-ml-10m": Shape(**_ML10M, **_SMALL, max_user=160, max_movie=65_133),
@@ -281,6 +294,39 @@ def side_information(s: Shape, data: dict[str, np.ndarray], seed: int) -> tuple[
     return genres, lines
 
 
+TAGS = ("atmospheric", "dark comedy", "twist ending", "based on a book", "visually appealing", "thought-provoking",
+        "dystopia", "funny", "quirky", "surreal", "nonlinear", "cult film", "classic", "space", "time travel",
+        "tearjerker", "feel-good", "violent", "zombies", "superhero", "martial arts", "heist", "satire",
+        "world war ii", "biography", "mafia", "noir", "psychological", "slow burn", "great soundtrack",
+        "coming of age", "christmas", "aliens", "vampires", "robots", "revenge", "road trip", "courtroom",
+        "stylized", "philosophical")
+"""The synthetic tags' vocabulary, each with its own seeded direction in taste space."""
+
+
+def tag_lines(s: Shape, data: dict[str, np.ndarray], seed: int) -> pd.DataFrame:
+    """``s.tags`` tag lines (userId, movieId, tag, timestamp): a tenth of the people (the most active first) tag
+    movies they rated, each tag drawn towards the ones the movie's taste vector points to (``s.tag_taste``, with
+    Gumbel noise), written the way people type them (upper case, extra spaces); one line in twenty is a person's
+    private label that nobody else uses. Their own seeded generator: the ratings are the same with or without."""
+    rng = np.random.default_rng([seed, 2])
+    score = _noisy_choice(rng, data["movie_taste"], len(TAGS), s.tag_taste)  # (M, T)
+    user_index = np.searchsorted(data["user_ids"], data["users"])
+    item_index = np.searchsorted(data["movie_ids"], data["movies"])
+    counts = np.bincount(user_index, minlength=len(data["user_ids"]))
+    taggers = np.argsort(-counts - rng.random(len(counts)), kind="stable")[: max(len(counts) // 10, 2)]
+    rows = np.flatnonzero(np.isin(user_index, taggers))
+    rows = rng.choice(rows, min(s.tags, len(rows)), replace=False)
+    u, m = user_index[rows], item_index[rows]
+    tag = np.asarray(TAGS, dtype=object)[np.argmax(score[m] + rng.gumbel(0.0, 1.0, (len(m), len(TAGS))), 1)]
+    style = rng.random(len(m))
+    tag = np.where(style < 0.1, np.char.upper(tag.astype(str)).astype(object), tag)
+    tag = np.where((style >= 0.1) & (style < 0.15), np.asarray([f" {t}  " for t in tag], dtype=object), tag)
+    own = rng.random(len(m)) < 0.05
+    tag[own] = [f"my list {data['user_ids'][x]}" for x in u[own]]
+    return pd.DataFrame({"userId": data["user_ids"][u], "movieId": data["movie_ids"][m], "tag": tag,
+                         "timestamp": rng.integers(s.t0, s.t1, len(m))}).sort_values(["userId", "movieId"])
+
+
 def write_release(name: str, dest: str | Path, seed: int = SEED) -> Path:
     """Write shape ``name`` as a zip in its release's official layout to ``dest``; returns ``dest``."""
     s = SHAPES[name]
@@ -328,7 +374,16 @@ def write_release(name: str, dest: str | Path, seed: int = SEED) -> Path:
             user_ids = np.unique(data["users"])
             lines = people or [f"{u}::{'MF'[u % 2]}::{ML1M_AGES[u % 7]}::{u % 21}::{10000 + u}\n" for u in user_ids]
             zf.writestr(f"{folder}/users.dat", "".join(lines))
-        if s.release == "ml-10m":
+        if s.tags:
+            tags = tag_lines(s, data, seed)
+            if csv:
+                buf = io.StringIO()
+                tags.to_csv(buf, index=False, lineterminator="\n")
+                zf.writestr(f"{folder}/tags.csv", buf.getvalue())
+            else:
+                zf.writestr(f"{folder}/tags.dat", "".join(f"{u}::{m}::{t}::{ts}\n" for u, m, t, ts in
+                                                          tags.itertuples(index=False)))
+        elif s.release == "ml-10m":
             zf.writestr(f"{folder}/tags.dat", "")
         zf.writestr(f"{folder}/README", f"synthetic {name}-shaped release\n")
     return dest

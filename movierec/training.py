@@ -465,7 +465,8 @@ def fit_split(
     if model.uses_side_information:
         from movierec.data.features import movie_features, people_features
 
-        model.use_side_information(movie_features(data), people_features(data))
+        genres, tags = getattr(model, "movie_groups", (True, False))
+        model.use_side_information(movie_features(data, tags=tags, genres=genres), people_features(data))
     sample = validation_sample(valid, model.kind, seed) if valid is not None else None
     sampled = sample is not None and valid is not None and len(sample) < len(valid)
     plan = TrainPlan(data.name, why, the_split, fit_ratings, valid, float(options.valid_fraction or 0.0),

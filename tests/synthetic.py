@@ -213,3 +213,46 @@ def group_taste_archive(n_users: int = 200, per_genre: int = 40, ratings_per_use
         for name, text in (("u.data", "".join(lines)), ("u.item", item), ("u.genre", genre), ("u.user", user)):
             z.writestr(f"ml-100k/{name}", text.encode("utf-8"))
     return buf.getvalue(), group
+
+
+TAG_THEMES = ("space opera", "slasher", "love story", "gunfight")
+"""The themes of :func:`tag_taste_archive`, said only by its tags."""
+
+
+def tag_taste_archive(n_users: int = 160, per_theme: int = 30, ratings_per_user: int = 24, seed: int = 0
+                      ) -> tuple[bytes, np.ndarray]:
+    """A zip in ml-20m's layout (ratings.csv, movies.csv, tags.csv) where a hidden theme decides taste and only the
+    tags say it: every movie is a Drama of the 1990s, each user loves one theme (4-5 stars for most of their
+    ratings, of its movies) and rates a few others low, and three people tag each movie with its theme (typed
+    ``"Space  Opera "``, ``"SPACE OPERA"``, ``"space opera"``). Movie id i + 1 is of theme ``i // per_theme``.
+    Returns the archive and each user's (id i + 1) theme."""
+    import io
+    import zipfile
+
+    rng = np.random.default_rng(seed)
+    n_themes = len(TAG_THEMES)
+    theme = rng.choice(n_themes, n_users)
+    within = (np.arange(per_theme) + 3.0) ** -1.0
+    within /= within.sum()
+    lines = []
+    for u in range(n_users):
+        t = theme[u]
+        n_fav = int(0.8 * ratings_per_user)
+        own = t * per_theme + rng.choice(per_theme, n_fav, replace=False, p=within)
+        others = np.setdiff1d(np.arange(n_themes * per_theme), np.arange(t * per_theme, (t + 1) * per_theme))
+        for m in own:
+            lines.append(f"{u + 1},{m + 1},{rng.integers(4, 6)}.0,{1_000_000_000 + len(lines)}")
+        for m in rng.choice(others, ratings_per_user - n_fav, replace=False):
+            lines.append(f"{u + 1},{m + 1},{rng.integers(1, 4)}.0,{1_000_000_000 + len(lines)}")
+    movies = "".join(f"{i + 1},Picture {i + 1} ({1990 + i % 10}),Drama\n" for i in range(n_themes * per_theme))
+    tags = []
+    for i in range(n_themes * per_theme):
+        name = TAG_THEMES[i // per_theme]
+        for k, typed in enumerate((f" {name.title().replace(' ', '  ')} ", name.upper(), name)):
+            tags.append(f'{k + 1},{i + 1},"{typed}",{1_100_000_000 + i}')
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("ml-20m/ratings.csv", "userId,movieId,rating,timestamp\n" + "\n".join(lines) + "\n")
+        z.writestr("ml-20m/movies.csv", "movieId,title,genres\n" + movies)
+        z.writestr("ml-20m/tags.csv", "userId,movieId,tag,timestamp\n" + "\n".join(tags) + "\n")
+    return buf.getvalue(), theme

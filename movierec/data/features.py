@@ -4,7 +4,7 @@ A movie's features are its genres and its decade; a person's, where the release 
 age band, gender and occupation. Which features a release has is read from its files (:class:`Dataset`), never
 assumed: ml-latest has no demographics, so its people have no features, and one note says so.
 
-Features come in *fields* (``genre``, ``decade``, ``age``, ``gender``, ``occupation``); a feature is named
+Features come in *fields* (``genre``, ``decade``, ``tag``, ``age``, ``gender``, ``occupation``); a feature is named
 ``field:value`` (``genre:Comedy``, ``age:25-34``). Each row's features of one field share a weight of 1 (a movie
 of three genres has each at 1/3), so every field counts the same whatever the number of values, and a padded
 ``(rows, K)`` table of feature indices and weights holds them (padding: index ``len(names)``, weight 0).
@@ -69,8 +69,20 @@ class SideFeatures:
         return cls((), np.zeros((rows, 0), np.int64), np.zeros((rows, 0), np.float32))
 
 
-def movie_features(data: Dataset) -> SideFeatures:
-    """Genres and decade of each of ``data``'s movies (by movie index)."""
+def movie_features(data: Dataset, tags: bool | None = False, genres: bool = True) -> SideFeatures:
+    """Genres and decade of each of ``data``'s movies (by movie index) unless not ``genres``, and their tags
+    (``tag:value``, :mod:`movierec.data.tags`) when ``tags`` is True (a note where the release has none) or None
+    (where it has them)."""
+    rows = _genre_rows(data) if genres else [[] for _ in range(data.n_items)]
+    if tags is not False:
+        from movierec.data.tags import movie_tags
+
+        for row, given in zip(rows, movie_tags(data, asked=bool(tags)) or []):
+            row += [("tag", t) for t in given]
+    return _table(rows, f"{data.name}'s movies")
+
+
+def _genre_rows(data: Dataset) -> list[list[tuple[str, str]]]:
     movies = data.movies.reindex(data.item_ids)
     genres = [list(g) if isinstance(g, (list, tuple, np.ndarray)) else [] for g in movies["genres"]]
     too_many = sum(len(g) > MAX_PER_FIELD for g in genres)
@@ -82,7 +94,7 @@ def movie_features(data: Dataset) -> SideFeatures:
     for row, decade in zip(rows, decades):
         if decade is not None:
             row.append(("decade", decade))
-    return _table(rows, f"{data.name}'s movies")
+    return rows
 
 
 def people_features(data: Dataset) -> SideFeatures:

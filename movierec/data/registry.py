@@ -61,12 +61,13 @@ NO_TEST_SPLIT = "none"
 """The split that holds nothing out: every rating trains the model (a final model, with no test metrics).
 Here rather than in :mod:`movierec.data.split` so that reading a checkpoint's header needs no pandas."""
 
-# Tags, links and the tag genome (ml-25m's is 400 MB unpacked) are not read, so they stay in the archive.
+# Links and the tag genome (ml-25m's is 400 MB unpacked) are not read, so they stay in the archive. The tags files
+# are unpacked where a release has them (ml-1m has no tags.dat; movierec.data.tags).
 LAYOUT_FILES: dict[str, tuple[str, ...]] = {
     "100k": ("u.data", "u.item", "u.genre", "u.user", "u.info", "u.occupation")
     + tuple(f"{split}.{part}" for split in OFFICIAL_SPLITS["ml-100k"] for part in ("base", "test")),
-    "dat": ("ratings.dat", "movies.dat", "users.dat"),
-    "csv": ("ratings.csv", "movies.csv"),
+    "dat": ("ratings.dat", "movies.dat", "users.dat", "tags.dat"),
+    "csv": ("ratings.csv", "movies.csv", "tags.csv"),
     IMPORTED_LAYOUT: (),
 }
 

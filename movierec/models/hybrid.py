@@ -40,7 +40,14 @@ if TYPE_CHECKING:
     from movierec.data.features import SideFeatures
     from movierec.models.base import Recommender
 
-FEATURES = ("all", "movies", "people", "none")
+GROUPS = ("movies", "people", "tags")
+"""The groups of features: movies' genres and decade, people's age band, gender and occupation, movies' tags."""
+FEATURES = ("all", "movies", "people", "tags", "movies,people", "movies,tags", "people,tags", "movies,people,tags",
+            "none")
+"""``--features``: ``all`` (every group the release has), one group, two or three in :data:`GROUPS`' order, or
+none."""
+ALL_HAS_TAGS = True
+"""Whether ``all`` includes the movies' tags where the release has them (benchmarks/cold_start.py)."""
 PICKS_RIDGE = 1.0
 """The penalty of the regression from features to the picks model's vectors, in rows' worth: enough to keep a
 feature few rows share near the average, too little to matter for the common ones."""
@@ -51,9 +58,17 @@ _SHAPED = ("user_feature_index", "user_feature_weight", "item_feature_index", "i
 
 @dataclass(frozen=True)
 class HybridConfig(MFConfig):
-    features: str = option("all", "What it learns besides the ratings: movies' genres and decade, people's age, "
-                                  "gender and occupation (where the release has them), both, or none.",
-                           choices=FEATURES, search=among(*FEATURES))
+    features: str = option("all", "What it learns besides the ratings, where the release has them: movies' "
+                                  "genres and decade, people's age, gender and occupation, movies' tags, some of "
+                                  "them (comma-separated), all, or none.",
+                           choices=FEATURES, search=among("all", "movies", "people", "movies,people", "none"))
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The groups of :data:`GROUPS` that ``features`` names."""
+        if self.features == "all":
+            return GROUPS if ALL_HAS_TAGS else GROUPS[:2]
+        return tuple(g for g in GROUPS if g in self.features.split(","))
 
 
 class HybridMF(FactorModel):
@@ -99,14 +114,21 @@ class HybridMF(FactorModel):
         self.item_factors.uniform_(0.0, config.init_range)
 
     # -- features ---------------------------------------------------------------------------------------------
+    @property
+    def movie_groups(self) -> tuple[bool, bool | None]:
+        """Which of the movies' features to learn from: genres and decade, and tags (True: asked for by name, a note
+        where the release has none; None: where the release has them; False: not)."""
+        groups = self.config.groups
+        return "movies" in groups, ("tags" in groups and (None if self.config.features == "all" else True))
+
     def use_side_information(self, movies: SideFeatures, people: SideFeatures) -> None:
         """Learn from these features of every movie and person (by index), as the config's ``features`` says."""
-        use = self.config.features
+        groups = self.config.groups
+        on = {"movies": "movies" in groups or "tags" in groups, "people": "people" in groups}
         # The features' names (``field:value``) by side: saved with the serving data, to read a person's description.
-        self.feature_names = {"movies": list(movies.names) if use in ("all", "movies") else [],
-                              "people": list(people.names) if use in ("all", "people") else []}
-        for side, features, wanted in (("item", movies, use in ("all", "movies")),
-                                       ("user", people, use in ("all", "people"))):
+        self.feature_names = {"movies": list(movies.names) if on["movies"] else [],
+                              "people": list(people.names) if on["people"] else []}
+        for side, features, wanted in (("item", movies, on["movies"]), ("user", people, on["people"])):
             n_features = len(features.names) if wanted else 0
             index = torch.from_numpy(features.index) if wanted else torch.zeros(0, 0, dtype=torch.int64)
             weight = torch.from_numpy(features.weight) if wanted else torch.zeros(0, 0)
