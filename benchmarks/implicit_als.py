@@ -12,7 +12,8 @@ on variants built from the real ml-100k (each split 80/20 at random per rating, 
 ``select``: every candidate penalty rule on three random validation slices (10 %) of the training ratings of
 u1 and each variant, never looking at the test split; the defaults of ImplicitALSConfig were chosen so.
 
-``speed``: seconds per iteration of ImplicitALS (``--solver cg`` and ``cholesky``) and implicit's CPU
+``speed``: seconds per iteration of ImplicitALS (``--solver cg`` in the ``fast`` extra's compiled loop, ``kernel``,
+and on torch alone, ``cg``; ``cholesky``) and implicit's CPU
 AlternatingLeastSquares (same factors, 3 CG steps each, same data, BLAS 1 thread) on a MovieLens-shaped archive
 (``/work/shared/synth/synth_release.py ml-1m out.zip``), 1 and 2 threads for everyone, each contender in a
 process of its own (torch and implicit bring different OpenMP runtimes; together they slow torch down). Wall
@@ -248,13 +249,18 @@ def time_one(args: argparse.Namespace) -> None:
         print(json.dumps({"who": "implicit", "threads": args.threads, "s_per_iter": seconds, "cpu_s_per_iter": cpu,
                           "load": os.getloadavg()[0]}), flush=True)
         return
+    # "kernel" is the CG solver in the fast extra's compiled loop, "cg" the same solver on torch alone.
+    os.environ["MOVIEREC_KERNELS"] = "1" if args.who == "kernel" else "0"
     import torch
 
+    from movierec.models import kernels
     from movierec.models.als import ImplicitALS, ImplicitALSConfig
 
     torch.set_num_threads(args.threads)
+    if args.who == "kernel" and kernels.load(torch.device("cpu")) is None:
+        raise SystemExit("kernel: numba is not installed (pip install movierec[fast])")
     matrix = train.matrix()
-    cfg = ImplicitALSConfig(factors=args.factors, solver=args.who, cg_steps=3)
+    cfg = ImplicitALSConfig(factors=args.factors, solver="cholesky" if args.who == "cholesky" else "cg", cg_steps=3)
     model = ImplicitALS(cfg, train.n_users, train.n_items, (1.0, 2.0, 3.0, 4.0, 5.0))
     gen = torch.Generator().manual_seed(SEED)
     trainer = model.trainer(matrix, gen)  # lays out the solves
@@ -279,6 +285,20 @@ def time_one(args: argparse.Namespace) -> None:
 
         trainer._cg_block = timed
         trainer.train_epoch()
+    elif args.who == "kernel":
+        from movierec.models import _numba_kernels
+
+        inner_rows = _numba_kernels.cg_rows
+
+        def timed_rows(*a):
+            nonlocal longest
+            t0 = time.perf_counter()
+            out = inner_rows(*a)
+            longest = max(longest, time.perf_counter() - t0)
+            return out
+
+        _numba_kernels.cg_rows = timed_rows
+        trainer.train_epoch()
     print(json.dumps({"who": args.who, "threads": args.threads, "s_per_iter": seconds, "cpu_s_per_iter": cpu,
                       "longest_block_s": longest, "load": os.getloadavg()[0]}), flush=True)
 
@@ -300,6 +320,7 @@ def speed(args: argparse.Namespace) -> None:
                 print(line, flush=True)
                 results.setdefault((who, threads), []).append(line["s_per_iter"])
                 cpu.setdefault((who, threads), []).append(line["cpu_s_per_iter"])
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("| threads | contender | s / iteration (median) | x implicit | CPU s / iteration (median) | x implicit |\n"
           "|---|---|---|---|---|---|")
     for (who, threads), values in results.items():
@@ -324,7 +345,7 @@ def main() -> None:
     sp_.add_argument("--factors", type=int, default=64)
     sp_.add_argument("--threads", default="1,2")
     sp_.add_argument("--rounds", type=int, default=2)
-    sp_.add_argument("--solvers", default="cg,cholesky")
+    sp_.add_argument("--solvers", default="kernel,cg,cholesky")
     one = sub.add_parser("time-one")
     one.add_argument("--zip", required=True)
     one.add_argument("--who", required=True)
