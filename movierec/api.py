@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from movierec.data.movielens import Dataset
+    from movierec.data.dataset import Dataset
     from movierec.data.split import Split
     from movierec.models.base import ModelConfig
     from movierec.serving import Served
@@ -155,7 +155,7 @@ def import_ratings(name: str, source: str | Path | pd.DataFrame, *, force: bool 
 def _read_options(*, movies: Any = None, sep: str | None = None, user_col: str | None = None,
                   item_col: str | None = None, rating_col: str | None = None, time_col: str | None = None,
                   scale: Any = None, **unknown: Any) -> dict[str, Any]:
-    from movierec.data.importing import Columns
+    from movierec.data.userfiles import Columns
 
     if unknown:
         raise MovierecError(f"Unknown option{'s' if len(unknown) > 1 else ''} for reading ratings: "

@@ -71,7 +71,7 @@ class Trained:
     """A checkpoint together with the dataset and split it was trained on: what later commands need."""
 
     checkpoint: Checkpoint
-    dataset: Any  # movierec.data.movielens.Dataset
+    dataset: Any  # movierec.data.dataset.Dataset
     split: Any  # movierec.data.split.Split
     train: Any  # RatingMatrix of the training ratings (users x movies), on the model's device
     picks: Recommender | None = None

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from movierec.cold import SideInformation
-    from movierec.data.movielens import Dataset
+    from movierec.data.dataset import Dataset
     from movierec.data.ratings import Ratings
     from movierec.data.titles import TitleIndex
     from movierec.models.base import Recommender

@@ -43,7 +43,7 @@ from movierec.models.picks import Ranked
 from movierec.options import QUIET, TrainingEvents, TrainOptions
 
 if TYPE_CHECKING:
-    from movierec.data.movielens import Dataset
+    from movierec.data.dataset import Dataset
     from movierec.data.split import Split
 
 VALID_RANK_USERS = 2000
@@ -445,7 +445,7 @@ def fit_split(
     options: TrainOptions, data: Any, the_split: Any, *, device: torch.device, why: str | None = None,
     events: TrainingEvents = QUIET, picks: bool = True,
 ) -> SplitFit:
-    """Build the model ``options`` name for ``data`` (a :class:`~movierec.data.movielens.Dataset`) and
+    """Build the model ``options`` name for ``data`` (a :class:`~movierec.data.dataset.Dataset`) and
     :func:`fit` it on ``the_split``'s training ratings, less a seeded validation slice of
     ``options.valid_fraction`` (0: none) that early stopping reads. The test split is not read here: what
     `train` and `cv` do with it is theirs. Without ``picks`` no picks model is trained (tuning judges the

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from movierec.data import movielens
+from movierec.data.dataset import HALF_STARS, Dataset
 from movierec.data.ratings import Ratings
 
 
@@ -132,7 +132,7 @@ def genre_taste_archive(
 
 def synthetic_dataset(
     name: str = "ml-25m", n_users: int = 60, n_items: int = 40, seed: int = 3
-) -> movielens.Dataset:
+) -> Dataset:
     """A dataset in memory: users with 1..30 ratings, many equal timestamps to exercise tie-breaking."""
     rng = np.random.default_rng(seed)
     counts = rng.integers(1, 31, n_users)
@@ -158,7 +158,7 @@ def synthetic_dataset(
         },
         index=pd.Index(np.arange(n_items, dtype=np.int64) + 1, name="movie_id"),
     )
-    return movielens.Dataset(
+    return Dataset(
         name,
         ratings,
         np.arange(n_users, dtype=np.int64) + 1,
@@ -166,7 +166,7 @@ def synthetic_dataset(
         movies,
         None,
         "0" * 64,
-        movielens.HALF_STARS,
+        HALF_STARS,
         Path("/nonexistent"),
     )
 

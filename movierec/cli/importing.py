@@ -55,7 +55,8 @@ def import_command(
     written unless the whole file reads.
     """
     from movierec.cli.progress import Steps
-    from movierec.data.importing import Columns, import_ratings
+    from movierec.data.importing import import_ratings
+    from movierec.data.userfiles import Columns
 
     with Steps(quiet=json_output) as steps:
         summary = import_ratings(

@@ -32,7 +32,7 @@ import numpy as np
 from movierec.errors import MovierecError
 
 if TYPE_CHECKING:
-    from movierec.data.movielens import Dataset
+    from movierec.data.dataset import Dataset
 
 log = logging.getLogger(__name__)
 

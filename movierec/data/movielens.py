@@ -1,57 +1,40 @@
-"""MovieLens releases parsed into one ratings table and one movies table, cached in a fast format.
+"""MovieLens releases parsed into one ratings table and one movies table: a parser for each release layout.
 
-Every release, whatever its layout, becomes a :class:`Dataset`: the ratings in movierec's index
-space (users and movies that have ratings, sorted by MovieLens id, numbered ``0..n-1``), the id of
-each index, a movies table (title, year, genres) and, where the release has one, a users table.
-
-The extracted release is parsed once (pandas' C parser, explicit dtypes) by :func:`prepare`, which
-writes the parsed cache: uncompressed ``.npy`` arrays (loaded with ``allow_pickle=False``) and the two
-small tables as JSON, plus ``meta.json`` that :func:`summary` reads without touching the arrays.
+Every release, whatever its layout, becomes a :class:`~movierec.data.dataset.Dataset`. The extracted release
+is parsed once (pandas' C parser, explicit dtypes) by :func:`prepare`, which writes the parsed cache
+(:mod:`movierec.data.cache`); :func:`load_dataset` loads that cache, and parses again only when it is missing
+or fails its checks.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import hashlib
 import io
-import json
 import logging
-import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
 
 from movierec import paths
+from movierec.data.cache import (
+    CACHE_ERRORS,
+    META_FILE,
+    folder_size,
+    load_cache,
+    parsed_dir,
+    read_meta,
+    write_cache,
+)
 from movierec.data.catalog import get_dataset_info
-from movierec.data.ids import lookup_id
+from movierec.data.dataset import Dataset, DatasetSummary, fingerprint_of, rating_scale
 from movierec.data.registry import DatasetInfo
 from movierec.errors import MovierecError
 
-if TYPE_CHECKING:
-    # Imported where ratings are built: it brings in torch, which `movierec datasets` must not wait for.
-    from movierec.data.ratings import Ratings
-
 log = logging.getLogger(__name__)
-
-CACHE_FORMAT = 1
-"""Bumped whenever the parsed cache's files change; an older cache is re-parsed, never misread."""
-
-PARSED_FOLDER = "parsed"
-META_FILE = "meta.json"
-_ARRAYS = ("users", "items", "ratings", "timestamps", "user_ids", "item_ids")
-
-INTEGER_STARS: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0, 5.0)
-HALF_STARS: tuple[float, ...] = tuple(float(x) / 2 for x in range(1, 11))
-# Only these two releases predate half stars; every later one rates 0.5..5.0.
-_INTEGER_STAR_RELEASES = frozenset({"ml-100k", "ml-1m"})
 
 # "Toy Story (1995)", "Babylon 5 (1994-1998)", "Land Before Time III ... (1995) (V)", trailing spaces.
 _YEAR = r"\((\d{4})(?:[-\u2013]\d{4})?\)(?:\s*\([^()\d]*\))?\s*$"
@@ -85,119 +68,13 @@ _ML1M_OCCUPATIONS = (
 # Above this, a lookup table indexed by id would waste memory; np.unique's sort is used instead.
 _MAX_LOOKUP_ID = 50_000_000
 
-FINGERPRINT_CHECK_MAX_RATINGS = 2_000_000
-"""Loading a cache of at most this many ratings re-hashes it against its fingerprint (about 15-30 ms per
-million ratings). Bigger caches get only the range checks: at 25 million ratings those take about 0.05 s,
-where the hash would add 0.35-0.7 s to a load of about 0.3 s."""
-
 _INT64_MAX = np.iinfo(np.int64).max
-
-
-@dataclass(frozen=True)
-class DatasetSummary:
-    """What ``movierec datasets`` shows for a parsed release, read from the cache's small JSON."""
-
-    name: str
-    users: int
-    items: int
-    ratings: int
-    path: Path
-    """The release's folder, ``paths.dataset_dir(name)``."""
-    size_bytes: int
-    """Total bytes on disk under ``path``: archive, extracted files and parsed cache."""
-    duplicates_dropped: int = 0
-    """Ratings dropped because the same user rated the same movie again later (the latest one is kept)."""
-
-
-# eq=False: the fields are arrays and DataFrames, whose ``==`` is elementwise, not a truth value.
-@dataclass(frozen=True, eq=False)
-class Dataset:
-    """One parsed MovieLens release."""
-
-    name: str
-    ratings: Ratings
-    user_ids: np.ndarray  # (n_users,) int64 MovieLens user id of each user index, ascending
-    item_ids: np.ndarray  # (n_items,) int64 MovieLens movie id of each movie index, ascending
-    movies: pd.DataFrame
-    """Index ``movie_id`` (int64); columns ``title`` (str), ``year`` (Int64, NA when the title has none),
-    ``genres`` (list of str). Covers every rated movie, and unrated ones the release lists."""
-    users: pd.DataFrame | None
-    """Index ``user_id``; columns ``gender``, ``age``, ``occupation``, ``zip`` (ml-100k, ml-1m), else None.
-    ml-1m's ``age`` is the lower bound of an age group (1 means under 18), as in its README."""
-    fingerprint: str
-    """sha256 hex of the parsed arrays: the same data gives the same fingerprint on every run."""
-    rating_values: tuple[float, ...]
-    """The star values of the release's scale, ascending."""
-    path: Path
-    """The release's folder, ``paths.dataset_dir(name)``."""
-    duplicates_dropped: int = 0
-    """Ratings the release repeats for the same user and movie, dropped while parsing (the latest is kept)."""
-    user_names: tuple[str, ...] | None = None
-    """An imported dataset's own user ids when they are strings, by user index (``user_ids`` are then 1..n in
-    the strings' order); None when the ids are numbers."""
-    item_names: tuple[str, ...] | None = None
-    """The same for movie ids."""
-
-    @property
-    def n_users(self) -> int:
-        return self.ratings.n_users
-
-    @property
-    def n_items(self) -> int:
-        return self.ratings.n_items
-
-    def user_index(self, user_id: int) -> int:
-        """The index of MovieLens user ``user_id``."""
-        return lookup_id(self.user_ids, user_id, "User", self.name)
-
-    def item_index(self, movie_id: int) -> int:
-        """The index of MovieLens movie ``movie_id``."""
-        return lookup_id(self.item_ids, movie_id, "Movie", self.name)
-
-    def title(self, item_index: int) -> str:
-        """The title of the movie at ``item_index``."""
-        if not 0 <= int(item_index) < self.n_items:
-            raise MovierecError(
-                f"Movie index {item_index} is out of range: "
-                f"{self.name} has movie indices 0 to {self.n_items - 1}."
-            )
-        return str(self.movies.at[int(self.item_ids[int(item_index)]), "title"])
-
-
-# ---------------------------------------------------------------------------------------------------
-# Where things are
-
-
-def parsed_dir(name: str) -> Path:
-    """The parsed cache of release ``name``."""
-    return paths.dataset_dir(get_dataset_info(name).name) / PARSED_FOLDER
 
 
 def extracted_dir(name: str) -> Path:
     """The folder the release's zip unpacks to, e.g. ``.../ml-10m/ml-10M100K``."""
     info = get_dataset_info(name)
     return paths.dataset_dir(info.name) / info.folder
-
-
-def rating_scale(name: str) -> tuple[float, ...]:
-    """The star values a release (or an imported dataset) uses."""
-    info = get_dataset_info(name)
-    if info.scale is not None:
-        return info.scale
-    return INTEGER_STARS if get_dataset_info(name).name in _INTEGER_STAR_RELEASES else HALF_STARS
-
-
-# ---------------------------------------------------------------------------------------------------
-# Public entry points
-
-
-def summary(name: str) -> DatasetSummary | None:
-    """The summary of a parsed release, or None when it has not been parsed (cheap: one small JSON)."""
-    info = get_dataset_info(name)
-    meta = _read_meta(parsed_dir(info.name))
-    if meta is None:
-        return None
-    return _summary_from_meta(info.name, meta)
 
 
 def prepare(name: str) -> DatasetSummary:
@@ -208,25 +85,10 @@ def prepare(name: str) -> DatasetSummary:
 def _prepare(name: str) -> tuple[DatasetSummary, Dataset]:
     info = get_dataset_info(name)
     dataset = parse_release(info.name)
-    _write_cache(dataset)
-    size = _disk_usage(dataset.path)
+    write_cache(dataset)
+    size = folder_size(dataset.path)
     counts = (dataset.n_users, dataset.n_items, len(dataset.ratings))
     return DatasetSummary(info.name, *counts, dataset.path, size, dataset.duplicates_dropped), dataset
-
-
-def check_cache(name: str) -> DatasetSummary | None:
-    """The summary of a parsed cache that loads and passes :func:`load_dataset`'s checks, else None."""
-    info = get_dataset_info(name)
-    target = parsed_dir(info.name)
-    meta = _read_meta(target)
-    if meta is None:
-        return None
-    try:
-        _load_cache(info.name, target, meta)
-    except _CACHE_ERRORS as exc:
-        log.info("parsed cache of %s is damaged: %s", info.name, exc)
-        return None
-    return _summary_from_meta(info.name, meta)
 
 
 def load_dataset(name: str) -> Dataset:
@@ -238,7 +100,7 @@ def load_dataset(name: str) -> Dataset:
     """
     info = get_dataset_info(name)
     target = parsed_dir(info.name)
-    meta = _read_meta(target)
+    meta = read_meta(target)
     if meta is None and (target / META_FILE).is_file() and not extracted_dir(info.name).is_dir():
         raise MovierecError(
             f"The parsed cache of {info.name} in {target} cannot be read (its {META_FILE} is damaged or from "
@@ -246,8 +108,8 @@ def load_dataset(name: str) -> Dataset:
         )
     if meta is not None:
         try:
-            return _load_cache(info.name, target, meta)
-        except _CACHE_ERRORS as exc:
+            return load_cache(info.name, target, meta)
+        except CACHE_ERRORS as exc:
             if not extracted_dir(info.name).is_dir():
                 raise MovierecError(
                     f"The parsed cache of {info.name} in {target} is damaged ({_first_line(exc)}); "
@@ -282,21 +144,6 @@ def parse_release(name: str) -> Dataset:
         raise MovierecError(f"movierec cannot parse {info.name}: unknown layout {info.layout!r}.")
     parsed = parsers[info.layout](folder, info.name, scale)
     return _build_dataset(info, parsed, scale)
-
-
-def fingerprint_of(ratings: Ratings, user_ids: np.ndarray, item_ids: np.ndarray) -> str:
-    """sha256 hex of the rating arrays and id maps, in a fixed dtype and byte order."""
-    h = hashlib.sha256(f"movierec-ratings-v1:{ratings.n_users}:{ratings.n_items}:{len(ratings)}".encode())
-    for arr, dtype in (
-        (ratings.users, "<i4"),
-        (ratings.items, "<i4"),
-        (ratings.ratings, "<f4"),
-        (ratings.timestamps, "<i8"),
-        (user_ids, "<i8"),
-        (item_ids, "<i8"),
-    ):
-        h.update(memoryview(np.ascontiguousarray(arr, dtype=dtype)).cast("B"))
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -719,254 +566,3 @@ def _build_dataset(info: DatasetInfo, parsed: _Parsed, scale: tuple[float, ...])
         path=paths.dataset_dir(info.name),
         duplicates_dropped=dropped,
     )
-
-
-# ---------------------------------------------------------------------------------------------------
-# The parsed cache
-
-
-def _write_cache(dataset: Dataset) -> None:
-    base = dataset.path
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{PARSED_FOLDER}-tmp-", dir=base))
-    try:
-        r = dataset.ratings
-        arrays = {
-            "users": r.users.astype(np.int32, copy=False),
-            "items": r.items.astype(np.int32, copy=False),
-            "ratings": r.ratings.astype(np.float32, copy=False),
-            "timestamps": r.timestamps.astype(np.int64, copy=False),
-            "user_ids": dataset.user_ids.astype(np.int64, copy=False),
-            "item_ids": dataset.item_ids.astype(np.int64, copy=False),
-        }
-        for key, arr in arrays.items():
-            np.save(tmp / f"{key}.npy", np.ascontiguousarray(arr), allow_pickle=False)
-        _write_json(tmp / "movies.json", _movies_to_json(dataset.movies))
-        if dataset.users is not None:
-            _write_json(tmp / "people.json", _people_to_json(dataset.users))
-        has_names = dataset.user_names is not None or dataset.item_names is not None
-        if has_names:
-            names = (dataset.user_names, dataset.item_names)
-            _write_json(tmp / "names.json", dict(zip(("user", "movie"), (n and list(n) for n in names), strict=True)))
-        meta = {
-            "format": CACHE_FORMAT,
-            "name": dataset.name,
-            "users": dataset.n_users,
-            "items": dataset.n_items,
-            "ratings": len(r),
-            "fingerprint": dataset.fingerprint,
-            "rating_values": list(dataset.rating_values),
-            "has_users": dataset.users is not None,
-            "duplicates_dropped": dataset.duplicates_dropped,
-            "names": has_names,
-        }
-        # meta.json last: its presence marks a complete cache.
-        _write_json(tmp / META_FILE, meta)
-        _swap_in(tmp, base / PARSED_FOLDER)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _swap_in(tmp: Path, target: Path) -> None:
-    """Move ``tmp`` to ``target``, replacing an older cache: readers see the old or the new one whole."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{PARSED_FOLDER}-old-{uuid.uuid4().hex}")
-        os.rename(target, old)
-    try:
-        os.rename(tmp, target)
-    except OSError:
-        # Another process swapped its cache in meanwhile; its copy is as good as ours.
-        if not (target / META_FILE).is_file():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_json(path: Path, data: object) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=False, separators=(",", ":"))
-
-
-def _read_meta(folder: Path) -> dict | None:
-    """``meta.json`` of a parsed cache, or None when it is missing, older or damaged (then re-parse)."""
-    try:
-        with open(folder / META_FILE, encoding="utf-8") as f:
-            meta = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
-        return None
-    if not all(_is_count(meta.get(key)) for key in ("users", "items", "ratings")):
-        return None
-    if not _is_count(meta.get("duplicates_dropped", 0)) or not isinstance(meta.get("has_users"), bool):
-        return None
-    if not isinstance(meta.get("names", False), bool):
-        return None
-    fingerprint, values = meta.get("fingerprint"), meta.get("rating_values")
-    if not isinstance(fingerprint, str) or len(fingerprint) != 64:
-        return None
-    if not isinstance(values, list) or not values or not all(_is_number(v) for v in values):
-        return None
-    return meta
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-
-
-def _summary_from_meta(name: str, meta: dict) -> DatasetSummary:
-    path = paths.dataset_dir(name)
-    return DatasetSummary(
-        name, meta["users"], meta["items"], meta["ratings"], path, _disk_usage(path),
-        meta.get("duplicates_dropped", 0),
-    )
-
-
-def _disk_usage(folder: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(folder):
-        for file in files:
-            # A file may vanish while we walk (a concurrent prepare's temp folder).
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, file)).st_size
-    return total
-
-
-def _movies_to_json(movies: pd.DataFrame) -> dict:
-    return {
-        "movie_id": movies.index.to_numpy(dtype=np.int64).tolist(),
-        "title": movies["title"].astype(str).tolist(),
-        "year": [None if pd.isna(y) else int(y) for y in movies["year"]],
-        "genres": [list(g) for g in movies["genres"]],
-    }
-
-
-def _people_to_json(people: pd.DataFrame) -> dict:
-    return {
-        "user_id": people.index.to_numpy(dtype=np.int64).tolist(),
-        "gender": people["gender"].astype(str).tolist(),
-        "age": people["age"].to_numpy(dtype=np.int64).tolist(),
-        "occupation": people["occupation"].astype(str).tolist(),
-        "zip": people["zip"].astype(str).tolist(),
-    }
-
-
-def _load_cache(name: str, folder: Path, meta: dict) -> Dataset:
-    from movierec.data.ratings import Ratings
-
-    # Copy-on-write memory maps: the arrays come straight from the page cache instead of being copied
-    # into fresh memory (which costs seconds for ML-25M's 500 MB), yet stay writable; a write copies
-    # just the touched page and never reaches the file. A later prepare() writes new files and
-    # renames folders, so a mapped file is never changed under a running process.
-    arrays = {
-        key: np.asarray(np.load(folder / f"{key}.npy", mmap_mode="c", allow_pickle=False)) for key in _ARRAYS
-    }
-    n = int(meta["ratings"])
-    n_users, n_items = int(meta["users"]), int(meta["items"])
-    expected = {
-        "users": (n, np.int32), "items": (n, np.int32), "ratings": (n, np.float32),
-        "timestamps": (n, np.int64), "user_ids": (n_users, np.int64), "item_ids": (n_items, np.int64),
-    }  # fmt: skip
-    for key, (length, dtype) in expected.items():
-        if arrays[key].shape != (length,) or arrays[key].dtype != dtype:
-            raise ValueError(f"{key}.npy does not match meta.json")
-    scale = tuple(float(v) for v in meta["rating_values"])
-    _check_arrays(name, arrays, n_users, n_items, scale)
-    if n <= FINGERPRINT_CHECK_MAX_RATINGS:
-        ratings = Ratings(arrays["users"], arrays["items"], arrays["ratings"], arrays["timestamps"], n_users, n_items)
-        if fingerprint_of(ratings, arrays["user_ids"], arrays["item_ids"]) != meta["fingerprint"]:
-            raise ValueError("the arrays do not match their fingerprint")
-    with open(folder / "movies.json", encoding="utf-8") as f:
-        m = json.load(f)
-    _check_columns(m, ("movie_id", "title", "year", "genres"), "movies.json")
-    movies = pd.DataFrame(
-        {
-            "title": pd.array(m["title"], dtype="str"),
-            "year": pd.array(m["year"], dtype="Int64"),
-            "genres": pd.Series(m["genres"], dtype=object).to_numpy(),
-        },
-        index=pd.Index(np.asarray(m["movie_id"], dtype=np.int64), name="movie_id"),
-    )
-    if not movies.index.is_unique or not np.isin(arrays["item_ids"], movies.index.to_numpy()).all():
-        raise ValueError("movies.json does not list every rated movie once")
-    people = None
-    if meta.get("has_users"):
-        with open(folder / "people.json", encoding="utf-8") as f:
-            p = json.load(f)
-        _check_columns(p, ("user_id", "gender", "age", "occupation", "zip"), "people.json")
-        people = pd.DataFrame(
-            {
-                "gender": pd.array(p["gender"], dtype="str"),
-                "age": np.asarray(p["age"], dtype=np.int64),
-                "occupation": pd.array(p["occupation"], dtype="str"),
-                "zip": pd.array(p["zip"], dtype="str"),
-            },
-            index=pd.Index(np.asarray(p["user_id"], dtype=np.int64), name="user_id"),
-        )
-    names: dict = {"user": None, "movie": None}
-    if meta.get("names"):
-        with open(folder / "names.json", encoding="utf-8") as f:
-            names = json.load(f)
-        for key, count in (("user", n_users), ("movie", n_items)):
-            listed = names.get(key)
-            if listed is not None and (len(listed) != count or not all(isinstance(x, str) for x in listed)):
-                raise _DamagedCache(f"names.json does not name every {key} once")
-    ratings = Ratings(
-        arrays["users"], arrays["items"], arrays["ratings"], arrays["timestamps"], n_users, n_items
-    )
-    return Dataset(
-        name=name,
-        ratings=ratings,
-        user_ids=arrays["user_ids"],
-        item_ids=arrays["item_ids"],
-        movies=movies,
-        users=people,
-        fingerprint=str(meta["fingerprint"]),
-        rating_values=scale,
-        path=paths.dataset_dir(name),
-        duplicates_dropped=int(meta.get("duplicates_dropped", 0)),
-        user_names=None if names.get("user") is None else tuple(names["user"]),
-        item_names=None if names.get("movie") is None else tuple(names["movie"]),
-    )
-
-
-class _DamagedCache(ValueError):
-    """A parsed cache whose files load but whose contents are impossible."""
-
-
-_CACHE_ERRORS = (OSError, ValueError, KeyError, TypeError, OverflowError)
-
-
-def _check_arrays(
-    name: str, arrays: dict[str, np.ndarray], n_users: int, n_items: int, scale: tuple[float, ...]
-) -> None:
-    """Cheap whole-array checks (one pass over 300 MB at 25 million ratings, about 40 ms): every value in
-    range, so a damaged cache can never index out of bounds or feed NaN stars to a model."""
-    if scale != rating_scale(name):
-        raise _DamagedCache(f"its star scale {scale} is not {name}'s")
-    for key, limit in (("users", n_users), ("items", n_items)):
-        index = arrays[key]
-        if len(index) and (int(index.min()) < 0 or int(index.max()) >= limit):
-            raise _DamagedCache(f"{key}.npy has an index outside 0..{limit - 1}")
-    stars = arrays["ratings"]
-    # min/max are NaN when any star is NaN, and NaN fails both comparisons.
-    if len(stars) and not (scale[0] <= float(stars.min()) and float(stars.max()) <= scale[-1]):
-        raise _DamagedCache(f"ratings.npy has stars outside {scale[0]:g}..{scale[-1]:g} or not numbers")
-    for key in ("user_ids", "item_ids"):
-        ids = arrays[key]
-        if len(ids) and (int(ids[0]) < 0 or not bool(np.all(ids[1:] > ids[:-1]))):
-            raise _DamagedCache(f"{key}.npy is not a sorted list of distinct ids")
-
-
-def _check_columns(table: object, columns: tuple[str, ...], file: str) -> None:
-    if not isinstance(table, dict) or not all(isinstance(table.get(c), list) for c in columns):
-        raise _DamagedCache(f"{file} lacks one of the columns {', '.join(columns)}")
-    if len({len(table[c]) for c in columns}) != 1:
-        raise _DamagedCache(f"{file} has columns of different lengths")

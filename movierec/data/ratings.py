@@ -1,7 +1,7 @@
 """Ratings in movierec's index space, and the sparse matrices models read them through.
 
 Inside the library users and movies are contiguous indices ``0..n-1``; raw MovieLens ids live only in
-:class:`~movierec.data.movielens.Dataset` (``user_ids`` / ``item_ids``) and in CLI output.
+:class:`~movierec.data.dataset.Dataset` (``user_ids`` / ``item_ids``) and in CLI output.
 
 Models never see a dense users x movies matrix: :meth:`RatingMatrix.dense_rows` builds just the rows
 of one mini-batch, on the model's device, so ML-25M (162k x 59k) trains in a few GB.

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from movierec.data.catalog import get_dataset_info
-from movierec.data.movielens import Dataset, read_ratings_file
+from movierec.data.dataset import Dataset
+from movierec.data.movielens import read_ratings_file
 from movierec.data.ratings import Ratings
 from movierec.data.registry import NO_TEST_SPLIT, OFFICIAL_SPLITS
 from movierec.errors import MovierecError

@@ -13,7 +13,7 @@ import numpy as np
 from movierec.errors import MovierecError, NotFound
 
 if TYPE_CHECKING:
-    from movierec.data.movielens import Dataset
+    from movierec.data.dataset import Dataset
 
 _YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
 # MovieLens writes "Usual Suspects, The (1995)"; people type "The Usual Suspects".

@@ -15,7 +15,7 @@ from httpserver import FileServer
 
 from movierec import paths
 from movierec.cli import app
-from movierec.data import download
+from movierec.data import transfer
 from movierec.data.registry import DATASETS
 
 
@@ -23,7 +23,7 @@ from movierec.data.registry import DATASETS
 def server(monkeypatch):
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(download, "DEFAULT_CONFIG", download.DownloadConfig(retries=2, backoff=0.001))
+    monkeypatch.setattr(transfer, "DEFAULT_CONFIG", transfer.DownloadConfig(retries=2, backoff=0.001))
     with FileServer() as srv:
         yield srv
 
@@ -226,9 +226,9 @@ def test_hostile_sources_are_one_sentence_and_keep_the_cached_copy(home, runner,
                                  "is longer than the 4,096 bytes expected of it")
     assert "kept" not in line
 
-    monkeypatch.setattr(download, "STALL_WINDOW", 0.2)
-    monkeypatch.setattr(download, "STALL_MIN_BYTES", 1000)
-    monkeypatch.setattr(download, "DEFAULT_CONFIG", download.DownloadConfig(retries=0))
+    monkeypatch.setattr(transfer, "STALL_WINDOW", 0.2)
+    monkeypatch.setattr(transfer, "STALL_MIN_BYTES", 1000)
+    monkeypatch.setattr(transfer, "DEFAULT_CONFIG", transfer.DownloadConfig(retries=0))
     server.serve("/ml-1m.zip", bytes(5000))
     server.fail("/ml-1m.zip", Trickle(0.02))
     part = paths.dataset_dir("ml-1m") / "ml-1m.zip.part"

@@ -20,12 +20,12 @@ from conftest import ML100K_SHA256
 from httpserver import Cut, Endless, FileServer, Gate, IgnoreRange, Status, Trickle
 
 from movierec import paths
-from movierec.data import download
+from movierec.data import archive, download, transfer
 from movierec.data.registry import DATASETS
 from movierec.errors import MovierecError
 
 OFFICIAL_100K_SHA256 = DATASETS["ml-100k"].sha256
-FAST = download.DownloadConfig(connect_timeout=5, read_timeout=10, retries=3, backoff=0.001, chunk_size=1 << 14)
+FAST = transfer.DownloadConfig(connect_timeout=5, read_timeout=10, retries=3, backoff=0.001, chunk_size=1 << 14)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -93,7 +93,7 @@ def real_100k(monkeypatch, ml100k_zip) -> bytes:
 
 @pytest.fixture
 def fast(monkeypatch):
-    monkeypatch.setattr(download, "DEFAULT_CONFIG", FAST)
+    monkeypatch.setattr(transfer, "DEFAULT_CONFIG", FAST)
     return FAST
 
 
@@ -224,7 +224,7 @@ def test_503_is_retried_with_backoff(home, server, monkeypatch):
     server.serve("/ml-latest-small.zip.md5", hashlib.md5(data).hexdigest().encode())
     server.fail("/ml-latest-small.zip", Status(503), Status(503))
     sleeps: list[float] = []
-    monkeypatch.setattr(download.time, "sleep", sleeps.append)
+    monkeypatch.setattr(transfer.time, "sleep", sleeps.append)
     config = dataclasses.replace(FAST, backoff=0.5)
     result = download.fetch("ml-latest-small", mirror=server.url(), config=config)
     assert [r.status for r in server.requests_for("/ml-latest-small.zip")] == [503, 503, 200]
@@ -497,7 +497,7 @@ def test_disk_full_keeps_the_part_file_for_resume(home, server, real_100k, monke
             return io.BufferedWriter(FullDisk(path, mode.replace("b", "") + "b"))
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(download, "open", fake_open, raising=False)
+    monkeypatch.setattr(transfer, "open", fake_open, raising=False)
     with pytest.raises(MovierecError, match="disk is full.*partial download is kept"):
         download.fetch("ml-100k", mirror=server.url(), config=FAST)
     part = installed() / "ml-100k.zip.part"
@@ -506,7 +506,7 @@ def test_disk_full_keeps_the_part_file_for_resume(home, server, real_100k, monke
     assert not (installed() / "ml-100k.zip").exists() and not (installed() / "download.json").exists()
     assert len(server.requests) == 1  # a full disk is not retried
 
-    monkeypatch.delattr(download, "open")  # space freed
+    monkeypatch.delattr(transfer, "open")  # space freed
     download.fetch("ml-100k", mirror=server.url(), config=FAST)
     assert server.requests[1].headers["Range"] == f"bytes={len(kept)}-"
     assert (installed() / "ml-100k.zip").read_bytes() == real_100k
@@ -634,7 +634,7 @@ def test_zip_bomb_in_a_needed_member_is_refused_while_unpacking(home, tmp_path, 
 
 
 def test_unpacked_size_is_capped(home, ml100k_zip, monkeypatch):
-    monkeypatch.setattr(download, "MAX_UNPACKED_BYTES", 1_000_000)
+    monkeypatch.setattr(archive, "MAX_UNPACKED_BYTES", 1_000_000)
     with pytest.raises(MovierecError, match=r"ml-100k.zip unpacks to more than 1,000,000 bytes"):
         download.fetch("ml-100k", from_file=ml100k_zip, verify=False)
     assert not installed().exists()
@@ -666,7 +666,7 @@ def test_endless_md5_file_is_cut_off(home, server):
     with pytest.raises(MovierecError) as err:
         download.fetch("ml-latest-small", mirror=server.url(), config=FAST)
     assert str(err.value) == (
-        f"{server.url('/ml-latest-small.zip.md5')} is longer than the {download.MAX_CHECKSUM_BYTES:,} bytes "
+        f"{server.url('/ml-latest-small.zip.md5')} is longer than the {transfer.MAX_CHECKSUM_BYTES:,} bytes "
         "expected of it; refusing to download it."
     )
     assert not installed("ml-latest-small").exists()  # nothing kept, and the message does not claim otherwise
@@ -689,8 +689,8 @@ def test_md5_download_that_keeps_failing_claims_nothing_is_kept(home, server):
 
 
 def test_trickling_server_is_dropped_as_stalled_and_retried(home, server, monkeypatch):
-    monkeypatch.setattr(download, "STALL_WINDOW", 0.3)
-    monkeypatch.setattr(download, "STALL_MIN_BYTES", 1000)
+    monkeypatch.setattr(transfer, "STALL_WINDOW", 0.3)
+    monkeypatch.setattr(transfer, "STALL_MIN_BYTES", 1000)
     data = csv_release()
     server.serve("/ml-latest-small.zip", data)
     server.serve("/ml-latest-small.zip.md5", hashlib.md5(data).hexdigest().encode())
@@ -708,8 +708,8 @@ def test_trickling_server_is_dropped_as_stalled_and_retried(home, server, monkey
 
 
 def test_a_server_that_always_trickles_gives_up_with_one_sentence(home, server, monkeypatch):
-    monkeypatch.setattr(download, "STALL_WINDOW", 0.2)
-    monkeypatch.setattr(download, "STALL_MIN_BYTES", 1000)
+    monkeypatch.setattr(transfer, "STALL_WINDOW", 0.2)
+    monkeypatch.setattr(transfer, "STALL_MIN_BYTES", 1000)
     data = csv_release()
     server.serve("/ml-latest-small.zip", data)
     server.serve("/ml-latest-small.zip.md5", hashlib.md5(data).hexdigest().encode())
@@ -737,7 +737,7 @@ def test_retries_without_progress_are_counted_and_reported(home, server, monkeyp
     server.serve("/ml-latest-small.zip", data)
     server.serve("/ml-latest-small.zip.md5", hashlib.md5(data).hexdigest().encode())
     server.fail("/ml-latest-small.zip", Status(503), Cut(10), Status(502))
-    monkeypatch.setattr(download.time, "sleep", lambda s: None)
+    monkeypatch.setattr(transfer.time, "sleep", lambda s: None)
     heard: list[tuple[float, int, int, str]] = []
     config = dataclasses.replace(FAST, backoff=1.0)
     download.fetch("ml-latest-small", mirror=server.url(), config=config, on_retry=lambda *a: heard.append(a))
@@ -747,10 +747,10 @@ def test_retries_without_progress_are_counted_and_reported(home, server, monkeyp
 
 def test_refused_connection_fails_at_once(home, monkeypatch):
     sleeps: list[float] = []
-    monkeypatch.setattr(download.time, "sleep", sleeps.append)
+    monkeypatch.setattr(transfer.time, "sleep", sleeps.append)
     started = time.monotonic()
     with pytest.raises(MovierecError, match=r"^Cannot reach 127\.0\.0\.1:\d+ \(.*refused"):
-        download.fetch("ml-100k", mirror=f"http://127.0.0.1:{free_port()}", config=download.DownloadConfig())
+        download.fetch("ml-100k", mirror=f"http://127.0.0.1:{free_port()}", config=transfer.DownloadConfig())
     assert time.monotonic() - started < 2 and sleeps == []
 
 
@@ -760,10 +760,10 @@ def test_failed_name_lookup_fails_at_once(home, monkeypatch):
 
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     sleeps: list[float] = []
-    monkeypatch.setattr(download.time, "sleep", sleeps.append)
+    monkeypatch.setattr(transfer.time, "sleep", sleeps.append)
     started = time.monotonic()
     with pytest.raises(MovierecError) as err:
-        download.fetch("ml-100k", config=download.DownloadConfig())
+        download.fetch("ml-100k", config=transfer.DownloadConfig())
     assert time.monotonic() - started < 2 and sleeps == []
     message = str(err.value)
     assert message.startswith("Cannot reach files.grouplens.org (") and "Name or service not known" in message

@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 from movierec import paths
+from movierec.data import cache
 from movierec.data import movielens as ml
+from movierec.data.dataset import DatasetSummary, fingerprint_of
 from movierec.errors import MovierecError
 
 GENRES_100K = [
@@ -261,11 +263,11 @@ def test_real_ml100k(real_100k):
 
 def test_cache_round_trip_and_fingerprint(home):
     make_csv()
-    assert ml.summary("ml-25m") is None
+    assert cache.summary("ml-25m") is None
     direct = ml.parse_release("ml-25m")
     s = ml.prepare("ml-25m")
     assert (s.name, s.users, s.items, s.ratings) == ("ml-25m", 2, 3, 4)
-    assert ml.summary("ml-25m") == ml.DatasetSummary(
+    assert cache.summary("ml-25m") == DatasetSummary(
         "ml-25m", 2, 3, 4, home / "datasets" / "ml-25m", s.size_bytes
     )
     loaded = ml.load_dataset("ml-25m")
@@ -278,7 +280,7 @@ def test_cache_round_trip_and_fingerprint(home):
     pd.testing.assert_frame_equal(direct.movies, loaded.movies)
     assert loaded.rating_values == direct.rating_values
     assert loaded.fingerprint == direct.fingerprint
-    assert ml.fingerprint_of(loaded.ratings, loaded.user_ids, loaded.item_ids) == loaded.fingerprint
+    assert fingerprint_of(loaded.ratings, loaded.user_ids, loaded.item_ids) == loaded.fingerprint
     # Stable across runs, and it changes with the data.
     assert ml.prepare("ml-25m") and ml.load_dataset("ml-25m").fingerprint == direct.fingerprint
     folder = ml.extracted_dir("ml-25m")
@@ -299,7 +301,7 @@ def test_loaded_arrays_are_writable_copies(home):
     again = ml.load_dataset("ml-25m")
     np.testing.assert_array_equal(again.ratings.ratings, np.array([3.5, 0.5, 5.0, 4.0], dtype=np.float32))
     assert again.user_ids[0] == 1
-    assert ml.fingerprint_of(again.ratings, again.user_ids, again.item_ids) == again.fingerprint
+    assert fingerprint_of(again.ratings, again.user_ids, again.item_ids) == again.fingerprint
 
 
 def test_cache_round_trip_users_table(home):
@@ -314,24 +316,24 @@ def test_cache_round_trip_users_table(home):
 def test_cache_has_no_pickles(home):
     make_100k()
     ml.prepare("ml-100k")
-    for npy in ml.parsed_dir("ml-100k").glob("*.npy"):
+    for npy in cache.parsed_dir("ml-100k").glob("*.npy"):
         np.load(npy, allow_pickle=False)  # raises if any array needed pickle
-    assert not list(ml.parsed_dir("ml-100k").glob("*.pkl"))
+    assert not list(cache.parsed_dir("ml-100k").glob("*.pkl"))
 
 
 def test_load_parses_when_only_extracted(home):
     make_10m()
     d = ml.load_dataset("ml-10m")
     assert len(d.ratings) == 3 and d.path == home / "datasets" / "ml-10m"
-    assert ml.summary("ml-10m") is not None
+    assert cache.summary("ml-10m") is not None
 
 
 def test_damaged_cache_is_reparsed_or_reported(home):
     folder = make_10m()
     ml.prepare("ml-10m")
-    (ml.parsed_dir("ml-10m") / "items.npy").write_bytes(b"not an array")
+    (cache.parsed_dir("ml-10m") / "items.npy").write_bytes(b"not an array")
     assert len(ml.load_dataset("ml-10m").ratings) == 3  # re-parsed from the extracted files
-    (ml.parsed_dir("ml-10m") / "items.npy").unlink()
+    (cache.parsed_dir("ml-10m") / "items.npy").unlink()
     for f in folder.iterdir():
         f.unlink()
     folder.rmdir()
@@ -433,7 +435,7 @@ def test_id_lookups(home):
 
 
 def _edit_array(name: str, key: str, edit) -> None:
-    path = ml.parsed_dir(name) / f"{key}.npy"
+    path = cache.parsed_dir(name) / f"{key}.npy"
     arr = np.load(path, allow_pickle=False)
     edit(arr)
     np.save(path, arr, allow_pickle=False)
@@ -442,7 +444,7 @@ def _edit_array(name: str, key: str, edit) -> None:
 def _edit_json(name: str, file: str, edit) -> None:
     import json
 
-    path = ml.parsed_dir(name) / file
+    path = cache.parsed_dir(name) / file
     data = json.loads(path.read_text(encoding="utf-8"))
     edit(data)
     path.write_text(json.dumps(data), encoding="utf-8")
@@ -479,13 +481,13 @@ def test_damaged_cache_is_reparsed_never_used(home, damage):
     direct = ml.parse_release("ml-1m")
     ml.prepare("ml-1m")
     DAMAGE[damage]()
-    assert ml.check_cache("ml-1m") is None
+    assert cache.check_cache("ml-1m") is None
     loaded = ml.load_dataset("ml-1m")  # parsed again from the extracted files
     for field in ("users", "items", "ratings", "timestamps"):
         np.testing.assert_array_equal(getattr(loaded.ratings, field), getattr(direct.ratings, field))
     pd.testing.assert_frame_equal(loaded.movies, direct.movies)
     assert loaded.fingerprint == direct.fingerprint
-    assert ml.check_cache("ml-1m") == ml.summary("ml-1m")  # and the cache is whole again
+    assert cache.check_cache("ml-1m") == cache.summary("ml-1m")  # and the cache is whole again
 
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
@@ -504,11 +506,11 @@ def test_damaged_cache_without_extracted_files_is_one_sentence(home, damage):
 def test_big_caches_skip_only_the_fingerprint(home, monkeypatch):
     make_1m()
     ml.prepare("ml-1m")
-    monkeypatch.setattr(ml, "FINGERPRINT_CHECK_MAX_RATINGS", 2)  # the cache has 3 ratings
+    monkeypatch.setattr(cache, "FINGERPRINT_CHECK_MAX_RATINGS", 2)  # the cache has 3 ratings
     _edit_array("ml-1m", "timestamps", _set("timestamps", 123))
-    assert ml.check_cache("ml-1m") is not None  # an in-range change goes unseen above the threshold...
+    assert cache.check_cache("ml-1m") is not None  # an in-range change goes unseen above the threshold...
     _edit_array("ml-1m", "ratings", _set("ratings", np.nan))
-    assert ml.check_cache("ml-1m") is None  # ...but nothing that could break a model does
+    assert cache.check_cache("ml-1m") is None  # ...but nothing that could break a model does
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -604,7 +606,7 @@ def test_repeated_ratings_keep_the_latest_and_are_counted(home):
     # Kept ratings stay in file order.
     np.testing.assert_array_equal(d.ratings.timestamps, [1000, 2500, 10, 7])
     s = ml.prepare("ml-25m")
-    assert s.duplicates_dropped == 3 and ml.summary("ml-25m").duplicates_dropped == 3
+    assert s.duplicates_dropped == 3 and cache.summary("ml-25m").duplicates_dropped == 3
     assert ml.load_dataset("ml-25m").duplicates_dropped == 3
 
 

@@ -10,6 +10,7 @@ from synthetic import synthetic_dataset
 
 from movierec import paths
 from movierec.data import movielens as ml
+from movierec.data.dataset import Dataset
 from movierec.data.ratings import Ratings
 from movierec.data.split import SPLIT_NAMES, Split, default_split, make_split, valid_splits, validation_slice
 from movierec.errors import MovierecError
@@ -135,12 +136,12 @@ def test_an_empty_half_is_refused(split, fraction, missing):
 
 def test_a_three_rating_dataset_has_no_test_split():
     d = synthetic_dataset("ml-1m")
-    tiny = ml.Dataset(d.name, d.ratings.take(np.arange(len(d.ratings)) < 3), d.user_ids, d.item_ids, d.movies,
+    tiny = Dataset(d.name, d.ratings.take(np.arange(len(d.ratings)) < 3), d.user_ids, d.item_ids, d.movies,
                       None, d.fingerprint, d.rating_values, d.path)
     with pytest.raises(MovierecError, match=r"^The random split of ml-1m \(3 ratings\) .* has no test ratings"):
         make_split(tiny, "random")
     # Each user's latest rating goes to test only when they have two: one rating each leaves test empty.
-    one_each = ml.Dataset(d.name, d.ratings.take(np.unique(d.ratings.users, return_index=True)[1]), d.user_ids,
+    one_each = Dataset(d.name, d.ratings.take(np.unique(d.ratings.users, return_index=True)[1]), d.user_ids,
                           d.item_ids, d.movies, None, d.fingerprint, d.rating_values, d.path)
     with pytest.raises(MovierecError, match="temporal split .* has no test ratings"):
         make_split(one_each, "temporal")
@@ -168,7 +169,7 @@ def test_validation_slice_refuses_useless_fractions(fraction, fragment):
 
 
 @pytest.fixture
-def ml100k(home, ml100k_zip) -> ml.Dataset:
+def ml100k(home, ml100k_zip) -> Dataset:
     target = paths.dataset_dir("ml-100k")
     target.mkdir(parents=True)
     with zipfile.ZipFile(ml100k_zip) as z:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from movierec import paths
-from movierec.data.movielens import Dataset
+from movierec.data.dataset import Dataset
 from movierec.data.ratings import Ratings
 from movierec.data.titles import TitleIndex, normalize
 from movierec.errors import MovierecError
