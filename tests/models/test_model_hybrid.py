@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import assert_one_line_error
-from synthetic import GENRE_TASTE, GROUPS, STARS, genre_taste_archive, group_taste_archive, low_rank
+from synthetic import GENRE_TASTE, GROUPS, STARS, TAG_THEMES, genre_taste_archive, group_taste_archive, low_rank
 
 from movierec.data import download
 from movierec.data.features import MAX_PER_FIELD, movie_features, people_features, person_features
@@ -70,6 +70,73 @@ def test_a_movie_nobody_rated_goes_to_the_people_of_its_genre(release):
     # And `similar` finds its genre for it.
     horror = served.similar(int(data.item_ids[COLD[1]]), 5, min_ratings=1)["similar"]
     assert [r["genres"] for r in horror] == [["Horror"]] * 5
+
+
+
+PER_THEME = 30
+COLD_TAGGED = {t * PER_THEME + 7: t for t in range(len(TAG_THEMES))}
+"""One movie id of each theme of :func:`tag_taste_archive`, the 7th best known of it, its ratings held out."""
+
+
+@pytest.fixture(scope="module")
+def tagged_release(tmp_path_factory):
+    """A home with :func:`tag_taste_archive` fetched as ml-20m (enter it with ``isolated_home``: the tags are read
+    from it when features are built), and each person's theme."""
+    from conftest import isolated_home
+    from synthetic import tag_taste_archive
+
+    folder = tmp_path_factory.mktemp("hybrid-tags")
+    archive, theme = tag_taste_archive(per_theme=PER_THEME)
+    (folder / "tagged.zip").write_bytes(archive)
+    with isolated_home(folder / "home"):
+        download.fetch("ml-20m", from_file=folder / "tagged.zip", verify=False)
+    return folder / "home", theme
+
+
+def test_a_movie_nobody_rated_goes_to_the_people_who_love_its_tag(tagged_release):
+    # Every movie is a Drama of the 1990s: only the tags say which theme a movie is of.
+    from conftest import isolated_home
+
+    home, theme = tagged_release
+    with isolated_home(home):
+        data = load_dataset("ml-20m")
+        ratings = data.ratings
+        cold = np.isin(data.item_ids[ratings.items], list(COLD_TAGGED))
+        assert int(cold.sum()) > 0
+        for features in ("tags", "movies"):
+            fitted = _fit(data, ratings.take(~cold), ratings.take(cold), features=features)
+            served = serve_unsaved(fitted.model, ratings.take(~cold), data, picks=fitted.picks)
+            wrong = []
+            for u in range(data.n_users):
+                user_id = int(data.user_ids[u])
+                rows = served.recommend(user_id, data.n_items, include_unrated=True)
+                first = next(r["movie_id"] for r in rows if r["movie_id"] in COLD_TAGGED)
+                if COLD_TAGGED[first] != theme[user_id - 1]:
+                    wrong.append(user_id)
+            if features == "tags":
+                assert wrong == []
+            else:  # genres and decade alone: one movie first for everyone, right only for the people of its theme
+                assert len(wrong) > data.n_users // 2, len(wrong)
+
+
+def test_tags_asked_of_a_release_without_them_train_with_one_note(trained_home, runner):
+    from conftest import isolated_home
+
+    from movierec.cli import app
+
+    with isolated_home(trained_home()):  # the real ml-100k, which has no tags
+        result = runner.invoke(app, ["train", "hybrid", "--features", "tags", "--epochs", "1", "--split", "random",
+                                     "--name", "untagged"])
+        assert result.exit_code == 0, result.stderr
+        notes = [line for line in result.stderr.splitlines() if "has no tags" in line]
+        assert len(notes) == 1, result.stderr
+        assert notes[0].startswith("Warning: ") and "(the release ships none); the model learns without" in notes[0]
+        served = open_model("untagged")
+        try:
+            assert served.side is not None and served.side.movies == [] and not served.side.knows_movies
+            assert len(served.recommend(1, 3)) == 3
+        finally:
+            served.close()
 
 
 def test_a_newcomers_first_movie_is_their_groups_favourite(release):
