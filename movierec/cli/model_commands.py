@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from movierec.models.base import Recommender
 
 _LISTING = "movierec.train.listing"
+CHOICES_SHOWN = 48
+"""The longest list of an option's values shown as its value (``<a|b|c>``); a longer one is named in its help."""
 
 
 class _ModelCommands(TyperGroup):
@@ -147,11 +149,18 @@ def _config_parameters(classes: dict[str, type[Recommender]]) -> tuple[list[insp
                      for v in defaults.values())
             help_text += "  [default: " + ", ".join(f"{v} ({m})" for v, m in zip(named, defaults)) + "]"
         default = first.default
-        choices = [c for _, f, _ in per_mode for c in f.metadata.get("choices") or ()]
+        choices = list(dict.fromkeys(c for _, f, _ in per_mode for c in f.metadata.get("choices") or ()))
+        if choices and len("|".join(choices)) > CHOICES_SHOWN:
+            # Too many to list as the option's value: named in its help (which wraps), checked by the config.
+            opt = typer.Option(*decls, metavar="TEXT", help=f"{help_text} One of: {' | '.join(choices)}.",
+                               show_default=shown, rich_help_panel="Model options")
+            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                            annotation=Annotated[tp, opt]))
+            continue
         if choices:
             # Typer shows an Enum as a list of choices and rejects anything else.
             # An Enum made at run time, one per option: mypy reads only Enums written out.
-            choice = enum.Enum(f"Option_{name}", {c: c for c in dict.fromkeys(choices)}, type=str)  # type: ignore[misc]
+            choice = enum.Enum(f"Option_{name}", {c: c for c in choices}, type=str)  # type: ignore[misc]
             tp, default = choice, choice(default)
         opt = typer.Option(*decls, help=help_text, show_default=shown, rich_help_panel="Model options")
         params.append(

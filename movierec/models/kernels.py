@@ -2,9 +2,11 @@
 
 ALS's conjugate-gradient half-step and mf's SGD epoch are memory-bound loops that torch runs as many small
 operations; compiled with numba they are about twice as fast on the CPU and give the same numbers (to float32
-rounding). They are used when the ratings are on the CPU and numba can be imported, unless
-``MOVIEREC_KERNELS=0``; otherwise, and always on CUDA, the torch path runs. numba is imported on first use
-only, never by ``import movierec`` or ``movierec --help``.
+rounding). They are opt-in for now: used with ``MOVIEREC_KERNELS=1`` when the ratings are on the CPU and numba
+can be imported; otherwise, and always on CUDA, the torch path runs. They stay off by default until they keep
+training's promise to stop within 2 s of Ctrl-C (numba's first compile, several seconds, cannot be interrupted,
+and an mf epoch of up to a million ratings runs as one call without progress) and their speed is measured
+against the peers. numba is imported on first use only, never by ``import movierec`` or ``movierec --help``.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ _missing = False
 
 def load(device: torch.device) -> ModuleType | None:
     """The compiled loops for work on ``device``, or None where the torch path runs: off the CPU, without
-    numba, or with ``MOVIEREC_KERNELS=0``."""
+    numba, or unless ``MOVIEREC_KERNELS=1``."""
     global _loaded, _missing
-    if device.type != "cpu" or os.environ.get("MOVIEREC_KERNELS", "1").strip() == "0" or _missing:
+    if device.type != "cpu" or os.environ.get("MOVIEREC_KERNELS", "0").strip() != "1" or _missing:
         return None
     if _loaded is None:
         try:

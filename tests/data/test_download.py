@@ -421,9 +421,9 @@ def test_wrong_layout_is_refused(home, tmp_path):
 
 def test_release_folder_without_any_needed_file_is_refused(home, tmp_path):
     source = tmp_path / "ml-latest-small.zip"
-    source.write_bytes(make_zip({"ml-latest-small/tags.csv": b"userId,movieId,tag,timestamp\n"}))
+    source.write_bytes(make_zip({"ml-latest-small/links.csv": b"movieId,imdbId,tmdbId\n"}))
     with pytest.raises(MovierecError, match=r"has none of the files movierec reads in ml-latest-small/ "
-                                            r"\(ratings.csv, movies.csv\)"):
+                                            r"\(ratings.csv, movies.csv, tags.csv\)"):
         download.fetch("ml-latest-small", from_file=source, verify=False)
     assert not installed("ml-latest-small").exists()
 

@@ -50,11 +50,13 @@ def assert_same_model(a: FactorModel, b: FactorModel, data: Ratings, stats_a: li
     assert top10(a, data) == top10(b, data)
 
 
-def test_loader_runs_the_torch_path_off_the_cpu_and_when_turned_off(monkeypatch):
-    monkeypatch.delenv("MOVIEREC_KERNELS", raising=False)
+def test_loader_runs_the_compiled_loops_only_when_asked_and_on_the_cpu(monkeypatch):
+    monkeypatch.setenv("MOVIEREC_KERNELS", "1")
     assert kernels.load(torch.device("cpu")) is not None
     assert kernels.load(torch.device("cuda")) is None
     monkeypatch.setenv("MOVIEREC_KERNELS", "0")
+    assert kernels.load(torch.device("cpu")) is None
+    monkeypatch.delenv("MOVIEREC_KERNELS")
     assert kernels.load(torch.device("cpu")) is None
 
 
