@@ -11,7 +11,7 @@ picks model's space. A new person's starting point is then their features' sum, 
   implicit system ``A(R) x = b(R) + A(0) w x0``, which gives ``w x0`` with no ratings (the same list as ``x0``).
 
 So with no ratings a list is what people of that age band, gender and occupation pick and like; each rating moves
-it towards the person's own. Answered in numpy, as every factor model is (:class:`movierec.serving.FactorScorer`).
+it towards the person's own. Answered in numpy, as every factor model is (:class:`movierec.scorers.FactorScorer`).
 """
 
 from __future__ import annotations

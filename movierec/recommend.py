@@ -1,8 +1,8 @@
 """Top-N lists, similar movies, new users without retraining, explanations and movie clusters.
 
 Everything here works on movie indices; titles are attached by the CLI. The lists are computed once, in
-numpy, from a :class:`Scorer`: :class:`movierec.serving.FactorScorer` answers for the factor models and
-:class:`movierec.serving.NumpyScorer` for the others from their saved arrays without torch, :class:`TorchScorer`
+numpy, from a :class:`Scorer`: :class:`movierec.scorers.FactorScorer` answers for the factor models and
+:class:`movierec.scorers.NumpyScorer` for the others from their saved arrays without torch, :class:`TorchScorer`
 for any torch model (:func:`torch_scorer`).
 
 How a list is ordered (every user-facing list here: recommendations, new users, similar movies):

@@ -7,8 +7,8 @@ titles, years and genres (``movies.*``), and in the header how to answer (:class
 scores mean, the neutral score of new users' shrinkage, how the model scores).
 
 Factor models (``mf``, ``als`` explicit and implicit: score = mean + p_u . q_i + b_u + b_i) are answered
-here in numpy from their saved arrays, reading one user's row, never the whole file, and without importing
-torch or pandas: :class:`FactorScorer`, whose new-user fold-in solves the same ridge problem as
+in numpy from their saved arrays (:mod:`movierec.scorers`), reading one user's row, never the whole file, and
+without importing torch or pandas: :class:`FactorScorer`, whose new-user fold-in solves the same ridge problem as
 ``FactorModel.fold_in_factors`` with the penalties the model itself reported when it was saved. The RBMs,
 autoencoders and Mult-VAE/DAE are answered in numpy too, by their passes in :mod:`movierec.models.forward`
 (:class:`NumpyScorer`, chosen by the model's class: their checkpoints say ``{"kind": "torch"}``). They are rebuilt in
@@ -33,8 +33,9 @@ from movierec.data.ids import lookup_id
 from movierec.errors import MovierecError, NotFound
 from movierec.kinds import ScoreKind
 from movierec.models import build_model
-from movierec.recommend import ListScorer, OwnLists
-from movierec.serving_info import NEW_USER_SHRINK, ServingInfo
+from movierec.recommend import ListScorer
+from movierec.scorers import FactorScorer, NumpyScorer, ridge_penalties
+from movierec.serving_info import ServingInfo
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -164,14 +165,9 @@ def scorer_recipe(model: Recommender) -> dict[str, Any]:
     _, tau1, gamma1 = model.fold_in_penalties(1)
     recipe = {"method": "ridge", "lam": lam, "tau": [tau0, tau1 - tau0], "gamma": [gamma0, gamma1 - gamma0]}
     for n in (2, 7, 1000):
-        if not np.allclose(model.fold_in_penalties(n), _ridge_penalties(recipe, n), rtol=1e-9, atol=0):
+        if not np.allclose(model.fold_in_penalties(n), ridge_penalties(recipe, n), rtol=1e-9, atol=0):
             return {"kind": "torch"}
     return {"kind": "factors", "fold_in": recipe}
-
-
-def _ridge_penalties(recipe: dict[str, Any], n: int) -> tuple[float, float, float]:
-    (t0, t1), (g0, g1) = recipe["tau"], recipe["gamma"]
-    return recipe["lam"], t0 + t1 * n, g0 + g1 * n
 
 
 def build_from_state(meta: checkpoint.CheckpointMeta, state: Mapping[str, np.ndarray], path: Path) -> Recommender:
@@ -269,144 +265,10 @@ class Catalogue:
         return keep
 
 
-class FactorScorer(OwnLists):
-    """A factor model answered from its saved arrays in numpy (a :class:`~movierec.recommend.Scorer`; lists by
-    its own scores).
-
-    Reads the movies' vectors and biases, and for a known user that user's row only."""
-
-    def __init__(
-        self, saved: Any, meta: checkpoint.CheckpointMeta, fold_in: dict[str, Any], kind: str, prefix: str = "state.",
-        new_user_shrink: float = NEW_USER_SHRINK,
-    ):
-        self._saved, self._path, self._prefix = saved, saved.path, prefix
-        self.kind = kind
-        self.new_user_shrink = float(new_user_shrink)
-        self.rating_range = (meta.rating_values[0], meta.rating_values[-1])
-        self._recipe = fold_in
-        p = prefix
-        if not all(f"{p}{k}" in saved for k in ("user_factors", "item_factors", "user_bias", "item_bias", "mean")):
-            raise MovierecError(f"{self._path} is damaged: its tensors do not match its model description.")
-        self.item_factors = self._finite(f"{p}item_factors", saved.get(f"{p}item_factors"))  # (I, d)
-        self.item_bias = self._finite(f"{p}item_bias", saved.get(f"{p}item_bias"))  # (I,)
-        self.mean = self._finite(f"{p}mean", saved.get(f"{p}mean")).astype(np.float32).reshape(())
-        n_items, d = meta.n_items, self.item_factors.shape[1] if self.item_factors.ndim == 2 else -1
-        if (self.item_factors.shape != (n_items, d) or self.item_bias.shape != (n_items,)
-                or saved.shape(f"{p}user_factors") != (meta.n_users, d)
-                or saved.shape(f"{p}user_bias") != (meta.n_users,)):
-            raise MovierecError(f"{self._path} is damaged: its tensors do not match its model description.")
-
-    def _finite(self, name: str, array: np.ndarray) -> np.ndarray:
-        if array.dtype.kind != "f":
-            raise MovierecError(f"{self._path} is damaged: its tensors do not match its model description.")
-        if not bool(np.isfinite(array).all()):
-            where = name.removeprefix("state.")
-            raise MovierecError(f"{self._path} holds non-finite weights (in {where}); retrain it.")
-        return array.astype(np.float32, copy=False)
-
-    def scores(self, user: int) -> np.ndarray:
-        return self.scores_many(np.array([user]))[0]
-
-    def scores_many(self, users: np.ndarray) -> np.ndarray:
-        """(B,) user indices -> (B, I) scores, reading those users' rows only (a run of users in one read)."""
-        users = np.asarray(users, dtype=np.int64)
-        uf, ub = f"{self._prefix}user_factors", f"{self._prefix}user_bias"
-        if users.size > 1 and bool((np.diff(users) == 1).all()):
-            start, stop = int(users[0]), int(users[-1]) + 1
-            p = self._saved.rows(uf, start, stop)  # (B, d)
-            b = self._saved.rows(ub, start, stop)  # (B,)
-        else:
-            p = np.stack([self._saved.rows(uf, u, u + 1)[0] for u in users.tolist()])
-            b = np.array([self._saved.rows(ub, u, u + 1)[0] for u in users.tolist()])
-        p, b = self._finite(uf, p), self._finite(ub, b)
-        return p @ self.item_factors.T + ((b[:, None] + self.item_bias) + self.mean)  # (B, I)
-
-    def fold_in(self, items: np.ndarray, ratings: np.ndarray,
-                prior: tuple[np.ndarray, np.float32] | None = None) -> np.ndarray:
-        vector, bias = self.fold_in_factors(items, ratings, prior)
-        return ((self.item_factors @ vector + bias) + self.item_bias) + self.mean  # (I,)
-
-    def fold_in_factors(self, items: np.ndarray, ratings: np.ndarray,
-                        prior: tuple[np.ndarray, np.float32] | None = None) -> tuple[np.ndarray, np.float32]:
-        """A new user's vector (d,) and bias (): the minimiser of the model's training objective with every
-        movie held fixed, as ``fold_in_factors`` of the torch model. ``prior``: the vector and bias the user
-        starts from (their features', :mod:`movierec.cold`); what is solved for is then their own part on top."""
-        r = self._recipe
-        V = self.item_factors
-        q = V[items]  # (n, d)
-        ratings = ratings.astype(np.float32)
-        if r["method"] == "implicit":
-            f = ratings if r["confidence"] == "stars" else np.ones_like(ratings)
-            conf = (1.0 + r["alpha"] * f).astype(np.float32)  # (n,)
-            shared = r["lam"] * (V.T @ V).astype(np.float64) + r["tau"] * np.eye(V.shape[1])  # (d, d)
-            system = shared + r["lam"] * (q.T @ (q * (conf - 1.0)[:, None])).astype(np.float64)
-            rhs = r["lam"] * (q.T @ conf).astype(np.float64)
-            if prior is not None:  # the unrated movies read as picked as the prior predicts, not as "not picked"
-                rhs += shared @ prior[0].astype(np.float64)
-            return np.linalg.solve(system, rhs).astype(np.float32), np.float32(0.0)
-        if prior is not None:
-            own, own_bias = self.fold_in_factors(items, ratings - q @ prior[0] - prior[1])
-            return (own + prior[0]).astype(np.float32), np.float32(own_bias + prior[1])
-        feats = np.concatenate([q, np.ones((len(items), 1), np.float32)], axis=1)  # (n, d+1)
-        target = ratings - self.mean - self.item_bias[items]  # (n,)
-        lam, tau, gamma = _ridge_penalties(r, len(items))
-        penalty = np.full(feats.shape[1], float(tau))
-        penalty[-1] = float(gamma)
-        system = lam * (feats.T @ feats).astype(np.float64) + np.diag(penalty)  # (d+1, d+1)
-        rhs = lam * (feats.T @ target).astype(np.float64)  # (d+1,)
-        if tau > 0 and gamma > 0:
-            x = np.linalg.solve(system, rhs)
-        else:  # without a penalty a user with fewer ratings than unknowns has no unique answer: the smallest
-            x = np.linalg.pinv(system) @ rhs
-        x = x.astype(np.float32)
-        return x[:-1], x[-1]
-
-    def item_vectors(self) -> np.ndarray:
-        return self.item_factors
-
-    def factors(self) -> dict[str, np.ndarray]:
-        """What every score is made of: ``user_factors`` (U, d), ``item_factors`` (I, d), ``user_bias`` (U,),
-        ``item_bias`` (I,) and ``mean`` (); a score is ``user_factors[u] @ item_factors[i] + user_bias[u] +
-        item_bias[i] + mean``."""
-        uf, ub = f"{self._prefix}user_factors", f"{self._prefix}user_bias"
-        return {"user_factors": self._finite(uf, self._saved.get(uf)), "item_factors": self.item_factors,
-                "user_bias": self._finite(ub, self._saved.get(ub)), "item_bias": self.item_bias, "mean": self.mean}
-
-
 def _on_cpu(device: Any) -> bool:
     """Whether ``device`` ("auto", "cpu", "cuda", a torch.device) lets a model answer in numpy: anything but
     an accelerator named outright ("auto" answers one user faster in numpy than a GPU starts)."""
     return str(device).split(":")[0] in ("auto", "cpu")
-
-
-class NumpyScorer(OwnLists):
-    """An RBM, autoencoder or Mult-VAE/DAE answered from its saved arrays in numpy by its pass in
-    :mod:`movierec.models.forward` (a :class:`~movierec.recommend.Scorer`; lists by its own scores). The item-based
-    rating RBM's new users are folded in by the torch model (``torch_model``, built on first need)."""
-
-    def __init__(self, forward: Any, info: ServingInfo, meta: checkpoint.CheckpointMeta,
-                 seen: Any, torch_model: Any):
-        self.forward = forward
-        self.kind = info.kind
-        self.new_user_shrink = float(info.new_user_shrink)
-        self.rating_range = (meta.rating_values[0], meta.rating_values[-1])
-        self._seen, self._torch_model = seen, torch_model
-
-    def scores(self, user: int) -> np.ndarray:
-        return self.scores_many(np.array([user]))[0]
-
-    def scores_many(self, users: np.ndarray) -> np.ndarray:
-        return self.forward.scores(np.asarray(users, dtype=np.int64), self._seen).astype(np.float32, copy=False)
-
-    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
-        items, ratings = np.asarray(items, dtype=np.int64), np.asarray(ratings, dtype=np.float32)
-        scores = self.forward.fold_in(items, ratings)
-        if scores is None:
-            return self._torch_model().fold_in(items, ratings)
-        return scores.astype(np.float32, copy=False)
-
-    def item_vectors(self) -> np.ndarray:
-        return self.forward.item_vectors()
 
 
 class Served:

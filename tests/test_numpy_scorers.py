@@ -14,7 +14,7 @@ from torch_lists import new_user_list, similar_list, user_list
 from movierec import loading
 from movierec import recommend as rec
 from movierec.loading import open_model
-from movierec.serving import NumpyScorer
+from movierec.scorers import NumpyScorer
 
 MODELS = {
     "rbm-like": ["rbm", "--epochs", "1", "--hidden", "8"],

@@ -18,7 +18,7 @@ from movierec import recommend as rec
 from movierec.cli import app
 from movierec.errors import MovierecError, NotFound
 from movierec.loading import open_model
-from movierec.serving import FactorScorer, NumpyScorer
+from movierec.scorers import FactorScorer, NumpyScorer
 
 FACTOR_MODELS = {
     "mf": ["mf", "--epochs", "2", "--factors", "8"],

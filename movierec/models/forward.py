@@ -5,7 +5,7 @@ What ``score``, ``fold_in`` and ``item_vectors`` of :mod:`~movierec.models.rbm_l
 compute, as matrix products and elementwise functions of the state arrays (``W``, ``a``, ``b``, ... without
 the ``state.`` prefix) and the model's config dict: every step of those passes is deterministic (mean-field
 probabilities, no dropout, the VAE's mean code), so the numbers are the torch model's to float32 rounding.
-:class:`movierec.serving.NumpyScorer` answers saved models with them; tests hold them to the torch models.
+:class:`movierec.scorers.NumpyScorer` answers saved models with them; tests hold them to the torch models.
 
 One class per algorithm (:data:`FORWARDS`, by model name and mode). A user's ratings come in as movie indices
 (n,) and stars (n,); a known user's are their training ratings. The one step left to torch: the item-based
