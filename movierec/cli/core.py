@@ -156,7 +156,15 @@ class _WarningLines(logging.Handler):
             message = record.getMessage()
         except Exception:  # a malformed log call must not end the command
             return
-        print_warning(message[:1].upper() + message[1:] + ("" if message.endswith(".") else "."))
+        print_warning(sentence(message))
+
+
+def sentence(message: str) -> str:
+    """``message`` as a sentence: a first word capitalised unless it is a name (``ml-100k``, ``als-2``), a full
+    stop at the end."""
+    first = message.split(" ", 1)[0]
+    start = message[:1].upper() if first.isalpha() else message[:1]
+    return start + message[1:] + ("" if message.endswith(".") else ".")
 
 
 def _show_library_warnings() -> None:

@@ -75,3 +75,10 @@ def test_defaults_that_differ_between_modes_are_named_per_mode():
     text = " ".join(_help(80, ["train", "als"]).split())
     assert "[default: 16 (explicit), 64 (implicit)]" in text
     assert "\\[" not in text  # no markup escape shown to the reader
+
+
+def test_a_note_keeps_a_name_that_starts_it_as_written():
+    from movierec.cli.core import sentence
+
+    assert sentence("ml-100k has no tags") == "ml-100k has no tags."
+    assert sentence("the model learns without them.") == "The model learns without them."

@@ -130,7 +130,8 @@ def test_tags_asked_of_a_release_without_them_train_with_one_note(trained_home, 
         assert result.exit_code == 0, result.stderr
         notes = [line for line in result.stderr.splitlines() if "has no tags" in line]
         assert len(notes) == 1, result.stderr
-        assert notes[0].startswith("Warning: ") and "(the release ships none); the model learns without" in notes[0]
+        assert notes[0].startswith("Warning: ml-100k has no tags")
+        assert "(the release ships none); the model learns without" in notes[0]
         served = open_model("untagged")
         try:
             assert served.side is not None and served.side.movies == [] and not served.side.knows_movies
