@@ -13,52 +13,68 @@ import numpy as np
 
 # Guards a division by a converged row's zero curvature or residual, as the torch path's clamp_min does.
 _FLOOR = np.float32(1e-30)
+# float32 additions may be reordered, so sums vectorise: about 2.5x faster, and within float32 rounding of the
+# torch path (which reorders them too). No flag that assumes finite numbers or changes a division.
+_FAST = {"reassoc", "contract", "nsz"}
 
 
-@numba.njit(cache=True, fastmath=False, nogil=True)
-def _rated_sum(other, indices, weight, confidence, start, stop, p, out, rhs):  # noqa: PLR0913
-    """``out += Y_r^T (w * Y_r p)`` over ratings ``start..stop`` (``w`` = ``weight``), or with ``rhs``
-    ``out += Y_r^T (confidence - w * Y_r p)``: the sparse half of ``A p`` (or of ``rhs - A x``)."""
-    d = out.shape[0]
-    for j in range(start, stop):
-        y = other[indices[j]]
-        dot = np.float32(0.0)
-        for f in range(d):
-            dot += y[f] * p[f]
-        coef = weight[j] * dot
-        if rhs:
-            coef = confidence[j] - coef
-        for f in range(d):
-            out[f] += coef * y[f]
-
-
-@numba.njit(cache=True, fastmath=False, nogil=True)
-def _shared_times(shared, p, f):
-    """``(lam Y^T Y p)[f]``."""
+@numba.njit(cache=True, fastmath=_FAST, nogil=True, inline="always")
+def _dot(a, b):
+    """``a . b`` in float32, vectorised (the additions may be reordered)."""
     acc = np.float32(0.0)
-    for g in range(p.shape[0]):
-        acc += shared[f, g] * p[g]
+    for f in range(a.shape[0]):
+        acc += a[f] * b[f]
     return acc
 
 
-@numba.njit(cache=True, fastmath=False, nogil=True)
+@numba.njit(cache=True, fastmath=_FAST, nogil=True)
+def _cg_row(  # noqa: PLR0913 (one row's solve: the arrays it reads and its scratch)
+    indices, weight, confidence, start, stop, other, shared, tau, x, cg_steps, res, p, ap,
+):
+    """``cg_steps`` CG steps on one row's system from ``x`` (d,), in place; ``res`` ends as the residual."""
+    d = x.shape[0]
+    # residual = rhs - A x = Y_r^T (lam c - lam (c - 1) y.x) - lam Y^T Y x - tau_r x
+    for f in range(d):
+        res[f] = -_dot(shared[f], x) - tau * x[f]
+    for j in range(start, stop):
+        y = other[indices[j]]
+        coef = confidence[j] - weight[j] * _dot(y, x)
+        for f in range(d):
+            res[f] += coef * y[f]
+    rs = _dot(res, res)
+    p[:] = res
+    for _ in range(cg_steps):
+        # A p = lam Y^T Y p + Y_r^T (lam (c - 1) y.p) + tau_r p
+        for f in range(d):
+            ap[f] = _dot(shared[f], p) + tau * p[f]
+        for j in range(start, stop):
+            y = other[indices[j]]
+            coef = weight[j] * _dot(y, p)
+            for f in range(d):
+                ap[f] += coef * y[f]
+        step = rs / max(_dot(p, ap), _FLOOR)
+        for f in range(d):
+            x[f] += step * p[f]
+            res[f] -= step * ap[f]
+        rs_new = _dot(res, res)
+        ratio = rs_new / max(rs, _FLOOR)
+        for f in range(d):
+            p[f] = p[f] * ratio + res[f]
+        rs = rs_new
+
+
+@numba.njit(cache=True, fastmath=_FAST, nogil=True)
 def _error_share(other, indices, confidence, start, stop, x, res, tau):  # noqa: PLR0913
     """One row's ``x.rhs + x.residual + tau_r |x|^2`` in float64, ``x.rhs = sum lam c y.x`` over its rated
     columns with ``y.x`` in float32, as the torch path has it."""
-    d = x.shape[0]
     total = 0.0
     for j in range(start, stop):
-        y = other[indices[j]]
-        dot = np.float32(0.0)
-        for f in range(d):
-            dot += y[f] * x[f]
-        total += np.float64(dot) * np.float64(confidence[j])
-    for f in range(d):
+        total += np.float64(_dot(other[indices[j]], x)) * np.float64(confidence[j])
+    for f in range(x.shape[0]):
         total += np.float64(x[f]) * np.float64(res[f]) + np.float64(tau) * np.float64(x[f]) ** 2
     return total
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)
 def cg_rows(  # noqa: PLR0913 (one compiled call: the arrays it reads)
     indptr, indices, weight, confidence, other, shared, penalty, factors, first, last, cg_steps, with_error,
 ):
@@ -69,49 +85,52 @@ def cg_rows(  # noqa: PLR0913 (one compiled call: the arrays it reads)
     ``lam (c - 1)`` and ``lam c``, ``other`` (C, d) the other side's vectors ``Y``, ``shared`` (d, d)
     ``lam Y^T Y``, ``penalty`` (R,) each row's ``tau_r``. Returns (last - first,) float64: each row's
     ``x.rhs + x.residual + tau_r |x|^2`` (0 unless ``with_error``), the share of the weighted squared error
-    that the torch path subtracts."""
+    that the torch path subtracts.
+
+    The rows are cut into 4 runs per thread of about equal work (ratings plus rows), one thread each at a
+    time: ratings per row follow a power law, and equal numbers of rows would leave a thread idle."""
+    parts = max(1, min(last - first, 4 * numba.get_num_threads()))
+    return _cg_rows(indptr, indices, weight, confidence, other, shared, penalty, factors, first, last, cg_steps,
+                    with_error, parts)
+
+
+@numba.njit(parallel=True, cache=True, fastmath=_FAST, nogil=True)
+def _cg_rows(  # noqa: PLR0913
+    indptr, indices, weight, confidence, other, shared, penalty, factors, first, last, cg_steps, with_error, parts,
+):
+    """:func:`cg_rows` over ``parts`` runs of rows."""
     d = factors.shape[1]
     n = last - first
     out = np.zeros(n, np.float64)
-    for k in numba.prange(n):
-        r = first + k
-        start, stop = indptr[r], indptr[r + 1]
-        tau = penalty[r]
-        x = factors[r].copy()
-        # residual = rhs - A x = Y_r^T (lam c - lam (c - 1) y.x) - lam Y^T Y x - tau_r x
-        res = np.zeros(d, np.float32)
-        _rated_sum(other, indices, weight, confidence, start, stop, x, res, True)
-        rs = np.float32(0.0)
-        for f in range(d):
-            res[f] = res[f] - _shared_times(shared, x, f) - tau * x[f]
-            rs += res[f] * res[f]
-        p = res.copy()
+    bounds = np.empty(parts + 1, np.int64)
+    bounds[0], bounds[parts] = first, last
+    base, work = indptr[first], indptr[last] - indptr[first] + n  # a row's work: its ratings, plus one
+    for k in range(1, parts):
+        target = work * k // parts
+        lo, hi = bounds[k - 1], last  # the first row r with (ratings before r) + (r - first) >= target
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if indptr[mid] - base + mid - first < target:
+                lo = mid + 1
+            else:
+                hi = mid
+        bounds[k] = lo
+    for k in numba.prange(parts):
+        x = np.empty(d, np.float32)
+        res = np.empty(d, np.float32)
+        p = np.empty(d, np.float32)
         ap = np.empty(d, np.float32)
-        for _ in range(cg_steps):
-            # A p = lam Y^T Y p + Y_r^T (lam (c - 1) y.p) + tau_r p
-            ap[:] = np.float32(0.0)
-            _rated_sum(other, indices, weight, confidence, start, stop, p, ap, False)
-            curvature = np.float32(0.0)
-            for f in range(d):
-                ap[f] = ap[f] + _shared_times(shared, p, f) + tau * p[f]
-                curvature += p[f] * ap[f]
-            step = rs / max(curvature, _FLOOR)
-            rs_new = np.float32(0.0)
-            for f in range(d):
-                x[f] += step * p[f]
-                res[f] -= step * ap[f]
-                rs_new += res[f] * res[f]
-            ratio = rs_new / max(rs, _FLOOR)
-            for f in range(d):
-                p[f] = p[f] * ratio + res[f]
-            rs = rs_new
-        factors[r] = x
-        if with_error:
-            out[k] = _error_share(other, indices, confidence, start, stop, x, res, tau)
+        for r in range(bounds[k], bounds[k + 1]):
+            start, stop = indptr[r], indptr[r + 1]
+            x[:] = factors[r]
+            _cg_row(indices, weight, confidence, start, stop, other, shared, penalty[r], x, cg_steps, res, p, ap)
+            factors[r] = x
+            if with_error:
+                out[r - first] = _error_share(other, indices, confidence, start, stop, x, res, penalty[r])
     return out
 
 
-@numba.njit(cache=True, fastmath=False, nogil=True)
+@numba.njit(cache=True, fastmath=_FAST, nogil=True)
 def sgd_batches(  # noqa: PLR0913 (one compiled call: the arrays it reads)
     factors, biases, rows, centered, scale, bounds, order, reg, step, sums,
 ):
@@ -135,9 +154,7 @@ def sgd_batches(  # noqa: PLR0913 (one compiled call: the arrays it reads)
         for j in range(b):
             u = rows[base + j]
             i = rows[base + b + j]
-            dot = np.float32(0.0)
-            for f in range(d):
-                dot += factors[u, f] * factors[i, f]
+            dot = _dot(factors[u], factors[i])
             bu, bi = biases[u], biases[i]
             err = centered[lo + j] - dot - bu - bi
             squared += np.float64(err) * np.float64(err)
