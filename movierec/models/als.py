@@ -474,8 +474,8 @@ class ImplicitALSTrainer(ALSTrainer):
     ) -> torch.Tensor | None:
         """:meth:`_cg_half_step`'s steps in one compiled loop per row (the ``fast`` extra), each row's vector
         read from the other side's table as it goes (as implicit does), over slices of rows of at most
-        ``chunk_size`` ratings: a call returns within a fraction of a second, so Ctrl-C still lands between
-        calls. Same steps from the same start as :meth:`_cg_block`; ``factors`` are updated in place."""
+        ``chunk_size`` ratings, each through :func:`kernels.run`, so Ctrl-C stops it at once. Same steps from
+        the same start as :meth:`_cg_block`; ``factors`` are updated in place."""
         indptr = matrix.indptr.numpy()
         arrays = (indptr, matrix.indices.numpy(), weight.numpy(), confidence.numpy(),
                   other_factors.contiguous().numpy(), shared.contiguous().numpy(), penalties.numpy())
@@ -486,7 +486,8 @@ class ImplicitALSTrainer(ALSTrainer):
         while first < n_rows:
             last = max(first + 1, int(np.searchsorted(indptr, indptr[first] + self.config.chunk_size, "right")) - 1)
             last = min(last, n_rows)
-            errors += float(compiled.cg_rows(*arrays, rows, first, last, self.config.cg_steps, with_error).sum())
+            errors += float(kernels.run(compiled.cg_rows, *arrays, rows, first, last, self.config.cg_steps,
+                                        with_error).sum())
             self.advance(last - first, self.model.n_users + self.model.n_items)
             first = last
         return None if total is None else total - errors / self.config.lam

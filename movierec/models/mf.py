@@ -35,6 +35,8 @@ from movierec.models.factors import FactorModel, FactorTrainer
 OPTIMIZERS = ("adam", "sgd")
 # Ratings per call of the compiled SGD loop: ~0.1 s of work, so Ctrl-C waits no longer than that.
 COMPILED_RATINGS = 1 << 20
+# Calls of the compiled SGD loop per epoch, at least (fewer only with fewer batches).
+PROGRESS_STEPS = 16
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,8 @@ class MFTrainer(FactorTrainer):
     def _compiled_epoch(self, factors: torch.Tensor, biases: torch.Tensor, order: list[int]) -> dict[str, float]:
         """The SGD epoch of :meth:`train_epoch` in a compiled loop (the ``fast`` extra): the same batches in the
         same order, each rating's step from the parameters before its batch, a row's steps summed. The loop is
-        called on runs of batches of at most ~``COMPILED_RATINGS`` ratings, so Ctrl-C lands between calls."""
+        called on runs of batches of at most ~``COMPILED_RATINGS`` ratings, through :func:`kernels.run`, so
+        Ctrl-C stops it at once."""
         assert self.compiled is not None and self.flat is not None
         rows, centered, scale, bounds = self.flat
         reg, nnz = self.model.config.reg, self.batches.nnz
@@ -175,10 +178,13 @@ class MFTrainer(FactorTrainer):
         sums = np.zeros(3, np.float64)  # squared errors, squared factors, squared biases
         table, bias = factors.numpy(), biases.numpy()
         order_array = np.asarray(order, np.int64)
-        per_call = max(1, COMPILED_RATINGS // max(1, self.model.config.batch_size))
+        # Progress moves at least PROGRESS_STEPS times an epoch, as it does per batch on the torch path.
+        per_call = max(1, min(COMPILED_RATINGS // max(1, self.model.config.batch_size),
+                              -(-order_array.shape[0] // PROGRESS_STEPS)))
         for at in range(0, order_array.shape[0], per_call):
             run = order_array[at:at + per_call]
-            self.compiled.sgd_batches(table, bias, rows, centered, scale, bounds, run, np.float32(reg), step, sums)
+            kernels.run(self.compiled.sgd_batches, table, bias, rows, centered, scale, bounds, run, np.float32(reg),
+                        step, sums)
             self.advance(int(sizes[run].sum()), nnz)
         self._write_back(factors, biases)
         total_squared = float(sums[0])

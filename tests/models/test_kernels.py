@@ -50,14 +50,62 @@ def assert_same_model(a: FactorModel, b: FactorModel, data: Ratings, stats_a: li
     assert top10(a, data) == top10(b, data)
 
 
-def test_loader_runs_the_compiled_loops_only_when_asked_and_on_the_cpu(monkeypatch):
-    monkeypatch.setenv("MOVIEREC_KERNELS", "1")
+def test_loader_runs_the_compiled_loops_on_the_cpu_unless_turned_off(monkeypatch):
+    monkeypatch.delenv("MOVIEREC_KERNELS", raising=False)
     assert kernels.load(torch.device("cpu")) is not None
     assert kernels.load(torch.device("cuda")) is None
     monkeypatch.setenv("MOVIEREC_KERNELS", "0")
     assert kernels.load(torch.device("cpu")) is None
-    monkeypatch.delenv("MOVIEREC_KERNELS")
-    assert kernels.load(torch.device("cpu")) is None
+    monkeypatch.setenv("MOVIEREC_KERNELS", "1")
+    assert kernels.load(torch.device("cpu")) is not None
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_compiled_loops_use_as_many_threads_as_torch_and_leave_torch_its_own(monkeypatch, threads):
+    import numba
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("MOVIEREC_KERNELS", "1")
+    try:
+        torch.set_num_threads(threads)
+        loops = kernels.load(torch.device("cpu"))
+        data = low_rank(30, 20, density=0.4)
+        model = ImplicitALS(ImplicitALSConfig(factors=4), data.n_users, data.n_items, STARS)
+        model.trainer(data.matrix(), make_generator(torch.device("cpu"), 0)).train_epoch()
+        assert loops is not None and torch.get_num_threads() == threads  # starting numba's threads changed it
+        # The loops run in a worker thread (see run), where numba's setting starts from all the cores.
+        assert kernels.run(numba.get_num_threads) == min(threads, numba.config.NUMBA_NUM_THREADS)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_compiled_call_returns_its_value_and_raises_its_error():
+    assert kernels.run(lambda a, b: a + b, 2, 3) == 5
+
+    def broken() -> None:
+        raise ValueError("bad input")
+
+    with pytest.raises(ValueError, match="bad input"):
+        kernels.run(broken)
+
+
+def test_ctrl_c_lands_while_a_compiled_call_still_runs():
+    """The first call compiles for seconds and a call holds no bytecode boundary: the signal must not wait."""
+    import _thread
+    import threading
+    import time
+
+    release = threading.Event()
+    timer = threading.Timer(0.2, _thread.interrupt_main)
+    timer.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            kernels.run(release.wait, 30)
+        assert time.monotonic() - start < 1.0
+    finally:
+        release.set()
+        timer.cancel()
 
 
 @pytest.mark.parametrize("change", [
