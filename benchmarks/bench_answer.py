@@ -60,6 +60,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=1, help="training epochs of each model (default 1)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per timed command (median reported)")
     parser.add_argument("--out", type=Path, help="write answer.md and answer.json here")
+    parser.add_argument("--user", default="1", help="the user asked for (default 1)")
+    parser.add_argument("--movie", default="1", help="the movie `similar` is asked about (default 1)")
     args = parser.parse_args()
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     home = args.home or Path(tempfile.mkdtemp(prefix="movierec-bench-answer-"))
@@ -71,7 +73,8 @@ def main() -> int:
     rows = []
     for name in names:
         row = {"model": name}
-        for label, cmd in (("recommend", ["recommend", "--user", "1", "--top", "10"]), ("similar", ["similar", "1"])):
+        for label, cmd in (("recommend", ["recommend", "--user", args.user, "--top", "10"]),
+                           ("similar", ["similar", args.movie])):
             _run([*cmd, "--model", name], env)  # warm the file cache
             row[label] = round(statistics.median(_run([*cmd, "--model", name], env) for _ in range(args.repeat)), 3)
         rows.append(row)

@@ -151,10 +151,13 @@ def _latencies(results: list[tuple[str, float]], row: dict, prefix: str) -> None
             row[f"{prefix}{'' if kind == 'all' else kind + '_'}p99_ms"] = round(_pct(mine, 99), 2)
 
 
-def bench_model(model: str, env: dict[str, str], requests: int, clients: int, rate: float, seed: int) -> dict:
-    name = f"bench-{model}"
+def bench_model(model: str, env: dict[str, str], requests: int, clients: int, rate: float, seed: int,
+                trained: bool = False) -> dict:
+    """``trained``: the home already holds a model of that name (``--home``), served as it is."""
+    name = model if trained else f"bench-{model}"
     start = time.perf_counter()
-    _movierec(["train", *TRAIN[model], "--epochs", "1", "--device", "cpu", "--name", name, "--json"], env)
+    if not trained:
+        _movierec(["train", *TRAIN[model], "--epochs", "1", "--device", "cpu", "--name", name, "--json"], env)
     train_seconds = time.perf_counter() - start
     code = ("from movierec.loading import open_model\n"
             f"s = open_model({name!r})\n"
@@ -253,18 +256,22 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0, help="Requests/s of the paced run (default 500).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="Write serve[-RELEASE].md and .json here.")
+    parser.add_argument("--home", type=Path, help="A movierec home that holds the release and a model named as each "
+                        "of --models: serve those (no fetch, no training).")
     args = parser.parse_args()
     archive = args.zip or REPO.parent / "shared" / "data" / "ml-100k.zip"
     if not archive.is_file():
         raise SystemExit(f"No archive at {archive}; pass --zip.")
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="bench-serve-") as home:
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as fresh:
+        home = str(args.home) if args.home else fresh
         env = {**os.environ, "MOVIEREC_HOME": home, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-        _movierec(["fetch", args.release, "--from-file", str(archive), "--no-verify"], env)
+        if not args.home:
+            _movierec(["fetch", args.release, "--from-file", str(archive), "--no-verify"], env)
         rows = []
         for model in args.models.split(","):
-            row = bench_model(model, env, args.requests, args.clients, args.rate, args.seed)
+            row = bench_model(model, env, args.requests, args.clients, args.rate, args.seed, trained=bool(args.home))
             print(json.dumps(row), flush=True)
             rows.append(row)
     load_after = os.getloadavg()

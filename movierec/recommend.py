@@ -122,15 +122,24 @@ class ListScorer:
         return self.own.item_vectors()
 
     def list_scores_many(self, users: np.ndarray) -> np.ndarray:
-        from movierec.models.picks import pick_and_like
-
-        return pick_and_like(self.picks.scores_many(users), self.own.scores_many(users), self.kind, self.midpoint)
+        return self.listed_and_own(users)[0]
 
     def list_fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        return self.folded_and_own(items, ratings)[0]
+
+    def listed_and_own(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`list_scores_many` and :meth:`scores_many` (B, I) each, the model's own scores computed once."""
         from movierec.models.picks import pick_and_like
 
-        return pick_and_like(self.picks.fold_in(items, ratings), self.own.fold_in(items, ratings), self.kind,
-                             self.midpoint)
+        own = self.own.scores_many(users)
+        return pick_and_like(self.picks.scores_many(users), own, self.kind, self.midpoint), own
+
+    def folded_and_own(self, items: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`list_fold_in` and :meth:`fold_in` (I,) each, the model's own fold-in computed once."""
+        from movierec.models.picks import pick_and_like
+
+        own = self.own.fold_in(items, ratings)
+        return pick_and_like(self.picks.fold_in(items, ratings), own, self.kind, self.midpoint), own
 
 
 # -- the rules, in numpy ---------------------------------------------------------------------------------
@@ -252,8 +261,11 @@ def for_user(
 ) -> list[Recommendation]:
     """Top-``n`` movies for known user ``user``, who rated ``rated`` with ``ratings`` in training."""
     users = np.array([user])
-    order_by = scorer.list_scores_many(users)[0]
-    own = scorer.scores_many(users)[0] if scorer.ranks_by_picks else order_by
+    if isinstance(scorer, ListScorer):
+        listed, own_many = scorer.listed_and_own(users)
+        order_by, own = listed[0], own_many[0]
+    else:
+        order_by = own = scorer.list_scores_many(users)[0]
     return top_n(scorer, order_by, _predictions(scorer, own), rated, ratings, n, include_seen=include_seen,
                  allowed=allowed, liked_threshold=liked_threshold, counts=counts)
 
@@ -276,8 +288,10 @@ def for_new_user(
         raise MovierecError(f"--shrink must be 0 or more, not {shrink:g}.")
     items = np.asarray(items, dtype=np.int64)
     ratings = np.asarray(ratings, dtype=np.float32)
-    listed = scorer.list_fold_in(items, ratings)  # (I,)
-    own = scorer.fold_in(items, ratings) if scorer.ranks_by_picks else listed  # (I,)
+    if isinstance(scorer, ListScorer):
+        listed, own = scorer.folded_and_own(items, ratings)  # (I,) each
+    else:
+        listed = own = scorer.list_fold_in(items, ratings)  # (I,)
     # P(picked and liked) says "nothing" at 0; a model's own scores at the neutral value.
     order_by = shrink_rare(listed, counts, shrink, 0.0 if scorer.ranks_by_picks else neutral)  # (I,)
     return top_n(scorer, order_by, _predictions(scorer, own), items, ratings, n, include_seen=False,
