@@ -104,7 +104,7 @@ def lists(
     may be listed (None: all); movies a user rated in training are left out unless ``include_seen``.
     ``progress(done, total)`` hears of the users done after every batch."""
     from movierec.kinds import score_kind
-    from movierec.recommend import ListScorer, rank_rows, shown_scores
+    from movierec.recommend import rank_rows, shown_scores
 
     if n < 1:
         raise MovierecError(f"The number of movies per user must be at least 1, not {n}.")
@@ -116,13 +116,8 @@ def lists(
     total = int(index.shape[0])
     for start in range(0, total, batch):
         chunk = index[start:start + batch]  # (B,)
-        own: np.ndarray | None = None  # (B, I): the model's own scores, where they differ from order_by
-        if isinstance(scorer, ListScorer):  # its lists are worked out from its own scores: computed once
-            ranked_by, own_scores = scorer.listed_and_own(chunk)
-            order_by = np.asarray(ranked_by, dtype=np.float32)  # (B, I): what lists rank by
-            own = np.asarray(own_scores, dtype=np.float32) if predicts else None
-        else:
-            order_by = np.asarray(scorer.list_scores_many(chunk), dtype=np.float32)  # (B, I): what lists rank by
+        ranked_by, own_scores = scorer.listed_and_own(chunk)
+        order_by = np.asarray(ranked_by, dtype=np.float32)  # (B, I): what lists rank by
         exclude = np.zeros(order_by.shape, dtype=bool)
         if not include_seen:
             exclude[served.seen_many(chunk)] = True
@@ -138,9 +133,9 @@ def lists(
         scores[listed] = order_by[rows, items[listed]]
         predicted = None
         if predicts:
-            shown = order_by if own is None else own
+            own = np.asarray(own_scores, dtype=np.float32)  # (B, I): the model's own scores
             predicted = np.full(items.shape, np.nan, dtype=np.float32)
-            predicted[listed] = shown_scores(scorer, shown[rows, items[listed]])
+            predicted[listed] = shown_scores(scorer, own[rows, items[listed]])
         yield ListBatch(chunk, items, scores, predicted)
         if progress is not None:
             progress(min(start + batch, total), total)

@@ -77,11 +77,13 @@ class Scorer(Protocol):
     new_user_shrink: float
     """The model's default shrinkage of new users' lists, in multiples of the mean ratings per movie."""
 
-    def list_scores_many(self, users: np.ndarray) -> np.ndarray:
-        """What the lists of known users ``users`` (B,) are ordered by (and show): (B, I) float32."""
+    def listed_and_own(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What the lists of known users ``users`` (B,) are ordered by (and show), and the model's own scores
+        (:meth:`scores_many`): (B, I) float32 each, the same array where lists rank by the model's own scores."""
 
-    def list_fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
-        """What a new user's list is ordered by (and shows), from their ratings (n,), (n,): (I,) float32."""
+    def folded_and_own(self, items: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What a new user's list is ordered by (and shows), from their ratings (n,), (n,), and the model's own
+        :meth:`fold_in`: (I,) float32 each, the same array where lists rank by the model's own scores."""
 
 
 class OwnLists:
@@ -90,11 +92,13 @@ class OwnLists:
 
     ranks_by_picks = False
 
-    def list_scores_many(self, users: np.ndarray) -> np.ndarray:
-        return self.scores_many(users)
+    def listed_and_own(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        own = self.scores_many(users)
+        return own, own
 
-    def list_fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
-        return self.fold_in(items, ratings)
+    def folded_and_own(self, items: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        own = self.fold_in(items, ratings)
+        return own, own
 
 
 class ListScorer:
@@ -121,21 +125,15 @@ class ListScorer:
     def item_vectors(self) -> np.ndarray:
         return self.own.item_vectors()
 
-    def list_scores_many(self, users: np.ndarray) -> np.ndarray:
-        return self.listed_and_own(users)[0]
-
-    def list_fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
-        return self.folded_and_own(items, ratings)[0]
-
     def listed_and_own(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`list_scores_many` and :meth:`scores_many` (B, I) each, the model's own scores computed once."""
+        """P(picked and liked) and the model's own scores, (B, I) each; the own scores computed once."""
         from movierec.models.picks import pick_and_like
 
         own = self.own.scores_many(users)
         return pick_and_like(self.picks.scores_many(users), own, self.kind, self.midpoint), own
 
     def folded_and_own(self, items: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`list_fold_in` and :meth:`fold_in` (I,) each, the model's own fold-in computed once."""
+        """P(picked and liked) and the model's own fold-in, (I,) each; the own fold-in computed once."""
         from movierec.models.picks import pick_and_like
 
         own = self.own.fold_in(items, ratings)
@@ -261,11 +259,8 @@ def for_user(
 ) -> list[Recommendation]:
     """Top-``n`` movies for known user ``user``, who rated ``rated`` with ``ratings`` in training."""
     users = np.array([user])
-    if isinstance(scorer, ListScorer):
-        listed, own_many = scorer.listed_and_own(users)
-        order_by, own = listed[0], own_many[0]
-    else:
-        order_by = own = scorer.list_scores_many(users)[0]
+    listed, own_many = scorer.listed_and_own(users)
+    order_by, own = listed[0], own_many[0]
     return top_n(scorer, order_by, _predictions(scorer, own), rated, ratings, n, include_seen=include_seen,
                  allowed=allowed, liked_threshold=liked_threshold, counts=counts)
 
@@ -288,10 +283,7 @@ def for_new_user(
         raise MovierecError(f"--shrink must be 0 or more, not {shrink:g}.")
     items = np.asarray(items, dtype=np.int64)
     ratings = np.asarray(ratings, dtype=np.float32)
-    if isinstance(scorer, ListScorer):
-        listed, own = scorer.folded_and_own(items, ratings)  # (I,) each
-    else:
-        listed = own = scorer.list_fold_in(items, ratings)  # (I,)
+    listed, own = scorer.folded_and_own(items, ratings)  # (I,) each
     # P(picked and liked) says "nothing" at 0; a model's own scores at the neutral value.
     order_by = shrink_rare(listed, counts, shrink, 0.0 if scorer.ranks_by_picks else neutral)  # (I,)
     return top_n(scorer, order_by, _predictions(scorer, own), items, ratings, n, include_seen=False,
