@@ -206,8 +206,8 @@ def cold_items(data: Any, seed: int, epochs: int, with_lightfm: bool) -> list[di
         scores["hybrid without tags"] = []
     for label in lights:
         scores[label] = []
-    hybrid_all = served.scorer.list_scores_many(judged)  # (B, I): what `recommend --include-unrated` ranks by
-    untagged_all = untagged.scorer.list_scores_many(judged) if untagged is not None else None
+    hybrid_all = served.scorer.listed_and_own(judged)[0]  # (B, I): what `recommend --include-unrated` ranks by
+    untagged_all = untagged.scorer.listed_and_own(judged)[0] if untagged is not None else None
     for row, u in enumerate(judged):
         relevant = np.zeros(data.n_items, dtype=bool)
         relevant[test.items[(test.users == u) & test_liked]] = True
