@@ -110,7 +110,9 @@ def run_split(shape: str, split_name: str, seed: int, models: list[str]) -> list
             row["fit_seconds"] = time.perf_counter() - start
             lists = evaluate(fitted.ranked, fitted.known, split.test, k=K, relevance=RELEVANCE)
             own = evaluate(fitted.model, fitted.known, split.test, k=K, relevance=RELEVANCE)
-            row.update(lists=lists[f"ndcg@{K}"], own=own[f"ndcg@{K}"], rmse=lists["rmse"], like_loss=lists["loss"])
+            # rmse for rating models, loss for like models: each has one of them.
+            row.update(lists=lists[f"ndcg@{K}"], own=own[f"ndcg@{K}"], rmse=lists.get("rmse"),
+                       like_loss=lists.get("loss"))
             log(f"{shape} {label}: {name} lists {row['lists']:.4f} (own {row['own']:.4f}), "
                 f"fit {row['fit_seconds']:.1f} s")
         except Exception as exc:  # one failing model must not lose the others
