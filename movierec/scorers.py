@@ -76,12 +76,24 @@ class FactorScorer(OwnLists):
             p = np.stack([self._saved.rows(uf, u, u + 1)[0] for u in users.tolist()])
             b = np.array([self._saved.rows(ub, u, u + 1)[0] for u in users.tolist()])
         p, b = self._finite(uf, p), self._finite(ub, b)
-        return p @ self.item_factors.T + ((b[:, None] + self.item_bias) + self.mean)  # (B, I)
+        return self._plus_biases(p @ self.item_factors.T, b[:, None])  # (B, I)
 
     def fold_in(self, items: np.ndarray, ratings: np.ndarray,
                 prior: tuple[np.ndarray, np.float32] | None = None) -> np.ndarray:
         vector, bias = self.fold_in_factors(items, ratings, prior)
-        return ((self.item_factors @ vector + bias) + self.item_bias) + self.mean  # (I,)
+        scores = self.item_factors @ vector  # (I,); then ((. + bias) + item_bias) + mean, in place
+        scores += bias
+        scores += self.item_bias
+        scores += self.mean
+        return scores
+
+    def _plus_biases(self, products: np.ndarray, user_bias: np.ndarray) -> np.ndarray:
+        """``products + ((user_bias + item_bias) + mean)`` on ``products``' own memory: the same numbers with one
+        pass over every movie fewer."""
+        biases = user_bias + self.item_bias
+        biases += self.mean
+        products += biases
+        return products
 
     def fold_in_factors(self, items: np.ndarray, ratings: np.ndarray,
                         prior: tuple[np.ndarray, np.float32] | None = None) -> tuple[np.ndarray, np.float32]:

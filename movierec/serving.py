@@ -513,6 +513,8 @@ class Served:
 
     def find(self, movie: str | int) -> int:
         """The movie index of ``movie``: a MovieLens id (int) or what a person types (see TitleIndex.find)."""
+        if isinstance(movie, str) and movie.strip().isdigit():  # an id: no need to read every title
+            movie = int(movie.strip())
         if isinstance(movie, (int, np.integer)) and not isinstance(movie, bool):
             return self.catalogue.item_index(int(movie))
         if not isinstance(movie, str):

@@ -69,12 +69,17 @@ def pick_and_like(picked: Any, predicted: Any, kind: str, midpoint: float) -> An
 
     ``picked``: the picks model's raw scores; ``predicted``: the model's own raw scores (stars, or P(liked)
     for ``kind`` "like"); ``midpoint``: :func:`like_midpoint` of the model's scale (rating models)."""
-    if isinstance(picked, np.ndarray):
+    if isinstance(picked, np.ndarray):  # in place on the new arrays: an answer's few passes over every movie
         p = np.clip(picked, 0.0, 1.0)
         if kind == ScoreKind.LIKE:
-            return p * np.clip(predicted, 0.0, 1.0)
-        z = (np.asarray(predicted, dtype=np.float32) - np.float32(midpoint)) / np.float32(LIKE_SOFTNESS)
-        return p / (1.0 + np.exp(-z))
+            p *= np.clip(predicted, 0.0, 1.0)
+            return p
+        z = np.subtract(predicted, np.float32(midpoint), dtype=np.float32)
+        z /= np.float32(LIKE_SOFTNESS)
+        np.exp(np.negative(z, out=z), out=z)
+        z += 1.0
+        p /= z  # p / (1 + exp(-z)): P(picked) x P(liked | picked)
+        return p
     import torch
 
     p = picked.clamp(0.0, 1.0)
