@@ -2,7 +2,7 @@
 
 For each model: a temporary home, the data set fetched, the model trained (``--epochs 1``: serving costs the
 same after one epoch as after fifty, since it depends on the model's shape, not its accuracy), then the real
-``movierec serve`` (one uvicorn worker) in a subprocess, and ``--requests`` requests from ``--clients``
+``movierec serve`` (``--workers``, one by default) in a subprocess, and ``--requests`` requests from ``--clients``
 concurrent clients (keep-alive connections, driven by one asyncio loop) after a warm-up, mixed:
 
 - 40% ``GET /recommend?user=ID`` for a random known user,
@@ -133,9 +133,16 @@ async def _hammer_async(
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process ``pid`` has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time the process ``pid`` and its worker processes (``--workers``) have used."""
+    total = 0
+    for each in [pid, *_children(pid)]:
+        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -152,7 +159,7 @@ def _latencies(results: list[tuple[str, float]], row: dict, prefix: str) -> None
 
 
 def bench_model(model: str, env: dict[str, str], requests: int, clients: int, rate: float, seed: int,
-                trained: bool = False) -> dict:
+                trained: bool = False, workers: int = 1) -> dict:
     """``trained``: the home already holds a model of that name (``--home``), served as it is."""
     name = model if trained else f"bench-{model}"
     start = time.perf_counter()
@@ -165,7 +172,8 @@ def bench_model(model: str, env: dict[str, str], requests: int, clients: int, ra
             "s.catalogue.item_ids[s.counts >= 20].tolist()]))")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     users, movies = json.loads(done.stdout)
-    server = subprocess.Popen([sys.executable, "-m", "movierec", "serve", "--model", name, "--port", "0"],
+    server = subprocess.Popen([sys.executable, "-m", "movierec", "serve", "--model", name, "--port", "0",
+                               "--workers", str(workers)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = server.stdout.readline()
@@ -186,7 +194,7 @@ def bench_model(model: str, env: dict[str, str], requests: int, clients: int, ra
         server.communicate(timeout=60)
     failed = warm_errors + errors + paced_errors
     row = {
-        "model": model, "requests": requests, "clients": clients, "rate": rate,
+        "model": model, "requests": requests, "clients": clients, "rate": rate, "workers": workers,
         "train_seconds": round(train_seconds, 1),
         "errors": len(failed), "error_examples": failed[:3],
         "throughput": round(len(flat_out) / wall, 1), "paced_throughput": round(len(paced) / paced_wall, 1),
@@ -217,6 +225,10 @@ def check(row: dict, release: str) -> list[str]:
     return missed
 
 
+def _workers(n: int) -> str:
+    return "One uvicorn worker" if n == 1 else f"{n} worker processes (`--workers {n}`)"
+
+
 def markdown(rows: list[dict], release: str, load_before: tuple[float, ...], load_after: tuple[float, ...]) -> str:
     r0 = rows[0]
     lines = [
@@ -226,9 +238,10 @@ def markdown(rows: list[dict], release: str, load_before: tuple[float, ...], loa
         "(40% known users, 30% new users with 5-20 ratings, 30% similar movies), after a 500-request warm-up, "
         "twice: **flat out** (each client sends its next request when the last is answered: the most the server "
         f"answers per second) and **paced** at {r0['rate']:g} requests/s (request i due at i/{r0['rate']:g} s, its "
-        "latency counted from then). One uvicorn worker; latency as the clients see it; server CPU = its user + "
-        "system time per request flat out; memory = the server's RSS after start, after the warm-up and after "
-        "both runs. The clients (one asyncio loop) run on the same cores.",
+        f"latency counted from then). {_workers(r0['workers'])}; latency as the clients see it; server CPU = its "
+        "user + system time per request flat out (every worker's); memory = the server's RSS after start, after "
+        "the warm-up and after both runs (the first worker's). The clients (one asyncio loop) run on the same "
+        "cores.",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; load average "
         f"before {', '.join(f'{x:.2f}' for x in load_before)}, after {', '.join(f'{x:.2f}' for x in load_after)}.",
@@ -255,6 +268,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--rate", type=float, default=500.0, help="Requests/s of the paced run (default 500).")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help="`movierec serve --workers` (default 1).")
     parser.add_argument("--out", type=Path, help="Write serve[-RELEASE].md and .json here.")
     parser.add_argument("--home", type=Path, help="A movierec home that holds the release and a model named as each "
                         "of --models: serve those (no fetch, no training).")
@@ -271,7 +285,8 @@ def main() -> None:
             _movierec(["fetch", args.release, "--from-file", str(archive), "--no-verify"], env)
         rows = []
         for model in args.models.split(","):
-            row = bench_model(model, env, args.requests, args.clients, args.rate, args.seed, trained=bool(args.home))
+            row = bench_model(model, env, args.requests, args.clients, args.rate, args.seed, trained=bool(args.home),
+                              workers=args.workers)
             print(json.dumps(row), flush=True)
             rows.append(row)
     load_after = os.getloadavg()

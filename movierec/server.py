@@ -12,6 +12,8 @@ Safe by default (the CLI binds 127.0.0.1 unless told otherwise):
   path or method) is a 4xx answer ``{"error": "one sentence."}``, never a traceback;
 - the page inserts titles as text (never as HTML) and is served with a Content-Security-Policy that allows
   its own script only;
+- with ``movierec serve --workers N`` the app is forked into N processes after the model is loaded;
+  :class:`ReloadCounter` makes a reload reach each of them;
 - a checkpoint replaced or deleted on disk does not disturb the server: the loaded model keeps its open file
   (a save replaces a checkpoint by renaming a new file over it, so the old file lives on while open) until
   ``POST /reload``, which only the server's own machine may call.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import mmap
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,17 +74,34 @@ class ModelHolder:
     anyway, while each of the 40 worker threads Starlette would otherwise start keeps memory of its own (the
     server's RSS grew by 4 MB during a benchmark run with them, by 0.2 MB without)."""
 
-    def __init__(self, served: Served, name: str | None, device: Any):
+    def __init__(self, served: Served, name: str | None, device: Any, reloads: ReloadCounter | None = None):
         self._served = served
         self._name = name  # what to reload: the name asked for (None: the newest), else the file served
         self._device = device
         self._lock = threading.Lock()
         self._reloading = threading.Lock()
+        self._reloads = reloads
+        self._seen_reloads = reloads.value() if reloads is not None else 0
 
     @contextmanager
     def use(self) -> Iterator[Served]:
+        if self._reloads is not None and self._reloads.value() != self._seen_reloads:
+            self._follow_reload()
         with self._lock:
             yield self._served
+
+    def _follow_reload(self) -> None:
+        """Another worker process of this server reloaded: reload too, on a thread, answering from the model
+        loaded until then meanwhile."""
+        assert self._reloads is not None
+        self._seen_reloads = self._reloads.value()
+        threading.Thread(target=self._reload_quietly, name="movierec-reload", daemon=True).start()
+
+    def _reload_quietly(self) -> None:
+        try:
+            self.reload(tell_others=False)
+        except MovierecError as exc:  # as the worker that was asked: the old model stays
+            log.warning("%s Still serving %s.", exc, self.name)
 
     @property
     def current(self) -> Served:
@@ -92,20 +112,42 @@ class ModelHolder:
     def name(self) -> str:
         return self._served.meta.name
 
-    def reload(self) -> Served:
+    def reload(self, *, tell_others: bool = True) -> Served:
         """Open the model again by the name it was asked for (the newest, when none was) and answer from it
-        from now on; the old one closes once the request using it is done. On failure the old one stays."""
+        from now on; the old one closes once the request using it is done. On failure the old one stays. The
+        server's other worker processes follow (``tell_others``)."""
         with self._reloading:
             fresh = open_model(self._name, self._device)
             _warm(fresh)
             with self._lock:
                 old, self._served = self._served, fresh
             old.close()
+            if tell_others and self._reloads is not None:
+                self._seen_reloads = self._reloads.bump()
             return fresh
 
     def close(self) -> None:
         with self._lock:
             self._served.close()
+
+
+class ReloadCounter:
+    """How many reloads the worker processes of one server have made (``movierec serve --workers``): a number
+    in memory they share, made before they are forked. The worker asked to reload counts one; each of the
+    others, seeing the number move at its next request, reloads too."""
+
+    def __init__(self) -> None:
+        self._memory = mmap.mmap(-1, 8)  # anonymous and shared: forked processes see one another's writes
+
+    def value(self) -> int:
+        return int.from_bytes(self._memory[:8], "little")
+
+    def bump(self) -> int:
+        """Count one more reload and return the new count. (Two workers counting at once may count one: every
+        other worker still sees the number move.)"""
+        count = self.value() + 1
+        self._memory[:8] = count.to_bytes(8, "little")
+        return count
 
 
 # -- requests and answers, as the OpenAPI page documents them ----------------------------------------------
@@ -211,12 +253,14 @@ Unrated = Annotated[bool, Query(description="Also list movies without training r
 
 
 # -- the application ----------------------------------------------------------------------------------------
-def create_app(model: Served | str | None = None, *, device: Any = DEFAULT_DEVICE) -> FastAPI:
+def create_app(model: Served | str | None = None, *, device: Any = DEFAULT_DEVICE,
+               reloads: ReloadCounter | None = None) -> FastAPI:
     """The web application answering from ``model``: a loaded :class:`Served`, or the saved model's name (the
-    newest when None), loaded here, once. ``POST /reload`` opens it again by that name."""
+    newest when None), loaded here, once. ``POST /reload`` opens it again by that name, and with ``reloads``
+    (the application forked into several worker processes) every worker does."""
     served = model if isinstance(model, Served) else open_model(model, device)
     _warm(served)
-    holder = ModelHolder(served, str(served.path) if isinstance(model, Served) else model, device)
+    holder = ModelHolder(served, str(served.path) if isinstance(model, Served) else model, device, reloads)
     page = {path: (resources.files("movierec.web").joinpath(file).read_bytes(), media)
             for path, (file, media) in PAGE_FILES.items()}
 

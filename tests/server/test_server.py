@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -284,6 +285,94 @@ def test_ctrl_c_and_sigterm_stop_the_server_cleanly(home, sig):
         s.kill()
     assert code == 0, err
     assert err.strip() == "Stopped."
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie no one has waited for yet counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def _health_of(s: Server, want: str, seconds: float = 20.0) -> str:
+    """The model /health names, asked until it is ``want`` or ``seconds`` have passed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        model = s.get("/health")["model"]
+        if model == want or time.monotonic() > deadline:
+            return model
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the worker processes through /proc")
+def test_workers_answer_alike_reload_together_and_stop_together(home, runner):
+    models = paths.models_dir()
+    shutil.copy(models / "als.pt", models / "team.pt")
+    s = Server("--model", "team", "--workers", "2")
+    try:
+        assert " by 2 worker processes;" in s.first_line
+        [child] = _children(s.proc.pid)
+        expected = cli_json(runner, "recommend", "--model", "als", "--user", "42")
+        # A stopped process takes no connections: each worker in turn answers alone, as the CLI does.
+        for alone, paused in ((s.proc.pid, child), (child, s.proc.pid)):
+            os.kill(paused, signal.SIGSTOP)
+            try:
+                assert s.get("/recommend?user=42") == expected, alone
+            finally:
+                os.kill(paused, signal.SIGCONT)
+        # Retrained under its name: the worker asked reloads, and the other follows at its next request.
+        shutil.copy(models / "mf.pt", models / ".team.tmp")
+        os.replace(models / ".team.tmp", models / "team.pt")
+        os.kill(s.proc.pid, signal.SIGSTOP)
+        try:
+            status, _, health = s.call("POST", "/reload")  # the child answers
+            assert status == 200 and health["model"] == "mf"
+        finally:
+            os.kill(s.proc.pid, signal.SIGCONT)
+        os.kill(child, signal.SIGSTOP)
+        try:
+            assert _health_of(s, "mf") == "mf"  # the first process, which was not asked
+            assert s.get("/recommend?user=42") == cli_json(runner, "recommend", "--model", "mf", "--user", "42")
+        finally:
+            os.kill(child, signal.SIGCONT)
+        code, _, err = s.stop(signal.SIGTERM)
+        assert code == 0 and err.strip() == "Stopped."
+        assert _gone(child)
+    finally:
+        s.kill()
+        (models / "team.pt").unlink(missing_ok=True)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the worker processes through /proc")
+def test_workers_stop_when_the_server_is_killed(home):
+    s = Server("--model", "mf", "--workers", "2")
+    try:
+        [child] = _children(s.proc.pid)
+        s.kill()  # SIGKILL: no chance to stop its workers
+        deadline = time.monotonic() + 15
+        while not _gone(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(child)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((s.host, s.port), timeout=5).close()
+    finally:
+        s.kill()
+
+
+def test_impossible_workers_are_one_sentence(home, runner, monkeypatch):
+    result = runner.invoke(app, ["serve", "--model", "als", "--workers", "2", "--device", "cuda", "--port", "0"])
+    assert_one_line_error(result, "--workers above 1 answers on the CPU; serve on a GPU with one worker.")
+    monkeypatch.delattr(os, "fork")
+    result = runner.invoke(app, ["serve", "--model", "als", "--workers", "2", "--port", "0"])
+    assert_one_line_error(result, "--workers above 1 needs a system that can fork processes (Linux, macOS); "
+                                  "serve with one worker here.")
+    result = runner.invoke(app, ["serve", "--model", "als", "--workers", "0", "--port", "0"])
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
 
 
 def test_a_port_in_use_is_one_sentence(home, runner):
