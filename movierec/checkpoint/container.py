@@ -108,7 +108,7 @@ class SavedFile:
         self.metadata = metadata
         self._entries = entries
         self._base = base  # where the arrays start
-        self._lock = threading.Lock()  # where positioned reads are missing (Windows)
+        self._lock = threading.Lock()  # where positioned reads are missing (Windows, which cannot fork either)
         self.meta = _meta_from_text(metadata.get("meta"), path)
 
     def close(self) -> None:
@@ -153,12 +153,20 @@ class SavedFile:
         view, offset = memoryview(buf), self._base + start
         try:
             if hasattr(os, "preadv"):
-                # Positioned reads share no file offset: threads (a server's) may read one file at once.
+                # Positioned reads share no file offset: threads, and the worker processes forked from one
+                # server, may read one file at once.
                 while view:
                     got = os.preadv(self._f.fileno(), [view], offset)
                     if got <= 0:
                         break
                     view, offset = view[got:], offset + got
+            elif hasattr(os, "pread"):  # every system that forks has it
+                while view:
+                    chunk = os.pread(self._f.fileno(), len(view), offset)
+                    if not chunk:
+                        break
+                    view[:len(chunk)] = chunk
+                    view, offset = view[len(chunk):], offset + len(chunk)
             else:
                 with self._lock:
                     self._f.seek(offset)

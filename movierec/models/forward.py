@@ -300,6 +300,7 @@ class ItemAutoEncoderForward(_AutoEncoderForward):
 
     needs_fit_state = True
     rows_are_users = False
+    _parts: tuple[np.ndarray, ...] | None = None
 
     def _offset(self) -> np.ndarray:
         codes = self.state["item_codes"]
@@ -314,20 +315,30 @@ class ItemAutoEncoderForward(_AutoEncoderForward):
 
     def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
         items, ratings = np.asarray(items, dtype=np.int64), np.asarray(ratings, dtype=np.float32)
-        s = self.state
-        codes = s["item_codes"]  # (I, H)
-        design = np.concatenate([codes, np.ones((codes.shape[0], 1), np.float32)], 1)  # (I, H+1)
-        offset = self._offset()
+        design, offset, penalty, pull, ridge = self._fold_in_parts()
         target = ratings
         if self.sigmoid_output:
             frac = np.clip((ratings - self.rating_min) / (self.rating_max - self.rating_min), 0.01, 0.99)
             target = np.log(frac / (1 - frac)).astype(np.float32)
         a = design[items]  # (n, H+1)
-        penalty = (self.fold_in_l2 * self.noise_var) * s["prior_precision"]  # (H+1, H+1)
-        gram = a.T @ a + penalty + np.float32(1e-6) * np.eye(a.shape[1], dtype=np.float32)
-        rhs = a.T @ (target - offset[items]) + penalty @ s["prior_mean"]
+        gram = a.T @ a  # then (. + penalty) + ridge, in place
+        gram += penalty
+        gram += ridge
+        rhs = a.T @ (target - offset[items]) + pull
         x = np.linalg.solve(gram.astype(np.float32), rhs.astype(np.float32))  # (H+1,)
         return self._output((design @ x + offset).astype(np.float32))
+
+    def _fold_in_parts(self) -> tuple[np.ndarray, ...]:
+        """What every new user's fit shares, worked out for the first: the design ``[codes, 1]`` (I, H+1), the
+        movies' offsets (I,), the prior's penalty (H+1, H+1) and pull (H+1,), and the small ridge (H+1, H+1)."""
+        if self._parts is None:
+            s = self.state
+            codes = s["item_codes"]  # (I, H)
+            design = np.concatenate([codes, np.ones((codes.shape[0], 1), np.float32)], 1)
+            penalty = (self.fold_in_l2 * self.noise_var) * s["prior_precision"]
+            ridge = np.float32(1e-6) * np.eye(design.shape[1], dtype=np.float32)
+            self._parts = (design, self._offset(), penalty, penalty @ s["prior_mean"], ridge)
+        return self._parts
 
     def item_vectors(self) -> np.ndarray:
         return self.state["item_codes"]  # (I, H)
