@@ -152,7 +152,8 @@ class FactorScorer(OwnLists):
 class NumpyScorer(OwnLists):
     """An RBM, autoencoder or Mult-VAE/DAE answered from its saved arrays in numpy by its pass in
     :mod:`movierec.models.forward` (a :class:`~movierec.recommend.Scorer`; lists by its own scores). The item-based
-    rating RBM's new users are folded in by the torch model (``torch_model``, built on first need)."""
+    rating RBM's new users, where saved without their fit's prior, are folded in by the torch model (``torch_model``,
+    built on first need)."""
 
     def __init__(self, forward: Any, info: ServingInfo, meta: checkpoint.CheckpointMeta,
                  seen: Any, torch_model: Any):

@@ -14,7 +14,8 @@ autoencoders and Mult-VAE/DAE are answered in numpy too, by their passes in :mod
 (:class:`NumpyScorer`, chosen by the model's class: their checkpoints say ``{"kind": "torch"}``). They are rebuilt in
 torch (:class:`movierec.recommend.TorchScorer`) with the saved training matrix only for a GPU asked for by name,
 for a config saved before an option the numpy pass reads existed, for an item-based model fitted on fewer ratings
-than those saved with it, and for the item-based rating RBM's new users (an L-BFGS fit). Either way the lists
+than those saved with it, and for the item-based rating RBM's new users when saved without their fit's prior.
+Either way the lists
 come from the one implementation in :mod:`movierec.recommend`.
 """
 

@@ -93,9 +93,8 @@ def test_a_gpu_asked_for_answers_in_torch(home, monkeypatch):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_answering_imports_no_torch(home, name):
-    asks = [["recommend", "--user", "42", "--json"], ["similar", "star wars", "--json"]]
-    if name != "rbm-item":  # its new users are fitted by L-BFGS in torch
-        asks.append(["recommend", "--rate", "Toy Story=5", "--rate", "50=4", "--json"])
+    asks = [["recommend", "--user", "42", "--json"], ["similar", "star wars", "--json"],
+            ["recommend", "--rate", "Toy Story=5", "--rate", "50=4", "--json"]]
     for args in asks:
         proc = run_cli_in_subprocess(home, *args, "--model", name)
         assert proc.returncode == 0, proc.stderr

@@ -8,8 +8,9 @@ probabilities, no dropout, the VAE's mean code), so the numbers are the torch mo
 :class:`movierec.scorers.NumpyScorer` answers saved models with them; tests hold them to the torch models.
 
 One class per algorithm (:data:`FORWARDS`, by model name and mode). A user's ratings come in as movie indices
-(n,) and stars (n,); a known user's are their training ratings. The one step left to torch: the item-based
-rating RBM's new-user fold-in, an L-BFGS fit (:meth:`RatingRBMForward.fold_in` returns None).
+(n,) and stars (n,); a known user's are their training ratings. The item-based rating RBM's new users are fitted
+by :mod:`movierec.models.lbfgs`, torch's L-BFGS in numpy (a checkpoint saved without the fit's prior leaves them to
+the torch model: :meth:`RatingRBMForward.fold_in` returns None).
 
 Importing this module does not import torch.
 """
@@ -20,6 +21,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
+
+from movierec.models.lbfgs import Objective, minimize
 
 Arrays = Mapping[str, np.ndarray]
 Seen = Callable[[int], tuple[np.ndarray, np.ndarray]]
@@ -196,9 +199,26 @@ class RatingRBMForward(Forward):
         return np.stack([self._expected(hidden @ self.W[:, u] + self.b[u]) for u in users.tolist()])
 
     def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray | None:
-        if self.item_based:
-            return None  # an L-BFGS fit: left to the torch model
-        return super().fold_in(items, ratings)
+        if not self.item_based:
+            return super().fold_in(items, ratings)
+        s = self.state
+        if "prior_mean" not in s or "prior_std" not in s:
+            return None  # saved without the prior: left to the torch model
+        # A new visible unit x = mean + std * z (H+1, K) fitted to the ratings with the movies' hidden units
+        # fixed, as RatingRBM.fold_in: the same convex problem, by the same L-BFGS.
+        items, ratings = np.asarray(items, dtype=np.int64), np.asarray(ratings, dtype=np.float32)
+        order = np.argsort(items, kind="stable")  # the same ratings in any order give the same numbers
+        items, ratings = items[order], ratings[order]
+        mean, std = s["prior_mean"], s["prior_std"]  # (H+1, K)
+        unit = mean
+        if items.size:
+            hidden = s["item_hidden"][items]
+            design = np.concatenate([hidden, np.ones((items.size, 1), np.float32)], 1)  # (n, H+1)
+            target = np.searchsorted(self.midpoints, ratings, side="left")  # (n,) star levels, as torch.bucketize
+            z = minimize(_softmax_unit_objective(design, target, mean, std, float(self.config["fold_in_l2"])),
+                         np.zeros(mean.size), max_iter=200, tolerance_grad=1e-6)
+            unit = mean + std * z.reshape(mean.shape).astype(np.float32)
+        return self._expected(s["item_hidden"] @ unit[:-1] + unit[-1])  # (I,)
 
     def code(self, items: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, float]:
         k = np.searchsorted(self.midpoints, ratings, side="left")  # (n,) as torch.bucketize
@@ -225,6 +245,27 @@ class RatingRBMForward(Forward):
             return self.state["item_hidden"]  # (I, H)
         hidden = self.W.shape[0]
         return np.ascontiguousarray(self.W.reshape(hidden, -1).T).reshape(self.W.shape[1], -1)  # (I, K*H)
+
+
+def _softmax_unit_objective(design: np.ndarray, target: np.ndarray, mean: np.ndarray, std: np.ndarray,
+                            l2: float) -> Objective:
+    """``z`` (flat) -> the penalised softmax loss ``sum_n -log softmax(design_n (mean + std z))[target_n] + l2 / 2
+    ||z||^2`` and its gradient, in float64 as the torch fit computes them."""
+    rows = np.arange(target.shape[0])
+    design, mean, std = (a.astype(np.float64) for a in (design, mean, std))
+
+    def objective(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        z = flat.reshape(mean.shape)
+        logits = design @ (mean + std * z)  # (n, K)
+        top = logits.max(axis=1, keepdims=True)
+        log_total = top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True))  # (n, 1)
+        loss = (log_total[:, 0] - logits[rows, target]).sum() + 0.5 * l2 * (z * z).sum()
+        p = np.exp(logits - log_total)  # softmax
+        p[rows, target] -= 1.0
+        grad = std * (design.T @ p) + l2 * z
+        return float(loss), grad.reshape(-1)
+
+    return objective
 
 
 # -- autoencoders ----------------------------------------------------------------------------------------------

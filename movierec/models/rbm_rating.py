@@ -204,9 +204,10 @@ class RatingRBM(RBM):
         the last epoch): weights and biases ``x`` (H+1, K) maximising the softmax likelihood of their
         ratings, with a Gaussian prior fitted to the trained users' units (empirical Bayes):
         ``min_x -sum_n log softmax(x' [h_n, 1])[k_n] + fold_in_l2 / 2 * ||(x - m) / s||^2``, a convex
-        problem solved by L-BFGS. A user with no ratings gets ``x = m``, the average user. On MovieLens-100K
-        u1, every test user folded in from their u1.base ratings predicts u1.test with RMSE 0.931 (their
-        trained units: 0.925), in ~0.1 s a user; ``fold_in_l2`` was chosen on the validation slice."""
+        problem solved by L-BFGS in float64 (in numpy when answering: :mod:`movierec.models.lbfgs`). A user
+        with no ratings gets ``x = m``, the average user. On MovieLens-100K u1, every test user folded in from
+        their u1.base ratings predicts u1.test with RMSE 0.931 (their trained units: 0.925); ``fold_in_l2`` was
+        chosen on the validation slice."""
         if not self.item_based:
             return _fold_in_case(self, items, ratings)
         items = items.to(self.device, torch.int64)
@@ -217,7 +218,7 @@ class RatingRBM(RBM):
         if items.numel():
             design = torch.cat([self.item_hidden[items], self.item_hidden.new_ones(items.numel(), 1)], 1)  # (n, H+1)
             target = self.visible_states(ratings).argmax(1)  # (n,)
-            unit = mean + std * _fit_softmax_unit(design, target, mean, std, self.config.fold_in_l2)
+            unit = mean + std * _fit_softmax_unit(design, target, mean, std, self.config.fold_in_l2).float()
         return self._expected_stars(self.item_hidden, unit.unsqueeze(0))[0]  # (I,)
 
     @torch.no_grad()
@@ -274,7 +275,10 @@ def _fit_softmax_unit(
     design: torch.Tensor, target: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, l2: float
 ) -> torch.Tensor:
     """Whitened deviation ``z`` (H+1, K) of a softmax unit ``mean + std * z`` fitted to ``target`` (n,)
-    state indices from ``design`` (n, H+1), with the penalty ``l2 / 2 * ||z||^2``."""
+    state indices from ``design`` (n, H+1), with the penalty ``l2 / 2 * ||z||^2``; in float64 (returned so): a
+    float32 loss stops changing, and so stops L-BFGS, long before a flat problem's minimiser, where rounding
+    decides. :func:`movierec.models.lbfgs.minimize` solves the same problem in numpy."""
+    design, mean, std = design.double(), mean.double(), std.double()
     z = torch.zeros_like(mean, requires_grad=True)
     optimizer = torch.optim.LBFGS([z], lr=1.0, max_iter=200, tolerance_grad=1e-6, line_search_fn="strong_wolfe")
 
