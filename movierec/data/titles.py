@@ -20,23 +20,29 @@ _YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
 _TRAILING_ARTICLE = re.compile(r"^(.*), (the|a|an|les|la|le|l'|il|el|das|der|die)$", re.IGNORECASE)
 
 
+# Alternative titles in parentheses, e.g. "City of Lost Children, The (Cité des enfants perdus, La)".
+_ALTERNATIVE = re.compile(r"\s*\([^)]*\)\s*$")
+_JOINING = re.compile(r"['.]")
+_SEPARATING = re.compile(r"[^a-z0-9]+")
+
+
 def normalize(title: str) -> tuple[str, int | None]:
-    """``"Usual Suspects, The (1995)"`` -> ``("the usual suspects", 1995)``."""
-    text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    """``"Usual Suspects, The (1995)"`` -> ``("the usual suspects", 1995)``. (A saved model's first title lookup
+    normalises every title: at 59,047 titles each microsecond here is 0.06 s of it.)"""
+    text = title if title.isascii() else unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
     year = None
     m = _YEAR.search(text)
     if m:
         year, text = int(m.group(1)), text[: m.start()]
     text = text.strip()
-    # Alternative titles in parentheses, e.g. "City of Lost Children, The (Cité des enfants perdus, La)".
-    text = re.sub(r"\s*\([^)]*\)\s*$", "", text) or text
+    text = _ALTERNATIVE.sub("", text) or text
     m = _TRAILING_ARTICLE.match(text)
     if m:
         article, rest = m.group(2), m.group(1)
         text = article + rest if article.endswith("'") else f"{article} {rest}"  # "Enfant, L'" -> "L'Enfant"
     # People drop apostrophes and dots ("Schindlers List", "LA Confidential"), so they join, not split, words.
-    text = re.sub(r"['.]", "", text.lower())
-    text = re.sub(r"[^a-z0-9]+", " ", text).strip()
+    text = _JOINING.sub("", text.lower())
+    text = _SEPARATING.sub(" ", text).strip()
     return text, year
 
 
