@@ -214,14 +214,18 @@ class RatingRBMForward(Forward):
         if items.size:
             hidden = s["item_hidden"][items]
             design = np.concatenate([hidden, np.ones((items.size, 1), np.float32)], 1)  # (n, H+1)
-            target = np.searchsorted(self.midpoints, ratings, side="left")  # (n,) star levels, as torch.bucketize
+            target = self._state_index(ratings)  # (n,)
             z = minimize(_softmax_unit_objective(design, target, mean, std, float(self.config["fold_in_l2"])),
                          np.zeros(mean.size), max_iter=200, tolerance_grad=1e-6)
             unit = mean + std * z.reshape(mean.shape).astype(np.float32)
         return self._expected(s["item_hidden"] @ unit[:-1] + unit[-1])  # (I,)
 
+    def _state_index(self, ratings: np.ndarray) -> np.ndarray:
+        """Which of the K star values each rating is, (n,) -> (n,), as ``RatingRBM.state_index``."""
+        return np.searchsorted(self.midpoints, ratings, side="left")  # as torch.bucketize
+
     def code(self, items: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, float]:
-        k = np.searchsorted(self.midpoints, ratings, side="left")  # (n,) as torch.bucketize
+        k = self._state_index(ratings)  # (n,)
         return sigmoid((self.W[:, items, k].sum(1) + self.a).astype(np.float32)), 0.0  # (H,)
 
     def readout(self, codes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
